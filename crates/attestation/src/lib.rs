@@ -1,0 +1,1 @@
+//! Verify Intel TDX providers: DCAP quotes, collateral, RTMR replay, signer binding and policy.

@@ -1,0 +1,1 @@
+//! Request signing, metering, the provider's durable fee ledger and settlement batches.

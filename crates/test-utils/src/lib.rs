@@ -1,0 +1,11 @@
+//! Test helpers shared by zg-compute's crates (dev-only): testdata loaders, the anvil devnet guard and
+//! loopback servers.
+//!
+//! # Example
+//! ```
+//! let quote = zg_test_utils::testdata::read("attestation/dcap-qvl/tdx_quote.bin");
+//! assert_eq!(quote.len(), 5006);
+//! ```
+#![cfg_attr(not(test), warn(unused_crate_dependencies))]
+
+pub mod testdata;
