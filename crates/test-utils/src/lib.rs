@@ -9,3 +9,4 @@
 #![cfg_attr(not(test), warn(unused_crate_dependencies))]
 
 pub mod testdata;
+pub mod tools;

@@ -1,0 +1,112 @@
+//! Typed client for FineTuningServing: deliverables and their settlement (the key is revealed in the same
+//! transaction that pays the provider).
+
+use crate::{
+    Client, Deliverable, Result, TxOutcome,
+    bindings::FineTuningServing::{self, FineTuningServingInstance},
+    client::outcome,
+};
+use alloy::{
+    primitives::{Address, Bytes, U256},
+    providers::DynProvider,
+};
+
+/// FineTuningServing, bound to a [`Client`].
+#[derive(Debug, Clone)]
+pub struct FineTuning<'a> {
+    client: &'a Client,
+    contract: FineTuningServingInstance<DynProvider>,
+}
+
+/// What the provider's TEE signs to settle one task (EIP-712 `VerifierMessage`), plus the signature.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TaskSettlement {
+    /// Task id.
+    pub id: String,
+    /// ECIES-wrapped AES key of the sealed model (revealed only if the customer acknowledged).
+    pub encrypted_secret: Bytes,
+    /// Storage root of the sealed model.
+    pub model_root_hash: Bytes,
+    /// Must exceed the account's nonce.
+    pub nonce: U256,
+    /// 65-byte TEE signature.
+    pub signature: Bytes,
+    /// Fee, neuron.
+    pub task_fee: U256,
+    /// Customer.
+    pub user: Address,
+}
+
+fn deliverable(d: FineTuningServing::Deliverable) -> Deliverable {
+    Deliverable {
+        id: d.id,
+        model_root_hash: d.modelRootHash,
+        encrypted_secret: d.encryptedSecret,
+        acknowledged: d.acknowledged,
+        timestamp: u64::try_from(d.timestamp).unwrap_or(u64::MAX),
+        settled: d.settled,
+    }
+}
+
+impl<'a> FineTuning<'a> {
+    pub(crate) fn new(client: &'a Client) -> Self {
+        Self { client, contract: FineTuningServing::new(client.addresses().fine_tuning, client.provider().clone()) }
+    }
+
+    /// The contract address.
+    pub fn address(&self) -> Address {
+        *self.contract.address()
+    }
+
+    /// One deliverable.
+    pub async fn get_deliverable(&self, user: Address, provider: Address, id: &str) -> Result<Deliverable> {
+        self.contract
+            .getDeliverable(user, provider, id.to_owned())
+            .call()
+            .await
+            .map(deliverable)
+            .map_err(|e| self.client.contract_error("FineTuningServing.getDeliverable", e))
+    }
+
+    /// All deliverables of a (customer, provider) pair.
+    pub async fn get_deliverables(&self, user: Address, provider: Address) -> Result<Vec<Deliverable>> {
+        self.contract
+            .getDeliverables(user, provider)
+            .call()
+            .await
+            .map(|v| v.into_iter().map(deliverable).collect())
+            .map_err(|e| self.client.contract_error("FineTuningServing.getDeliverables", e))
+    }
+
+    /// Provider: records a deliverable for a customer's task.
+    pub async fn add_deliverable(&self, user: Address, id: &str, model_root_hash: Bytes) -> Result<TxOutcome> {
+        let call = self.contract.addDeliverable(user, id.to_owned(), model_root_hash);
+        self.client.send(call, "FineTuningServing.addDeliverable").await.map(|r| outcome(&r))
+    }
+
+    /// Customer: acknowledges a deliverable after checking it, so settlement reveals its key.
+    pub async fn acknowledge_deliverable(&self, provider: Address, id: &str) -> Result<TxOutcome> {
+        let call = self.contract.acknowledgeDeliverable(provider, id.to_owned());
+        self.client.send(call, "FineTuningServing.acknowledgeDeliverable").await.map(|r| outcome(&r))
+    }
+
+    /// Provider: drops an unacknowledged, unsettled deliverable without charging.
+    pub async fn abandon_deliverable(&self, user: Address, id: &str) -> Result<TxOutcome> {
+        let call = self.contract.abandonDeliverable(user, id.to_owned());
+        self.client.send(call, "FineTuningServing.abandonDeliverable").await.map(|r| outcome(&r))
+    }
+
+    /// Provider: settles a task (pays the provider; reveals the key if the customer acknowledged).
+    pub async fn settle_fees(&self, s: &TaskSettlement) -> Result<TxOutcome> {
+        let input = FineTuningServing::VerifierInput {
+            id: s.id.clone(),
+            encryptedSecret: s.encrypted_secret.clone(),
+            modelRootHash: s.model_root_hash.clone(),
+            nonce: s.nonce,
+            signature: s.signature.clone(),
+            taskFee: s.task_fee,
+            user: s.user,
+        };
+        self.client.send(self.contract.settleFees(input), "FineTuningServing.settleFees").await.map(|r| outcome(&r))
+    }
+}

@@ -1,0 +1,286 @@
+//! Typed client for InferenceServing: services, sub-accounts, TEE signer acknowledgement, token revocation,
+//! and both settlement paths (TEE-signed batches and customer-signed vouchers).
+
+use crate::{
+    Amount, Client, InferenceAccount, InferenceService, Refund, Result, ServiceParams, SettlementOutcome,
+    SettledItem, SettlementPreview, SettlementStatus, SignedVoucher, TeeSettlement, TxOutcome,
+    bindings::InferenceServing::{self, InferenceServingInstance},
+    client::outcome,
+};
+use alloy::{
+    primitives::{Address, B256, U256},
+    providers::DynProvider,
+    rpc::types::TransactionReceipt,
+};
+
+/// InferenceServing, bound to a [`Client`].
+#[derive(Debug, Clone)]
+pub struct Inference<'a> {
+    client: &'a Client,
+    contract: InferenceServingInstance<DynProvider>,
+}
+
+fn to_u64(v: U256) -> u64 {
+    u64::try_from(v).unwrap_or(u64::MAX)
+}
+
+fn service(s: InferenceServing::Service) -> InferenceService {
+    InferenceService {
+        provider: s.provider,
+        service_type: s.serviceType,
+        url: s.url,
+        input_price: s.inputPrice,
+        output_price: s.outputPrice,
+        updated_at: to_u64(s.updatedAt),
+        model: s.model,
+        verifiability: s.verifiability,
+        additional_info: s.additionalInfo,
+        tee_signer: s.teeSignerAddress,
+        tee_signer_acknowledged: s.teeSignerAcknowledged,
+    }
+}
+
+fn tee_item(s: &TeeSettlement) -> InferenceServing::TEESettlementData {
+    InferenceServing::TEESettlementData {
+        user: s.user,
+        provider: s.provider,
+        totalFee: s.total_fee,
+        requestsHash: s.requests_hash,
+        nonce: s.nonce,
+        signature: s.signature.clone(),
+    }
+}
+
+fn voucher_item(v: &SignedVoucher) -> InferenceServing::Voucher {
+    InferenceServing::Voucher {
+        user: v.user,
+        provider: v.provider,
+        cumulativeAmount: v.cumulative_amount,
+        nonce: v.nonce,
+        signature: v.signature.clone(),
+    }
+}
+
+impl<'a> Inference<'a> {
+    pub(crate) fn new(client: &'a Client) -> Self {
+        Self { client, contract: InferenceServing::new(client.addresses().inference, client.provider().clone()) }
+    }
+
+    /// The contract address.
+    pub fn address(&self) -> Address {
+        *self.contract.address()
+    }
+
+    /// One provider's service, or `None` if it has none.
+    pub async fn get_service(&self, provider: Address) -> Result<Option<InferenceService>> {
+        match self.contract.getService(provider).call().await {
+            Ok(s) => Ok(Some(service(s))),
+            Err(e) => {
+                let err = self.client.contract_error("InferenceServing.getService", e);
+                match err.revert() {
+                    Some(r) if r.name.starts_with("ServiceNot") => Ok(None),
+                    _ => Err(err),
+                }
+            }
+        }
+    }
+
+    /// All services (paged by 50 internally).
+    pub async fn list_services(&self) -> Result<Vec<InferenceService>> {
+        let mut out = Vec::new();
+        let page = U256::from(50);
+        loop {
+            let r = self
+                .contract
+                .getAllServices(U256::from(out.len()), page)
+                .call()
+                .await
+                .map_err(|e| self.client.contract_error("InferenceServing.getAllServices", e))?;
+            let got = r.services.len();
+            out.extend(r.services.into_iter().map(service));
+            if got == 0 || U256::from(out.len()) >= r.total {
+                return Ok(out);
+            }
+        }
+    }
+
+    /// A sub-account, or `None` if the customer has none with this provider.
+    pub async fn get_account(&self, user: Address, provider: Address) -> Result<Option<InferenceAccount>> {
+        let exists = self
+            .contract
+            .accountExists(user, provider)
+            .call()
+            .await
+            .map_err(|e| self.client.contract_error("InferenceServing.accountExists", e))?;
+        if !exists {
+            return Ok(None);
+        }
+        let a = self
+            .contract
+            .getAccount(user, provider)
+            .call()
+            .await
+            .map_err(|e| self.client.contract_error("InferenceServing.getAccount", e))?;
+        Ok(Some(InferenceAccount {
+            user: a.user,
+            provider: a.provider,
+            nonce: a.nonce,
+            balance: Amount(a.balance),
+            pending_refund: Amount(a.pendingRefund),
+            refunds: a
+                .refunds
+                .into_iter()
+                .map(|r| Refund {
+                    index: r.index,
+                    amount: Amount(r.amount),
+                    created_at: to_u64(r.createdAt),
+                    processed: r.processed,
+                })
+                .collect(),
+            additional_info: a.additionalInfo,
+            acknowledged: a.acknowledged,
+            generation: a.generation,
+            revoked_bitmap: a.revokedBitmap,
+        }))
+    }
+
+    /// Seconds a refund stays locked.
+    pub async fn lock_time(&self) -> Result<u64> {
+        self.contract
+            .lockTime()
+            .call()
+            .await
+            .map(to_u64)
+            .map_err(|e| self.client.contract_error("InferenceServing.lockTime", e))
+    }
+
+    /// Registers or updates the sender's service, staking `stake` (the first registration needs the minimum).
+    pub async fn add_or_update_service(&self, params: &ServiceParams, stake: Amount) -> Result<TxOutcome> {
+        let p = InferenceServing::ServiceParams {
+            serviceType: params.service_type.clone(),
+            url: params.url.clone(),
+            model: params.model.clone(),
+            verifiability: params.verifiability.clone(),
+            inputPrice: params.input_price,
+            outputPrice: params.output_price,
+            additionalInfo: params.additional_info.clone(),
+            teeSignerAddress: params.tee_signer,
+        };
+        let call = self.contract.addOrUpdateService(p).value(stake.0);
+        self.client.send(call, "InferenceServing.addOrUpdateService").await.map(|r| outcome(&r))
+    }
+
+    /// Removes the sender's service and returns its stake.
+    pub async fn remove_service(&self) -> Result<TxOutcome> {
+        self.client.send(self.contract.removeService(), "InferenceServing.removeService").await.map(|r| outcome(&r))
+    }
+
+    /// Contract owner: acknowledges a provider's TEE signer.
+    pub async fn acknowledge_tee_signer_by_owner(&self, provider: Address) -> Result<TxOutcome> {
+        let call = self.contract.acknowledgeTEESignerByOwner(provider);
+        self.client.send(call, "InferenceServing.acknowledgeTEESignerByOwner").await.map(|r| outcome(&r))
+    }
+
+    /// Customer: acknowledges (or withdraws acknowledgement of) a provider's TEE signer.
+    pub async fn acknowledge_tee_signer(&self, provider: Address, acknowledged: bool) -> Result<TxOutcome> {
+        let call = self.contract.acknowledgeTEESigner(provider, acknowledged);
+        self.client.send(call, "InferenceServing.acknowledgeTEESigner").await.map(|r| outcome(&r))
+    }
+
+    /// Customer: revokes one session-token id.
+    pub async fn revoke_token(&self, provider: Address, token_id: u8) -> Result<TxOutcome> {
+        let call = self.contract.revokeToken(provider, token_id);
+        self.client.send(call, "InferenceServing.revokeToken").await.map(|r| outcome(&r))
+    }
+
+    /// Customer: revokes all session tokens (bumps the generation).
+    pub async fn revoke_all_tokens(&self, provider: Address) -> Result<TxOutcome> {
+        let call = self.contract.revokeAllTokens(provider);
+        self.client.send(call, "InferenceServing.revokeAllTokens").await.map(|r| outcome(&r))
+    }
+
+    /// What `settleFeesWithTEE` would do with `items`, without sending anything.
+    pub async fn preview_settlement_results(&self, items: &[TeeSettlement]) -> Result<SettlementPreview> {
+        let r = self
+            .contract
+            .previewSettlementResults(items.iter().map(tee_item).collect())
+            .call()
+            .await
+            .map_err(|e| self.client.contract_error("InferenceServing.previewSettlementResults", e))?;
+        Ok(SettlementPreview {
+            failed: r
+                .failedUsers
+                .into_iter()
+                .zip(r.failureReasons.into_iter().map(SettlementStatus::from_code))
+                .collect(),
+            partial: r.partialUsers.into_iter().zip(r.partialAmounts).collect(),
+        })
+    }
+
+    /// Sends a `settleFeesWithTEE` batch without waiting; pair with [`Inference::settlement_outcome`].
+    pub async fn submit_settle_fees_with_tee(&self, items: &[TeeSettlement]) -> Result<B256> {
+        let call = self.contract.settleFeesWithTEE(items.iter().map(tee_item).collect());
+        self.client.submit(call, "InferenceServing.settleFeesWithTEE").await
+    }
+
+    /// Settles a TEE-signed batch and waits for it.
+    pub async fn settle_fees_with_tee(&self, items: &[TeeSettlement]) -> Result<SettlementOutcome> {
+        let tx = self.submit_settle_fees_with_tee(items).await?;
+        self.settlement_outcome(tx).await
+    }
+
+    /// Sends a `settleVouchers` batch without waiting; pair with [`Inference::settlement_outcome`].
+    pub async fn submit_settle_vouchers(&self, vouchers: &[SignedVoucher]) -> Result<B256> {
+        let call = self.contract.settleVouchers(vouchers.iter().map(voucher_item).collect());
+        self.client.submit(call, "InferenceServing.settleVouchers").await
+    }
+
+    /// Settles customer-signed vouchers and waits for it.
+    pub async fn settle_vouchers(&self, vouchers: &[SignedVoucher]) -> Result<SettlementOutcome> {
+        let tx = self.submit_settle_vouchers(vouchers).await?;
+        self.settlement_outcome(tx).await
+    }
+
+    /// Waits for a settlement transaction (sent now or before a restart) and reads its per-user results.
+    pub async fn settlement_outcome(&self, tx: B256) -> Result<SettlementOutcome> {
+        let receipt = self.client.wait_for(tx, "InferenceServing settlement").await?;
+        Ok(settlement_results(&receipt))
+    }
+
+    /// `(paid so far, last accepted voucher nonce)` for a (customer, provider) pair.
+    pub async fn voucher_state(&self, user: Address, provider: Address) -> Result<(U256, U256)> {
+        let r = self
+            .contract
+            .getVoucherState(user, provider)
+            .call()
+            .await
+            .map_err(|e| self.client.contract_error("InferenceServing.getVoucherState", e))?;
+        Ok((r.paid, r.nonce))
+    }
+}
+
+/// Per-user results from the settlement events in a receipt.
+pub(crate) fn settlement_results(receipt: &TransactionReceipt) -> SettlementOutcome {
+    let mut results = Vec::new();
+    for log in receipt.inner.logs() {
+        if let Ok(e) = log.log_decode::<InferenceServing::TEESettlementResult>() {
+            let d = e.inner.data;
+            results.push(SettledItem {
+                user: d.user,
+                status: SettlementStatus::from_code(d.status),
+                unsettled: Some(d.unsettledAmount),
+                paid: None,
+            });
+        } else if let Ok(e) = log.log_decode::<InferenceServing::VoucherSettled>() {
+            let d = e.inner.data;
+            results.push(SettledItem {
+                user: d.user,
+                status: SettlementStatus::from_code(d.status),
+                unsettled: None,
+                paid: Some(d.paid),
+            });
+        }
+    }
+    let o = outcome(receipt);
+    SettlementOutcome { tx: o.tx, block: o.block, gas_used: o.gas_used, results }
+}

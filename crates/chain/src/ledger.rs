@@ -1,0 +1,119 @@
+//! Typed client for LedgerManager: the customer's ledger, transfers to providers, refunds.
+
+use crate::{
+    Amount, Client, Error, LedgerInfo, Result, ServiceInfo, ServiceKind, TxOutcome,
+    bindings::LedgerManager::{self, LedgerManagerInstance},
+    client::outcome,
+};
+use alloy::{
+    primitives::Address,
+    providers::DynProvider,
+};
+
+/// LedgerManager, bound to a [`Client`].
+#[derive(Debug, Clone)]
+pub struct Ledger<'a> {
+    client: &'a Client,
+    contract: LedgerManagerInstance<DynProvider>,
+}
+
+impl<'a> Ledger<'a> {
+    pub(crate) fn new(client: &'a Client) -> Self {
+        Self { client, contract: LedgerManager::new(client.addresses().ledger, client.provider().clone()) }
+    }
+
+    /// A customer's ledger, or `None` when they have none yet.
+    pub async fn get_ledger(&self, user: Address) -> Result<Option<LedgerInfo>> {
+        match self.contract.getLedger(user).call().await {
+            Ok(l) => Ok(Some(LedgerInfo {
+                user: l.user,
+                available: Amount(l.availableBalance),
+                total: Amount(l.totalBalance),
+                additional_info: l.additionalInfo,
+            })),
+            Err(e) => {
+                let err = self.client.contract_error("LedgerManager.getLedger", e);
+                match err.revert() {
+                    Some(r) if r.name == "LedgerNotExists" => Ok(None),
+                    _ => Err(err),
+                }
+            }
+        }
+    }
+
+    /// Creates the sender's ledger with a first deposit.
+    pub async fn add_ledger(&self, amount: Amount, additional_info: &str) -> Result<TxOutcome> {
+        let call = self.contract.addLedger(additional_info.to_owned()).value(amount.0);
+        self.client.send(call, "LedgerManager.addLedger").await.map(|r| outcome(&r))
+    }
+
+    /// Adds funds to the sender's ledger.
+    pub async fn deposit(&self, amount: Amount) -> Result<TxOutcome> {
+        let call = self.contract.depositFund().value(amount.0);
+        self.client.send(call, "LedgerManager.depositFund").await.map(|r| outcome(&r))
+    }
+
+    /// Adds funds to someone else's ledger (creating it if needed).
+    pub async fn deposit_for(&self, recipient: Address, amount: Amount) -> Result<TxOutcome> {
+        let call = self.contract.depositFundFor(recipient).value(amount.0);
+        self.client.send(call, "LedgerManager.depositFundFor").await.map(|r| outcome(&r))
+    }
+
+    /// Withdraws available funds to the sender's wallet.
+    pub async fn refund(&self, amount: Amount) -> Result<TxOutcome> {
+        self.client.send(self.contract.refund(amount.0), "LedgerManager.refund").await.map(|r| outcome(&r))
+    }
+
+    /// Moves funds from the sender's ledger into a provider sub-account of `service`.
+    pub async fn transfer_fund(&self, provider: Address, service: ServiceKind, amount: Amount) -> Result<TxOutcome> {
+        let call = self.contract.transferFund(provider, service.full_name().to_owned(), amount.0);
+        self.client.send(call, "LedgerManager.transferFund").await.map(|r| outcome(&r))
+    }
+
+    /// Requests refunds from providers' sub-accounts and collects the matured ones back into the ledger.
+    pub async fn retrieve_fund(&self, providers: Vec<Address>, service: ServiceKind) -> Result<TxOutcome> {
+        let call = self.contract.retrieveFund(providers, service.full_name().to_owned());
+        self.client.send(call, "LedgerManager.retrieveFund").await.map(|r| outcome(&r))
+    }
+
+    /// Closes the sender's ledger, returning what is left.
+    pub async fn delete_ledger(&self) -> Result<TxOutcome> {
+        self.client.send(self.contract.deleteLedger(), "LedgerManager.deleteLedger").await.map(|r| outcome(&r))
+    }
+
+    /// Providers the customer has sub-accounts with, for one service.
+    pub async fn providers(&self, user: Address, service: ServiceKind) -> Result<Vec<Address>> {
+        self.contract
+            .getLedgerProviders(user, service.full_name().to_owned())
+            .call()
+            .await
+            .map_err(|e| self.client.contract_error("LedgerManager.getLedgerProviders", e))
+    }
+
+    /// The registration of a serving contract.
+    pub async fn service_info(&self, service: Address) -> Result<ServiceInfo> {
+        let s = self
+            .contract
+            .getServiceInfo(service)
+            .call()
+            .await
+            .map_err(|e| self.client.contract_error("LedgerManager.getServiceInfo", e))?;
+        Ok(ServiceInfo {
+            address: s.serviceAddress,
+            service_type: s.serviceType,
+            version: s.version,
+            full_name: s.fullName,
+            description: s.description,
+            recommended: s.isRecommended,
+        })
+    }
+
+    /// Fails with [`Error::InsufficientLedgerBalance`] unless `user` has `needed` available.
+    pub async fn ensure_available(&self, user: Address, needed: Amount) -> Result<()> {
+        let available = self.get_ledger(user).await?.map(|l| l.available).unwrap_or(Amount::ZERO);
+        if available < needed {
+            return Err(Error::InsufficientLedgerBalance { available, needed });
+        }
+        Ok(())
+    }
+}

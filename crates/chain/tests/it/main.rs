@@ -1,0 +1,14 @@
+//! zg-chain against a real anvil devnet.
+
+mod abi;
+mod devnet;
+mod money_flow;
+
+use zg_chain::{Devnet, DevnetConfig};
+
+/// A fresh devnet using the repo's pinned anvil.
+pub(crate) async fn devnet() -> Devnet {
+    Devnet::start_with(DevnetConfig { anvil: Some(zg_test_utils::tools::anvil()), ..Default::default() })
+        .await
+        .expect("devnet starts (run `just setup` first)")
+}

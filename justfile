@@ -1,0 +1,44 @@
+# zg-compute task runner. `just` lists the recipes; README.md explains them.
+set shell := ["bash", "-euo", "pipefail", "-c"]
+
+root := justfile_directory()
+# The real foundry binaries (not the npm node shims, which orphan anvil when killed) and our pinned tools.
+export PATH := root / "node_modules/@foundry-rs/anvil-linux-amd64/bin" + ":" + root / "node_modules/@foundry-rs/forge-linux-amd64/bin" + ":" + root / "node_modules/@foundry-rs/cast-linux-amd64/bin" + ":" + root / ".tools/bin" + ":" + env_var("PATH")
+
+# List the recipes.
+default:
+    @just --list
+
+# Install the pinned tools (solc-js, anvil, forge, cast from npm; cargo-deny, cargo-nextest from crates.io). Idempotent.
+setup:
+    scripts/setup.sh
+
+# Compile the Solidity contracts with the pinned solc and refresh the committed artifacts.
+contracts: setup
+    cd contracts && forge build && node scripts/artifacts.mjs write
+
+# The whole test suite: contracts, artifact and ABI checks, Rust tests against anvil, doctests, dependency policy.
+test: setup
+    cargo fmt --all --check
+    cd contracts && forge build && node scripts/artifacts.mjs check && node scripts/check-abi.mjs
+    cd contracts && forge test
+    cargo nextest run --workspace --locked
+    cargo test --workspace --doc --locked
+    cargo deny --locked check bans licenses sources
+
+# Lints that CI also runs: clippy with warnings as errors, formatting.
+lint:
+    cargo fmt --all --check
+    cargo clippy --workspace --all-targets --locked -- -D warnings
+
+# Bring up a devnet, deploy the contracts and walk a customer through the ledger, printing balances.
+demo: setup
+    scripts/demo.sh
+
+# Benchmarks (criterion); figures land in target/criterion.
+bench:
+    cargo bench --workspace
+
+# Forge gas report for settlement (settleFeesWithTEE vs settleVouchers).
+gas: setup
+    cd contracts && forge test --match-contract Gas -vv

@@ -1,0 +1,34 @@
+#!/usr/bin/env bash
+# Installs zg-compute's pinned tools into the repository (git-ignored), idempotently:
+#   node_modules/  solc-js 0.8.37 and Foundry 1.7.1 (anvil, forge, cast) from npm, pinned by package-lock.json
+#   .tools/bin/    cargo-deny (and cargo-nextest if the machine lacks it) from crates.io
+# Nothing is downloaded from anywhere but the package registries.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+need() { command -v "$1" >/dev/null 2>&1 || { echo "setup: '$1' is required but not installed ($2)" >&2; exit 1; }; }
+need node "install Node.js 20+ (e.g. apt-get install nodejs npm)"
+need npm "install npm (e.g. apt-get install npm)"
+need cargo "install Rust 1.94.1+ with rustup"
+
+# npm tools: reinstall only when package-lock.json changed since the last install.
+stamp=node_modules/.zg-lock-sha256
+want=$(sha256sum package-lock.json | cut -d' ' -f1)
+if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$want" ] || [ ! -x node_modules/@foundry-rs/anvil-linux-amd64/bin/anvil ]; then
+  echo "setup: installing pinned node tools (npm ci)" >&2
+  npm ci --no-audit --no-fund --loglevel=error >&2
+  echo "$want" > "$stamp"
+fi
+
+# Rust tools, pinned versions, built from crates.io into .tools/.
+DENY_VERSION=0.20.2
+NEXTEST_VERSION=0.9.143
+mkdir -p .tools/bin
+if ! .tools/bin/cargo-deny --version 2>/dev/null | grep -q "$DENY_VERSION"; then
+  echo "setup: building cargo-deny $DENY_VERSION (once, about 3-5 minutes)" >&2
+  cargo install --locked --quiet --root .tools cargo-deny --version "$DENY_VERSION" >&2
+fi
+if ! command -v cargo-nextest >/dev/null 2>&1 && [ ! -x .tools/bin/cargo-nextest ]; then
+  echo "setup: building cargo-nextest $NEXTEST_VERSION (once)" >&2
+  cargo install --locked --quiet --root .tools cargo-nextest --version "$NEXTEST_VERSION" >&2
+fi
