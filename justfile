@@ -20,11 +20,11 @@ contracts: setup
 # The whole test suite: contracts, artifact and ABI checks, Rust tests against anvil, doctests, dependency policy.
 test: setup
     cargo fmt --all --check
-    cd contracts && forge build && node scripts/artifacts.mjs check && node scripts/check-abi.mjs
+    cd contracts && node scripts/artifacts.mjs check && node scripts/check-abi.mjs
     cd contracts && forge test
     cargo nextest run --workspace --locked
     cargo test --workspace --doc --locked
-    cargo deny --locked check bans licenses sources
+    cargo deny --locked check --hide-inclusion-graph bans licenses sources
 
 # Lints that CI also runs: clippy with warnings as errors, formatting.
 lint:
@@ -41,4 +41,4 @@ bench:
 
 # Forge gas report for settlement (settleFeesWithTEE vs settleVouchers).
 gas: setup
-    cd contracts && forge test --match-contract Gas -vv
+    cd contracts && forge test --match-contract GasReport -vv

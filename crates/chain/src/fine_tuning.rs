@@ -2,7 +2,7 @@
 //! transaction that pays the provider).
 
 use crate::{
-    Client, Deliverable, Result, TxOutcome,
+    Amount, Client, Deliverable, Result, TxOutcome,
     bindings::FineTuningServing::{self, FineTuningServingInstance},
     client::outcome,
 };
@@ -37,6 +37,25 @@ pub struct TaskSettlement {
     pub user: Address,
 }
 
+/// A customer's sub-account with one fine-tuning provider.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct FineTuningAccount {
+    /// Customer.
+    pub user: Address,
+    /// Provider.
+    pub provider: Address,
+    /// Last settlement nonce.
+    pub nonce: U256,
+    /// Balance.
+    pub balance: Amount,
+    /// Sum of unprocessed refunds.
+    pub pending_refund: Amount,
+    /// Whether the customer acknowledged the provider's TEE signer.
+    pub acknowledged: bool,
+    /// Deliverables held for this customer.
+    pub deliverables: Vec<Deliverable>,
+}
+
 fn deliverable(d: FineTuningServing::Deliverable) -> Deliverable {
     Deliverable {
         id: d.id,
@@ -56,6 +75,34 @@ impl<'a> FineTuning<'a> {
     /// The contract address.
     pub fn address(&self) -> Address {
         *self.contract.address()
+    }
+
+    /// A customer's fine-tuning sub-account with a provider, or `None` if there is none.
+    pub async fn get_account(&self, user: Address, provider: Address) -> Result<Option<FineTuningAccount>> {
+        let exists = self
+            .contract
+            .accountExists(user, provider)
+            .call()
+            .await
+            .map_err(|e| self.client.contract_error("FineTuningServing.accountExists", e))?;
+        if !exists {
+            return Ok(None);
+        }
+        let a = self
+            .contract
+            .getAccount(user, provider)
+            .call()
+            .await
+            .map_err(|e| self.client.contract_error("FineTuningServing.getAccount", e))?;
+        Ok(Some(FineTuningAccount {
+            user: a.user,
+            provider: a.provider,
+            nonce: a.nonce,
+            balance: Amount(a.balance),
+            pending_refund: Amount(a.pendingRefund),
+            acknowledged: a.acknowledged,
+            deliverables: a.deliverables.into_iter().map(deliverable).collect(),
+        }))
     }
 
     /// One deliverable.

@@ -20,7 +20,7 @@ pub use client::Client;
 pub use deploy::{DeployConfig, deploy_all};
 pub use devnet::{DevAccount, Devnet, DevnetConfig, DevnetInfo};
 pub use error::{Error, Result};
-pub use fine_tuning::{FineTuning, TaskSettlement};
+pub use fine_tuning::{FineTuning, FineTuningAccount, TaskSettlement};
 pub use inference::Inference;
 pub use keys::{load_keystore, save_keystore, signer_from_hex};
 pub use ledger::Ledger;

@@ -1,0 +1,448 @@
+// SPDX-License-Identifier: MIT OR Apache-2.0
+pragma solidity ^0.8.28;
+
+import {Ownable} from "./lib/Ownable.sol";
+import {ReentrancyGuard} from "./lib/ReentrancyGuard.sol";
+import {IServing, ILedger} from "./interfaces/IServing.sol";
+
+/// @notice A pending refund as returned in account views (0G layout). `index` is a per-account sequence
+///         number (the one emitted in `RefundRequested`); `processed` is always false in views because
+///         processed refunds are removed.
+struct Refund {
+    uint256 index;
+    uint256 amount;
+    uint256 createdAt;
+    bool processed;
+}
+
+/// @title ServingBase
+/// @notice The part InferenceServing and FineTuningServing share: customer sub-accounts per
+///         (user, provider) funded only through LedgerManager, two-step refunds with a lock time,
+///         fee charging that draws on pending refunds newest first, provider stakes, the owner's
+///         lock-time setting, and account enumeration.
+/// @dev Native balance invariant: `address(this).balance == Σ sub-account balances + Σ stakes`.
+abstract contract ServingBase is IServing, Ownable, ReentrancyGuard {
+    // ------------------------------------------------------------------ storage types
+
+    /// @dev A pending refund, packed in one slot.
+    struct StoredRefund {
+        uint128 amount;
+        uint64 createdAt;
+        uint32 index;
+    }
+
+    /// @dev Per (user, provider). Never deleted as a whole: nonces, voucher state and token
+    ///      generation survive `deleteAccount`, so a recreated account cannot replay old signatures.
+    struct AccountState {
+        // slot 0: read and written by every settlement
+        uint128 balance;
+        uint128 pendingRefund;
+        // slot 1: voucher settlement state (InferenceServing)
+        uint128 voucherPaid;
+        uint128 voucherNonce;
+        // slot 2: TEE settlement nonce (last accepted)
+        uint256 nonce;
+        // slot 3-4: session-token revocation (InferenceServing)
+        uint256 generation;
+        uint256 revokedBitmap;
+        // slot 5
+        bool exists;
+        bool acknowledged;
+        uint32 refundSeq;
+        string additionalInfo;
+        StoredRefund[] refunds;
+    }
+
+    // ------------------------------------------------------------------ errors (0G names)
+
+    /// @notice The sub-account already exists.
+    error AccountExists(address user, address provider);
+    /// @notice The sub-account does not exist: transfer funds to the provider through the ledger first.
+    error AccountNotExists(address user, address provider);
+    /// @notice `additionalInfo` (or another string field) is too long.
+    error AdditionalInfoTooLong();
+    /// @notice `initialize` exists for ABI compatibility only: this contract is configured by its constructor.
+    error AlreadyInitialized();
+    /// @notice More items in one call than allowed: split the batch.
+    error BatchSizeTooLarge(uint256 size, uint256 max);
+    /// @notice Only LedgerManager may call this.
+    error CallerNotLedger(address caller);
+    /// @notice An update must not carry value: the stake is paid once, when the service is created.
+    error CannotAddStakeWhenUpdating();
+    /// @notice Only an empty sub-account can be deleted.
+    error CannotRevokeWithNonZeroBalance(address user, address provider, uint256 balance);
+    /// @notice Plain transfers are refused: funds arrive through LedgerManager.
+    error DirectDepositsDisabled();
+    /// @notice A new service must stake at least `required`.
+    error InsufficientStake(uint256 provided, uint256 required);
+    /// @notice The zero address (or another unusable address) was given.
+    error InvalidAddress(address addr);
+    /// @notice A page larger than allowed was requested.
+    error LimitTooLarge(uint256 limit, uint256 max);
+    /// @notice The lock time must be within [min, max] seconds.
+    error LockTimeOutOfRange(uint256 lockTime, uint256 min, uint256 max);
+    /// @notice A customer cannot open a sub-account with itself.
+    error ProviderCannotBeUser();
+    /// @notice The provider has no service here.
+    error ServiceNotExist(address provider);
+    /// @notice The sub-account has the maximum number of pending refunds; wait for them to mature.
+    error TooManyRefunds(address user, address provider);
+    /// @notice Sending native tokens failed.
+    error TransferFailed();
+    /// @notice A constructor parameter is out of range: `parameter` names it, `value` is what was given.
+    error InvalidConfig(string parameter, uint256 value);
+
+    // ------------------------------------------------------------------ events
+
+    /// @notice The sub-account's balance or pending refund changed.
+    event BalanceUpdated(address indexed user, address indexed provider, uint256 amount, uint256 pendingRefund);
+    /// @notice A refund was requested; it matures at `timestamp + lockTime`.
+    event RefundRequested(address indexed user, address indexed provider, uint256 indexed index, uint256 timestamp);
+    /// @notice A sub-account was deleted (always empty, so `refundedAmount` is 0).
+    event AccountDeleted(address indexed user, address indexed provider, uint256 refundedAmount);
+    /// @notice The owner changed the refund lock time.
+    event LockTimeUpdated(uint256 oldLockTime, uint256 newLockTime);
+    /// @notice Emitted once at deployment (the contract is born initialized).
+    event Initialized(uint8 version);
+    /// @notice A provider staked `amount` when creating its service.
+    event ProviderStaked(address indexed provider, uint256 amount);
+    /// @notice A provider's stake was returned when it removed its service.
+    event ProviderStakeReturned(address indexed provider, uint256 amount);
+    /// @notice The owner (`acknowledged` true) vouched for, or withdrew trust in, a provider's TEE signer.
+    event ProviderTEESignerAcknowledged(address indexed provider, address indexed teeSignerAddress, bool acknowledged);
+    /// @notice A customer acknowledged (or un-acknowledged) a provider's TEE signer for its sub-account.
+    event UserTEESignerAcknowledged(address indexed user, address indexed provider, bool acknowledged);
+
+    // ------------------------------------------------------------------ configuration
+
+    /// @notice Smallest lock time the owner may set (seconds).
+    uint256 public constant MIN_LOCKTIME = 60;
+    /// @notice Largest lock time the owner may set (seconds): 30 days.
+    uint256 public constant MAX_LOCKTIME = 30 days;
+    /// @notice Pending refunds per sub-account.
+    uint256 public constant MAX_REFUNDS_PER_ACCOUNT = 32;
+    /// @notice Largest page of the paginated views.
+    uint256 public constant MAX_PAGE_SIZE = 100;
+    /// @notice Longest `additionalInfo` / URL / model string (bytes).
+    uint256 public constant MAX_STRING_LENGTH = 4096;
+
+    /// @notice The LedgerManager that funds every sub-account.
+    address public immutable ledgerAddress;
+    /// @notice The stake a provider pays when it creates its service (returned on removal).
+    uint256 public immutable MIN_PROVIDER_STAKE;
+    /// @notice Seconds between a refund request and the moment it can be processed.
+    uint256 public lockTime;
+
+    // ------------------------------------------------------------------ state
+
+    mapping(address user => mapping(address provider => AccountState)) internal _accounts;
+    /// @notice Stake held per provider.
+    mapping(address provider => uint256) internal _stakes;
+
+    struct AccountKey {
+        address user;
+        address provider;
+    }
+
+    AccountKey[] internal _allAccounts;
+    mapping(address user => mapping(address provider => uint256)) private _allPos;
+    mapping(address user => address[]) internal _providersOfUser;
+    mapping(address user => mapping(address provider => uint256)) private _userPos;
+    mapping(address provider => address[]) internal _usersOfProvider;
+    mapping(address provider => mapping(address user => uint256)) private _providerPos;
+
+    constructor(uint256 lockTime_, address ledger_, address owner_, uint256 minProviderStake_) Ownable(owner_) {
+        if (ledger_ == address(0)) revert InvalidAddress(ledger_);
+        _checkLockTime(lockTime_);
+        lockTime = lockTime_;
+        ledgerAddress = ledger_;
+        MIN_PROVIDER_STAKE = minProviderStake_;
+        emit Initialized(1);
+    }
+
+    modifier onlyLedger() {
+        if (msg.sender != ledgerAddress) revert CallerNotLedger(msg.sender);
+        _;
+    }
+
+    /// @notice Refuses plain transfers (`DirectDepositsDisabled`); kept for ABI compatibility.
+    receive() external payable {
+        revert DirectDepositsDisabled();
+    }
+
+    /// @notice Always true: configured by the constructor.
+    function initialized() external pure returns (bool) {
+        return true;
+    }
+
+    /// @notice ERC-165: IServing and ERC-165 itself.
+    function supportsInterface(bytes4 interfaceId) external pure returns (bool) {
+        return interfaceId == type(IServing).interfaceId || interfaceId == 0x01ffc9a7;
+    }
+
+    /// @notice Owner: sets the refund lock time (applies to refunds already pending too).
+    function updateLockTime(uint256 _locktime) external onlyOwner {
+        _checkLockTime(_locktime);
+        emit LockTimeUpdated(lockTime, _locktime);
+        lockTime = _locktime;
+    }
+
+    // ------------------------------------------------------------------ ledger-only
+
+    /// @inheritdoc IServing
+    function addAccount(address user, address provider, string calldata additionalInfo) external payable onlyLedger {
+        if (user == provider) revert ProviderCannotBeUser();
+        if (user == address(0) || provider == address(0)) revert InvalidAddress(address(0));
+        if (bytes(additionalInfo).length > MAX_STRING_LENGTH) revert AdditionalInfoTooLong();
+        AccountState storage acc = _accounts[user][provider];
+        if (acc.exists) revert AccountExists(user, provider);
+        acc.exists = true;
+        acc.balance = _u128(msg.value);
+        acc.additionalInfo = additionalInfo;
+        _index(user, provider);
+        emit BalanceUpdated(user, provider, msg.value, 0);
+    }
+
+    /// @inheritdoc IServing
+    function depositFund(address user, address provider, uint256 cancelRetrievingAmount) external payable onlyLedger {
+        AccountState storage acc = _existing(user, provider);
+        if (cancelRetrievingAmount != 0) {
+            uint256 pending = acc.pendingRefund;
+            _drawRefunds(acc, cancelRetrievingAmount < pending ? cancelRetrievingAmount : pending);
+        }
+        uint256 balance = uint256(acc.balance) + msg.value;
+        acc.balance = _u128(balance);
+        emit BalanceUpdated(user, provider, balance, acc.pendingRefund);
+    }
+
+    /// @inheritdoc IServing
+    function requestRefundAll(address user, address provider) external onlyLedger {
+        AccountState storage acc = _existing(user, provider);
+        uint256 amount = uint256(acc.balance) - acc.pendingRefund;
+        if (amount == 0) return;
+        if (acc.refunds.length >= MAX_REFUNDS_PER_ACCOUNT) revert TooManyRefunds(user, provider);
+        uint32 index = acc.refundSeq;
+        acc.refundSeq = index + 1;
+        // amount <= balance (uint128) and timestamps fit in 64 bits for billions of years.
+        // forge-lint: disable-next-line(unsafe-typecast)
+        acc.refunds.push(StoredRefund({amount: uint128(amount), createdAt: uint64(block.timestamp), index: index}));
+        acc.pendingRefund = acc.balance;
+        emit RefundRequested(user, provider, index, block.timestamp);
+        emit BalanceUpdated(user, provider, acc.balance, acc.balance);
+    }
+
+    /// @inheritdoc IServing
+    function processRefund(address user, address provider)
+        external
+        onlyLedger
+        nonReentrant
+        returns (uint256 totalAmount, uint256 balance, uint256 pendingRefund)
+    {
+        AccountState storage acc = _existing(user, provider);
+        StoredRefund[] storage refunds = acc.refunds;
+        uint256 n = refunds.length;
+        uint256 kept;
+        uint256 lock = lockTime;
+        for (uint256 i; i < n; ++i) {
+            StoredRefund memory r = refunds[i];
+            // Lock times are hours to days: a validator's few seconds of timestamp skew do not matter.
+            // forge-lint: disable-next-line(block-timestamp)
+            if (uint256(r.createdAt) + lock <= block.timestamp) {
+                totalAmount += r.amount;
+            } else {
+                if (kept != i) refunds[kept] = r;
+                ++kept;
+            }
+        }
+        for (uint256 i = n; i > kept; --i) {
+            refunds.pop();
+        }
+        balance = uint256(acc.balance) - totalAmount;
+        pendingRefund = uint256(acc.pendingRefund) - totalAmount;
+        // Both are differences of uint128 values that cannot underflow (matured <= pending <= balance).
+        // forge-lint: disable-next-line(unsafe-typecast)
+        acc.balance = uint128(balance);
+        // forge-lint: disable-next-line(unsafe-typecast)
+        acc.pendingRefund = uint128(pendingRefund);
+        if (totalAmount != 0) {
+            emit BalanceUpdated(user, provider, balance, pendingRefund);
+            (bool ok,) = payable(ledgerAddress).call{value: totalAmount}("");
+            if (!ok) revert TransferFailed();
+        }
+    }
+
+    /// @inheritdoc IServing
+    function deleteAccount(address user, address provider) external onlyLedger {
+        AccountState storage acc = _existing(user, provider);
+        if (acc.balance != 0) revert CannotRevokeWithNonZeroBalance(user, provider, acc.balance);
+        acc.exists = false;
+        acc.acknowledged = false;
+        delete acc.additionalInfo;
+        delete acc.refunds;
+        _onAccountDeleted(user, provider);
+        _unindex(user, provider);
+        emit AccountDeleted(user, provider, 0);
+    }
+
+    // ------------------------------------------------------------------ shared views
+
+    /// @inheritdoc IServing
+    function accountExists(address user, address provider) external view returns (bool) {
+        return _accounts[user][provider].exists;
+    }
+
+    /// @inheritdoc IServing
+    function getPendingRefund(address user, address provider) external view returns (uint256) {
+        return _existing(user, provider).pendingRefund;
+    }
+
+    // ------------------------------------------------------------------ customer
+
+    /// @notice The caller (a customer) acknowledges, or stops acknowledging, `provider`'s TEE signer.
+    function acknowledgeTEESigner(address provider, bool acknowledged) external {
+        AccountState storage acc = _existing(msg.sender, provider);
+        acc.acknowledged = acknowledged;
+        emit UserTEESignerAcknowledged(msg.sender, provider, acknowledged);
+    }
+
+    // ------------------------------------------------------------------ internals
+
+    /// @dev Hook for contracts that keep more per-account data (deliverables).
+    function _onAccountDeleted(address user, address provider) internal virtual {}
+
+    function _existing(address user, address provider) internal view returns (AccountState storage acc) {
+        acc = _accounts[user][provider];
+        if (!acc.exists) revert AccountNotExists(user, provider);
+    }
+
+    /// @dev Takes `amount` (<= balance) from the sub-account: first from the part not pending refund,
+    ///      then from pending refunds, newest first. The caller reports the spend to the ledger.
+    function _charge(AccountState storage acc, uint256 balance, uint256 pending, uint256 amount) internal {
+        uint256 free = balance - pending;
+        if (amount > free) {
+            _drawRefunds(acc, amount - free);
+        }
+        // balance is a uint128 read from storage and amount <= balance.
+        // forge-lint: disable-next-line(unsafe-typecast)
+        acc.balance = uint128(balance - amount);
+    }
+
+    /// @dev Removes `amount` (<= pendingRefund) from pending refunds, newest first.
+    function _drawRefunds(AccountState storage acc, uint256 amount) internal {
+        StoredRefund[] storage refunds = acc.refunds;
+        uint256 remaining = amount;
+        uint256 n = refunds.length;
+        while (remaining != 0 && n != 0) {
+            StoredRefund storage r = refunds[n - 1];
+            uint256 a = r.amount;
+            if (a <= remaining) {
+                remaining -= a;
+                refunds.pop();
+                --n;
+            } else {
+                // a is a uint128 and remaining < a.
+                // forge-lint: disable-next-line(unsafe-typecast)
+                r.amount = uint128(a - remaining);
+                remaining = 0;
+            }
+        }
+        acc.pendingRefund = uint128(uint256(acc.pendingRefund) - (amount - remaining));
+    }
+
+    function _refundViews(AccountState storage acc) internal view returns (Refund[] memory out) {
+        uint256 n = acc.refunds.length;
+        out = new Refund[](n);
+        for (uint256 i; i < n; ++i) {
+            StoredRefund memory r = acc.refunds[i];
+            out[i] = Refund({index: r.index, amount: r.amount, createdAt: r.createdAt, processed: false});
+        }
+    }
+
+    function _takeStake(address provider) internal {
+        if (msg.value < MIN_PROVIDER_STAKE) revert InsufficientStake(msg.value, MIN_PROVIDER_STAKE);
+        _stakes[provider] = msg.value;
+        emit ProviderStaked(provider, msg.value);
+    }
+
+    function _returnStake(address provider) internal {
+        uint256 stake = _stakes[provider];
+        delete _stakes[provider];
+        emit ProviderStakeReturned(provider, stake);
+        if (stake != 0) _send(provider, stake);
+    }
+
+    function _send(address to, uint256 amount) internal {
+        (bool ok,) = payable(to).call{value: amount}("");
+        if (!ok) revert TransferFailed();
+    }
+
+    function _checkString(string calldata s) internal pure {
+        if (bytes(s).length > MAX_STRING_LENGTH) revert AdditionalInfoTooLong();
+    }
+
+    function _page(uint256 total, uint256 offset, uint256 limit) internal pure returns (uint256 start, uint256 end) {
+        if (limit > MAX_PAGE_SIZE) revert LimitTooLarge(limit, MAX_PAGE_SIZE);
+        if (offset >= total) return (total, total);
+        start = offset;
+        end = total - offset < limit ? total : offset + limit;
+    }
+
+    function _u128(uint256 x) internal pure returns (uint128) {
+        // Native token supplies are far below 2^128; this only guards against absurd inputs.
+        if (x > type(uint128).max) revert InvalidConfig("amount", x);
+        // Checked just above.
+        // forge-lint: disable-next-line(unsafe-typecast)
+        return uint128(x);
+    }
+
+    function _checkLockTime(uint256 t) private pure {
+        if (t < MIN_LOCKTIME || t > MAX_LOCKTIME) revert LockTimeOutOfRange(t, MIN_LOCKTIME, MAX_LOCKTIME);
+    }
+
+    function _index(address user, address provider) private {
+        _allAccounts.push(AccountKey(user, provider));
+        _allPos[user][provider] = _allAccounts.length;
+        _providersOfUser[user].push(provider);
+        _userPos[user][provider] = _providersOfUser[user].length;
+        _usersOfProvider[provider].push(user);
+        _providerPos[provider][user] = _usersOfProvider[provider].length;
+    }
+
+    function _unindex(address user, address provider) private {
+        {
+            uint256 pos = _allPos[user][provider];
+            uint256 last = _allAccounts.length;
+            if (pos != last) {
+                AccountKey memory moved = _allAccounts[last - 1];
+                _allAccounts[pos - 1] = moved;
+                _allPos[moved.user][moved.provider] = pos;
+            }
+            _allAccounts.pop();
+            delete _allPos[user][provider];
+        }
+        {
+            address[] storage list = _providersOfUser[user];
+            uint256 pos = _userPos[user][provider];
+            uint256 last = list.length;
+            if (pos != last) {
+                address moved = list[last - 1];
+                list[pos - 1] = moved;
+                _userPos[user][moved] = pos;
+            }
+            list.pop();
+            delete _userPos[user][provider];
+        }
+        {
+            address[] storage list = _usersOfProvider[provider];
+            uint256 pos = _providerPos[provider][user];
+            uint256 last = list.length;
+            if (pos != last) {
+                address moved = list[last - 1];
+                list[pos - 1] = moved;
+                _providerPos[provider][moved] = pos;
+            }
+            list.pop();
+            delete _providerPos[provider][user];
+        }
+    }
+}
