@@ -1,1 +1,40 @@
-//! Request signing, metering, the provider's durable fee ledger and settlement batches.
+#![doc = include_str!("../README.md")]
+#![cfg_attr(not(test), warn(unused_crate_dependencies))]
+#![deny(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::indexing_slicing,
+    clippy::arithmetic_side_effects
+)]
+
+mod error;
+mod ledger;
+mod meter;
+mod native;
+mod receipt;
+mod settle;
+mod sig;
+mod token;
+
+pub use crate::error::{BoxError, Error, Result};
+pub use crate::ledger::{
+    Admission, ChainAccount, Completion, Ledger, LedgerConfig, NONCE_WINDOW, PendingRequest, RequestKind,
+    SettlementMode, SettlementRecord, SettlementState,
+};
+pub use crate::meter::{Meter, Prices, StreamUsage, Usage, force_include_usage, usage_from_json};
+pub use crate::native::{
+    Domains, REQUEST_DOMAIN_NAME, Request, SignedRequest, SignedVoucher, TEE_SETTLEMENT_DOMAIN_NAME,
+    TEESettlement, VOUCHER_DOMAIN_NAME, Voucher, body_hash,
+};
+pub use crate::receipt::{
+    RECEIPT_TAG, Receipt, ReceiptSigner, ReceiptVerifier, SignedReceipt, ZgReceipt, zg_receipt_text,
+};
+pub use crate::settle::{
+    MAX_USERS_PER_TX, REQUESTS_HASH_TAG, SettleReport, SettledItem, SettlementChain, Settler, SettlerConfig,
+    TeeBatchItem, TeeItem, TeeItemResult, TxResult, VoucherState, build_tee_item, requests_hash,
+};
+pub use crate::sig::{EthSigner, KeyCache};
+pub use crate::token::{
+    EPHEMERAL_TOKEN_ID, MAX_EPHEMERAL_LIFETIME_MS, SESSION_TOKEN_PREFIX, SessionClaims, SessionToken,
+    SessionVerifier, TokenState,
+};
