@@ -16,8 +16,12 @@ use zg_attestation::{AttestationPolicy, Collateral, Evidence, ReportDataLayout, 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let testdata = concat!(env!("CARGO_MANIFEST_DIR"), "/../testdata/attestation");
     let mut args = std::env::args().skip(1);
-    let quote_path = args.next().unwrap_or_else(|| format!("{testdata}/dstack/quote-report.json"));
-    let collateral_path = args.next().unwrap_or_else(|| format!("{testdata}/dcap-qvl/tdx_quote_outdated_collateral.json"));
+    let quote_path = args
+        .next()
+        .unwrap_or_else(|| format!("{testdata}/dstack/quote-report.json"));
+    let collateral_path = args
+        .next()
+        .unwrap_or_else(|| format!("{testdata}/dcap-qvl/tdx_quote_outdated_collateral.json"));
     let now = match args.next() {
         Some(t) => Timestamp::from_rfc3339(&t)?,
         None if std::env::args().len() > 1 => Timestamp::now(),

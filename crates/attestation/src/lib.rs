@@ -1,1 +1,56 @@
-//! Verify Intel TDX providers: DCAP quotes, collateral, RTMR replay, signer binding and policy.
+#![doc = include_str!("../README.md")]
+#![cfg_attr(not(test), warn(unused_crate_dependencies))]
+#![deny(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::indexing_slicing,
+    clippy::arithmetic_side_effects
+)]
+#![cfg_attr(
+    test,
+    allow(
+        clippy::unwrap_used,
+        clippy::expect_used,
+        clippy::indexing_slicing,
+        clippy::arithmetic_side_effects
+    )
+)]
+
+mod collateral;
+mod dcap;
+mod error;
+mod eventlog;
+mod evidence;
+mod gpu;
+#[cfg(feature = "pccs")]
+mod pccs;
+mod policy;
+mod producer;
+mod quote;
+mod report;
+mod reportdata;
+mod time;
+mod verify;
+
+pub use crate::{
+    collateral::{CachedCollateral, Collateral, CollateralKey, CollateralSource, DirectoryCollateral},
+    error::{Error, Result},
+    eventlog::{
+        AppInfo, CcelTable, DSTACK_RUNTIME_EVENT_TYPE, DigestCheck, EventLog, MAX_EVENTS, NamedEvent,
+        TdxEvent, extend as extend_rtmr, runtime_event_digest,
+    },
+    evidence::{Backend, Evidence, EvidenceProducer},
+    gpu::{GpuClaims, GpuEvidence},
+    policy::{AttestationPolicy, ImagePolicy, TcbStatus},
+    producer::dstack::{DerivedKey, DstackProducer},
+    producer::simulated::{SIMULATED_QE_VENDOR_ID, SimulatedMeasurements, SimulatedTee},
+    producer::tdx::{TdxPaths, TdxProducer},
+    quote::{Measurement, TdBodyKind, TdQuote, decode_quote_bytes},
+    report::{Check, SIMULATED_BANNER, Verdict, VerificationReport},
+    reportdata::{KeyBinding, NATIVE_TAG, NATIVE_VERSION, ReportData, ReportDataLayout},
+    time::Timestamp,
+    verify::{INTEL_SGX_ROOT_CA_DER, Verifier, verify},
+};
+
+#[cfg(feature = "pccs")]
+pub use crate::pccs::{INTEL_PCS_URL, PccsCollateral};

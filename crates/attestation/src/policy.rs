@@ -1,0 +1,227 @@
+//! What a verifier accepts: allowed images, apps, TCB status, binding and freshness requirements.
+
+use crate::{Error, ReportDataLayout, Result};
+use alloy_primitives::Address;
+use serde::{Deserialize, Serialize};
+use sha2::{Digest as _, Sha256};
+
+/// Intel TCB statuses, best first. The policy's minimum accepts it and everything better.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub enum TcbStatus {
+    /// Platform fully patched.
+    UpToDate,
+    /// Patched, but software mitigations (e.g. for a CPU erratum) are needed.
+    SWHardeningNeeded,
+    /// Patched, but platform configuration must change.
+    ConfigurationNeeded,
+    /// Both of the above.
+    ConfigurationAndSWHardeningNeeded,
+    /// Missing a TCB recovery.
+    OutOfDate,
+    /// Out of date and needs configuration.
+    OutOfDateConfigurationNeeded,
+    /// Keys compromised: never acceptable.
+    Revoked,
+}
+
+impl TcbStatus {
+    /// Parses Intel's spelling (`UpToDate`, `SWHardeningNeeded`, ...).
+    pub fn parse(s: &str) -> Option<Self> {
+        Some(match s {
+            "UpToDate" => TcbStatus::UpToDate,
+            "SWHardeningNeeded" => TcbStatus::SWHardeningNeeded,
+            "ConfigurationNeeded" => TcbStatus::ConfigurationNeeded,
+            "ConfigurationAndSWHardeningNeeded" => TcbStatus::ConfigurationAndSWHardeningNeeded,
+            "OutOfDate" => TcbStatus::OutOfDate,
+            "OutOfDateConfigurationNeeded" => TcbStatus::OutOfDateConfigurationNeeded,
+            "Revoked" => TcbStatus::Revoked,
+            _ => return None,
+        })
+    }
+
+    /// Intel's spelling.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            TcbStatus::UpToDate => "UpToDate",
+            TcbStatus::SWHardeningNeeded => "SWHardeningNeeded",
+            TcbStatus::ConfigurationNeeded => "ConfigurationNeeded",
+            TcbStatus::ConfigurationAndSWHardeningNeeded => "ConfigurationAndSWHardeningNeeded",
+            TcbStatus::OutOfDate => "OutOfDate",
+            TcbStatus::OutOfDateConfigurationNeeded => "OutOfDateConfigurationNeeded",
+            TcbStatus::Revoked => "Revoked",
+        }
+    }
+}
+
+/// One allow-listed OS image: MRTD and RTMR0-2 (hex, 48 bytes each). An unset register is not checked.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct ImagePolicy {
+    /// A name for reports (e.g. `dstack-0.5.3-nvidia`).
+    pub name: String,
+    /// Expected MRTD.
+    pub mrtd: Option<String>,
+    /// Expected RTMR0.
+    pub rtmr0: Option<String>,
+    /// Expected RTMR1.
+    pub rtmr1: Option<String>,
+    /// Expected RTMR2.
+    pub rtmr2: Option<String>,
+}
+
+/// The verifier's acceptance policy. Loads from TOML or JSON; unknown keys are rejected so a typo
+/// cannot silently disable a check. Opt-outs default to `false`; bypasses are named `dangerous_*`.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AttestationPolicy {
+    /// Allowed images; empty = any image (the report says so).
+    pub images: Vec<ImagePolicy>,
+    /// Allowed compose hashes (hex) named by the event log; empty = any.
+    pub allowed_compose_hashes: Vec<String>,
+    /// Allowed dstack app ids (hex); empty = any.
+    pub allowed_app_ids: Vec<String>,
+    /// Worst acceptable TCB status (default `UpToDate`). `Revoked` is never accepted.
+    pub min_tcb_status: TcbStatus,
+    /// Advisory IDs (e.g. `INTEL-SA-01192`) that may be present; any other advisory fails.
+    pub allowed_advisory_ids: Vec<String>,
+    /// Maximum age of the evidence in seconds, measured from the bound `issued_at` (native layout).
+    pub max_quote_age_secs: Option<u64>,
+    /// The nonce REPORTDATA (and GPU evidence) must carry (hex, 32 bytes).
+    #[serde(
+        with = "crate::reportdata::opt_hex32",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub nonce: Option<[u8; 32]>,
+    /// The settlement signer the quote must bind (e.g. `teeSignerAddress` from chain).
+    pub expected_signer: Option<Address>,
+    /// REPORTDATA layout the provider uses (default native).
+    pub report_data_layout: ReportDataLayout,
+    /// Require an event log whose replay equals the quote's RTMRs (default true).
+    pub require_event_log: bool,
+    /// Require GPU evidence bound to the nonce (default false).
+    pub require_gpu: bool,
+    /// DANGEROUS: accept debug TDs (host can read TD memory). Default false.
+    pub dangerous_allow_debug: bool,
+    /// DANGEROUS: accept evidence from the simulated backend (no TEE at all). Default false.
+    pub dangerous_allow_simulated: bool,
+    /// With `dangerous_allow_simulated`: the simulated roots accepted (hex SEC1 P-256 keys);
+    /// empty = whatever root the evidence names.
+    pub dangerous_simulated_roots: Vec<String>,
+}
+
+impl Default for AttestationPolicy {
+    fn default() -> Self {
+        AttestationPolicy {
+            images: Vec::new(),
+            allowed_compose_hashes: Vec::new(),
+            allowed_app_ids: Vec::new(),
+            min_tcb_status: TcbStatus::UpToDate,
+            allowed_advisory_ids: Vec::new(),
+            max_quote_age_secs: None,
+            nonce: None,
+            expected_signer: None,
+            report_data_layout: ReportDataLayout::Native,
+            require_event_log: true,
+            require_gpu: false,
+            dangerous_allow_debug: false,
+            dangerous_allow_simulated: false,
+            dangerous_simulated_roots: Vec::new(),
+        }
+    }
+}
+
+impl AttestationPolicy {
+    /// Parses TOML.
+    pub fn from_toml(s: &str) -> Result<Self> {
+        toml::from_str::<Self>(s)
+            .map_err(|e| Error::InvalidPolicy(e.to_string()))?
+            .validated()
+    }
+
+    /// Parses JSON.
+    pub fn from_json(s: &str) -> Result<Self> {
+        serde_json::from_str::<Self>(s)
+            .map_err(|e| Error::InvalidPolicy(e.to_string()))?
+            .validated()
+    }
+
+    /// Loads `.toml` or `.json` (by extension; otherwise tries JSON then TOML).
+    pub fn from_file(path: impl AsRef<std::path::Path>) -> Result<Self> {
+        let path = path.as_ref();
+        let text = std::fs::read_to_string(path).map_err(|e| Error::io("read policy", path, e))?;
+        match path.extension().and_then(|e| e.to_str()) {
+            Some("toml") => Self::from_toml(&text),
+            Some("json") => Self::from_json(&text),
+            _ => Self::from_json(&text).or_else(|_| Self::from_toml(&text)),
+        }
+    }
+
+    /// The same policy with a per-request nonce.
+    pub fn with_nonce(mut self, nonce: [u8; 32]) -> Self {
+        self.nonce = Some(nonce);
+        self
+    }
+
+    /// SHA-256 of the canonical JSON form: the "policy hash" in verifier cache keys.
+    pub fn digest(&self) -> [u8; 32] {
+        // Serialising a plain struct of strings, numbers and options cannot fail.
+        let json = serde_json::to_vec(self).unwrap_or_default();
+        Sha256::digest(json).into()
+    }
+
+    fn validated(self) -> Result<Self> {
+        let hexlen = |field: String, v: &str, n: usize| -> Result<()> {
+            let raw = v.trim_start_matches("0x");
+            match hex::decode(raw) {
+                Ok(b) if b.len() == n => Ok(()),
+                Ok(b) => Err(Error::InvalidPolicy(format!(
+                    "{field} is {} bytes, expected {n}",
+                    b.len()
+                ))),
+                Err(e) => Err(Error::InvalidPolicy(format!("{field} is not hex: {e}"))),
+            }
+        };
+        for (i, img) in self.images.iter().enumerate() {
+            for (name, v) in [
+                ("mrtd", &img.mrtd),
+                ("rtmr0", &img.rtmr0),
+                ("rtmr1", &img.rtmr1),
+                ("rtmr2", &img.rtmr2),
+            ] {
+                if let Some(v) = v {
+                    hexlen(format!("images[{i}].{name}"), v, 48)?;
+                }
+            }
+        }
+        for (i, h) in self.allowed_compose_hashes.iter().enumerate() {
+            hexlen(format!("allowed_compose_hashes[{i}]"), h, 32)?;
+        }
+        if self.min_tcb_status == TcbStatus::Revoked {
+            return Err(Error::InvalidPolicy(
+                "min_tcb_status = \"Revoked\" is never acceptable; use OutOfDateConfigurationNeeded at worst"
+                    .into(),
+            ));
+        }
+        Ok(self)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn toml_and_typos() {
+        let p = AttestationPolicy::from_toml(
+            "min_tcb_status = \"OutOfDate\"\nallowed_advisory_ids = [\"INTEL-SA-01192\"]\n[[images]]\nname = \"x\"\nmrtd = \"00\"\n",
+        );
+        assert!(matches!(p, Err(Error::InvalidPolicy(m)) if m.contains("images[0].mrtd is 1 bytes")));
+        let p = AttestationPolicy::from_toml("min_tcb_status = \"OutOfDate\"\n").unwrap();
+        assert_eq!(p.min_tcb_status, TcbStatus::OutOfDate);
+        assert!(p.require_event_log);
+        let typo = AttestationPolicy::from_toml("dangerous_allow_simulatd = true\n");
+        assert!(matches!(typo, Err(Error::InvalidPolicy(m)) if m.contains("unknown field")));
+        assert!(TcbStatus::UpToDate < TcbStatus::OutOfDate);
+        assert_ne!(p.digest(), AttestationPolicy::default().digest());
+    }
+}
