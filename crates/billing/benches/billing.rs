@@ -3,6 +3,9 @@
 //! - `native_admission_durable/cN`: native signed-request admission (verify with cached key + nonce
 //!   window + reservation, durably group-committed) with N requests in flight (target ≥ 8 000/s,
 //!   p99 < 2 ms; p50/p99 are printed to stderr from per-request latencies);
+//! - `native_verify_cached`: the CPU floor of an admission (EIP-712 hash + ECDSA verify with a cached key);
+//! - `fsync_probe` (printed only): p50/p99 of a 4 KiB append + `fdatasync` in the bench's temp dir, the
+//!   physical bound on a durable commit's latency;
 //! - `settlement_batch/50_users_100k_requests`: requests hash + EIP-712 signing of a 50-customer
 //!   batch covering 100 000 requests (target < 1 s).
 #![allow(missing_docs, clippy::unwrap_used, clippy::expect_used, clippy::print_stderr)]
@@ -14,7 +17,7 @@ use std::time::{Duration, Instant};
 use alloy_primitives::{Address, B256, U256};
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use zg_billing::{
-    ChainAccount, Domains, EthSigner, Ledger, LedgerConfig, PendingRequest, Request, SessionClaims,
+    ChainAccount, Domains, EthSigner, KeyCache, Ledger, LedgerConfig, PendingRequest, Request, SessionClaims,
     SessionToken, SessionVerifier, SignedRequest, TokenState, Usage, body_hash, build_tee_item,
 };
 
@@ -51,6 +54,52 @@ fn session_token(c: &mut Criterion) {
         })
     });
     g.finish();
+}
+
+fn native_verify(c: &mut Criterion) {
+    let user = signer(1);
+    let domains = Domains::new(31337, Address::repeat_byte(0x42));
+    let r = Request {
+        user: user.address(),
+        provider: signer(2).address(),
+        service: "chat".into(),
+        nonce: U256::from(1),
+        bodyHash: body_hash(b"{}"),
+        feeCap: U256::from(1000),
+    };
+    let signed = domains.sign_request(&user, r).unwrap();
+    let keys = KeyCache::default();
+    domains.verify_request(&keys, &signed).unwrap(); // recover once; verify afterwards
+    let mut g = c.benchmark_group("native_verify_cached");
+    g.throughput(Throughput::Elements(1));
+    g.bench_function("verify", |b| {
+        b.iter(|| {
+            domains
+                .verify_request(&keys, std::hint::black_box(&signed))
+                .unwrap()
+        })
+    });
+    g.finish();
+}
+
+/// Latency of the durable write itself: a 4 KiB append + `fdatasync`, as a WAL commit does.
+fn fsync_probe() {
+    use std::io::Write;
+    let dir = tempfile::tempdir().unwrap();
+    let mut f = std::fs::File::create(dir.path().join("probe")).unwrap();
+    let mut lat: Vec<Duration> = (0..500)
+        .map(|_| {
+            f.write_all(&[7u8; 4096]).unwrap();
+            let t = Instant::now();
+            f.sync_data().unwrap();
+            t.elapsed()
+        })
+        .collect();
+    lat.sort();
+    eprintln!(
+        "fsync_probe: 4 KiB append + fdatasync: p50 {:?} p90 {:?} p99 {:?} max {:?}",
+        lat[250], lat[450], lat[495], lat[499]
+    );
 }
 
 struct AdmissionSetup {
@@ -139,9 +188,10 @@ fn admission(c: &mut Criterion) {
         .enable_all()
         .build()
         .unwrap();
+    fsync_probe();
     let mut g = c.benchmark_group("native_admission_durable");
     g.sample_size(10);
-    for concurrency in [8usize, 32] {
+    for concurrency in [8usize, 32, 128] {
         // Latency profile from one larger run.
         let s = admission_setup(64, 150);
         // Warm the key cache (first request per user recovers; later ones verify).
@@ -229,5 +279,5 @@ fn settlement_batch(c: &mut Criterion) {
     g.finish();
 }
 
-criterion_group!(benches, session_token, admission, settlement_batch);
+criterion_group!(benches, session_token, native_verify, admission, settlement_batch);
 criterion_main!(benches);

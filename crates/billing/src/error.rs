@@ -258,6 +258,20 @@ pub enum Error {
         /// The transaction.
         tx_hash: B256,
     },
+    /// The customer's on-chain nonce passed a TEE settlement's nonce, but the chain adapter found no applied
+    /// `TEESettlementResult` for it, so how much it paid is unknown. The settlement stays open (never
+    /// guessed as fully paid, never re-sent): make `find_tee_result` see the events (an RPC that keeps logs
+    /// back to the settlement's block) and reconcile again.
+    #[error(
+        "TEE settlement nonce {nonce} of {user} was applied on chain but its result event was not found; \
+         point the chain adapter at an RPC node that serves logs back to that block and reconcile again"
+    )]
+    SettlementUnresolved {
+        /// The customer.
+        user: Address,
+        /// The settlement's nonce.
+        nonce: U256,
+    },
 }
 
 impl Error {
@@ -273,6 +287,7 @@ impl Error {
                 | Self::Config { .. }
                 | Self::Chain { .. }
                 | Self::TxReverted { .. }
+                | Self::SettlementUnresolved { .. }
                 | Self::FeeOverflow { .. }
         )
     }
@@ -281,11 +296,45 @@ impl Error {
     pub fn is_retryable(&self) -> bool {
         matches!(
             self,
-            Self::Chain { .. } | Self::TxReverted { .. } | Self::UnknownAccount { .. }
+            Self::Chain { .. }
+                | Self::TxReverted { .. }
+                | Self::UnknownAccount { .. }
+                | Self::SettlementUnresolved { .. }
         )
     }
 
     pub(crate) fn chain(op: &'static str, source: BoxError) -> Self {
         Self::Chain { op, source }
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    /// `Result<Admission>` is on the hot admission path: keep the error small (reth `size_asserts`).
+    #[test]
+    fn error_size_is_pinned() {
+        assert!(
+            std::mem::size_of::<Error>() <= 96,
+            "{}",
+            std::mem::size_of::<Error>()
+        );
+    }
+
+    #[test]
+    fn unresolved_settlement_is_retryable_server_side_and_names_the_fix() {
+        let e = Error::SettlementUnresolved {
+            user: Address::repeat_byte(1),
+            nonce: U256::from(7),
+        };
+        assert!(e.is_retryable());
+        assert!(!e.is_client_fault());
+        let msg = e.to_string();
+        assert!(
+            msg.contains("nonce 7") && msg.contains("reconcile again"),
+            "{msg}"
+        );
     }
 }

@@ -265,10 +265,17 @@ impl<C: SettlementChain> Settler<C> {
         let mut report = SettleReport::default();
         for rec in self.ledger.open_settlements()? {
             let item = match rec.mode {
-                SettlementMode::Tee => self.reconcile_tee(&rec, &mut report).await?,
-                SettlementMode::Voucher => self.reconcile_voucher(&rec, &mut report).await?,
+                SettlementMode::Tee => self.reconcile_tee(&rec, &mut report).await,
+                SettlementMode::Voucher => self.reconcile_voucher(&rec, &mut report).await,
             };
-            report.items.push(item);
+            match item {
+                Ok(item) => report.items.push(item),
+                Err(e @ Error::SettlementUnresolved { .. }) => {
+                    tracing::warn!(user = %rec.user, nonce = %rec.nonce, "{e}");
+                    report.skipped.push((rec.user, e.to_string()));
+                }
+                Err(e) => return Err(e),
+            }
         }
         Ok(report)
     }
@@ -325,8 +332,13 @@ impl<C: SettlementChain> Settler<C> {
                     .await
                     .map_err(chain_err("find settlement"))?,
             };
-            let unsettled = res.map(|r| r.unsettled).unwrap_or_default();
-            Some(rec.amount.saturating_sub(unsettled))
+            // Without the item's result the amount paid is unknown (a partial pays less than
+            // `totalFee`): leave the settlement open rather than book a guess.
+            let res = res.ok_or(Error::SettlementUnresolved {
+                user: rec.user,
+                nonce: rec.nonce,
+            })?;
+            Some(rec.amount.saturating_sub(res.unsettled))
         } else {
             None
         };
@@ -557,7 +569,14 @@ impl<C: SettlementChain> Settler<C> {
                 .iter()
                 .find(|(u, _)| *u == rec.user)
                 .map(|(_, r)| *r);
-            report.items.push(self.resolve_tee(rec, from_receipt).await?);
+            match self.resolve_tee(rec, from_receipt).await {
+                Ok(item) => report.items.push(item),
+                Err(e @ Error::SettlementUnresolved { .. }) => {
+                    tracing::warn!(user = %rec.user, nonce = %rec.nonce, "{e}");
+                    report.skipped.push((rec.user, e.to_string()));
+                }
+                Err(e) => return Err(e),
+            }
         }
         Ok(())
     }

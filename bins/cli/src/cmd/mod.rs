@@ -4,9 +4,11 @@
 mod account;
 mod attest;
 mod devnet;
+mod inference;
 mod key;
 mod opts;
 mod sealing;
+mod serve;
 mod storage;
 
 use clap::{Parser, Subcommand};
@@ -61,6 +63,14 @@ enum Command {
     Download(storage::DownloadArgs),
     /// Decrypt a sealed fine-tuned model delivered by a provider.
     DecryptModel(sealing::DecryptModelArgs),
+    /// Inference as a customer: list and verify providers, chat with verified receipts, session secrets.
+    #[command(subcommand)]
+    Inference(inference::InferenceCommand),
+    /// Run a local OpenAI-compatible endpoint for one provider that signs, pays, verifies and forwards.
+    ///
+    /// Point any OpenAI client at it (`OPENAI_BASE_URL=http://127.0.0.1:3001/v1`); receipts come back in
+    /// `ZG-Receipt` headers. Example: `zg serve --provider 0x… --allow-simulated --port 3001`.
+    Serve(serve::ServeArgs),
 }
 
 impl Cli {
@@ -82,6 +92,8 @@ impl Cli {
             Command::Upload(a) => a.run(g).await,
             Command::Download(a) => a.run(g).await,
             Command::DecryptModel(a) => a.run(g).await,
+            Command::Inference(c) => c.run(g).await,
+            Command::Serve(a) => a.run(g).await,
         }
     }
 }

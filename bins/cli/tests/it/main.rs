@@ -1,5 +1,6 @@
 //! The `zg` binary end to end: real process, real anvil devnet.
 
+mod inference;
 mod ledger;
 
 use std::process::Output;

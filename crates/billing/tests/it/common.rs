@@ -43,6 +43,11 @@ pub struct MockState {
     pub fault: Option<Fault>,
     pub reads_armed: bool,
     pub submissions: u64,
+    /// `find_tee_result` finds nothing (an RPC node without the logs).
+    pub hide_events: bool,
+    /// Sets a customer's balance just before the next `submit_tee` applies (a refund landing between
+    /// preview and inclusion), so the item pays only part.
+    pub balance_at_submit: Option<(Address, U256)>,
 }
 
 /// In-memory InferenceServing: verifies signatures, nonces and balances like the contract.
@@ -178,6 +183,9 @@ impl SettlementChain for MockChain {
             return Err(err("injected: crash before send"));
         }
         let mut s = self.state.lock().unwrap();
+        if let Some((user, balance)) = s.balance_at_submit.take() {
+            s.accounts.entry(user).or_default().balance = balance;
+        }
         let results = items
             .iter()
             .map(|i| (i.user, self.apply_tee(&mut s, i)))
@@ -256,6 +264,9 @@ impl SettlementChain for MockChain {
 
     async fn find_tee_result(&self, user: Address, nonce: U256) -> Result<Option<TeeItemResult>, BoxError> {
         let s = self.state.lock().unwrap();
+        if s.hide_events {
+            return Ok(None);
+        }
         Ok(s.tee_applied
             .iter()
             .find(|(u, n, _)| *u == user && *n == nonce)

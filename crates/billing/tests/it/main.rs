@@ -11,5 +11,9 @@
 mod common;
 /// Hundreds of concurrent admissions of one customer; durability across reopen.
 mod ledger_concurrency;
+/// Property tests: parsers never panic on arbitrary input; headers and tokens round-trip; requests_hash separates.
+mod parser_props;
+/// Both settlement modes on a real anvil devnet through zg-chain, with the same crash injection.
+mod settlement_anvil;
 /// Both settlement modes against the in-memory chain, with a crash injected at each step.
 mod settlement_crash;

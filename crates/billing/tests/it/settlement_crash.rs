@@ -8,7 +8,7 @@ use zg_billing::{
     SettlerConfig, Usage, Voucher,
 };
 
-use crate::common::{Fault, MockChain, domains, open_ledger, signer};
+use crate::common::{Fault, MockChain, open_ledger, signer};
 use crate::ledger_concurrency::native;
 
 const DEPOSIT: u64 = 1_000_000;
@@ -35,8 +35,8 @@ async fn sync_accounts(ledger: &Ledger, chain: &MockChain, users: &[Address]) {
 }
 
 /// Serves `per_user` requests to each user in the given mode; returns the total fees per user.
-async fn serve(ledger: &Ledger, users: &[EthSigner], per_user: u64, session: bool) -> Vec<u64> {
-    let d = domains();
+pub(crate) async fn serve(ledger: &Ledger, users: &[EthSigner], per_user: u64, session: bool) -> Vec<u64> {
+    let d = ledger.domains().clone();
     let provider = ledger.provider();
     let mut totals = Vec::new();
     for (ui, user) in users.iter().enumerate() {
@@ -254,4 +254,70 @@ async fn partial_balance_resigns_the_subset_that_fits_and_batches_cap_at_50_user
     assert_eq!(r.tx_hashes.len(), 3);
     assert_eq!(r.items.len(), 120);
     let _ = ChainAccount::default();
+}
+
+/// Regression: a TEE item that paid only part (the balance dropped between preview and inclusion) and whose
+/// result event cannot be found after a crash must not be booked as fully paid; once the event is found it is
+/// booked at exactly the amount the chain moved.
+#[tokio::test]
+async fn partial_payment_after_crash_is_never_booked_as_full() {
+    let dir = tempfile::tempdir().unwrap();
+    let provider = signer(9).address();
+    let tee = signer(7);
+    let chain = MockChain::new(provider, tee.address());
+    let user = signer(1);
+    chain.deposit(user.address(), U256::from(100_000));
+    let ledger = open_ledger(dir.path(), provider);
+    sync_accounts(&ledger, &chain, &[user.address()]).await;
+    serve(&ledger, std::slice::from_ref(&user), 5, true).await; // fees 101..=105, 515 in all
+    {
+        let mut s = chain.state.lock().unwrap();
+        s.balance_at_submit = Some((user.address(), U256::from(300)));
+        s.hide_events = true;
+    }
+    chain.arm(Fault::AfterReceiptBeforeCommit);
+    let settler = Settler::new(
+        ledger.clone(),
+        chain.clone(),
+        tee.clone(),
+        SettlerConfig::default(),
+    )
+    .unwrap();
+    settler.settle_due(1, true).await.unwrap_err();
+    assert_eq!(
+        chain.state.lock().unwrap().provider_earned,
+        U256::from(300),
+        "the chain paid part"
+    );
+
+    drop(settler);
+    ledger.close();
+    drop(ledger);
+    let ledger = open_ledger(dir.path(), provider);
+    let settler = Settler::new(
+        ledger.clone(),
+        chain.clone(),
+        tee.clone(),
+        SettlerConfig::default(),
+    )
+    .unwrap();
+    let r = settler.reconcile(2).await.unwrap();
+    assert!(r.items.is_empty(), "{r:?}");
+    assert_eq!(r.skipped.len(), 1);
+    assert!(r.skipped[0].1.contains("result event was not found"), "{r:?}");
+    assert_eq!(ledger.open_settlements().unwrap().len(), 1, "stays open");
+    assert_eq!(ledger.unsettled_fee(user.address()), U256::from(515));
+    // Still open: a settlement round does not send a second claim for the same requests.
+    let again = settler.settle_due(3, true).await.unwrap();
+    assert!(again.tx_hashes.is_empty(), "{again:?}");
+
+    chain.state.lock().unwrap().hide_events = false;
+    let r = settler.reconcile(4).await.unwrap();
+    assert_eq!(r.items.len(), 1, "{r:?}");
+    assert_eq!(
+        (r.items[0].paid, r.items[0].state),
+        (U256::from(300), SettlementState::Done)
+    );
+    assert!(ledger.open_settlements().unwrap().is_empty());
+    assert_eq!(chain.state.lock().unwrap().provider_earned, U256::from(300));
 }

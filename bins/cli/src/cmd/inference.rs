@@ -1,0 +1,500 @@
+//! `zg inference …`: the customer's inference verbs, named as in the official 0G CLI — list-providers, verify,
+//! acknowledge-provider, chat, get-secret, revoke-token — plus `balance`. Every answer `chat` prints has had its
+//! signed receipt checked against the exact bytes received.
+
+use super::{
+    GlobalOpts,
+    opts::{RpcOpts, WalletOpts},
+};
+use crate::output;
+use anyhow::Context as _;
+use clap::{Args, Subcommand};
+use serde::Serialize;
+use std::io::{IsTerminal as _, Write as _};
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
+use zg_chain::{Address, Amount, B256, U256};
+use zg_client::{Client, ClientConfig, StreamEvent, TopUpPolicy};
+
+/// The customer's inference verbs.
+#[derive(Debug, Subcommand)]
+pub(crate) enum InferenceCommand {
+    /// List the inference services registered on chain: provider, model, URL, prices, TEE signer.
+    ListProviders(ListProvidersArgs),
+    /// Verify a provider's TEE: fetch fresh evidence for a random nonce, check quote, TCB, measurements,
+    /// event log, the nonce, and that the bound signer is the on-chain teeSignerAddress. Prints the report.
+    ///
+    /// Exits 1 if any required check fails. Simulated TEEs are refused unless --allow-simulated is given.
+    Verify(ProviderArgs),
+    /// Verify a provider, then acknowledge its TEE signer on chain for your sub-account (creating the
+    /// sub-account if needed).
+    AcknowledgeProvider(ProviderArgs),
+    /// Send a chat message; prints the answer only after its signed receipt verified.
+    ///
+    /// Pays with a signed request bound to the body, a fresh nonce and a fee cap, plus a voucher over what
+    /// you owe; tops the sub-account up when needed. Example:
+    /// `zg inference chat --provider 0x… --allow-simulated "how are fees settled?"`
+    Chat(ChatArgs),
+    /// Create a 0G session secret (`app-sk-…`) for the official 0G SDK, curl or any OpenAI client sent
+    /// straight to the provider (`Authorization: Bearer app-sk-…`).
+    GetSecret(GetSecretArgs),
+    /// Revoke one session-token id on chain (secrets with that id stop working at once).
+    RevokeToken(RevokeTokenArgs),
+    /// What you owe a provider: verified receipts, vouched, paid on chain, unsettled, sub-account balance.
+    Balance(ProviderArgs),
+    /// Send the provider a voucher over every verified receipt so far, so it can settle all of it.
+    ///
+    /// Vouchers ride on requests: the fee of your latest answer is vouched by your next request. This sends
+    /// one unbilled request (an empty chat, which the model refuses) that carries the newest voucher.
+    FlushVoucher(ProviderArgs),
+}
+
+/// Flags every client verb shares: chain, wallet, data dir and trust settings.
+#[derive(Debug, Clone, Args)]
+pub(crate) struct ClientOpts {
+    #[command(flatten)]
+    pub(crate) rpc: RpcOpts,
+    #[command(flatten)]
+    pub(crate) wallet: WalletOpts,
+    /// Where nonces, vouchers, verified provider keys and receipts are kept (default ~/.zg/client).
+    #[arg(long, env = "ZG_DATA_DIR", value_name = "DIR", help_heading = "Client")]
+    pub(crate) data_dir: Option<PathBuf>,
+    /// DANGEROUS: accept providers running the SIMULATED TEE (no hardware protection). Local development only.
+    #[arg(long, env = "ZG_ALLOW_SIMULATED", value_parser = clap::builder::BoolishValueParser::new(), default_value_t = false, help_heading = "Client")]
+    pub(crate) allow_simulated: bool,
+    /// Attestation policy (TOML or JSON: allowed images, compose hashes, minimum TCB status, ...).
+    #[arg(
+        long,
+        env = "ZG_ATTESTATION_POLICY",
+        value_name = "FILE",
+        help_heading = "Client"
+    )]
+    pub(crate) policy: Option<PathBuf>,
+    /// Intel collateral JSON for real TDX quotes (from a PCCS or `zg attest`).
+    #[arg(long, env = "ZG_COLLATERAL", value_name = "FILE", help_heading = "Client")]
+    pub(crate) collateral: Option<PathBuf>,
+    /// Reach the provider at this base URL instead of the one registered on chain (tunnels, tests). The
+    /// attestation is still checked against the on-chain signer.
+    #[arg(long, env = "ZG_PROVIDER_URL", value_name = "URL", help_heading = "Client")]
+    pub(crate) provider_url: Option<String>,
+    /// Never move funds automatically; fail with the `zg transfer-fund` to run instead.
+    #[arg(long, help_heading = "Client")]
+    pub(crate) no_top_up: bool,
+    /// Amount moved into the sub-account per automatic top-up.
+    #[arg(long, value_name = "0G", default_value = "2", value_parser = amount, help_heading = "Client")]
+    pub(crate) top_up: Amount,
+}
+
+fn amount(s: &str) -> Result<Amount, String> {
+    s.parse::<Amount>().map_err(|e| e.to_string())
+}
+
+impl ClientOpts {
+    fn data_dir(&self) -> PathBuf {
+        if let Some(d) = &self.data_dir {
+            return d.clone();
+        }
+        std::env::var_os("HOME")
+            .map(PathBuf::from)
+            .unwrap_or_else(|| PathBuf::from("."))
+            .join(".zg")
+            .join("client")
+    }
+
+    /// Builds the client: signer from the wallet flags, chain connection, config from the flags.
+    pub(crate) async fn client(&self) -> anyhow::Result<Client> {
+        let signer = self.wallet.signer()?;
+        let key = zg_billing::EthSigner::from_bytes(&B256::from(signer.to_bytes()))?;
+        let chain = self.rpc.connect(Some(signer)).await?;
+        let mut cfg = ClientConfig::new(self.data_dir());
+        if let Some(p) = &self.policy {
+            cfg.policy = zg_attestation::AttestationPolicy::from_file(p)
+                .with_context(|| format!("loading the attestation policy {} (--policy)", p.display()))?;
+        }
+        cfg = cfg.dangerous_allow_simulated(self.allow_simulated);
+        if let Some(c) = &self.collateral {
+            let col = zg_attestation::Collateral::from_file(c)
+                .with_context(|| format!("loading collateral {} (--collateral)", c.display()))?;
+            cfg.collateral = Some(Arc::new(col));
+        }
+        cfg.url_override = self.provider_url.clone();
+        cfg.top_up = TopUpPolicy {
+            enabled: !self.no_top_up,
+            refill: self.top_up.0,
+            ..TopUpPolicy::default()
+        };
+        Ok(Client::new(chain, key, cfg)?)
+    }
+}
+
+/// `zg inference list-providers`
+#[derive(Debug, Args)]
+pub(crate) struct ListProvidersArgs {
+    #[command(flatten)]
+    rpc: RpcOpts,
+}
+
+/// A verb that names one provider.
+#[derive(Debug, Args)]
+pub(crate) struct ProviderArgs {
+    /// The provider's address (see `zg inference list-providers`).
+    #[arg(long, env = "ZG_PROVIDER", value_name = "ADDRESS")]
+    provider: Address,
+    #[command(flatten)]
+    client: ClientOpts,
+}
+
+/// `zg inference chat`
+#[derive(Debug, Args)]
+pub(crate) struct ChatArgs {
+    /// The provider's address.
+    #[arg(long, env = "ZG_PROVIDER", value_name = "ADDRESS")]
+    provider: Address,
+    /// Stream the answer (shown live on stderr; the verified answer is printed on stdout at the end).
+    #[arg(long)]
+    stream: bool,
+    /// Most completion tokens to generate (bounds the fee cap you sign).
+    #[arg(long, default_value_t = 256, value_name = "N")]
+    max_tokens: u64,
+    /// Sampling temperature (0 = deterministic).
+    #[arg(long, value_name = "T")]
+    temperature: Option<f64>,
+    /// A system message sent before yours.
+    #[arg(long, value_name = "TEXT")]
+    system: Option<String>,
+    /// Your message.
+    message: String,
+    #[command(flatten)]
+    client: ClientOpts,
+}
+
+/// `zg inference get-secret`
+#[derive(Debug, Args)]
+pub(crate) struct GetSecretArgs {
+    /// The provider's address.
+    #[arg(long, env = "ZG_PROVIDER", value_name = "ADDRESS")]
+    provider: Address,
+    /// Token id: 255 = ephemeral (at most 24 h), 0-254 = API keys you can revoke one by one.
+    #[arg(long, default_value_t = 255, value_name = "ID")]
+    token_id: u8,
+    /// Lifetime in seconds (default: 24 h for id 255, never expiring for 0-254).
+    #[arg(long, value_name = "SECONDS")]
+    duration: Option<u64>,
+    #[command(flatten)]
+    client: ClientOpts,
+}
+
+/// `zg inference revoke-token`
+#[derive(Debug, Args)]
+pub(crate) struct RevokeTokenArgs {
+    /// The provider's address.
+    #[arg(long, env = "ZG_PROVIDER", value_name = "ADDRESS")]
+    provider: Address,
+    /// The token id to revoke (0-255).
+    #[arg(long, value_name = "ID")]
+    token_id: u8,
+    #[command(flatten)]
+    client: ClientOpts,
+}
+
+#[derive(Debug, Serialize)]
+struct ServiceRow {
+    provider: Address,
+    model: String,
+    url: String,
+    service_type: String,
+    input_price_per_token: Amount,
+    output_price_per_token: Amount,
+    verifiability: String,
+    tee_signer: Address,
+    tee_signer_acknowledged: bool,
+}
+
+fn neuron(v: U256) -> String {
+    format!("{v} neuron ({} 0G)", Amount(v).to_zg_string())
+}
+
+impl InferenceCommand {
+    pub(crate) async fn run(self, g: &GlobalOpts) -> anyhow::Result<ExitCode> {
+        match self {
+            Self::ListProviders(a) => a.run(g).await,
+            Self::Verify(a) => verify(a, g).await,
+            Self::AcknowledgeProvider(a) => acknowledge(a, g).await,
+            Self::Chat(a) => a.run(g).await,
+            Self::GetSecret(a) => a.run(g).await,
+            Self::RevokeToken(a) => a.run(g).await,
+            Self::Balance(a) => balance(a, g).await,
+            Self::FlushVoucher(a) => flush(a, g).await,
+        }
+    }
+}
+
+impl ListProvidersArgs {
+    async fn run(self, g: &GlobalOpts) -> anyhow::Result<ExitCode> {
+        let chain = self.rpc.connect(None).await?;
+        let rows: Vec<ServiceRow> = chain
+            .inference()
+            .list_services()
+            .await?
+            .into_iter()
+            .map(|s| ServiceRow {
+                provider: s.provider,
+                model: s.model,
+                url: s.url,
+                service_type: s.service_type,
+                input_price_per_token: Amount(s.input_price),
+                output_price_per_token: Amount(s.output_price),
+                verifiability: s.verifiability,
+                tee_signer: s.tee_signer,
+                tee_signer_acknowledged: s.tee_signer_acknowledged,
+            })
+            .collect();
+        if g.json {
+            output::json(&rows)?;
+        } else if rows.is_empty() {
+            output::text("no inference services registered")?;
+        } else {
+            for r in &rows {
+                output::text(format!(
+                    "{}  {}  {}\n  type {}  verifiability {}  price in/out {} / {} neuron per token\n  TEE signer {}{}",
+                    r.provider,
+                    r.model,
+                    r.url,
+                    r.service_type,
+                    r.verifiability,
+                    r.input_price_per_token.0,
+                    r.output_price_per_token.0,
+                    r.tee_signer,
+                    if r.tee_signer_acknowledged {
+                        " (acknowledged by the contract owner)"
+                    } else {
+                        ""
+                    }
+                ))?;
+            }
+        }
+        Ok(ExitCode::SUCCESS)
+    }
+}
+
+/// Prints a verification (or a failed one's report) and returns the exit code.
+fn print_verification(g: &GlobalOpts, v: &zg_client::ProviderVerification) -> anyhow::Result<()> {
+    if g.json {
+        return output::json(v);
+    }
+    if v.simulated {
+        output::text(format!(
+            "!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!\n\
+             !!  {}: accepted only because --allow-simulated  !!\n\
+             !!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!",
+            zg_attestation::SIMULATED_BANNER
+        ))?;
+    }
+    output::text(format!(
+        "provider {}  model {}  url {}\nbound signer {} = on-chain teeSignerAddress\nresponse key {}\nnonce {}",
+        v.provider, v.service.model, v.service.url, v.signer, v.response_key, v.nonce
+    ))?;
+    output::text(&v.report)
+}
+
+async fn verify(a: ProviderArgs, g: &GlobalOpts) -> anyhow::Result<ExitCode> {
+    let client = a.client.client().await?;
+    match client.verify_provider(a.provider).await {
+        Ok(v) => {
+            print_verification(g, &v)?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Err(zg_client::Error::AttestationFailed { report, check, .. }) => {
+            if g.json {
+                output::json(&report)?;
+            } else {
+                output::text(&report)?;
+            }
+            anyhow::bail!("provider {} failed verification: {check}", a.provider)
+        }
+        Err(e) => Err(e.into()),
+    }
+}
+
+async fn acknowledge(a: ProviderArgs, g: &GlobalOpts) -> anyhow::Result<ExitCode> {
+    let client = a.client.client().await?;
+    let (v, tx) = client.acknowledge_provider(a.provider).await?;
+    if g.json {
+        output::json(&serde_json::json!({"action": "acknowledge-provider", "verification": v, "tx": tx}))?;
+    } else {
+        print_verification(g, &v)?;
+        output::text(format!(
+            "acknowledged TEE signer {} of {} (tx {}, block {})",
+            v.signer, a.provider, tx.tx, tx.block
+        ))?;
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn balance(a: ProviderArgs, g: &GlobalOpts) -> anyhow::Result<ExitCode> {
+    let client = a.client.client().await?;
+    let b = client.balance(a.provider).await?;
+    if g.json {
+        output::json(
+            &serde_json::json!({"provider": a.provider, "customer": client.address(), "balance": b}),
+        )?;
+    } else {
+        output::text(format!(
+            "{} with provider {}\n  sub-account     {}\n  pending refund  {}\n  owed (receipts) {}  over {} verified receipts\n  vouched         {}\n  paid on chain   {}\n  unsettled       {}",
+            client.address(),
+            a.provider,
+            neuron(b.sub_account),
+            neuron(b.pending_refund),
+            neuron(b.owed),
+            b.receipts,
+            neuron(b.vouched),
+            neuron(b.paid),
+            neuron(b.unsettled)
+        ))?;
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn flush(a: ProviderArgs, g: &GlobalOpts) -> anyhow::Result<ExitCode> {
+    let client = a.client.client().await?;
+    let vouched = client.flush_voucher(a.provider).await?;
+    if g.json {
+        output::json(
+            &serde_json::json!({"action": "flush-voucher", "provider": a.provider, "vouched": vouched.to_string()}),
+        )?;
+    } else {
+        output::text(format!(
+            "voucher over {} delivered to {}",
+            neuron(vouched),
+            a.provider
+        ))?;
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+#[derive(Debug, Serialize)]
+struct ChatOut<'a> {
+    provider: Address,
+    answer: String,
+    verified: bool,
+    receipt: &'a zg_client::VerifiedReceipt,
+}
+
+impl ChatArgs {
+    fn body(&self) -> String {
+        let mut messages = Vec::new();
+        if let Some(s) = &self.system {
+            messages.push(serde_json::json!({"role": "system", "content": s}));
+        }
+        messages.push(serde_json::json!({"role": "user", "content": self.message}));
+        let mut body =
+            serde_json::json!({"messages": messages, "max_tokens": self.max_tokens, "stream": self.stream});
+        if let Some(t) = self.temperature {
+            body["temperature"] = serde_json::json!(t);
+        }
+        body.to_string()
+    }
+
+    async fn run(self, g: &GlobalOpts) -> anyhow::Result<ExitCode> {
+        let client = self.client.client().await?;
+        let body = self.body();
+        let (answer, receipt) = if self.stream {
+            let mut s = client.chat_stream(self.provider, body).await?;
+            let live = !g.json && std::io::stderr().is_terminal();
+            let mut text = String::new();
+            let mut receipt = None;
+            while let Some(ev) = s.next().await {
+                match ev? {
+                    d @ StreamEvent::Data(_) => {
+                        if let Some(t) = d.delta_text() {
+                            if live {
+                                // Progress, not the result: the verified answer goes to stdout below.
+                                let mut err = std::io::stderr().lock();
+                                let _ = err.write_all(t.as_bytes());
+                                let _ = err.flush();
+                            }
+                            text.push_str(&t);
+                        }
+                    }
+                    StreamEvent::Receipt(r) => receipt = Some(*r),
+                }
+            }
+            if live {
+                let _ = std::io::stderr().write_all(b"\n");
+            }
+            (
+                text,
+                receipt.ok_or(zg_client::Error::StreamIncomplete("no receipt".into()))?,
+            )
+        } else {
+            let r = client.chat(self.provider, body).await?;
+            (r.text().unwrap_or_default(), r.receipt)
+        };
+        if g.json {
+            output::json(&ChatOut {
+                provider: self.provider,
+                answer,
+                verified: true,
+                receipt: &receipt,
+            })?;
+        } else {
+            output::text(&answer)?;
+            let u = receipt.receipt.usage;
+            output::text(format!(
+                "-- receipt verified: key {}  tokens {}+{}  fee {}  owed to provider {}",
+                receipt.receipt.key,
+                u.prompt_tokens,
+                u.completion_tokens,
+                neuron(receipt.fee),
+                neuron(receipt.owed_after)
+            ))?;
+        }
+        Ok(ExitCode::SUCCESS)
+    }
+}
+
+impl GetSecretArgs {
+    async fn run(self, g: &GlobalOpts) -> anyhow::Result<ExitCode> {
+        if self.token_id == 255 && self.duration.is_some_and(|d| d > 24 * 3600) {
+            anyhow::bail!(
+                "token id 255 is ephemeral and lives at most 24 h (86400 s): lower --duration or pick --token-id 0-254"
+            );
+        }
+        let client = self.client.client().await?;
+        let secret = client
+            .session_token(
+                self.provider,
+                self.token_id,
+                self.duration.map(Duration::from_secs),
+            )
+            .await?;
+        if g.json {
+            output::json(&serde_json::json!({
+                "provider": self.provider, "token_id": self.token_id, "duration_secs": self.duration, "secret": secret,
+            }))?;
+        } else {
+            output::text(&secret)?;
+        }
+        Ok(ExitCode::SUCCESS)
+    }
+}
+
+impl RevokeTokenArgs {
+    async fn run(self, g: &GlobalOpts) -> anyhow::Result<ExitCode> {
+        let client = self.client.client().await?;
+        let tx = client.revoke_token(self.provider, self.token_id).await?;
+        if g.json {
+            output::json(
+                &serde_json::json!({"action": "revoke-token", "provider": self.provider, "token_id": self.token_id, "tx": tx}),
+            )?;
+        } else {
+            output::text(format!(
+                "revoked token id {} for {} (tx {}, block {})",
+                self.token_id, self.provider, tx.tx, tx.block
+            ))?;
+        }
+        Ok(ExitCode::SUCCESS)
+    }
+}

@@ -1,0 +1,495 @@
+//! Configuration: a TOML file (`zg-provider init` writes a commented one), overridden by
+//! `ZG_PROVIDER_*` environment variables, overridden by flags.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use alloy_primitives::{Address, U256};
+use serde::Deserialize;
+
+use crate::error::{Error, Result};
+use crate::tee::BackendChoice;
+
+/// The commented config `zg-provider init` writes.
+pub const CONFIG_TEMPLATE: &str = r#"# zg-provider configuration. Precedence: this file < ZG_PROVIDER_* env vars < command-line flags.
+
+# Where the fee ledger, the receipt store and (simulated TEE only) the signer keys live.
+data_dir = "./zg-provider-data"
+
+[server]
+# OpenAI-compatible + 0G HTTP API (flag --http-addr, env ZG_PROVIDER_HTTP_ADDR).
+http_addr = "0.0.0.0:8080"
+# gRPC API (--grpc-addr, ZG_PROVIDER_GRPC_ADDR).
+grpc_addr = "0.0.0.0:50051"
+# The URL customers reach the HTTP API at; registered on chain as the service URL (--public-url).
+public_url = "http://127.0.0.1:8080"
+# Requests served at once; beyond this the provider answers 429 with Retry-After (--max-concurrency).
+max_concurrency = 256
+retry_after_secs = 1
+
+[upstream]
+# "builtin" = the demo n-gram model (zg-demo-ngram); or an OpenAI-compatible root such as
+# "http://127.0.0.1:8000/v1" (vLLM, SGLang, llama.cpp, TGI, Ollama) (--upstream, ZG_PROVIDER_UPSTREAM).
+url = "builtin"
+# Model id registered on chain and put into receipts; required for an HTTP upstream (--model).
+# model = "meta-llama/Llama-3.1-8B-Instruct"
+# Bearer key for the upstream, if it needs one (--upstream-api-key, ZG_PROVIDER_UPSTREAM_API_KEY).
+# api_key = ""
+# Per-request timeout: time to response headers, and the longest gap between stream chunks (--upstream-timeout).
+timeout_secs = 300
+# Built-in model only: train on the *.md / *.txt files of this directory instead of the shipped corpus.
+# corpus_dir = "./docs"
+
+[service]
+service_type = "chatbot"
+# Prices per token in neuron (1 0G = 10^18 neuron) (--input-price, --output-price).
+input_price = "1000000000"
+output_price = "2000000000"
+# Stake paid when the service is first registered, in 0G (--stake).
+stake = "1"
+# Published as the service's additionalInfo (must be non-empty JSON for the official 0G SDK).
+additional_info = '{"description":"zg-compute provider","attestation":"/v1/attestation"}'
+# Completion tokens reserved for a 0G request that sets no max_tokens.
+default_max_tokens = 1024
+
+[chain]
+# JSON-RPC endpoint (--rpc-url, ZG_PROVIDER_RPC_URL). Contract addresses default to the devnet ones.
+rpc_url = "http://127.0.0.1:8545"
+# ledger = "0x9fE46736679d2D9a65F0992F2272dE9f3c7fa6e0"
+# inference = "0x0165878A594ca255338adfa4d48449f69242Eb8F"
+# fine_tuning = "0xA51c1fc2f0D1a1b8494Ed1FE312d7C3a78Ed91C0"
+# The provider's wallet key: prefer the env var ZG_PROVIDER_KEY (or --provider-key-file) over writing it here.
+# key_file = "/run/secrets/provider-key"
+# How long a customer's on-chain account (balance, token revocations) is trusted before it is re-read.
+account_ttl_ms = 2000
+
+[tee]
+# auto | simulated | tdx | dstack (--tee). auto = dstack if its socket exists, else TDX, else SIMULATED.
+backend = "auto"
+# dstack_socket = "/var/run/dstack.sock"
+# File measured into RTMR3 as the compose hash (simulated / bare TDX) and published as tcb_info.app_compose.
+# app_compose = "./deploy/docker-compose.yml"
+
+[settlement]
+# Seconds between settlement rounds (--settle-interval); 0 disables the loop.
+interval_secs = 60
+# Settle a customer once its unsettled fees reach this many neuron.
+threshold = "1000000000000000"
+"#;
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+struct FileConfig {
+    data_dir: Option<PathBuf>,
+    server: ServerFile,
+    upstream: UpstreamFile,
+    service: ServiceFile,
+    chain: ChainFile,
+    tee: TeeFile,
+    settlement: SettlementFile,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+struct ServerFile {
+    http_addr: Option<SocketAddr>,
+    grpc_addr: Option<SocketAddr>,
+    public_url: Option<String>,
+    max_concurrency: Option<usize>,
+    retry_after_secs: Option<u64>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+struct UpstreamFile {
+    url: Option<String>,
+    model: Option<String>,
+    api_key: Option<String>,
+    timeout_secs: Option<u64>,
+    corpus_dir: Option<PathBuf>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+struct ServiceFile {
+    service_type: Option<String>,
+    input_price: Option<String>,
+    output_price: Option<String>,
+    stake: Option<String>,
+    additional_info: Option<String>,
+    default_max_tokens: Option<u64>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+struct ChainFile {
+    rpc_url: Option<String>,
+    ledger: Option<Address>,
+    inference: Option<Address>,
+    fine_tuning: Option<Address>,
+    key_file: Option<PathBuf>,
+    account_ttl_ms: Option<u64>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+struct TeeFile {
+    backend: Option<BackendChoice>,
+    dstack_socket: Option<PathBuf>,
+    app_compose: Option<PathBuf>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+struct SettlementFile {
+    interval_secs: Option<u64>,
+    threshold: Option<String>,
+}
+
+/// `zg-provider run` flags. Every flag also reads `ZG_PROVIDER_<NAME>` and the config file.
+#[derive(Debug, Clone, Default, clap::Args)]
+pub struct RunArgs {
+    /// TOML config file (see `zg-provider init`).
+    #[arg(long, short, env = "ZG_PROVIDER_CONFIG")]
+    pub config: Option<PathBuf>,
+    /// Data directory: fee ledger, receipt store, simulated TEE keys.
+    #[arg(long, env = "ZG_PROVIDER_DATA_DIR")]
+    pub data_dir: Option<PathBuf>,
+    /// HTTP listen address (OpenAI-compatible + 0G API, /metrics, /healthz).
+    #[arg(long, env = "ZG_PROVIDER_HTTP_ADDR")]
+    pub http_addr: Option<SocketAddr>,
+    /// gRPC listen address.
+    #[arg(long, env = "ZG_PROVIDER_GRPC_ADDR")]
+    pub grpc_addr: Option<SocketAddr>,
+    /// Public base URL of the HTTP API, registered on chain.
+    #[arg(long, env = "ZG_PROVIDER_PUBLIC_URL")]
+    pub public_url: Option<String>,
+    /// `builtin` (demo n-gram model) or an OpenAI-compatible root URL, e.g. http://127.0.0.1:8000/v1.
+    #[arg(long, env = "ZG_PROVIDER_UPSTREAM")]
+    pub upstream: Option<String>,
+    /// Model id served (registered on chain; required with an HTTP upstream).
+    #[arg(long, env = "ZG_PROVIDER_MODEL")]
+    pub model: Option<String>,
+    /// Bearer key for the upstream.
+    #[arg(long, env = "ZG_PROVIDER_UPSTREAM_API_KEY", hide_env_values = true)]
+    pub upstream_api_key: Option<String>,
+    /// Upstream timeout in seconds (to headers; and max gap between stream chunks).
+    #[arg(long, env = "ZG_PROVIDER_UPSTREAM_TIMEOUT")]
+    pub upstream_timeout: Option<u64>,
+    /// Requests served at once before answering 429.
+    #[arg(long, env = "ZG_PROVIDER_MAX_CONCURRENCY")]
+    pub max_concurrency: Option<usize>,
+    /// Price per prompt token, neuron.
+    #[arg(long, env = "ZG_PROVIDER_INPUT_PRICE")]
+    pub input_price: Option<String>,
+    /// Price per completion token, neuron.
+    #[arg(long, env = "ZG_PROVIDER_OUTPUT_PRICE")]
+    pub output_price: Option<String>,
+    /// Stake paid when first registering, in 0G (e.g. `1` or `0.5`).
+    #[arg(long, env = "ZG_PROVIDER_STAKE")]
+    pub stake: Option<String>,
+    /// Chain JSON-RPC URL.
+    #[arg(long, env = "ZG_PROVIDER_RPC_URL")]
+    pub rpc_url: Option<String>,
+    /// The provider wallet's private key (hex). Prefer the env var over the flag.
+    #[arg(long, env = "ZG_PROVIDER_KEY", hide_env_values = true)]
+    pub provider_key: Option<String>,
+    /// File holding the provider wallet's private key (hex).
+    #[arg(long, env = "ZG_PROVIDER_KEY_FILE")]
+    pub provider_key_file: Option<PathBuf>,
+    /// InferenceServing address (default: the devnet address).
+    #[arg(long, env = "ZG_PROVIDER_INFERENCE_CA")]
+    pub inference_ca: Option<Address>,
+    /// LedgerManager address (default: the devnet address).
+    #[arg(long, env = "ZG_PROVIDER_LEDGER_CA")]
+    pub ledger_ca: Option<Address>,
+    /// FineTuningServing address (default: the devnet address).
+    #[arg(long, env = "ZG_PROVIDER_FINE_TUNING_CA")]
+    pub fine_tuning_ca: Option<Address>,
+    /// TEE backend.
+    #[arg(long, value_enum, env = "ZG_PROVIDER_TEE")]
+    pub tee: Option<BackendChoice>,
+    /// Seconds between settlement rounds; 0 disables the loop.
+    #[arg(long, env = "ZG_PROVIDER_SETTLE_INTERVAL")]
+    pub settle_interval: Option<u64>,
+    /// Seconds a customer's on-chain account is cached (milliseconds precision via the config file).
+    #[arg(long, env = "ZG_PROVIDER_ACCOUNT_TTL_MS")]
+    pub account_ttl_ms: Option<u64>,
+}
+
+/// Fully resolved settings.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    /// Data directory.
+    pub data_dir: PathBuf,
+    /// HTTP listen address.
+    pub http_addr: SocketAddr,
+    /// gRPC listen address.
+    pub grpc_addr: SocketAddr,
+    /// Public URL.
+    pub public_url: String,
+    /// `builtin` or a URL.
+    pub upstream: String,
+    /// Model id.
+    pub model: String,
+    /// Upstream key.
+    pub upstream_api_key: Option<String>,
+    /// Upstream timeout.
+    pub upstream_timeout: Duration,
+    /// Demo corpus directory.
+    pub corpus_dir: Option<PathBuf>,
+    /// Concurrency limit.
+    pub max_concurrency: usize,
+    /// Retry-After.
+    pub retry_after_secs: u64,
+    /// `serviceType`.
+    pub service_type: String,
+    /// Input price.
+    pub input_price: U256,
+    /// Output price.
+    pub output_price: U256,
+    /// Stake, in 0G text.
+    pub stake: String,
+    /// `additionalInfo`.
+    pub additional_info: String,
+    /// Default max tokens reserved.
+    pub default_max_tokens: u64,
+    /// RPC URL.
+    pub rpc_url: String,
+    /// Contract addresses.
+    pub contracts: zg_chain::ContractAddresses,
+    /// Wallet key (hex). Secret.
+    pub provider_key: Option<String>,
+    /// Account cache TTL.
+    pub account_ttl: Duration,
+    /// TEE backend.
+    pub tee: BackendChoice,
+    /// dstack socket.
+    pub dstack_socket: Option<PathBuf>,
+    /// App compose file.
+    pub app_compose: Option<PathBuf>,
+    /// Settlement interval (0 = off).
+    pub settle_interval: Duration,
+    /// Settlement threshold.
+    pub settle_threshold: U256,
+}
+
+fn price(field: &'static str, v: &str) -> Result<U256> {
+    v.trim().parse::<U256>().map_err(|e| Error::Config {
+        field,
+        value: v.to_owned(),
+        fix: format!("give an integer amount of neuron, e.g. 1000000000 ({e})"),
+    })
+}
+
+impl Settings {
+    /// Merges defaults < config file < env < flags (clap already merged env and flags).
+    pub fn resolve(args: RunArgs) -> Result<Self> {
+        let file = match &args.config {
+            Some(p) => load(p)?,
+            None => FileConfig::default(),
+        };
+        let upstream = args
+            .upstream
+            .or(file.upstream.url)
+            .unwrap_or_else(|| "builtin".into());
+        let model = match args.model.or(file.upstream.model) {
+            Some(m) => m,
+            None if upstream == "builtin" => crate::demo::DEMO_MODEL_ID.to_owned(),
+            None => {
+                return Err(Error::Config {
+                    field: "upstream.model",
+                    value: String::new(),
+                    fix: "name the model the upstream serves (--model, ZG_PROVIDER_MODEL or upstream.model)"
+                        .into(),
+                });
+            }
+        };
+        let key = match (args.provider_key, args.provider_key_file.or(file.chain.key_file)) {
+            (Some(k), _) => Some(k),
+            (None, Some(path)) => Some(
+                std::fs::read_to_string(&path)
+                    .map_err(|source| Error::Io {
+                        op: "read provider key",
+                        path,
+                        source,
+                    })?
+                    .trim()
+                    .to_owned(),
+            ),
+            (None, None) => None,
+        };
+        let d = zg_chain::ContractAddresses::DEVNET;
+        let additional_info = file.service.additional_info.unwrap_or_else(|| {
+            r#"{"description":"zg-compute provider","attestation":"/v1/attestation"}"#.into()
+        });
+        if serde_json::from_str::<serde_json::Map<String, serde_json::Value>>(&additional_info).is_err() {
+            return Err(Error::Config {
+                field: "service.additional_info",
+                value: additional_info,
+                fix: "must be a non-empty JSON object (the official 0G SDK refuses services without one)"
+                    .into(),
+            });
+        }
+        let max_concurrency = args
+            .max_concurrency
+            .or(file.server.max_concurrency)
+            .unwrap_or(256);
+        if max_concurrency == 0 {
+            return Err(Error::Config {
+                field: "server.max_concurrency",
+                value: "0".into(),
+                fix: "use at least 1 (--max-concurrency)".into(),
+            });
+        }
+        Ok(Settings {
+            data_dir: args
+                .data_dir
+                .or(file.data_dir)
+                .unwrap_or_else(|| PathBuf::from("./zg-provider-data")),
+            http_addr: args
+                .http_addr
+                .or(file.server.http_addr)
+                .unwrap_or_else(|| SocketAddr::from(([0, 0, 0, 0], 8080))),
+            grpc_addr: args
+                .grpc_addr
+                .or(file.server.grpc_addr)
+                .unwrap_or_else(|| SocketAddr::from(([0, 0, 0, 0], 50051))),
+            public_url: args
+                .public_url
+                .or(file.server.public_url)
+                .unwrap_or_else(|| "http://127.0.0.1:8080".into()),
+            upstream,
+            model,
+            upstream_api_key: args
+                .upstream_api_key
+                .or(file.upstream.api_key)
+                .filter(|k| !k.is_empty()),
+            upstream_timeout: Duration::from_secs(
+                args.upstream_timeout
+                    .or(file.upstream.timeout_secs)
+                    .unwrap_or(300),
+            ),
+            corpus_dir: file.upstream.corpus_dir,
+            max_concurrency,
+            retry_after_secs: file.server.retry_after_secs.unwrap_or(1),
+            service_type: file.service.service_type.unwrap_or_else(|| "chatbot".into()),
+            input_price: price(
+                "service.input_price",
+                &args
+                    .input_price
+                    .or(file.service.input_price)
+                    .unwrap_or_else(|| "1000000000".into()),
+            )?,
+            output_price: price(
+                "service.output_price",
+                &args
+                    .output_price
+                    .or(file.service.output_price)
+                    .unwrap_or_else(|| "2000000000".into()),
+            )?,
+            stake: args.stake.or(file.service.stake).unwrap_or_else(|| "1".into()),
+            additional_info,
+            default_max_tokens: file.service.default_max_tokens.unwrap_or(1024),
+            rpc_url: args
+                .rpc_url
+                .or(file.chain.rpc_url)
+                .unwrap_or_else(|| "http://127.0.0.1:8545".into()),
+            contracts: zg_chain::ContractAddresses {
+                ledger: args.ledger_ca.or(file.chain.ledger).unwrap_or(d.ledger),
+                inference: args.inference_ca.or(file.chain.inference).unwrap_or(d.inference),
+                fine_tuning: args
+                    .fine_tuning_ca
+                    .or(file.chain.fine_tuning)
+                    .unwrap_or(d.fine_tuning),
+            },
+            provider_key: key,
+            account_ttl: Duration::from_millis(
+                args.account_ttl_ms.or(file.chain.account_ttl_ms).unwrap_or(2000),
+            ),
+            tee: args.tee.or(file.tee.backend).unwrap_or(BackendChoice::Auto),
+            dstack_socket: file.tee.dstack_socket,
+            app_compose: file.tee.app_compose,
+            settle_interval: Duration::from_secs(
+                args.settle_interval
+                    .or(file.settlement.interval_secs)
+                    .unwrap_or(60),
+            ),
+            settle_threshold: price(
+                "settlement.threshold",
+                &file
+                    .settlement
+                    .threshold
+                    .unwrap_or_else(|| "1000000000000000".into()),
+            )?,
+        })
+    }
+}
+
+fn load(path: &Path) -> Result<FileConfig> {
+    let text = std::fs::read_to_string(path).map_err(|source| Error::Io {
+        op: "read config",
+        path: path.to_owned(),
+        source,
+    })?;
+    toml::from_str(&text).map_err(|e| Error::Config {
+        field: "config",
+        value: path.display().to_string(),
+        fix: format!("fix the TOML ({e}); `zg-provider init --force` writes a fresh commented file"),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn template_parses_and_flags_beat_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("c.toml");
+        std::fs::write(&p, CONFIG_TEMPLATE).unwrap();
+        let s = Settings::resolve(RunArgs {
+            config: Some(p.clone()),
+            ..RunArgs::default()
+        })
+        .unwrap();
+        assert_eq!(s.model, crate::demo::DEMO_MODEL_ID);
+        assert_eq!(s.input_price, U256::from(1_000_000_000u64));
+        assert_eq!(s.http_addr.port(), 8080);
+        let s = Settings::resolve(RunArgs {
+            config: Some(p),
+            http_addr: Some("127.0.0.1:9999".parse().unwrap()),
+            input_price: Some("7".into()),
+            ..RunArgs::default()
+        })
+        .unwrap();
+        assert_eq!(s.http_addr.port(), 9999);
+        assert_eq!(s.input_price, U256::from(7));
+    }
+
+    #[test]
+    fn errors_name_the_fix() {
+        let e = Settings::resolve(RunArgs {
+            upstream: Some("http://x/v1".into()),
+            ..RunArgs::default()
+        })
+        .unwrap_err();
+        assert!(e.to_string().contains("--model"), "{e}");
+        let e = Settings::resolve(RunArgs {
+            input_price: Some("1.5".into()),
+            ..RunArgs::default()
+        })
+        .unwrap_err();
+        assert!(e.to_string().contains("neuron"), "{e}");
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("c.toml");
+        std::fs::write(&p, "[server]\nhttp_adr = \"x\"\n").unwrap();
+        let e = Settings::resolve(RunArgs {
+            config: Some(p),
+            ..RunArgs::default()
+        })
+        .unwrap_err();
+        assert!(e.to_string().contains("http_adr"), "{e}");
+    }
+}

@@ -1,0 +1,675 @@
+//! The one core that HTTP and gRPC share: the one place a request is authenticated
+//! ([`Provider::admit`]), the one place a fee is charged and the keys sign ([`Provider::finish`]).
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use alloy_primitives::{Address, B256, U256};
+use axum::body::Bytes;
+use futures::StreamExt as _;
+use futures::future::BoxFuture;
+use serde::Serialize;
+use sha2::{Digest as _, Sha256};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc};
+use zg_billing::{
+    Admission, BoxError, ChainAccount, Completion, Ledger, Meter, Prices, Receipt, SessionToken,
+    SessionVerifier, SignedRequest, StreamUsage, Usage, force_include_usage, usage_from_json,
+};
+
+use crate::error::{Error, Result};
+use crate::metrics::Metrics;
+use crate::store::{ReceiptStore, StoredReceipt};
+use crate::tee::Tee;
+use crate::upstream::{Route, UpBody, Upstream};
+
+/// Where the provider reads customers' on-chain accounts (balance, refunds, token generation and
+/// revocation bitmap). The chain adapter implements it; tests and benches use [`StaticAccounts`].
+pub trait AccountSource: Send + Sync + 'static {
+    /// `getAccount(user, provider)`; `Ok(None)` when the customer has no sub-account.
+    fn account(&self, user: Address) -> BoxFuture<'_, std::result::Result<Option<ChainAccount>, BoxError>>;
+}
+
+/// Accounts held in memory (tests, benches, offline demos).
+#[derive(Debug, Default)]
+pub struct StaticAccounts(Mutex<HashMap<Address, ChainAccount>>);
+
+impl StaticAccounts {
+    /// Sets (or replaces) an account.
+    pub fn set(&self, user: Address, account: ChainAccount) {
+        if let Ok(mut m) = self.0.lock() {
+            m.insert(user, account);
+        }
+    }
+}
+
+impl AccountSource for StaticAccounts {
+    fn account(&self, user: Address) -> BoxFuture<'_, std::result::Result<Option<ChainAccount>, BoxError>> {
+        let a = self.0.lock().ok().and_then(|m| m.get(&user).copied());
+        Box::pin(async move { Ok(a) })
+    }
+}
+
+/// The customer's credentials as they arrived (HTTP headers or gRPC fields).
+#[derive(Debug, Clone, Default)]
+pub struct Credentials {
+    /// `Authorization` (0G session token).
+    pub authorization: Option<String>,
+    /// `ZG-Request` (native signed request + voucher).
+    pub zg_request: Option<String>,
+}
+
+/// Provider settings the core needs.
+#[derive(Debug, Clone)]
+pub struct CoreConfig {
+    /// The model id put into receipts (what is registered on chain).
+    pub model: String,
+    /// Prices per token, neuron.
+    pub prices: Prices,
+    /// Requests served at once; more get 429.
+    pub max_concurrency: usize,
+    /// `Retry-After` seconds sent with 429.
+    pub retry_after_secs: u64,
+    /// Per-request upstream timeout (time to headers; for streams, also the longest gap between chunks).
+    pub upstream_timeout: Duration,
+    /// How long a customer's on-chain account is trusted before it is read again.
+    pub account_ttl: Duration,
+    /// Completion tokens reserved for a 0G session request that sets no `max_tokens`.
+    pub default_max_tokens: u64,
+    /// Allowed client clock skew for session tokens.
+    pub max_skew_ms: u64,
+}
+
+/// A verified native receipt and where to find the 0G signature, as sent to clients
+/// (`ZG-Receipt` header, SSE `zg-receipt` event, gRPC).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, serde::Deserialize)]
+pub struct ReceiptJson {
+    /// The `ZG-Res-Key` of this exchange.
+    pub key: String,
+    /// `0x`-hex sha256 of the request body as received.
+    pub request_hash: B256,
+    /// `0x`-hex sha256 of the response bytes as sent (streams: every SSE byte before the receipt event).
+    pub response_hash: B256,
+    /// Model.
+    pub model: String,
+    /// Usage the fee was computed from (zeros when the upstream reported none).
+    pub usage: UsageJson,
+    /// Whether the upstream reported usage (false = not billed).
+    pub billed: bool,
+    /// Fee in neuron, decimal.
+    pub fee: String,
+    /// The native request's nonce (0 for 0G session requests), decimal.
+    pub nonce: String,
+    /// `0x`-hex 64-byte ed25519 signature over `zg_billing::Receipt::encode()`.
+    pub signature: String,
+    /// `0x`-hex 32-byte ed25519 public key that signed (bound in the attestation).
+    pub response_key: String,
+}
+
+/// `usage` as JSON.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, serde::Deserialize)]
+pub struct UsageJson {
+    /// Prompt tokens.
+    pub prompt_tokens: u64,
+    /// Completion tokens.
+    pub completion_tokens: u64,
+}
+
+impl ReceiptJson {
+    /// The billing crate's receipt type, for verification.
+    pub fn to_signed(&self) -> Option<zg_billing::SignedReceipt> {
+        let sig = hex::decode(self.signature.trim_start_matches("0x")).ok()?;
+        Some(zg_billing::SignedReceipt {
+            receipt: Receipt {
+                request_hash: self.request_hash,
+                response_hash: self.response_hash,
+                model: self.model.clone(),
+                usage: Usage {
+                    prompt_tokens: self.usage.prompt_tokens,
+                    completion_tokens: self.usage.completion_tokens,
+                },
+                fee: self.fee.parse().ok()?,
+                nonce: self.nonce.parse().ok()?,
+            },
+            signature: sig.try_into().ok()?,
+        })
+    }
+}
+
+/// One item of a streamed exchange.
+#[derive(Debug)]
+pub enum StreamItem {
+    /// Upstream bytes, forwarded as they are.
+    Data(Bytes),
+    /// The receipt, after the last byte (the stream ends after it).
+    Receipt(Box<ReceiptJson>),
+    /// The upstream broke mid-stream (nothing is billed).
+    Failed(String),
+}
+
+/// What the client gets back.
+#[derive(Debug)]
+pub enum ExchangeBody {
+    /// Complete body; `receipt` is `None` for upstream errors (not billed).
+    Full {
+        /// The bytes.
+        bytes: Bytes,
+        /// The receipt.
+        receipt: Option<Box<ReceiptJson>>,
+    },
+    /// A stream; the last item is the receipt.
+    Stream(mpsc::Receiver<StreamItem>),
+}
+
+/// A served (or upstream-failed) exchange.
+#[derive(Debug)]
+pub struct Exchange {
+    /// HTTP status (the upstream's).
+    pub status: u16,
+    /// Content type (the upstream's).
+    pub content_type: String,
+    /// `ZG-Res-Key` (only for successful exchanges).
+    pub res_key: Option<String>,
+    /// Whether the customer used a native signed request (gets the SSE receipt event).
+    pub native: bool,
+    /// The body.
+    pub body: ExchangeBody,
+}
+
+struct Inner {
+    provider: Address,
+    config: CoreConfig,
+    ledger: Ledger,
+    verifier: SessionVerifier,
+    meter: Meter,
+    tee: Arc<Tee>,
+    upstream: Upstream,
+    receipts: ReceiptStore,
+    accounts: Arc<dyn AccountSource>,
+    refreshed: Mutex<HashMap<Address, Instant>>,
+    limiter: Arc<Semaphore>,
+    metrics: Arc<Metrics>,
+}
+
+/// The provider's shared state. Cheap to clone.
+#[derive(Clone)]
+pub struct Provider(Arc<Inner>);
+
+impl std::fmt::Debug for Provider {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Provider")
+            .field("provider", &self.0.provider)
+            .field("model", &self.0.config.model)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Milliseconds since the Unix epoch.
+pub fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
+
+fn random_key() -> String {
+    hex::encode(rand::random::<[u8; 16]>())
+}
+
+/// Releases an admission when dropped without being finished (client gone, upstream broke).
+struct Guard {
+    p: Provider,
+    admission: Option<Admission>,
+    _permit: OwnedSemaphorePermit,
+}
+
+impl Guard {
+    fn take(&mut self) -> Option<Admission> {
+        self.admission.take()
+    }
+}
+
+impl Drop for Guard {
+    fn drop(&mut self) {
+        self.p.0.metrics.inflight(-1);
+        if let Some(a) = self.admission.take() {
+            let ledger = self.p.0.ledger.clone();
+            // Dropped inside a runtime (a handler or a stream task); releasing is async.
+            if let Ok(h) = tokio::runtime::Handle::try_current() {
+                h.spawn(async move {
+                    if let Err(e) = ledger.release(a).await {
+                        tracing::warn!(error = %e, "could not release a reservation");
+                    }
+                });
+            }
+        }
+    }
+}
+
+impl Provider {
+    /// Assembles the core.
+    #[allow(clippy::too_many_arguments, reason = "constructed once, in run() and tests")]
+    pub fn new(
+        provider: Address,
+        config: CoreConfig,
+        ledger: Ledger,
+        tee: Arc<Tee>,
+        upstream: Upstream,
+        receipts: ReceiptStore,
+        accounts: Arc<dyn AccountSource>,
+        metrics: Arc<Metrics>,
+    ) -> Self {
+        let verifier = SessionVerifier::new(provider, config.max_skew_ms);
+        let meter = Meter::new(config.prices);
+        let limiter = Arc::new(Semaphore::new(config.max_concurrency));
+        Provider(Arc::new(Inner {
+            provider,
+            config,
+            ledger,
+            verifier,
+            meter,
+            tee,
+            upstream,
+            receipts,
+            accounts,
+            refreshed: Mutex::new(HashMap::new()),
+            limiter,
+            metrics,
+        }))
+    }
+
+    /// This provider's address.
+    pub fn address(&self) -> Address {
+        self.0.provider
+    }
+
+    /// Settings.
+    pub fn config(&self) -> &CoreConfig {
+        &self.0.config
+    }
+
+    /// The ledger.
+    pub fn ledger(&self) -> &Ledger {
+        &self.0.ledger
+    }
+
+    /// The TEE.
+    pub fn tee(&self) -> &Tee {
+        &self.0.tee
+    }
+
+    /// Metrics.
+    pub fn metrics(&self) -> &Metrics {
+        &self.0.metrics
+    }
+
+    /// The receipt store.
+    pub fn receipts(&self) -> &ReceiptStore {
+        &self.0.receipts
+    }
+
+    /// The upstream.
+    pub fn upstream(&self) -> &Upstream {
+        &self.0.upstream
+    }
+
+    /// Reads the customer's on-chain account if the cached one is older than the TTL.
+    async fn refresh_account(&self, user: Address) -> Result<()> {
+        let fresh = self
+            .0
+            .refreshed
+            .lock()
+            .ok()
+            .and_then(|m| m.get(&user).map(|t| t.elapsed() < self.0.config.account_ttl))
+            .unwrap_or(false);
+        if fresh && self.0.ledger.chain_account(user).is_some() {
+            return Ok(());
+        }
+        match self.0.accounts.account(user).await {
+            Ok(Some(a)) => {
+                self.0.ledger.set_chain_account(user, a)?;
+                if let Ok(mut m) = self.0.refreshed.lock() {
+                    m.insert(user, Instant::now());
+                }
+                Ok(())
+            }
+            Ok(None) => Err(zg_billing::Error::UnknownAccount { user }.into()),
+            Err(e) if self.0.ledger.chain_account(user).is_some() => {
+                tracing::warn!(%user, error = %e, "chain unavailable; using the cached account");
+                Ok(())
+            }
+            Err(source) => Err(Error::Chain {
+                op: "getAccount",
+                source,
+            }),
+        }
+    }
+
+    /// Authenticates a 0G session token (signature, provider, time, generation, revocation).
+    pub async fn authenticate(&self, authorization: &str) -> Result<Arc<SessionToken>> {
+        let token = self.0.verifier.authenticate(authorization)?;
+        self.refresh_account(token.user()).await?;
+        let ledger = &self.0.ledger;
+        Ok(self
+            .0
+            .verifier
+            .verify(authorization, now_ms(), |u| ledger.token_state(u))?)
+    }
+
+    /// `unsettledfee`: fees `user` owes that are not settled yet, for an authenticated caller.
+    pub async fn unsettled_fee(&self, creds: &Credentials, user: &str) -> Result<U256> {
+        let auth = creds.authorization.as_deref().ok_or(Error::NoCredentials)?;
+        let token = self.authenticate(auth).await?;
+        let asked: Address = user
+            .parse()
+            .map_err(|_| Error::BadRequest(format!("{user:?} is not an address")))?;
+        if asked != token.user() {
+            return Err(Error::Forbidden {
+                token_user: token.user(),
+                asked: user.to_owned(),
+            });
+        }
+        Ok(self.0.ledger.unsettled_fee(asked))
+    }
+
+    /// The fee a 0G session request reserves: bytes of body bound the prompt tokens (every tokenizer
+    /// we know spends at least one byte per token), `max_tokens` (or the default) the completion.
+    fn session_fee_cap(&self, route: Route, body: &[u8]) -> Result<U256> {
+        let completion = match route {
+            Route::Embeddings | Route::Models => 0,
+            _ => serde_json::from_slice::<serde_json::Value>(body)
+                .ok()
+                .and_then(|v| {
+                    v.get("max_completion_tokens")
+                        .or_else(|| v.get("max_tokens"))
+                        .and_then(serde_json::Value::as_u64)
+                })
+                .unwrap_or(self.0.config.default_max_tokens),
+        };
+        let bound = Usage {
+            prompt_tokens: body.len() as u64,
+            completion_tokens: completion,
+        };
+        Ok(self.0.config.prices.fee(&bound)?)
+    }
+
+    /// Authenticates and admits a billed request: the only place a request gets in.
+    async fn admit(&self, route: Route, creds: &Credentials, body: &[u8]) -> Result<Admission> {
+        let now = now_ms();
+        if let Some(env) = creds.zg_request.as_deref() {
+            let signed = SignedRequest::from_header(env)?;
+            self.refresh_account(signed.request.user).await?;
+            return Ok(self.0.ledger.admit_native(&signed, body, now).await?);
+        }
+        let auth = creds.authorization.as_deref().ok_or(Error::NoCredentials)?;
+        let token = self.authenticate(auth).await?;
+        let cap = self.session_fee_cap(route, body)?;
+        Ok(self.0.ledger.admit_session(&token, cap, now).await?)
+    }
+
+    /// Serves a billed OpenAI request end to end: limit, authenticate + admit, forward, meter, sign.
+    pub async fn exchange(&self, route: Route, creds: Credentials, body: Bytes) -> Result<Exchange> {
+        let r = self.exchange_inner(route, creds, body).await;
+        if let Err(e) = &r {
+            self.0.metrics.rejected(e.code());
+        }
+        r
+    }
+
+    async fn exchange_inner(&self, route: Route, creds: Credentials, body: Bytes) -> Result<Exchange> {
+        let permit = Arc::clone(&self.0.limiter)
+            .try_acquire_owned()
+            .map_err(|_| Error::Saturated {
+                limit: self.0.config.max_concurrency,
+                retry_after_secs: self.0.config.retry_after_secs,
+            })?;
+        self.0.metrics.inflight(1);
+        // Fees come from the upstream's usage only: make streams report it.
+        let forward = match route {
+            Route::Chat | Route::Completions => match force_include_usage(&body) {
+                Ok(Some(b)) => Bytes::from(b),
+                Ok(None) => body.clone(),
+                Err(e) => {
+                    self.0.metrics.inflight(-1);
+                    return Err(Error::BadRequest(e.to_string()));
+                }
+            },
+            _ => body.clone(),
+        };
+        let admitted = self.admit(route, &creds, &body).await;
+        let admission = match admitted {
+            Ok(a) => a,
+            Err(e) => {
+                self.0.metrics.inflight(-1);
+                return Err(e);
+            }
+        };
+        let native = admission.nonce.is_some();
+        let mut guard = Guard {
+            p: self.clone(),
+            admission: Some(admission),
+            _permit: permit,
+        };
+        let started = Instant::now();
+        let up = self.0.upstream.send(route, forward).await?; // guard releases on error
+        self.0.metrics.upstream_latency(started.elapsed().as_secs_f64());
+        let request_hash = B256::from(<[u8; 32]>::from(Sha256::digest(&body)));
+        if !(200..300).contains(&up.status) {
+            // Upstream errors pass through and are not billed (the guard releases the reservation).
+            let bytes = match up.body {
+                UpBody::Full(b) => b,
+                UpBody::Stream(mut s) => {
+                    let mut v = Vec::new();
+                    while let Some(Ok(c)) = s.next().await {
+                        v.extend_from_slice(&c);
+                        if v.len() > 1 << 20 {
+                            break;
+                        }
+                    }
+                    Bytes::from(v)
+                }
+            };
+            self.0.metrics.request(route.label(), up.status);
+            return Ok(Exchange {
+                status: up.status,
+                content_type: up.content_type,
+                res_key: None,
+                native,
+                body: ExchangeBody::Full { bytes, receipt: None },
+            });
+        }
+        let key = random_key();
+        match up.body {
+            UpBody::Full(bytes) => {
+                let usage = usage_from_json(&bytes).unwrap_or(None);
+                let admission = guard
+                    .take()
+                    .ok_or_else(|| Error::BadRequest("admission lost".into()))?;
+                let response_hash = B256::from(<[u8; 32]>::from(Sha256::digest(&bytes)));
+                let receipt = self
+                    .finish(admission, key.clone(), request_hash, response_hash, usage)
+                    .await?;
+                self.0.metrics.request(route.label(), up.status);
+                drop(guard);
+                Ok(Exchange {
+                    status: up.status,
+                    content_type: up.content_type,
+                    res_key: Some(key),
+                    native,
+                    body: ExchangeBody::Full {
+                        bytes,
+                        receipt: Some(Box::new(receipt)),
+                    },
+                })
+            }
+            UpBody::Stream(mut stream) => {
+                let (tx, rx) = mpsc::channel::<StreamItem>(16);
+                let p = self.clone();
+                let idle = self.0.config.upstream_timeout;
+                let key2 = key.clone();
+                tokio::spawn(async move {
+                    let mut hasher = Sha256::new();
+                    let mut usage = StreamUsage::default();
+                    loop {
+                        match tokio::time::timeout(idle, stream.next()).await {
+                            Ok(Some(Ok(chunk))) => {
+                                hasher.update(&chunk);
+                                usage.push(&chunk);
+                                if tx.send(StreamItem::Data(chunk)).await.is_err() {
+                                    // The client left: stop the upstream, bill nothing (guard releases).
+                                    tracing::info!(key = %key2, "client disconnected mid-stream; not billed");
+                                    p.0.metrics.request(route.label(), 499);
+                                    return;
+                                }
+                            }
+                            Ok(None) => break,
+                            Ok(Some(Err(e))) => {
+                                let _ = tx
+                                    .send(StreamItem::Failed(format!("upstream stream broke: {e}")))
+                                    .await;
+                                p.0.metrics.request(route.label(), 502);
+                                return;
+                            }
+                            Err(_) => {
+                                let _ = tx
+                                    .send(StreamItem::Failed(format!(
+                                        "upstream idle for {} s",
+                                        idle.as_secs()
+                                    )))
+                                    .await;
+                                p.0.metrics.request(route.label(), 504);
+                                return;
+                            }
+                        }
+                    }
+                    let response_hash = B256::from(<[u8; 32]>::from(hasher.finalize()));
+                    let Some(admission) = guard.take() else { return };
+                    match p
+                        .finish(admission, key2, request_hash, response_hash, usage.finish())
+                        .await
+                    {
+                        Ok(r) => {
+                            p.0.metrics.request(route.label(), 200);
+                            let _ = tx.send(StreamItem::Receipt(Box::new(r))).await;
+                        }
+                        Err(e) => {
+                            tracing::error!(error = %e, "could not record a served stream");
+                            let _ = tx
+                                .send(StreamItem::Failed(
+                                    "provider could not record the exchange".into(),
+                                ))
+                                .await;
+                        }
+                    }
+                    drop(guard);
+                });
+                Ok(Exchange {
+                    status: up.status,
+                    content_type: up.content_type,
+                    res_key: Some(key),
+                    native,
+                    body: ExchangeBody::Stream(rx),
+                })
+            }
+        }
+    }
+
+    /// Meters, signs (0G EIP-191 text + native ed25519 receipt), records in the ledger and stores the
+    /// receipt: the only place a fee is charged and the TEE keys sign responses.
+    async fn finish(
+        &self,
+        admission: Admission,
+        key: String,
+        request_hash: B256,
+        response_hash: B256,
+        usage: Option<Usage>,
+    ) -> Result<ReceiptJson> {
+        let keys = self.0.tee.keys();
+        let fee = match self.0.meter.charge(usage) {
+            Ok(f) => f,
+            Err(e) => {
+                let _ = self.0.ledger.release(admission).await;
+                return Err(e.into());
+            }
+        };
+        match (usage, fee) {
+            (Some(u), Some(f)) => self.0.metrics.billed(
+                u.prompt_tokens,
+                u.completion_tokens,
+                u128::try_from(f).unwrap_or(u128::MAX),
+            ),
+            _ => self.0.metrics.unbilled(),
+        }
+        let fee = fee.unwrap_or_default();
+        let nonce = admission.nonce.unwrap_or_default();
+        let text = format!("{}:{}", hex::encode(request_hash), hex::encode(response_hash));
+        let zg_sig = keys.settlement.sign_message(text.as_bytes())?;
+        let signed = keys.response.sign(Receipt {
+            request_hash,
+            response_hash,
+            model: self.0.config.model.clone(),
+            usage: usage.unwrap_or_default(),
+            fee,
+            nonce,
+        });
+        let receipt = ReceiptJson {
+            key: key.clone(),
+            request_hash,
+            response_hash,
+            model: self.0.config.model.clone(),
+            usage: UsageJson {
+                prompt_tokens: usage.map(|u| u.prompt_tokens).unwrap_or(0),
+                completion_tokens: usage.map(|u| u.completion_tokens).unwrap_or(0),
+            },
+            billed: usage.is_some(),
+            fee: fee.to_string(),
+            nonce: nonce.to_string(),
+            signature: format!("0x{}", hex::encode(signed.signature)),
+            response_key: format!("0x{}", hex::encode(keys.response.verifying_key().to_bytes())),
+        };
+        let stored = StoredReceipt {
+            text,
+            signature: format!("0x{}", hex::encode(zg_sig.as_bytes())),
+            native: serde_json::to_string(&receipt).unwrap_or_default(),
+        };
+        let now = now_ms();
+        let completion = Completion {
+            request_hash,
+            response_hash,
+            model: self.0.config.model.clone(),
+            usage,
+            fee,
+            receipt_signature: signed.signature.to_vec(),
+        };
+        let (a, b) = tokio::join!(
+            self.0.ledger.complete(admission, completion, now),
+            self.0.receipts.put(key, stored, now)
+        );
+        a?;
+        b?;
+        Ok(receipt)
+    }
+
+    /// `GET /v1/proxy/models`: authenticated, not billed.
+    pub async fn models(&self, creds: &Credentials) -> Result<(u16, String, Bytes)> {
+        let auth = creds
+            .authorization
+            .as_deref()
+            .or(creds.zg_request.as_deref().map(|_| ""))
+            .ok_or(Error::NoCredentials)?;
+        if let Some(env) = creds.zg_request.as_deref() {
+            // A native envelope authenticates by its signature; the nonce is not consumed.
+            let signed = SignedRequest::from_header(env)?;
+            let d = self.0.ledger.domains();
+            d.verify_request(&zg_billing::KeyCache::default(), &signed)?;
+        } else {
+            self.authenticate(auth).await?;
+        }
+        let up = self.0.upstream.send(Route::Models, Bytes::new()).await?;
+        let bytes = match up.body {
+            UpBody::Full(b) => b,
+            UpBody::Stream(_) => Bytes::new(),
+        };
+        Ok((up.status, up.content_type, bytes))
+    }
+}

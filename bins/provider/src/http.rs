@@ -1,0 +1,268 @@
+//! The HTTP API: 0G-compatible routes under `/v1/proxy`, the native additions, health and metrics.
+//! Every handler is a thin adapter over [`Provider`].
+
+use axum::body::{Body, Bytes};
+use axum::extract::{DefaultBodyLimit, Path, Query, State};
+use axum::http::{HeaderMap, HeaderName, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use base64::Engine as _;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use serde_json::json;
+
+use crate::core::{Credentials, Exchange, ExchangeBody, Provider, ReceiptJson, StreamItem, now_ms};
+use crate::error::Error;
+use crate::upstream::Route;
+
+/// Response header with the key of the exchange's receipts.
+pub const RES_KEY_HEADER: &str = "zg-res-key";
+/// Response header with the native receipt (base64url JSON) on non-streamed responses.
+pub const RECEIPT_HEADER: &str = "zg-receipt";
+/// Request header with the native signed request envelope.
+pub const REQUEST_HEADER: &str = "zg-request";
+/// SSE event name of the native receipt that ends a native stream.
+pub const RECEIPT_EVENT: &str = "zg-receipt";
+
+/// Largest request body accepted.
+pub const MAX_BODY: usize = 16 * 1024 * 1024;
+
+/// Serves [`router`] on `listener` until `shutdown` resolves, then drains open requests and streams.
+/// Sets `TCP_NODELAY`: SSE chunks leave at once instead of waiting for the peer's delayed ACK (Nagle).
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    state: Provider,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    use axum::serve::ListenerExt as _;
+    let listener = listener.tap_io(|tcp| {
+        if let Err(e) = tcp.set_nodelay(true) {
+            tracing::debug!(error = %e, "cannot set TCP_NODELAY");
+        }
+    });
+    axum::serve(listener, router(state))
+        .with_graceful_shutdown(shutdown)
+        .await
+}
+
+/// The provider's HTTP router.
+pub fn router(state: Provider) -> Router {
+    let billed = |route: Route| {
+        post(
+            move |State(s): State<Provider>, headers: HeaderMap, body: Bytes| async move {
+                billed(s, route, headers, body).await
+            },
+        )
+    };
+    Router::new()
+        .route("/v1/proxy/chat/completions", billed(Route::Chat))
+        .route("/v1/proxy/v1/chat/completions", billed(Route::Chat))
+        .route("/v1/proxy/completions", billed(Route::Completions))
+        .route("/v1/proxy/v1/completions", billed(Route::Completions))
+        .route("/v1/proxy/embeddings", billed(Route::Embeddings))
+        .route("/v1/proxy/v1/embeddings", billed(Route::Embeddings))
+        .route("/v1/proxy/models", get(models))
+        .route("/v1/proxy/v1/models", get(models))
+        .route("/v1/proxy/signature/{key}", get(signature))
+        .route("/v1/proxy/receipt/{key}", get(receipt))
+        .route("/v1/proxy/attestation/report", get(attestation_report))
+        .route("/v1/quote", get(quote))
+        .route("/v1/attestation", get(attestation))
+        .route("/v1/user/{addr}/unsettledfee", get(unsettled_fee))
+        .route("/v1/service", get(service))
+        .route("/healthz", get(|| async { "ok" }))
+        .route("/metrics", get(metrics))
+        .layer(DefaultBodyLimit::max(MAX_BODY))
+        .layer(axum::middleware::map_response(cors))
+        .with_state(state)
+}
+
+async fn cors(mut resp: Response) -> Response {
+    let h = resp.headers_mut();
+    h.insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, HeaderValue::from_static("*"));
+    h.insert(
+        header::ACCESS_CONTROL_EXPOSE_HEADERS,
+        HeaderValue::from_static("ZG-Res-Key, Retry-After, ZG-Receipt"),
+    );
+    resp
+}
+
+fn credentials(h: &HeaderMap) -> Credentials {
+    let get = |n: &str| h.get(n).and_then(|v| v.to_str().ok()).map(str::to_owned);
+    Credentials {
+        authorization: get("authorization"),
+        zg_request: get(REQUEST_HEADER),
+    }
+}
+
+fn receipt_header(r: &ReceiptJson) -> Option<HeaderValue> {
+    let json = serde_json::to_vec(r).ok()?;
+    HeaderValue::from_str(&URL_SAFE_NO_PAD.encode(json)).ok()
+}
+
+/// The SSE event carrying the native receipt.
+pub fn receipt_event(r: &ReceiptJson) -> Bytes {
+    let json = serde_json::to_string(r).unwrap_or_default();
+    Bytes::from(format!("event: {RECEIPT_EVENT}\ndata: {json}\n\n"))
+}
+
+async fn billed(s: Provider, route: Route, headers: HeaderMap, body: Bytes) -> Response {
+    match s.exchange(route, credentials(&headers), body).await {
+        Ok(x) => exchange_response(x),
+        Err(e) => e.into_response(),
+    }
+}
+
+fn exchange_response(x: Exchange) -> Response {
+    let status = StatusCode::from_u16(x.status).unwrap_or(StatusCode::BAD_GATEWAY);
+    let mut headers = HeaderMap::new();
+    if let Ok(ct) = HeaderValue::from_str(&x.content_type) {
+        headers.insert(header::CONTENT_TYPE, ct);
+    }
+    if let Some(k) = x.res_key.as_deref().and_then(|k| HeaderValue::from_str(k).ok()) {
+        headers.insert(HeaderName::from_static(RES_KEY_HEADER), k);
+    }
+    match x.body {
+        ExchangeBody::Full { bytes, receipt } => {
+            if let Some(v) = receipt.as_deref().and_then(receipt_header) {
+                headers.insert(HeaderName::from_static(RECEIPT_HEADER), v);
+            }
+            (status, headers, bytes).into_response()
+        }
+        ExchangeBody::Stream(rx) => {
+            headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
+            headers.insert(
+                HeaderName::from_static("x-accel-buffering"),
+                HeaderValue::from_static("no"),
+            );
+            let native = x.native;
+            let stream = futures::stream::unfold(rx, move |mut rx| async move {
+                loop {
+                    let item = match rx.recv().await? {
+                        StreamItem::Data(b) => Ok(b),
+                        StreamItem::Receipt(r) if native => Ok(receipt_event(&r)),
+                        StreamItem::Receipt(_) => continue,
+                        StreamItem::Failed(e) => Err(std::io::Error::other(e)),
+                    };
+                    return Some((item, rx));
+                }
+            });
+            (status, headers, Body::from_stream(stream)).into_response()
+        }
+    }
+}
+
+async fn models(State(s): State<Provider>, headers: HeaderMap) -> Response {
+    match s.models(&credentials(&headers)).await {
+        Ok((status, ct, bytes)) => {
+            let status = StatusCode::from_u16(status).unwrap_or(StatusCode::BAD_GATEWAY);
+            (status, [(header::CONTENT_TYPE, ct)], bytes).into_response()
+        }
+        Err(e) => e.into_response(),
+    }
+}
+
+async fn signature(State(s): State<Provider>, Path(key): Path<String>) -> Response {
+    match s.receipts().get(key).await {
+        Ok(Some(r)) => Json(json!({
+            "text": r.text,
+            "signature": r.signature,
+            "signing_address": s.tee().signer().to_checksum(None),
+            "signing_algo": "ecdsa",
+        }))
+        .into_response(),
+        Ok(None) => (StatusCode::NOT_FOUND, Json(json!({"error": "chat_id_not_found"}))).into_response(),
+        Err(e) => e.into_response(),
+    }
+}
+
+async fn receipt(State(s): State<Provider>, Path(key): Path<String>) -> Response {
+    match s.receipts().get(key).await {
+        Ok(Some(r)) => ([(header::CONTENT_TYPE, "application/json")], r.native).into_response(),
+        Ok(None) => (StatusCode::NOT_FOUND, Json(json!({"error": "chat_id_not_found"}))).into_response(),
+        Err(e) => e.into_response(),
+    }
+}
+
+async fn quote(State(s): State<Provider>) -> Response {
+    Json(s.tee().zerog_quote().clone()).into_response()
+}
+
+async fn attestation_report(State(s): State<Provider>) -> Response {
+    let q = s.tee().zerog_quote();
+    Json(json!({
+        "signing_address": q["signing_address"],
+        "signing_algo": "ecdsa",
+        "intel_quote": q["quote"],
+        "nvidia_payload": "",
+        "event_log": q["event_log"],
+        "report_data": q["report_data"],
+        "tcb_info": q["tcb_info"],
+        "simulated": q["simulated"],
+    }))
+    .into_response()
+}
+
+#[derive(serde::Deserialize)]
+struct NonceQuery {
+    nonce: Option<String>,
+}
+
+/// Parses a 32-byte hex nonce.
+pub(crate) fn parse_nonce(n: Option<&str>) -> Result<[u8; 32], Error> {
+    let n = n.ok_or_else(|| Error::BadRequest("nonce is required: ?nonce=<64 hex chars>".into()))?;
+    hex::decode(n.trim_start_matches("0x"))
+        .ok()
+        .and_then(|v| <[u8; 32]>::try_from(v).ok())
+        .ok_or_else(|| Error::BadRequest(format!("nonce must be 32 bytes of hex, got {n:?}")))
+}
+
+async fn attestation(State(s): State<Provider>, Query(q): Query<NonceQuery>) -> Response {
+    let nonce = match parse_nonce(q.nonce.as_deref()) {
+        Ok(n) => n,
+        Err(e) => return e.into_response(),
+    };
+    match fresh_evidence(&s, nonce).await {
+        Ok(v) => Json(v).into_response(),
+        Err(e) => e.into_response(),
+    }
+}
+
+/// Fresh evidence off the async runtime (the dstack agent is a blocking socket call).
+pub(crate) async fn fresh_evidence(s: &Provider, nonce: [u8; 32]) -> Result<serde_json::Value, Error> {
+    let s = s.clone();
+    tokio::task::spawn_blocking(move || s.tee().fresh(&nonce))
+        .await
+        .map_err(|e| Error::BadRequest(format!("attestation task failed: {e}")))?
+}
+
+async fn unsettled_fee(State(s): State<Provider>, Path(addr): Path<String>, headers: HeaderMap) -> Response {
+    match s.unsettled_fee(&credentials(&headers), &addr).await {
+        Ok(fee) => Json(json!({"unsettledFee": fee.to_string()})).into_response(),
+        Err(e) => e.into_response(),
+    }
+}
+
+async fn service(State(s): State<Provider>) -> Response {
+    let c = s.config();
+    Json(json!({
+        "provider": s.address().to_checksum(None),
+        "model": c.model,
+        "input_price": c.prices.input.to_string(),
+        "output_price": c.prices.output.to_string(),
+        "tee_signer": s.tee().signer().to_checksum(None),
+        "response_key": format!("0x{}", hex::encode(s.tee().keys().response.verifying_key().to_bytes())),
+        "tee_backend": s.tee().backend(),
+        "builtin_model": s.upstream().is_builtin(),
+    }))
+    .into_response()
+}
+
+async fn metrics(State(s): State<Provider>) -> Response {
+    let unsettled = s.ledger().users_with_unsettled();
+    let total = unsettled.iter().fold(0u128, |a, (_, f)| {
+        a.saturating_add(u128::try_from(*f).unwrap_or(u128::MAX))
+    });
+    let text = s.metrics().render(now_ms() / 1000, total, unsettled.len());
+    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], text).into_response()
+}

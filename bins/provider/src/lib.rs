@@ -1,0 +1,44 @@
+#![doc = include_str!("../README.md")]
+#![cfg_attr(not(test), warn(unused_crate_dependencies))]
+#![cfg_attr(
+    test,
+    allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)
+)]
+
+mod chain;
+mod config;
+mod core;
+mod demo;
+mod error;
+mod grpc;
+mod http;
+mod metrics;
+mod run;
+mod store;
+mod tee;
+mod upstream;
+
+pub use crate::chain::ChainAdapter;
+pub use crate::config::{CONFIG_TEMPLATE, RunArgs, Settings};
+pub use crate::core::{
+    AccountSource, CoreConfig, Credentials, Exchange, ExchangeBody, Provider, ReceiptJson, StaticAccounts,
+    StreamItem, UsageJson, now_ms,
+};
+pub use crate::demo::{
+    DEFAULT_MAX_TOKENS, DEMO_EMBEDDING_ID, DEMO_MODEL_ID, DemoError, DemoReply, EMBEDDING_DIMS, Finish,
+    Generation, NgramModel, SHIPPED_CORPUS, Sampling, embed, prompt_tokens, tokenize,
+};
+pub use crate::error::{Error, Result};
+pub use crate::grpc::{GrpcService, ServiceInfo, grpc_service};
+pub use crate::http::{
+    MAX_BODY, RECEIPT_EVENT, RECEIPT_HEADER, REQUEST_HEADER, RES_KEY_HEADER, receipt_event, router, serve,
+};
+pub use crate::metrics::Metrics;
+pub use crate::run::{Running, init, run, settle_round, start};
+pub use crate::store::{ReceiptStore, StoredReceipt};
+pub use crate::tee::{BackendChoice, Tee, TeeKeys};
+pub use crate::upstream::{Route, UpBody, UpResponse, Upstream};
+
+// Used by the binary only (main.rs); the library re-exports nothing of them.
+use anyhow as _;
+use tracing_subscriber as _;

@@ -1,0 +1,309 @@
+//! The TEE backend and the keys it holds: evidence for `GET /v1/quote` (0G layout, cached) and
+//! `GET /v1/attestation?nonce=` (native layout, fresh per nonce), and the signer keys — derived by the
+//! dstack KMS, generated per boot on bare TDX, or kept in the data dir for the simulated backend.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use alloy_primitives::{Address, B256};
+use base64::Engine as _;
+use base64::engine::general_purpose::STANDARD;
+use serde_json::{Value, json};
+use sha2::{Digest as _, Sha256};
+use zg_attestation::{
+    Backend, DstackProducer, EvidenceProducer, KeyBinding, ReportData, SimulatedTee, TdxProducer, Timestamp,
+};
+use zg_billing::{EthSigner, ReceiptSigner};
+
+use crate::error::{Error, Result};
+
+/// Which TEE backend to use.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "snake_case")]
+pub enum BackendChoice {
+    /// dstack if its socket exists, else bare TDX if configfs-tsm exists, else simulated.
+    Auto,
+    /// Software simulation (development only; clients refuse it unless told otherwise).
+    Simulated,
+    /// Bare TDX guest (configfs-tsm).
+    Tdx,
+    /// dstack guest agent.
+    Dstack,
+}
+
+/// The two signer keys of the TEE. Never logged: `Debug` prints the public halves only.
+#[derive(Clone)]
+pub struct TeeKeys {
+    /// secp256k1: settlement items and 0G signatures (`teeSignerAddress`).
+    pub settlement: EthSigner,
+    /// ed25519: native receipts.
+    pub response: ReceiptSigner,
+}
+
+impl std::fmt::Debug for TeeKeys {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TeeKeys")
+            .field("settlement", &self.settlement.address())
+            .field("response", &hex::encode(self.response.verifying_key().to_bytes()))
+            .finish()
+    }
+}
+
+impl TeeKeys {
+    /// Keys from two 32-byte secrets.
+    pub fn from_secrets(settlement: &[u8; 32], response_seed: &[u8; 32]) -> Result<Self> {
+        Ok(Self {
+            settlement: EthSigner::from_bytes(&B256::from(*settlement))?,
+            response: ReceiptSigner::from_seed(response_seed),
+        })
+    }
+
+    /// Fresh random keys.
+    pub fn random() -> Result<Self> {
+        Self::from_secrets(&rand::random(), &rand::random())
+    }
+}
+
+#[derive(serde::Serialize, serde::Deserialize)]
+struct KeyFile {
+    warning: String,
+    settlement: String,
+    response_seed: String,
+}
+
+fn hex32(s: &str, path: &Path) -> Result<[u8; 32]> {
+    let v = hex::decode(s.trim_start_matches("0x"))
+        .ok()
+        .and_then(|v| <[u8; 32]>::try_from(v).ok());
+    v.ok_or_else(|| Error::Config {
+        field: "data_dir",
+        value: path.display().to_string(),
+        fix:
+            "the simulated key file is corrupt; delete it to generate new keys (re-registers the TEE signer)"
+                .into(),
+    })
+}
+
+/// A running TEE backend with the provider's keys bound.
+pub struct Tee {
+    producer: Arc<dyn EvidenceProducer>,
+    backend: Backend,
+    keys: TeeKeys,
+    app_compose: String,
+    zerog_quote: Value,
+    simulated_root: Option<String>,
+}
+
+impl std::fmt::Debug for Tee {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Tee")
+            .field("backend", &self.backend)
+            .field("keys", &self.keys)
+            .finish_non_exhaustive()
+    }
+}
+
+fn now_secs() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}
+
+impl Tee {
+    /// Starts the backend, obtains the keys and measures the app config (simulated and bare TDX:
+    /// a `compose-hash` runtime event; dstack measures its compose itself).
+    pub fn start(
+        choice: BackendChoice,
+        data_dir: &Path,
+        dstack_socket: Option<PathBuf>,
+        app_compose: String,
+    ) -> Result<Self> {
+        let socket = dstack_socket.unwrap_or_else(|| PathBuf::from("/var/run/dstack.sock"));
+        let backend = match choice {
+            BackendChoice::Auto if socket.exists() => Backend::Dstack,
+            BackendChoice::Auto if Path::new("/sys/kernel/config/tsm/report").exists() => Backend::Tdx,
+            BackendChoice::Auto | BackendChoice::Simulated => Backend::Simulated,
+            BackendChoice::Tdx => Backend::Tdx,
+            BackendChoice::Dstack => Backend::Dstack,
+        };
+        let (producer, keys, simulated_root): (Arc<dyn EvidenceProducer>, TeeKeys, Option<String>) =
+            match backend {
+                Backend::Simulated => {
+                    tracing::warn!(
+                        "\n!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!\n\
+                     !!  SIMULATED TEE — NOT A REAL TEE. Quotes are signed by a local software key, !!\n\
+                     !!  keys sit in the data dir. For development only; clients refuse it unless  !!\n\
+                     !!  started with an explicit allow-simulated flag. Use --tee tdx|dstack.      !!\n\
+                     !!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!"
+                    );
+                    let sim = SimulatedTee::new()?;
+                    let root = hex::encode(sim.root_public_key());
+                    (Arc::new(sim), Self::simulated_keys(data_dir)?, Some(root))
+                }
+                Backend::Tdx => {
+                    tracing::info!(
+                        "TEE backend: bare TDX (configfs-tsm); signer keys are generated per boot and never leave memory"
+                    );
+                    (Arc::new(TdxProducer::new()), TeeKeys::random()?, None)
+                }
+                Backend::Dstack => {
+                    let p = DstackProducer::with_socket(&socket);
+                    let derive = |path: &str, purpose: &str| -> Result<[u8; 32]> {
+                        let k = p.derive_key(path, purpose)?;
+                        // Hash whatever the KMS returns into a 32-byte secret: format-independent.
+                        Ok(Sha256::digest(k.key.as_bytes()).into())
+                    };
+                    let keys = TeeKeys::from_secrets(
+                        &derive("zg-provider/settlement", "secp256k1")?,
+                        &derive("zg-provider/response", "ed25519")?,
+                    )?;
+                    tracing::info!(socket = %socket.display(), "TEE backend: dstack; keys derived by the dstack KMS");
+                    (Arc::new(p), keys, None)
+                }
+            };
+        if backend != Backend::Dstack {
+            producer.extend_runtime("compose-hash", &Sha256::digest(app_compose.as_bytes()))?;
+        }
+        let mut tee = Tee {
+            producer,
+            backend,
+            keys,
+            app_compose,
+            zerog_quote: Value::Null,
+            simulated_root,
+        };
+        tee.zerog_quote = tee.build_zerog_quote()?;
+        Ok(tee)
+    }
+
+    fn simulated_keys(data_dir: &Path) -> Result<TeeKeys> {
+        let path = data_dir.join("tee-keys.simulated.json");
+        if path.exists() {
+            let raw = std::fs::read(&path).map_err(|source| Error::Io {
+                op: "read",
+                path: path.clone(),
+                source,
+            })?;
+            let f: KeyFile = serde_json::from_slice(&raw).map_err(|e| Error::Config {
+                field: "data_dir",
+                value: path.display().to_string(),
+                fix: format!("the simulated key file does not parse ({e}); delete it to generate new keys"),
+            })?;
+            return TeeKeys::from_secrets(&hex32(&f.settlement, &path)?, &hex32(&f.response_seed, &path)?);
+        }
+        let (s, r): ([u8; 32], [u8; 32]) = (rand::random(), rand::random());
+        let f = KeyFile {
+            warning: "SIMULATED TEE: these keys are NOT sealed by hardware. Development only.".into(),
+            settlement: hex::encode(s),
+            response_seed: hex::encode(r),
+        };
+        let text = serde_json::to_vec_pretty(&f).unwrap_or_default();
+        write_private(&path, &text)?;
+        tracing::info!(path = %path.display(), "generated simulated TEE keys");
+        TeeKeys::from_secrets(&s, &r)
+    }
+
+    fn build_zerog_quote(&self) -> Result<Value> {
+        let address = self.keys.settlement.address();
+        let rd = ReportData::zerog(&address);
+        let ev = self.producer.quote(&rd)?;
+        Ok(json!({
+            "quote": hex::encode(&ev.quote),
+            "report_data": STANDARD.encode(rd),
+            "event_log": ev.event_log.clone().unwrap_or_else(|| "[]".into()),
+            "tcb_info": json!({"app_compose": self.app_compose}).to_string(),
+            "signing_address": address.to_checksum(None),
+            "signing_algo": "ecdsa",
+            "backend": self.backend,
+            "simulated": self.backend == Backend::Simulated,
+            "simulated_root": self.simulated_root,
+        }))
+    }
+
+    /// The signer keys.
+    pub fn keys(&self) -> &TeeKeys {
+        &self.keys
+    }
+
+    /// The backend in use.
+    pub fn backend(&self) -> Backend {
+        self.backend
+    }
+
+    /// The settlement signer address (`teeSignerAddress`).
+    pub fn signer(&self) -> Address {
+        self.keys.settlement.address()
+    }
+
+    /// `GET /v1/quote`: the 0G-layout quote document (cached at start).
+    pub fn zerog_quote(&self) -> &Value {
+        &self.zerog_quote
+    }
+
+    /// Fresh native-layout evidence binding both keys and `nonce`.
+    pub fn fresh(&self, nonce: &[u8; 32]) -> Result<Value> {
+        let binding = KeyBinding::new(
+            self.signer(),
+            self.keys.response.verifying_key().to_bytes(),
+            None,
+            Timestamp(now_secs()),
+        )?;
+        let ev = self.producer.evidence_for(&binding, nonce)?;
+        let mut doc: Value = serde_json::from_str(&ev.to_json()).unwrap_or(Value::Null);
+        if let Value::Object(m) = &mut doc {
+            m.insert("nonce".into(), json!(hex::encode(nonce)));
+            m.insert("backend".into(), json!(self.backend));
+            m.insert("simulated".into(), json!(self.backend == Backend::Simulated));
+            m.insert("simulated_root".into(), json!(self.simulated_root));
+            m.insert(
+                "tcb_info".into(),
+                json!(json!({"app_compose": self.app_compose}).to_string()),
+            );
+        }
+        Ok(doc)
+    }
+}
+
+/// Writes a file readable by its owner only.
+pub(crate) fn write_private(path: &Path, bytes: &[u8]) -> Result<()> {
+    use std::io::Write as _;
+    #[cfg(unix)]
+    use std::os::unix::fs::OpenOptionsExt as _;
+    let mut o = std::fs::OpenOptions::new();
+    o.write(true).create(true).truncate(true);
+    #[cfg(unix)]
+    o.mode(0o600);
+    let mut f = o.open(path).map_err(|source| Error::Io {
+        op: "create",
+        path: path.to_owned(),
+        source,
+    })?;
+    f.write_all(bytes).map_err(|source| Error::Io {
+        op: "write",
+        path: path.to_owned(),
+        source,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn simulated_keys_persist_and_quote_has_0g_layout() {
+        let dir = tempfile::tempdir().unwrap();
+        let a = Tee::start(BackendChoice::Simulated, dir.path(), None, "compose".into()).unwrap();
+        let b = Tee::start(BackendChoice::Simulated, dir.path(), None, "compose".into()).unwrap();
+        assert_eq!(a.signer(), b.signer());
+        let q = a.zerog_quote();
+        let rd = STANDARD.decode(q["report_data"].as_str().unwrap()).unwrap();
+        assert_eq!(rd.len(), 64);
+        assert_eq!(&rd[..42], a.signer().to_checksum(None).as_bytes());
+        assert!(rd[42..].iter().all(|&x| x == 0));
+        assert!(q["event_log"].as_str().unwrap().contains("compose-hash"));
+        let fresh = a.fresh(&[9; 32]).unwrap();
+        assert_eq!(fresh["nonce"], hex::encode([9u8; 32]));
+        assert_eq!(fresh["simulated"], true);
+    }
+}

@@ -1,0 +1,133 @@
+//! Shared helpers: an in-process provider over loopback with in-memory chain accounts, and 0G tokens.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use alloy_primitives::{Address, U256};
+use zg_billing::{
+    ChainAccount, Domains, EthSigner, Ledger, LedgerConfig, Prices, SessionClaims, SessionToken,
+};
+use zg_provider::{
+    BackendChoice, CoreConfig, Metrics, Provider, ReceiptStore, StaticAccounts, Tee, Upstream, now_ms,
+};
+
+pub const INPUT_PRICE: u64 = 1_000_000_000;
+pub const OUTPUT_PRICE: u64 = 2_000_000_000;
+
+pub struct Offline {
+    pub url: String,
+    pub provider: Provider,
+    pub accounts: Arc<StaticAccounts>,
+    pub me: Address,
+    pub domains: Domains,
+    pub _dir: tempfile::TempDir,
+}
+
+pub struct Opts {
+    pub upstream: Option<String>,
+    pub max_concurrency: usize,
+}
+
+impl Default for Opts {
+    fn default() -> Self {
+        Self {
+            upstream: None,
+            max_concurrency: 64,
+        }
+    }
+}
+
+pub async fn offline(opts: Opts) -> Offline {
+    let dir = tempfile::tempdir().unwrap();
+    let me = EthSigner::random().address();
+    let domains = Domains::new(31337, Address::repeat_byte(0x42));
+    let tee = Arc::new(Tee::start(BackendChoice::Simulated, dir.path(), None, "test".into()).unwrap());
+    let ledger = Ledger::open(LedgerConfig::new(
+        dir.path().join("ledger.sqlite"),
+        me,
+        domains.clone(),
+    ))
+    .unwrap();
+    let receipts = ReceiptStore::open(&dir.path().join("receipts.sqlite")).unwrap();
+    let (upstream, model) = match &opts.upstream {
+        None => (
+            Upstream::builtin(zg_provider::SHIPPED_CORPUS),
+            zg_provider::DEMO_MODEL_ID.to_owned(),
+        ),
+        Some(u) => (
+            Upstream::http(u, None, Duration::from_secs(5)).unwrap(),
+            "fake".to_owned(),
+        ),
+    };
+    let accounts = Arc::new(StaticAccounts::default());
+    let provider = Provider::new(
+        me,
+        CoreConfig {
+            model,
+            prices: Prices {
+                input: U256::from(INPUT_PRICE),
+                output: U256::from(OUTPUT_PRICE),
+            },
+            max_concurrency: opts.max_concurrency,
+            retry_after_secs: 2,
+            upstream_timeout: Duration::from_secs(5),
+            account_ttl: Duration::ZERO,
+            default_max_tokens: 256,
+            max_skew_ms: 60_000,
+        },
+        ledger,
+        tee,
+        upstream,
+        receipts,
+        accounts.clone(),
+        Arc::new(Metrics::default()),
+    );
+    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = l.local_addr().unwrap();
+    let p2 = provider.clone();
+    tokio::spawn(async move { zg_provider::serve(l, p2, std::future::pending()).await.unwrap() });
+    Offline {
+        url: format!("http://{addr}"),
+        provider,
+        accounts,
+        me,
+        domains,
+        _dir: dir,
+    }
+}
+
+/// A funded customer with a 0G session token for `provider`.
+pub fn customer(o: &Offline, balance: u128) -> (EthSigner, String) {
+    let c = EthSigner::random();
+    o.accounts.set(
+        c.address(),
+        ChainAccount {
+            balance: U256::from(balance),
+            ..Default::default()
+        },
+    );
+    let t = token(&c, o.me, 1, now_ms() + 3_600_000, 0);
+    (c, t)
+}
+
+pub fn token(c: &EthSigner, provider: Address, token_id: u8, expires_at: u64, generation: u64) -> String {
+    let claims = SessionClaims {
+        address: c.address(),
+        provider: provider.to_string().to_lowercase(),
+        timestamp: now_ms() - 1000,
+        expires_at,
+        nonce: hex::encode(rand::random::<[u8; 8]>()),
+        generation,
+        token_id,
+    };
+    SessionToken::create(c, &claims).unwrap().1
+}
+
+pub fn fee(prompt: u64, completion: u64) -> U256 {
+    U256::from(prompt * INPUT_PRICE + completion * OUTPUT_PRICE)
+}
+
+pub fn sha(b: &[u8]) -> String {
+    use sha2::Digest as _;
+    hex::encode(sha2::Sha256::digest(b))
+}

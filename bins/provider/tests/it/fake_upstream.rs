@@ -1,0 +1,110 @@
+//! A fast fake OpenAI-compatible upstream on loopback (tests and benches). The request's `model`
+//! steers it: `slow` streams one chunk every 150 ms, `fail` answers 500, `nousage` omits usage.
+//! Every answer reports `usage` {prompt_tokens: 7, completion_tokens: <chunks>}.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use axum::Router;
+use axum::body::{Body, Bytes};
+use axum::http::header;
+use axum::response::{IntoResponse, Response};
+use axum::routing::post;
+
+/// Chunks (= completion tokens) per answer.
+pub const CHUNKS: u64 = 8;
+/// Prompt tokens every answer reports.
+pub const PROMPT_TOKENS: u64 = 7;
+
+/// A running fake upstream.
+#[derive(Debug, Clone)]
+pub struct Fake {
+    /// `http://addr/v1`.
+    pub base: String,
+    /// Requests received.
+    pub calls: Arc<AtomicU64>,
+}
+
+async fn chat(calls: Arc<AtomicU64>, body: Bytes) -> Response {
+    calls.fetch_add(1, Ordering::Relaxed);
+    let v: serde_json::Value = serde_json::from_slice(&body).unwrap_or_default();
+    let model = v["model"].as_str().unwrap_or("").to_owned();
+    if model == "fail" {
+        return (
+            axum::http::StatusCode::INTERNAL_SERVER_ERROR,
+            r#"{"error":{"message":"boom"}}"#,
+        )
+            .into_response();
+    }
+    let usage = format!(
+        r#"{{"prompt_tokens":{PROMPT_TOKENS},"completion_tokens":{CHUNKS},"total_tokens":{}}}"#,
+        PROMPT_TOKENS + CHUNKS
+    );
+    let with_usage = model != "nousage";
+    if v["stream"].as_bool() != Some(true) {
+        let u = if with_usage {
+            format!(r#","usage":{usage}"#)
+        } else {
+            String::new()
+        };
+        let b = format!(
+            r#"{{"id":"x","object":"chat.completion","choices":[{{"index":0,"message":{{"role":"assistant","content":"hello world"}},"finish_reason":"stop"}}]{u}}}"#
+        );
+        return ([(header::CONTENT_TYPE, "application/json")], b).into_response();
+    }
+    let delay = if model == "slow" {
+        Duration::from_millis(150)
+    } else {
+        Duration::ZERO
+    };
+    let want_usage = with_usage && v["stream_options"]["include_usage"].as_bool() == Some(true);
+    let stream = futures::stream::unfold(0u64, move |i| {
+        let usage = usage.clone();
+        async move {
+            if i > CHUNKS + 1 {
+                return None;
+            }
+            if !delay.is_zero() {
+                tokio::time::sleep(delay).await;
+            }
+            let ev = if i < CHUNKS {
+                format!(
+                    "data: {{\"id\":\"x\",\"object\":\"chat.completion.chunk\",\"choices\":[{{\"index\":0,\"delta\":{{\"content\":\"t{i} \"}}}}]}}\n\n"
+                )
+            } else if i == CHUNKS {
+                if want_usage {
+                    format!("data: {{\"id\":\"x\",\"choices\":[],\"usage\":{usage}}}\n\n")
+                } else {
+                    String::new()
+                }
+            } else {
+                "data: [DONE]\n\n".to_owned()
+            };
+            Some((Ok::<_, std::io::Error>(Bytes::from(ev)), i + 1))
+        }
+    });
+    (
+        [(header::CONTENT_TYPE, "text/event-stream")],
+        Body::from_stream(stream),
+    )
+        .into_response()
+}
+
+/// Starts the fake on 127.0.0.1:0.
+pub async fn start() -> Fake {
+    let calls = Arc::new(AtomicU64::new(0));
+    let c = Arc::clone(&calls);
+    let app = Router::new().route(
+        "/v1/chat/completions",
+        post(move |b: Bytes| chat(Arc::clone(&c), b)),
+    );
+    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr: SocketAddr = l.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(l, app).await.unwrap() });
+    Fake {
+        base: format!("http://{addr}/v1"),
+        calls,
+    }
+}

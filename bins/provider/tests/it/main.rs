@@ -1,0 +1,17 @@
+//! Integration tests of zg-provider: real loopback HTTP and gRPC, real anvil for the chain tests.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::indexing_slicing,
+    missing_docs,
+    unreachable_pub
+)]
+
+// Helpers: in-process provider with in-memory accounts, tokens.
+mod common;
+// A fast fake OpenAI-compatible upstream.
+mod fake_upstream;
+// The HTTP API: happy paths, receipts, rejections, back-pressure, concurrency.
+mod api;
+// Real anvil: registration, gRPC, settlement with exact balances, kill mid-stream and restart.
+mod anvil;

@@ -1,0 +1,604 @@
+//! Both settlement modes against the real contracts on an anvil devnet, through zg-chain, with a crash
+//! injected before send, after send (hash lost), before the receipt and after the receipt before the local
+//! commit. After a restart and `reconcile`, every fee is paid exactly once: sub-account balances, voucher
+//! state, the provider's earnings and the contract's balance are exact. Items that land with status Success
+//! also prove that our EIP-712 `Voucher` and `TEESettlement` encodings match the contract's.
+
+use std::sync::Mutex;
+
+use alloy::consensus::Transaction as _;
+use alloy::eips::BlockNumberOrTag;
+use alloy::providers::Provider as _;
+use alloy::rpc::types::Filter;
+use alloy_primitives::{Address, B256, U256};
+use alloy_sol_types::{SolCall, SolEvent};
+use zg_billing::{
+    BoxError, ChainAccount, EthSigner, Ledger, LedgerConfig, SettlementChain, SettlementState, Settler,
+    SettlerConfig, SignedVoucher, TeeItem, TeeItemResult, TokenState, TxResult, VoucherState,
+};
+use zg_chain::{
+    Amount, Client, Devnet, DevnetConfig, InferenceServingContract as Serving, ServiceKind, ServiceParams,
+    SettlementStatus,
+};
+
+use crate::common::Fault;
+use crate::settlement_crash::serve;
+
+// ---------------------------------------------------------------------------------------------
+// The adapter: `SettlementChain` over zg-chain. Small on purpose; the provider can copy it.
+
+/// [`SettlementChain`] over a zg-chain [`Client`] that signs as the provider.
+#[derive(Debug, Clone)]
+pub struct ZgChain {
+    client: Client,
+    provider: Address,
+}
+
+impl ZgChain {
+    /// `client` must sign with the provider's key.
+    pub fn new(client: Client) -> Result<Self, BoxError> {
+        let provider = client.signer_address()?;
+        Ok(Self { client, provider })
+    }
+}
+
+fn tee_payload(items: &[TeeItem]) -> Vec<zg_chain::TeeSettlement> {
+    items
+        .iter()
+        .map(|i| zg_chain::TeeSettlement {
+            user: i.user,
+            provider: i.provider,
+            total_fee: i.total_fee,
+            requests_hash: i.requests_hash,
+            nonce: i.nonce,
+            signature: i.signature.clone(),
+        })
+        .collect()
+}
+
+impl SettlementChain for ZgChain {
+    async fn account(&self, user: Address) -> Result<ChainAccount, BoxError> {
+        let a = self
+            .client
+            .inference()
+            .get_account(user, self.provider)
+            .await?
+            .ok_or_else(|| format!("{user} has no sub-account with provider {}", self.provider))?;
+        Ok(ChainAccount {
+            balance: a.balance.0,
+            pending_refund: a.pending_refund.0,
+            nonce: a.nonce,
+            tokens: TokenState {
+                generation: a.generation,
+                revoked_bitmap: a.revoked_bitmap,
+            },
+        })
+    }
+
+    async fn voucher_state(&self, user: Address) -> Result<VoucherState, BoxError> {
+        let (paid, nonce) = self.client.inference().voucher_state(user, self.provider).await?;
+        Ok(VoucherState { paid, nonce })
+    }
+
+    async fn preview_tee(&self, items: &[TeeItem]) -> Result<Vec<TeeItemResult>, BoxError> {
+        let p = self
+            .client
+            .inference()
+            .preview_settlement_results(&tee_payload(items))
+            .await?;
+        // The contract lists failed and partial users in item order; walk both lists alongside the items.
+        let (mut failed, mut partial) = (p.failed.into_iter().peekable(), p.partial.into_iter().peekable());
+        Ok(items
+            .iter()
+            .map(|i| {
+                if let Some((_, status)) = failed.next_if(|(u, _)| *u == i.user) {
+                    let code = match status {
+                        SettlementStatus::ProviderMismatch => 2,
+                        SettlementStatus::NoTeeSigner => 3,
+                        SettlementStatus::InvalidNonce => 4,
+                        _ => 5,
+                    };
+                    TeeItemResult {
+                        status: code,
+                        unsettled: i.total_fee,
+                    }
+                } else if let Some((_, unsettled)) = partial.next_if(|(u, _)| *u == i.user) {
+                    TeeItemResult { status: 1, unsettled }
+                } else {
+                    TeeItemResult {
+                        status: 0,
+                        unsettled: U256::ZERO,
+                    }
+                }
+            })
+            .collect())
+    }
+
+    async fn submit_tee(&self, items: &[TeeItem]) -> Result<B256, BoxError> {
+        Ok(self
+            .client
+            .inference()
+            .submit_settle_fees_with_tee(&tee_payload(items))
+            .await?)
+    }
+
+    async fn submit_vouchers(&self, vouchers: &[SignedVoucher]) -> Result<B256, BoxError> {
+        let payload: Vec<zg_chain::SignedVoucher> = vouchers
+            .iter()
+            .map(|v| zg_chain::SignedVoucher {
+                user: v.voucher.user,
+                provider: v.voucher.provider,
+                cumulative_amount: v.voucher.cumulativeAmount,
+                nonce: v.voucher.nonce,
+                signature: v.signature_bytes(),
+            })
+            .collect();
+        Ok(self.client.inference().submit_settle_vouchers(&payload).await?)
+    }
+
+    async fn wait_receipt(&self, tx_hash: B256) -> Result<TxResult, BoxError> {
+        match self.client.inference().settlement_outcome(tx_hash).await {
+            Ok(out) => Ok(TxResult {
+                success: true,
+                tee_results: out
+                    .results
+                    .iter()
+                    .filter_map(|r| {
+                        Some((
+                            r.user,
+                            TeeItemResult {
+                                status: code(r.status),
+                                unsettled: r.unsettled?,
+                            },
+                        ))
+                    })
+                    .collect(),
+            }),
+            Err(zg_chain::Error::TransactionFailed { .. }) => Ok(TxResult {
+                success: false,
+                tee_results: vec![],
+            }),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    async fn find_tee_result(&self, user: Address, nonce: U256) -> Result<Option<TeeItemResult>, BoxError> {
+        // `TEESettlementResult(user indexed, status, unsettledAmount)` does not carry the nonce: find the
+        // user's events, then match them to the items of the transaction that emitted them (one event per
+        // item, in item order). A production adapter bounds `from_block` by when the settlement was prepared.
+        let rpc = self.client.provider();
+        let filter = Filter::new()
+            .address(self.client.addresses().inference)
+            .event_signature(Serving::TEESettlementResult::SIGNATURE_HASH)
+            .topic1(user.into_word())
+            .from_block(BlockNumberOrTag::Earliest);
+        let mut txs: Vec<B256> = rpc
+            .get_logs(&filter)
+            .await?
+            .iter()
+            .filter_map(|l| l.transaction_hash)
+            .collect();
+        txs.dedup();
+        for tx in txs {
+            let (Some(t), Some(receipt)) = (
+                rpc.get_transaction_by_hash(tx).await?,
+                self.client.receipt(tx).await?,
+            ) else {
+                continue;
+            };
+            let Ok(call) = Serving::settleFeesWithTEECall::abi_decode(t.input()) else {
+                continue;
+            };
+            let events = receipt
+                .inner
+                .logs()
+                .iter()
+                .filter_map(|l| l.log_decode::<Serving::TEESettlementResult>().ok());
+            for (item, ev) in call.settlements.iter().zip(events) {
+                let ev = ev.inner.data;
+                if item.user == user && item.nonce == nonce && ev.status <= 1 {
+                    return Ok(Some(TeeItemResult {
+                        status: ev.status,
+                        unsettled: ev.unsettledAmount,
+                    }));
+                }
+            }
+        }
+        Ok(None)
+    }
+}
+
+fn code(s: SettlementStatus) -> u8 {
+    match s {
+        SettlementStatus::Success => 0,
+        SettlementStatus::Partial => 1,
+        SettlementStatus::ProviderMismatch => 2,
+        SettlementStatus::NoTeeSigner => 3,
+        SettlementStatus::InvalidNonce => 4,
+        SettlementStatus::InvalidSignature => 5,
+        SettlementStatus::AmountBelowPaid => 6,
+        SettlementStatus::Unknown(c) => c,
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Crash injection around any `SettlementChain`.
+
+/// Wraps a chain and fails once at the armed step, like a process dying there.
+#[derive(Debug)]
+struct Crashing<C> {
+    inner: C,
+    fault: Mutex<Option<Fault>>,
+    reads_fail: Mutex<bool>,
+}
+
+impl<C> Crashing<C> {
+    fn new(inner: C, fault: Option<Fault>) -> Self {
+        Self {
+            inner,
+            fault: Mutex::new(fault),
+            reads_fail: Mutex::new(false),
+        }
+    }
+    fn take(&self, at: Fault) -> bool {
+        let mut f = self.fault.lock().unwrap();
+        let hit = *f == Some(at);
+        if hit {
+            *f = None;
+        }
+        hit
+    }
+    fn read_fails(&self) -> bool {
+        std::mem::take(&mut *self.reads_fail.lock().unwrap())
+    }
+}
+
+fn crash(step: &str) -> BoxError {
+    format!("injected crash: {step}").into()
+}
+
+impl<C: SettlementChain> SettlementChain for Crashing<C> {
+    async fn account(&self, user: Address) -> Result<ChainAccount, BoxError> {
+        if self.read_fails() {
+            return Err(crash("after receipt, before local commit"));
+        }
+        self.inner.account(user).await
+    }
+    async fn voucher_state(&self, user: Address) -> Result<VoucherState, BoxError> {
+        if self.read_fails() {
+            return Err(crash("after receipt, before local commit"));
+        }
+        self.inner.voucher_state(user).await
+    }
+    async fn preview_tee(&self, items: &[TeeItem]) -> Result<Vec<TeeItemResult>, BoxError> {
+        self.inner.preview_tee(items).await
+    }
+    async fn submit_tee(&self, items: &[TeeItem]) -> Result<B256, BoxError> {
+        if self.take(Fault::BeforeSend) {
+            return Err(crash("before send"));
+        }
+        let tx = self.inner.submit_tee(items).await?;
+        if self.take(Fault::AfterSendLost) {
+            return Err(crash("after send, hash lost"));
+        }
+        Ok(tx)
+    }
+    async fn submit_vouchers(&self, vouchers: &[SignedVoucher]) -> Result<B256, BoxError> {
+        if self.take(Fault::BeforeSend) {
+            return Err(crash("before send"));
+        }
+        let tx = self.inner.submit_vouchers(vouchers).await?;
+        if self.take(Fault::AfterSendLost) {
+            return Err(crash("after send, hash lost"));
+        }
+        Ok(tx)
+    }
+    async fn wait_receipt(&self, tx_hash: B256) -> Result<TxResult, BoxError> {
+        if self.take(Fault::BeforeReceipt) {
+            return Err(crash("before receipt"));
+        }
+        let r = self.inner.wait_receipt(tx_hash).await?;
+        if self.take(Fault::AfterReceiptBeforeCommit) {
+            *self.reads_fail.lock().unwrap() = true;
+        }
+        Ok(r)
+    }
+    async fn find_tee_result(&self, user: Address, nonce: U256) -> Result<Option<TeeItemResult>, BoxError> {
+        self.inner.find_tee_result(user, nonce).await
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// The scenario.
+
+const SUB_ACCOUNT_ZG: &str = "4";
+
+fn zg(s: &str) -> Amount {
+    s.parse().unwrap()
+}
+
+struct World {
+    devnet: Devnet,
+    provider: Client,
+    customers: Vec<EthSigner>,
+    tee: EthSigner,
+}
+
+/// A devnet where keys[4] is a provider whose TEE signer the owner acknowledged, and keys[1..=3] are
+/// customers that each funded a sub-account with it.
+async fn world() -> World {
+    let devnet = Devnet::start_with(DevnetConfig {
+        anvil: Some(zg_test_utils::tools::anvil()),
+        ..Default::default()
+    })
+    .await
+    .expect("devnet starts (run `just setup` first)");
+    let keys = devnet.keys().to_vec();
+    let tee = EthSigner::random();
+    let provider_key = keys[4].clone();
+    let provider = devnet.client(Some(provider_key.clone())).await.unwrap();
+    let admin = devnet.client(Some(keys[0].clone())).await.unwrap();
+    let params = ServiceParams {
+        service_type: "chatbot".into(),
+        url: "http://127.0.0.1:9".into(),
+        model: "zg-demo".into(),
+        verifiability: "TeeML".into(),
+        input_price: U256::from(1),
+        output_price: U256::from(2),
+        additional_info: "{}".into(),
+        tee_signer: tee.address(),
+    };
+    provider
+        .inference()
+        .add_or_update_service(&params, zg("1"))
+        .await
+        .unwrap();
+    admin
+        .inference()
+        .acknowledge_tee_signer_by_owner(provider_key.address())
+        .await
+        .unwrap();
+    let mut customers = Vec::new();
+    for k in &keys[1..=3] {
+        let c = devnet.client(Some(k.clone())).await.unwrap();
+        c.ledger().add_ledger(zg("10"), "").await.unwrap();
+        c.ledger()
+            .transfer_fund(provider_key.address(), ServiceKind::Inference, zg(SUB_ACCOUNT_ZG))
+            .await
+            .unwrap();
+        customers.push(EthSigner::from_bytes(&k.to_bytes()).unwrap());
+    }
+    World {
+        devnet,
+        provider,
+        customers,
+        tee,
+    }
+}
+
+fn open_ledger(dir: &std::path::Path, w: &World) -> Ledger {
+    let a = w.devnet.addresses();
+    let domains = zg_billing::Domains::new(w.devnet.chain_id(), a.inference);
+    Ledger::open(LedgerConfig::new(
+        dir.join("fees.sqlite"),
+        w.provider.signer_address().unwrap(),
+        domains,
+    ))
+    .unwrap()
+}
+
+async fn sync_accounts(ledger: &Ledger, chain: &ZgChain, users: &[Address]) {
+    for u in users {
+        ledger
+            .set_chain_account(*u, chain.account(*u).await.unwrap())
+            .unwrap();
+    }
+}
+
+/// Gas the provider paid in blocks after `from` (its wallet pays gas and receives the fees).
+async fn provider_gas_since(client: &Client, who: Address, from: u64) -> U256 {
+    let rpc = client.provider();
+    let to = rpc.get_block_number().await.unwrap();
+    let mut gas = U256::ZERO;
+    for n in from + 1..=to {
+        for r in rpc
+            .get_block_receipts(n.into())
+            .await
+            .unwrap()
+            .unwrap_or_default()
+        {
+            if r.from == who {
+                gas += U256::from(r.gas_used) * U256::from(r.effective_gas_price);
+            }
+        }
+    }
+    gas
+}
+
+struct Before {
+    block: u64,
+    provider_wallet: U256,
+    contract: U256,
+}
+
+async fn snapshot(w: &World) -> Before {
+    let who = w.provider.signer_address().unwrap();
+    Before {
+        block: w.provider.provider().get_block_number().await.unwrap(),
+        provider_wallet: w.provider.balance(who).await.unwrap().0,
+        contract: w
+            .provider
+            .balance(w.devnet.addresses().inference)
+            .await
+            .unwrap()
+            .0,
+    }
+}
+
+/// Exact on-chain money after settlement: each customer paid its fees once, the provider earned their sum
+/// (wallet delta plus the gas it spent), and the contract released exactly that.
+async fn check_exactly_once(w: &World, ledger: &Ledger, before: &Before, totals: &[u64], session: bool) {
+    let chain = ZgChain::new(w.provider.clone()).unwrap();
+    let all: u64 = totals.iter().sum();
+    let mut nonces = Vec::new();
+    for (c, t) in w.customers.iter().zip(totals) {
+        let a = chain.account(c.address()).await.unwrap();
+        assert_eq!(
+            a.balance,
+            zg(SUB_ACCOUNT_ZG).0 - U256::from(*t),
+            "sub-account of {}",
+            c.address()
+        );
+        let v = chain.voucher_state(c.address()).await.unwrap();
+        if session {
+            nonces.push(a.nonce);
+            assert_eq!(v, VoucherState::default());
+        } else {
+            assert_eq!(v.paid, U256::from(*t), "voucher paid total");
+            assert_eq!(a.nonce, U256::ZERO);
+        }
+        assert_eq!(ledger.unsettled_fee(c.address()), U256::ZERO);
+    }
+    if session {
+        // One batch took consecutive nonces from the persistent counter; a re-send reuses its payload's nonce.
+        nonces.sort();
+        assert_eq!(nonces, [1, 2, 3].map(U256::from));
+    }
+    let who = w.provider.signer_address().unwrap();
+    let wallet = w.provider.balance(who).await.unwrap().0;
+    let gas = provider_gas_since(&w.provider, who, before.block).await;
+    assert_eq!(
+        wallet + gas - before.provider_wallet,
+        U256::from(all),
+        "provider earned the fees once"
+    );
+    let contract = w
+        .provider
+        .balance(w.devnet.addresses().inference)
+        .await
+        .unwrap()
+        .0;
+    assert_eq!(
+        before.contract - contract,
+        U256::from(all),
+        "contract released the fees once"
+    );
+    assert!(ledger.open_settlements().unwrap().is_empty());
+}
+
+async fn scenario(fault: Option<Fault>, session: bool) {
+    let w = world().await;
+    let dir = tempfile::tempdir().unwrap();
+    let chain = ZgChain::new(w.provider.clone()).unwrap();
+    let addrs: Vec<Address> = w.customers.iter().map(EthSigner::address).collect();
+    let ledger = open_ledger(dir.path(), &w);
+    sync_accounts(&ledger, &chain, &addrs).await;
+    let totals = serve(&ledger, &w.customers, 5, session).await;
+    let all: u64 = totals.iter().sum();
+    let before = snapshot(&w).await;
+
+    let settler = Settler::new(
+        ledger.clone(),
+        Crashing::new(chain.clone(), fault),
+        w.tee.clone(),
+        SettlerConfig::default(),
+    )
+    .unwrap();
+    let report = settler.settle_due(20, true).await;
+    let ledger = match fault {
+        None => {
+            let report = report.unwrap();
+            assert_eq!(report.tx_hashes.len(), 1, "{report:?}");
+            assert_eq!(report.total_paid(), U256::from(all));
+            assert!(
+                report.items.iter().all(|i| i.state == SettlementState::Done),
+                "{report:?}"
+            );
+            // The contract itself says Success for every item: our EIP-712 encodings match its own.
+            let out = w
+                .provider
+                .inference()
+                .settlement_outcome(report.tx_hashes[0])
+                .await
+                .unwrap();
+            assert_eq!(out.results.len(), 3);
+            assert!(
+                out.results.iter().all(|r| r.status == SettlementStatus::Success),
+                "{out:?}"
+            );
+            ledger
+        }
+        Some(f) => {
+            assert!(report.is_err(), "{f:?} must interrupt the round");
+            // Crash: drop everything in memory and reopen from disk.
+            drop(settler);
+            ledger.close();
+            drop(ledger);
+            let ledger = open_ledger(dir.path(), &w);
+            let settler = Settler::new(
+                ledger.clone(),
+                chain.clone(),
+                w.tee.clone(),
+                SettlerConfig::default(),
+            )
+            .unwrap();
+            settler.reconcile(30).await.unwrap();
+            sync_accounts(&ledger, &chain, &addrs).await;
+            settler.settle_due(31, true).await.unwrap();
+            ledger
+        }
+    };
+    check_exactly_once(&w, &ledger, &before, &totals, session).await;
+    // A further round finds nothing to send.
+    let settler = Settler::new(
+        ledger.clone(),
+        chain.clone(),
+        w.tee.clone(),
+        SettlerConfig::default(),
+    )
+    .unwrap();
+    let again = settler.settle_due(40, true).await.unwrap();
+    assert!(again.tx_hashes.is_empty(), "{again:?}");
+    check_exactly_once(&w, &ledger, &before, &totals, session).await;
+}
+
+#[tokio::test]
+async fn anvil_tee_mode_no_crash() {
+    scenario(None, true).await;
+}
+#[tokio::test]
+async fn anvil_tee_mode_crash_before_send() {
+    scenario(Some(Fault::BeforeSend), true).await;
+}
+#[tokio::test]
+async fn anvil_tee_mode_crash_after_send_hash_lost() {
+    scenario(Some(Fault::AfterSendLost), true).await;
+}
+#[tokio::test]
+async fn anvil_tee_mode_crash_before_receipt() {
+    scenario(Some(Fault::BeforeReceipt), true).await;
+}
+#[tokio::test]
+async fn anvil_tee_mode_crash_after_receipt_before_commit() {
+    scenario(Some(Fault::AfterReceiptBeforeCommit), true).await;
+}
+#[tokio::test]
+async fn anvil_voucher_mode_no_crash() {
+    scenario(None, false).await;
+}
+#[tokio::test]
+async fn anvil_voucher_mode_crash_before_send() {
+    scenario(Some(Fault::BeforeSend), false).await;
+}
+#[tokio::test]
+async fn anvil_voucher_mode_crash_after_send_hash_lost() {
+    scenario(Some(Fault::AfterSendLost), false).await;
+}
+#[tokio::test]
+async fn anvil_voucher_mode_crash_before_receipt() {
+    scenario(Some(Fault::BeforeReceipt), false).await;
+}
+#[tokio::test]
+async fn anvil_voucher_mode_crash_after_receipt_before_commit() {
+    scenario(Some(Fault::AfterReceiptBeforeCommit), false).await;
+}

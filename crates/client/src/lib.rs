@@ -1,0 +1,23 @@
+#![doc = include_str!("../README.md")]
+#![cfg_attr(not(test), warn(unused_crate_dependencies))]
+
+mod client;
+mod error;
+#[cfg(feature = "gateway")]
+mod gateway;
+mod receipt;
+mod store;
+mod stream;
+
+pub use crate::client::{
+    Balance, ChatResponse, Client, ClientConfig, ProviderVerification, Route, TopUpPolicy,
+};
+pub use crate::error::{Error, Result};
+#[cfg(feature = "gateway")]
+pub use crate::gateway::gateway_router;
+pub use crate::receipt::{
+    RECEIPT_EVENT, RECEIPT_HEADER, REQUEST_HEADER, RES_KEY_HEADER, ReceiptJson, UsageJson, VerifiedReceipt,
+    parse_receipt_header, verify_receipt,
+};
+pub use crate::store::{ProviderState, VerifiedKeys};
+pub use crate::stream::{ChatStream, StreamEvent};

@@ -1,0 +1,207 @@
+//! Checking a provider's native receipt against the exact bytes exchanged (fail closed).
+
+use alloy_primitives::{B256, U256};
+use base64::Engine as _;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use serde::{Deserialize, Serialize};
+use zg_billing::{Prices, Receipt, ReceiptVerifier, SignedReceipt, Usage};
+
+use crate::error::{Error, Result};
+
+/// Response header carrying the native receipt (base64url JSON) on non-streamed responses.
+pub const RECEIPT_HEADER: &str = "zg-receipt";
+/// Response header with the key under which the provider stores the exchange's receipts.
+pub const RES_KEY_HEADER: &str = "zg-res-key";
+/// Request header with the native signed request envelope.
+pub const REQUEST_HEADER: &str = "zg-request";
+/// SSE event name of the receipt that ends a native stream.
+pub const RECEIPT_EVENT: &str = "zg-receipt";
+
+/// The receipt as the provider sends it (`ZG-Receipt` header, final SSE `zg-receipt` event).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ReceiptJson {
+    /// The `ZG-Res-Key` of the exchange.
+    pub key: String,
+    /// sha256 of the request body as the provider received it.
+    pub request_hash: B256,
+    /// sha256 of the response bytes as the provider sent them.
+    pub response_hash: B256,
+    /// The model that served it.
+    pub model: String,
+    /// Token usage the fee was computed from.
+    pub usage: UsageJson,
+    /// Whether the upstream reported usage (false: not billed).
+    pub billed: bool,
+    /// Fee, neuron, decimal.
+    pub fee: String,
+    /// The signed request's nonce, decimal.
+    pub nonce: String,
+    /// `0x`-hex ed25519 signature over `zg_billing::Receipt::encode()`.
+    pub signature: String,
+    /// `0x`-hex ed25519 key that signed.
+    pub response_key: String,
+}
+
+/// Token counts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct UsageJson {
+    /// Prompt tokens.
+    pub prompt_tokens: u64,
+    /// Completion tokens.
+    pub completion_tokens: u64,
+}
+
+/// A receipt that passed every check: signature by the attested key, hashes of the exact bytes, nonce,
+/// model, and a fee equal to usage × the on-chain prices.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct VerifiedReceipt {
+    /// The receipt as received.
+    pub receipt: ReceiptJson,
+    /// The fee counted into the amount owed (the receipt's fee, capped at the signed fee cap).
+    #[serde(serialize_with = "crate::client::ser_dec")]
+    pub fee: U256,
+    /// Cumulative amount owed to this provider after this receipt.
+    #[serde(serialize_with = "crate::client::ser_dec")]
+    pub owed_after: U256,
+}
+
+impl VerifiedReceipt {
+    /// The receipt as a header value (base64url JSON, what `zg serve` returns in `ZG-Receipt`).
+    pub fn header_value(&self) -> String {
+        URL_SAFE_NO_PAD.encode(serde_json::to_vec(&self.receipt).unwrap_or_default())
+    }
+}
+
+fn parse_dec(field: &str, s: &str) -> Result<U256> {
+    if s.is_empty() || s.len() > 78 || !s.bytes().all(|b| b.is_ascii_digit()) {
+        return Err(Error::ReceiptInvalid(format!(
+            "{field} is not a decimal integer: {s:?}"
+        )));
+    }
+    U256::from_str_radix(s, 10).map_err(|e| Error::ReceiptInvalid(format!("{field}: {e}")))
+}
+
+/// Parses the `ZG-Receipt` header value.
+pub fn parse_receipt_header(value: &str) -> Result<ReceiptJson> {
+    let json = URL_SAFE_NO_PAD
+        .decode(value.trim())
+        .map_err(|e| Error::ReceiptInvalid(format!("receipt header is not base64url: {e}")))?;
+    serde_json::from_slice(&json).map_err(|e| Error::ReceiptInvalid(format!("receipt JSON: {e}")))
+}
+
+/// What a receipt must match, known before the request is sent.
+#[derive(Debug, Clone)]
+pub(crate) struct Expectation {
+    pub(crate) response_key: [u8; 32],
+    pub(crate) nonce: U256,
+    pub(crate) model: String,
+    pub(crate) prices: Prices,
+    pub(crate) fee_cap: U256,
+}
+
+/// Checks `r` against the bytes exchanged; returns the fee to count (fail closed on any mismatch).
+pub(crate) fn check(r: &ReceiptJson, exp: &Expectation, request: &[u8], response_hash: B256) -> Result<U256> {
+    let key_hex = format!("0x{}", hex::encode(exp.response_key));
+    if !r.response_key.eq_ignore_ascii_case(&key_hex) {
+        return Err(Error::ReceiptInvalid(format!(
+            "signed by {} but the attested response key is {key_hex}",
+            r.response_key
+        )));
+    }
+    let sig = hex::decode(r.signature.trim_start_matches("0x"))
+        .ok()
+        .and_then(|v| <[u8; 64]>::try_from(v).ok())
+        .ok_or_else(|| {
+            Error::ReceiptInvalid(format!("signature is not 64 bytes of hex: {:?}", r.signature))
+        })?;
+    let fee = parse_dec("fee", &r.fee)?;
+    let nonce = parse_dec("nonce", &r.nonce)?;
+    let usage = Usage {
+        prompt_tokens: r.usage.prompt_tokens,
+        completion_tokens: r.usage.completion_tokens,
+    };
+    let signed = SignedReceipt {
+        receipt: Receipt {
+            request_hash: r.request_hash,
+            response_hash: r.response_hash,
+            model: r.model.clone(),
+            usage,
+            fee,
+            nonce,
+        },
+        signature: sig,
+    };
+    let verifier = ReceiptVerifier::from_bytes(&exp.response_key)?;
+    verifier.verify(&signed).map_err(|_| {
+        Error::ReceiptInvalid("the ed25519 signature does not verify under the attested key".into())
+    })?;
+    let req = zg_billing::body_hash(request);
+    if req != r.request_hash {
+        return Err(Error::ReceiptInvalid(format!(
+            "receipt covers request {} but we sent {req}",
+            r.request_hash
+        )));
+    }
+    if response_hash != r.response_hash {
+        return Err(Error::ReceiptInvalid(format!(
+            "receipt covers response {} but we received {response_hash}",
+            r.response_hash
+        )));
+    }
+    if nonce != exp.nonce {
+        return Err(Error::ReceiptInvalid(format!(
+            "receipt nonce {nonce}, our request's is {}",
+            exp.nonce
+        )));
+    }
+    if r.model != exp.model {
+        return Err(Error::ReceiptInvalid(format!(
+            "receipt names model {:?}, the service registers {:?}",
+            r.model, exp.model
+        )));
+    }
+    let expected = if r.billed {
+        exp.prices.fee(&usage)?
+    } else {
+        U256::ZERO
+    };
+    if fee != expected {
+        return Err(Error::FeeMismatch {
+            charged: fee,
+            expected,
+            usage_prompt: usage.prompt_tokens,
+            usage_completion: usage.completion_tokens,
+        });
+    }
+    // The provider bills at most the signed cap (zg-billing's ledger), so count the same.
+    Ok(fee.min(exp.fee_cap))
+}
+
+/// Checks a receipt on its own: the ed25519 signature by `response_key` (from the provider's verified
+/// attestation) and that it covers exactly `request` and `response`. [`crate::Client`] additionally checks
+/// the nonce, the model and the fee against the on-chain prices.
+pub fn verify_receipt(
+    r: &ReceiptJson,
+    response_key: &[u8; 32],
+    request: &[u8],
+    response: &[u8],
+) -> Result<()> {
+    let exp = Expectation {
+        response_key: *response_key,
+        nonce: parse_dec("nonce", &r.nonce)?,
+        model: r.model.clone(),
+        // Prices are unknown here: accept the receipt's own fee by checking it against itself below.
+        prices: Prices {
+            input: U256::ZERO,
+            output: U256::ZERO,
+        },
+        fee_cap: U256::MAX,
+    };
+    let response_hash = zg_billing::body_hash(response);
+    match check(r, &exp, request, response_hash) {
+        Ok(_) => Ok(()),
+        // Only the fee comparison can fail with zero prices; everything before it passed.
+        Err(Error::FeeMismatch { .. }) => Ok(()),
+        Err(e) => Err(e),
+    }
+}

@@ -1,0 +1,18 @@
+//! zg-client end to end: a real anvil devnet, the real provider (in process, over loopback HTTP), and a
+//! tampering proxy between them where a test needs one.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::indexing_slicing,
+    missing_docs,
+    unreachable_pub
+)]
+
+// Devnet + provider + funded customer; the tampering proxy.
+mod common;
+// Verify, chat plain and streaming, settle: exact balances.
+mod e2e;
+// Tampered, truncated and receipt-less answers are rejected; simulated evidence needs the flag.
+mod rejections;
+// Funding: top-up, insufficient funds; nonces and vouchers survive restarts; replay refused.
+mod money;
