@@ -3,6 +3,8 @@
 //! - `native_admission_durable/cN`: native signed-request admission (verify with cached key + nonce
 //!   window + reservation, durably group-committed) with N requests in flight (target ≥ 8 000/s,
 //!   p99 < 2 ms; p50/p99 are printed to stderr from per-request latencies);
+//! - `session_admission/admit_release`: admission of a request whose session token was already verified
+//!   (balance check + in-memory reservation; nothing durable, so no commit wait), then its release;
 //! - `native_verify_cached`: the CPU floor of an admission (EIP-712 hash + ECDSA verify with a cached key);
 //! - `fsync_probe` (printed only): p50/p99 of a 4 KiB append + `fdatasync` in the bench's temp dir, the
 //!   physical bound on a durable commit's latency;
@@ -51,6 +53,45 @@ fn session_token(c: &mut Criterion) {
                 Some(TokenState::default())
             })
             .unwrap()
+        })
+    });
+    g.finish();
+}
+
+fn session_admission(c: &mut Criterion) {
+    let rt = tokio::runtime::Builder::new_current_thread().build().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let user = signer(1);
+    let provider = signer(2).address();
+    let ledger = Ledger::open(LedgerConfig::new(
+        dir.path().join("s.sqlite"),
+        provider,
+        Domains::new(31337, Address::repeat_byte(0x42)),
+    ))
+    .unwrap();
+    let acct = ChainAccount {
+        balance: U256::from(u128::MAX),
+        ..Default::default()
+    };
+    ledger.set_chain_account(user.address(), acct).unwrap();
+    let claims = SessionClaims {
+        address: user.address(),
+        provider: provider.to_string(),
+        timestamp: 1,
+        expires_at: 2,
+        nonce: "bench".into(),
+        generation: 0,
+        token_id: 255,
+    };
+    let (token, _) = SessionToken::create(&user, &claims).unwrap();
+    let mut g = c.benchmark_group("session_admission");
+    g.throughput(Throughput::Elements(1));
+    g.bench_function("admit_release", |b| {
+        b.iter(|| {
+            rt.block_on(async {
+                let a = ledger.admit_session(&token, U256::from(1000), 1).await.unwrap();
+                ledger.release(a).await.unwrap();
+            })
         })
     });
     g.finish();
@@ -279,5 +320,12 @@ fn settlement_batch(c: &mut Criterion) {
     g.finish();
 }
 
-criterion_group!(benches, session_token, native_verify, admission, settlement_batch);
+criterion_group!(
+    benches,
+    session_token,
+    session_admission,
+    native_verify,
+    admission,
+    settlement_batch
+);
 criterion_main!(benches);
