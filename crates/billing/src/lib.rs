@@ -9,6 +9,7 @@
 
 mod error;
 mod ledger;
+mod memchain;
 mod meter;
 mod native;
 mod receipt;
@@ -21,6 +22,7 @@ pub use crate::ledger::{
     Admission, ChainAccount, Completion, Ledger, LedgerConfig, NONCE_WINDOW, PendingRequest, RequestKind,
     SettlementMode, SettlementRecord, SettlementState,
 };
+pub use crate::memchain::MemoryChain;
 pub use crate::meter::{Meter, Prices, StreamUsage, Usage, force_include_usage, usage_from_json};
 pub use crate::native::{
     Domains, REQUEST_DOMAIN_NAME, Request, SignedRequest, SignedVoucher, TEE_SETTLEMENT_DOMAIN_NAME,

@@ -137,7 +137,7 @@ impl Client {
     /// Maps an alloy contract error: a revert becomes [`Error::Reverted`] with the decoded reason.
     pub(crate) fn contract_error(&self, call: &str, e: alloy::contract::Error) -> Error {
         if let Some(data) = e.as_revert_data() {
-            return Error::Reverted { call: call.to_owned(), revert: Revert::decode(&data) };
+            return Error::Reverted { call: call.to_owned(), revert: Box::new(Revert::decode(&data)) };
         }
         if let alloy::contract::Error::TransportError(t) = &e
             && t.is_transport_error()

@@ -43,8 +43,8 @@ pub enum Error {
     Reverted {
         /// `Contract.function`.
         call: String,
-        /// The decoded revert.
-        revert: Revert,
+        /// The decoded revert (boxed to keep `Result<_, Error>` small on the happy path).
+        revert: Box<Revert>,
     },
     /// A mined transaction has status 0 and no decodable reason.
     #[error("transaction {tx} reverted on chain ({call})")]
@@ -124,7 +124,7 @@ impl Error {
     /// The decoded revert, if the failure was one.
     pub fn revert(&self) -> Option<&Revert> {
         match self {
-            Self::Reverted { revert, .. } => Some(revert),
+            Self::Reverted { revert, .. } => Some(revert.as_ref()),
             _ => None,
         }
     }

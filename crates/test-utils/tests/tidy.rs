@@ -1,5 +1,7 @@
 //! Repository hygiene (rust-analyzer's `tidy`): the docs name what exists, and every Rust file says what it is.
 
+#![allow(clippy::unwrap_used, clippy::expect_used, reason = "test helpers: a failure is a test failure")]
+
 use std::path::{Path, PathBuf};
 
 fn root() -> PathBuf {

@@ -1,5 +1,7 @@
 //! The `zg` binary end to end: real process, real anvil devnet.
 
+#![allow(clippy::unwrap_used, clippy::expect_used, reason = "test helpers: a failure is a test failure")]
+
 mod inference;
 mod ledger;
 

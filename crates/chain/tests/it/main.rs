@@ -1,5 +1,7 @@
 //! zg-chain against a real anvil devnet.
 
+#![allow(clippy::unwrap_used, clippy::expect_used, reason = "test helpers: a failure is a test failure")]
+
 mod abi;
 mod devnet;
 mod money_flow;

@@ -103,10 +103,10 @@ async fn deposit_transfer_settle_both_ways_refund_after_lock_time() {
 
     // Voucher settlement: pays the cumulative difference, once.
     let v1 = voucher(&customer_key, inference_addr, provider, zg("0.5"), 1);
-    let out = prov.inference().settle_vouchers(&[v1.clone()]).await.unwrap();
+    let out = prov.inference().settle_vouchers(std::slice::from_ref(&v1)).await.unwrap();
     assert_eq!((out.results[0].status, out.results[0].paid), (SettlementStatus::Success, Some(zg("0.5").0)));
     let v2 = voucher(&customer_key, inference_addr, provider, zg("1.2"), 2);
-    let out = prov.inference().settle_vouchers(&[v2.clone()]).await.unwrap();
+    let out = prov.inference().settle_vouchers(std::slice::from_ref(&v2)).await.unwrap();
     assert_eq!(out.results[0].paid, Some(zg("0.7").0));
     assert_eq!(prov.inference().voucher_state(me, provider).await.unwrap(), (zg("1.2").0, U256::from(2)));
     let out = prov.inference().settle_vouchers(&[v2]).await.unwrap();
