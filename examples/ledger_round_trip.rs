@@ -14,9 +14,16 @@ async fn main() -> Result<(), zg_chain::Error> {
     let client = devnet.client(Some(customer)).await?;
 
     client.ledger().add_ledger("5".parse::<Amount>()?, "").await?;
-    client.ledger().transfer_fund(provider, ServiceKind::Inference, "1.5".parse()?).await?;
+    client
+        .ledger()
+        .transfer_fund(provider, ServiceKind::Inference, "1.5".parse()?)
+        .await?;
 
-    let ledger = client.ledger().get_ledger(me).await?.ok_or(zg_chain::Error::Devnet("ledger missing".into()))?;
+    let ledger = client
+        .ledger()
+        .get_ledger(me)
+        .await?
+        .ok_or(zg_chain::Error::Devnet("ledger missing".into()))?;
     let account = client.inference().get_account(me, provider).await?;
     tracing::info!(available = %ledger.available, total = %ledger.total, "ledger");
     assert_eq!(ledger.available, "3.5".parse()?);

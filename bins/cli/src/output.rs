@@ -23,7 +23,8 @@ pub(crate) fn text(s: impl std::fmt::Display) -> anyhow::Result<()> {
 /// Whether an error chain ends in a broken pipe on stdout.
 pub(crate) fn is_broken_pipe(err: &anyhow::Error) -> bool {
     err.chain().any(|e| {
-        e.downcast_ref::<std::io::Error>().is_some_and(|io| io.kind() == std::io::ErrorKind::BrokenPipe)
+        e.downcast_ref::<std::io::Error>()
+            .is_some_and(|io| io.kind() == std::io::ErrorKind::BrokenPipe)
     })
 }
 

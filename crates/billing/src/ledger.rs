@@ -336,6 +336,8 @@ enum Op {
         state: SettlementState,
         paid: U256,
     },
+    /// Requests of a partially paid settlement that it did not pay for: pending again.
+    FreeRequests(Vec<u64>),
 }
 
 struct Job {
@@ -476,6 +478,12 @@ fn apply(tx: &rusqlite::Transaction<'_>, op: &Op) -> rusqlite::Result<()> {
             if *state == SettlementState::Failed {
                 tx.prepare_cached("UPDATE requests SET settlement_id = NULL WHERE settlement_id = ?1")?
                     .execute(params![i64_of(*id)])?;
+            }
+        }
+        Op::FreeRequests(ids) => {
+            let mut st = tx.prepare_cached("UPDATE requests SET settlement_id = NULL WHERE id = ?1")?;
+            for id in ids {
+                st.execute(params![i64_of(*id)])?;
             }
         }
     }
@@ -1231,14 +1239,29 @@ impl Ledger {
 
     /// Resolves a TEE settlement: `paid = Some(amount)` when applied on chain (rows become settled,
     /// the cached balance drops by `amount`), `None` when rejected (rows are free again).
+    ///
+    /// A partial payment (`amount` below the settlement's total) frees its newest requests whose fees
+    /// together fit in the unpaid part, so a later settlement claims them again; the customer never pays
+    /// twice for a request, and the provider forgoes less than one request's fee.
     pub async fn finish_tee_settlement(&self, record: &SettlementRecord, paid: Option<U256>) -> Result<()> {
         let rx = {
             let u = self.user(record.user)?;
             let mut s = u.lock().map_err(|_| self.poisoned_err())?;
-            s.open_settlement = false;
+            let mut ops = Vec::new();
             let (state, paid) = match paid {
                 Some(p) => {
-                    s.session_unsettled = s.session_unsettled.saturating_sub(record.amount);
+                    let mut settled = record.amount;
+                    if p < record.amount {
+                        let (freed, freed_fees) =
+                            self.unpaid_suffix(record, record.amount.saturating_sub(p))?;
+                        settled = settled.saturating_sub(freed_fees);
+                        if !freed.is_empty() {
+                            tracing::warn!(user = %record.user, nonce = %record.nonce, %p, freed = freed.len(),
+                                "partial TEE settlement: unpaid requests are pending again");
+                            ops.push(Op::FreeRequests(freed));
+                        }
+                    }
+                    s.session_unsettled = s.session_unsettled.saturating_sub(settled);
                     if let Some(c) = s.chain.as_mut() {
                         c.balance = c.balance.saturating_sub(p);
                         c.nonce = c.nonce.max(record.nonce);
@@ -1247,13 +1270,42 @@ impl Ledger {
                 }
                 None => (SettlementState::Failed, U256::ZERO),
             };
-            self.enqueue(vec![Op::FinishSettlement {
-                id: record.id,
-                state,
-                paid,
-            }])?
+            s.open_settlement = false;
+            ops.insert(
+                0,
+                Op::FinishSettlement {
+                    id: record.id,
+                    state,
+                    paid,
+                },
+            );
+            self.enqueue(ops)?
         };
         self.committed(rx).await
+    }
+
+    /// The newest requests of a settlement whose fees together fit in `unpaid`, and their total.
+    fn unpaid_suffix(&self, record: &SettlementRecord, unpaid: U256) -> Result<(Vec<u64>, U256)> {
+        let rows: Vec<(u64, U256)> = self.read("select settlement rows", |c| {
+            let mut st =
+                c.prepare_cached("SELECT id, fee FROM requests WHERE settlement_id = ?1 ORDER BY id DESC")?;
+            let rows = st.query_map(params![i64_of(record.id)], |r| {
+                Ok((u64_of(r.get(0)?), blob_u256(&r.get::<_, Vec<u8>>(1)?)))
+            })?;
+            rows.collect()
+        })?;
+        let mut freed = Vec::new();
+        let mut total = U256::ZERO;
+        for (id, fee) in rows {
+            match total.checked_add(fee) {
+                Some(t) if t <= unpaid => {
+                    total = t;
+                    freed.push(id);
+                }
+                _ => break,
+            }
+        }
+        Ok((freed, total))
     }
 
     /// Resolves a voucher settlement with the customer's on-chain paid total (from

@@ -223,6 +223,18 @@ pub fn build_tee_item(
     }))
 }
 
+/// `user`'s item in a mined settlement transaction (one item per customer per transaction).
+fn receipt_result(result: &TxResult, user: Address) -> Option<TeeItemResult> {
+    if !result.success {
+        return None;
+    }
+    result
+        .tee_results
+        .iter()
+        .find(|(u, _)| *u == user)
+        .map(|(_, r)| *r)
+}
+
 /// Settles the ledger's fees on chain through a [`SettlementChain`].
 #[derive(Debug)]
 pub struct Settler<C> {
@@ -304,10 +316,12 @@ impl<C: SettlementChain> Settler<C> {
                 .map_err(chain_err("settleFeesWithTEE"))?;
             report.tx_hashes.push(tx);
             self.ledger.mark_sent(&[rec.id], tx).await?;
-            self.chain
+            let result = self
+                .chain
                 .wait_receipt(tx)
                 .await
                 .map_err(chain_err("wait receipt"))?;
+            return self.resolve_tee(rec, receipt_result(&result, rec.user)).await;
         }
         self.resolve_tee(rec, None).await
     }
@@ -324,14 +338,26 @@ impl<C: SettlementChain> Settler<C> {
             .await
             .map_err(chain_err("getAccount"))?;
         let paid = if acct.nonce >= rec.nonce {
-            let res = match from_receipt {
-                Some(r) if r.status <= 1 => Some(r),
-                _ => self
+            let mut res = from_receipt.filter(|r| r.status <= 1);
+            // After a crash: the receipt of the transaction recorded as carrying it, if any...
+            if res.is_none()
+                && let Some(tx) = rec.tx_hash
+            {
+                let result = self
+                    .chain
+                    .wait_receipt(tx)
+                    .await
+                    .map_err(chain_err("wait receipt"))?;
+                res = receipt_result(&result, rec.user).filter(|r| r.status <= 1);
+            }
+            // ...else the chain's events (the hash was lost, or another copy of the payload applied).
+            if res.is_none() {
+                res = self
                     .chain
                     .find_tee_result(rec.user, rec.nonce)
                     .await
-                    .map_err(chain_err("find settlement"))?,
-            };
+                    .map_err(chain_err("find settlement"))?;
+            }
             // Without the item's result the amount paid is unknown (a partial pays less than
             // `totalFee`): leave the settlement open rather than book a guess.
             let res = res.ok_or(Error::SettlementUnresolved {
@@ -564,11 +590,7 @@ impl<C: SettlementChain> Settler<C> {
             return Err(Error::TxReverted { tx_hash: tx });
         }
         for rec in &records {
-            let from_receipt = result
-                .tee_results
-                .iter()
-                .find(|(u, _)| *u == rec.user)
-                .map(|(_, r)| *r);
+            let from_receipt = receipt_result(&result, rec.user);
             match self.resolve_tee(rec, from_receipt).await {
                 Ok(item) => report.items.push(item),
                 Err(e @ Error::SettlementUnresolved { .. }) => {

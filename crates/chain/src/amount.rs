@@ -78,7 +78,10 @@ impl FromStr for Amount {
     type Err = Error;
 
     fn from_str(input: &str) -> Result<Self, Error> {
-        let bad = |why: &str| Error::InvalidAmount { input: input.to_owned(), reason: why.to_owned() };
+        let bad = |why: &str| Error::InvalidAmount {
+            input: input.to_owned(),
+            reason: why.to_owned(),
+        };
         let s = input.trim();
         let lower = s.to_ascii_lowercase();
         let (number, neuron) = if let Some(n) = lower.strip_suffix("neuron") {
@@ -98,7 +101,9 @@ impl FromStr for Amount {
             if number.contains('.') {
                 return Err(bad("neuron is the smallest unit: no fractions"));
             }
-            return U256::from_str_radix(number, 10).map(Self).map_err(|_| bad("not a whole number"));
+            return U256::from_str_radix(number, 10)
+                .map(Self)
+                .map_err(|_| bad("not a whole number"));
         }
         let (whole, frac) = number.split_once('.').unwrap_or((number, ""));
         if frac.len() > 18 {
@@ -106,9 +111,15 @@ impl FromStr for Amount {
         }
         let digits_ok = |p: &str| p.bytes().all(|b| b.is_ascii_digit());
         if !digits_ok(whole) || !digits_ok(frac) || (whole.is_empty() && frac.is_empty()) {
-            return Err(bad("expected a decimal number such as 1.5, or a value with a unit: 2 0G, 5 neuron"));
+            return Err(bad(
+                "expected a decimal number such as 1.5, or a value with a unit: 2 0G, 5 neuron",
+            ));
         }
-        let whole = if whole.is_empty() { U256::ZERO } else { U256::from_str_radix(whole, 10).map_err(|_| bad("too large"))? };
+        let whole = if whole.is_empty() {
+            U256::ZERO
+        } else {
+            U256::from_str_radix(whole, 10).map_err(|_| bad("too large"))?
+        };
         let frac = if frac.is_empty() {
             U256::ZERO
         } else {
@@ -145,7 +156,15 @@ mod tests {
 
     #[test]
     fn rejects_nonsense() {
-        for bad in ["", "-1", "1.2.3", "abc", "1.0000000000000000001", "1.5 neuron", "0G"] {
+        for bad in [
+            "",
+            "-1",
+            "1.2.3",
+            "abc",
+            "1.0000000000000000001",
+            "1.5 neuron",
+            "0G",
+        ] {
             assert!(bad.parse::<Amount>().is_err(), "{bad:?} should be rejected");
         }
     }

@@ -38,23 +38,50 @@ impl Client {
         addresses: ContractAddresses,
         signer: Option<PrivateKeySigner>,
     ) -> Result<Self> {
-        let parsed: url::Url =
-            url.parse().map_err(|e| Error::Unreachable { url: url.to_owned(), reason: format!("bad URL: {e}") })?;
+        let parsed: url::Url = url.parse().map_err(|e| Error::Unreachable {
+            url: url.to_owned(),
+            reason: format!("bad URL: {e}"),
+        })?;
         let signer_addr = signer.as_ref().map(|s| s.address());
         let provider = http_provider(parsed, signer);
-        let chain_id = provider
-            .get_chain_id()
-            .await
-            .map_err(|e| Error::Unreachable { url: url.to_owned(), reason: e.to_string() })?;
-        let client = Self { provider, url: url.to_owned(), chain_id, addresses, signer: signer_addr };
+        let chain_id = provider.get_chain_id().await.map_err(|e| Error::Unreachable {
+            url: url.to_owned(),
+            reason: e.to_string(),
+        })?;
+        let client = Self {
+            provider,
+            url: url.to_owned(),
+            chain_id,
+            addresses,
+            signer: signer_addr,
+        };
         for (contract, address, flag, env) in [
             ("LedgerManager", addresses.ledger, "--ledger-ca", "ZG_LEDGER_CA"),
-            ("InferenceServing", addresses.inference, "--inference-ca", "ZG_INFERENCE_CA"),
-            ("FineTuningServing", addresses.fine_tuning, "--fine-tuning-ca", "ZG_FINE_TUNING_CA"),
+            (
+                "InferenceServing",
+                addresses.inference,
+                "--inference-ca",
+                "ZG_INFERENCE_CA",
+            ),
+            (
+                "FineTuningServing",
+                addresses.fine_tuning,
+                "--fine-tuning-ca",
+                "ZG_FINE_TUNING_CA",
+            ),
         ] {
-            let code = client.provider.get_code_at(address).await.map_err(|e| client.rpc("eth_getCode", e))?;
+            let code = client
+                .provider
+                .get_code_at(address)
+                .await
+                .map_err(|e| client.rpc("eth_getCode", e))?;
             if code.is_empty() {
-                return Err(Error::NoCode { contract, address, flag, env });
+                return Err(Error::NoCode {
+                    contract,
+                    address,
+                    flag,
+                    env,
+                });
             }
         }
         Ok(client)
@@ -69,7 +96,11 @@ impl Client {
     ) -> Result<Self> {
         let client = Self::connect(url, addresses, signer).await?;
         if client.chain_id != expected_chain_id {
-            return Err(Error::WrongChain { url: url.to_owned(), expected: expected_chain_id, found: client.chain_id });
+            return Err(Error::WrongChain {
+                url: url.to_owned(),
+                expected: expected_chain_id,
+                found: client.chain_id,
+            });
         }
         Ok(client)
     }
@@ -116,7 +147,11 @@ impl Client {
 
     /// Native balance of an address.
     pub async fn balance(&self, who: Address) -> Result<Amount> {
-        self.provider.get_balance(who).await.map(Amount).map_err(|e| self.rpc("eth_getBalance", e))
+        self.provider
+            .get_balance(who)
+            .await
+            .map(Amount)
+            .map_err(|e| self.rpc("eth_getBalance", e))
     }
 
     /// Waits for a transaction sent earlier (e.g. before a crash) and returns its outcome.
@@ -127,24 +162,39 @@ impl Client {
 
     /// Looks up a transaction's receipt without waiting: `None` while it is not mined (or unknown).
     pub async fn receipt(&self, tx: B256) -> Result<Option<TransactionReceipt>> {
-        self.provider.get_transaction_receipt(tx).await.map_err(|e| self.rpc("eth_getTransactionReceipt", e))
+        self.provider
+            .get_transaction_receipt(tx)
+            .await
+            .map_err(|e| self.rpc("eth_getTransactionReceipt", e))
     }
 
     pub(crate) fn rpc(&self, call: &str, e: impl std::fmt::Display) -> Error {
-        Error::Rpc { call: format!("{call} at {}", self.url), reason: e.to_string() }
+        Error::Rpc {
+            call: format!("{call} at {}", self.url),
+            reason: e.to_string(),
+        }
     }
 
     /// Maps an alloy contract error: a revert becomes [`Error::Reverted`] with the decoded reason.
     pub(crate) fn contract_error(&self, call: &str, e: alloy::contract::Error) -> Error {
         if let Some(data) = e.as_revert_data() {
-            return Error::Reverted { call: call.to_owned(), revert: Box::new(Revert::decode(&data)) };
+            return Error::Reverted {
+                call: call.to_owned(),
+                revert: Box::new(Revert::decode(&data)),
+            };
         }
         if let alloy::contract::Error::TransportError(t) = &e
             && t.is_transport_error()
         {
-            return Error::Unreachable { url: self.url.clone(), reason: t.to_string() };
+            return Error::Unreachable {
+                url: self.url.clone(),
+                reason: t.to_string(),
+            };
         }
-        Error::Rpc { call: call.to_owned(), reason: e.to_string() }
+        Error::Rpc {
+            call: call.to_owned(),
+            reason: e.to_string(),
+        }
     }
 
     /// Sends a transaction without waiting for it to be mined; returns its hash.
@@ -176,14 +226,22 @@ impl Client {
     ) -> Result<TransactionReceipt> {
         let tx = *pending.tx_hash();
         tracing::debug!(%tx, call = what, "waiting for receipt");
-        let receipt = pending.with_timeout(Some(RECEIPT_TIMEOUT)).get_receipt().await.map_err(|e| match e {
-            alloy::providers::PendingTransactionError::TxWatcher(_) => {
-                Error::ReceiptTimeout { tx, seconds: RECEIPT_TIMEOUT.as_secs() }
-            }
-            other => self.rpc(what, other),
-        })?;
+        let receipt = pending
+            .with_timeout(Some(RECEIPT_TIMEOUT))
+            .get_receipt()
+            .await
+            .map_err(|e| match e {
+                alloy::providers::PendingTransactionError::TxWatcher(_) => Error::ReceiptTimeout {
+                    tx,
+                    seconds: RECEIPT_TIMEOUT.as_secs(),
+                },
+                other => self.rpc(what, other),
+            })?;
         if !receipt.status() {
-            return Err(Error::TransactionFailed { tx, call: what.to_owned() });
+            return Err(Error::TransactionFailed {
+                tx,
+                call: what.to_owned(),
+            });
         }
         Ok(receipt)
     }
@@ -208,5 +266,9 @@ pub(crate) fn http_provider(url: url::Url, signer: Option<PrivateKeySigner>) -> 
 
 /// Summary of a mined receipt.
 pub(crate) fn outcome(r: &TransactionReceipt) -> TxOutcome {
-    TxOutcome { tx: r.transaction_hash, block: r.block_number.unwrap_or_default(), gas_used: r.gas_used }
+    TxOutcome {
+        tx: r.transaction_hash,
+        block: r.block_number.unwrap_or_default(),
+        gas_used: r.gas_used,
+    }
 }

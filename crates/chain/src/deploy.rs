@@ -54,21 +54,36 @@ const CANONICAL_NONCES: [u64; 3] = [2, 6, 12];
 ///
 /// When the deployer's nonce is still 0, filler transactions put the contracts at nonces 2, 6 and 12, so on
 /// anvil (account 0) they land at [`ContractAddresses::DEVNET`].
-pub async fn deploy_all(provider: &DynProvider, deployer: Address, cfg: &DeployConfig) -> Result<ContractAddresses> {
-    let rpc = |call: &str, e: &dyn std::fmt::Display| Error::Rpc { call: call.to_owned(), reason: e.to_string() };
-    let start = provider.get_transaction_count(deployer).await.map_err(|e| rpc("eth_getTransactionCount", &e))?;
+pub async fn deploy_all(
+    provider: &DynProvider,
+    deployer: Address,
+    cfg: &DeployConfig,
+) -> Result<ContractAddresses> {
+    let rpc = |call: &str, e: &dyn std::fmt::Display| Error::Rpc {
+        call: call.to_owned(),
+        reason: e.to_string(),
+    };
+    let start = provider
+        .get_transaction_count(deployer)
+        .await
+        .map_err(|e| rpc("eth_getTransactionCount", &e))?;
     let canonical = start == 0;
     let burn_to = |target: u64| async move {
         if !canonical {
             return Ok(());
         }
         loop {
-            let nonce =
-                provider.get_transaction_count(deployer).await.map_err(|e| rpc("eth_getTransactionCount", &e))?;
+            let nonce = provider
+                .get_transaction_count(deployer)
+                .await
+                .map_err(|e| rpc("eth_getTransactionCount", &e))?;
             if nonce >= target {
                 return Ok::<(), Error>(());
             }
-            let tx = TransactionRequest::default().with_from(deployer).with_to(deployer).with_value(U256::ZERO);
+            let tx = TransactionRequest::default()
+                .with_from(deployer)
+                .with_to(deployer)
+                .with_value(U256::ZERO);
             provider
                 .send_transaction(tx)
                 .await
@@ -116,8 +131,16 @@ pub async fn deploy_all(provider: &DynProvider, deployer: Address, cfg: &DeployC
     .map_err(|e| rpc("deploy FineTuningServing", &e))?;
 
     for (kind, addr, desc) in [
-        ("inference", *inference.address(), "zg-compute inference serving (0G compatible)"),
-        ("fine-tuning", *fine_tuning.address(), "zg-compute fine-tuning serving (0G compatible)"),
+        (
+            "inference",
+            *inference.address(),
+            "zg-compute inference serving (0G compatible)",
+        ),
+        (
+            "fine-tuning",
+            *fine_tuning.address(),
+            "zg-compute fine-tuning serving (0G compatible)",
+        ),
     ] {
         ledger
             .registerService(kind.to_owned(), "v1.0".to_owned(), addr, desc.to_owned())
@@ -128,5 +151,9 @@ pub async fn deploy_all(provider: &DynProvider, deployer: Address, cfg: &DeployC
             .await
             .map_err(|e| rpc("LedgerManager.registerService receipt", &e))?;
     }
-    Ok(ContractAddresses { ledger: ledger_addr, inference: *inference.address(), fine_tuning: *fine_tuning.address() })
+    Ok(ContractAddresses {
+        ledger: ledger_addr,
+        inference: *inference.address(),
+        fine_tuning: *fine_tuning.address(),
+    })
 }

@@ -81,12 +81,23 @@ impl Devnet {
                 bin.display()
             ))
         })?;
-        let keys: Vec<PrivateKeySigner> = anvil.keys().iter().map(|k| PrivateKeySigner::from(k.clone())).collect();
-        let deployer = keys.first().cloned().ok_or_else(|| Error::Devnet("anvil reported no accounts".into()))?;
+        let keys: Vec<PrivateKeySigner> = anvil
+            .keys()
+            .iter()
+            .map(|k| PrivateKeySigner::from(k.clone()))
+            .collect();
+        let deployer = keys
+            .first()
+            .cloned()
+            .ok_or_else(|| Error::Devnet("anvil reported no accounts".into()))?;
         let provider = crate::client::http_provider(anvil.endpoint_url(), Some(deployer.clone()));
         let addresses = deploy_all(&provider, deployer.address(), &cfg.deploy).await?;
         tracing::info!(rpc = %anvil.endpoint(), ledger = %addresses.ledger, "devnet up");
-        Ok(Self { anvil, addresses, keys })
+        Ok(Self {
+            anvil,
+            addresses,
+            keys,
+        })
     }
 
     /// The JSON-RPC endpoint.
@@ -123,7 +134,10 @@ impl Devnet {
             accounts: self
                 .keys
                 .iter()
-                .map(|k| DevAccount { address: k.address(), private_key: format!("0x{}", alloy::hex::encode(k.to_bytes())) })
+                .map(|k| DevAccount {
+                    address: k.address(),
+                    private_key: format!("0x{}", alloy::hex::encode(k.to_bytes())),
+                })
                 .collect(),
         }
     }
@@ -131,10 +145,18 @@ impl Devnet {
     /// Moves the chain's clock forward and mines a block (e.g. to pass a refund lock time).
     pub async fn advance_time(&self, seconds: u64) -> Result<()> {
         let provider = ProviderBuilder::new().connect_http(self.anvil.endpoint_url());
-        let rpc = |call: &str, e: &dyn std::fmt::Display| Error::Rpc { call: call.to_owned(), reason: e.to_string() };
-        let _: serde_json::Value =
-            provider.raw_request("evm_increaseTime".into(), (seconds,)).await.map_err(|e| rpc("evm_increaseTime", &e))?;
-        let _: serde_json::Value = provider.raw_request("evm_mine".into(), ()).await.map_err(|e| rpc("evm_mine", &e))?;
+        let rpc = |call: &str, e: &dyn std::fmt::Display| Error::Rpc {
+            call: call.to_owned(),
+            reason: e.to_string(),
+        };
+        let _: serde_json::Value = provider
+            .raw_request("evm_increaseTime".into(), (seconds,))
+            .await
+            .map_err(|e| rpc("evm_increaseTime", &e))?;
+        let _: serde_json::Value = provider
+            .raw_request("evm_mine".into(), ())
+            .await
+            .map_err(|e| rpc("evm_mine", &e))?;
         Ok(())
     }
 
@@ -144,7 +166,10 @@ impl Devnet {
         let _: serde_json::Value = provider
             .raw_request("anvil_setBalance".into(), (who, U256::from(amount.0)))
             .await
-            .map_err(|e| Error::Rpc { call: "anvil_setBalance".into(), reason: e.to_string() })?;
+            .map_err(|e| Error::Rpc {
+                call: "anvil_setBalance".into(),
+                reason: e.to_string(),
+            })?;
         Ok(())
     }
 }

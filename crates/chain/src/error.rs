@@ -27,7 +27,9 @@ pub enum Error {
         found: u64,
     },
     /// A configured contract address holds no code on this chain.
-    #[error("no contract code at {address}, the configured {contract} address (check {flag} / {env}, or the --rpc chain)")]
+    #[error(
+        "no contract code at {address}, the configured {contract} address (check {flag} / {env}, or the --rpc chain)"
+    )]
     NoCode {
         /// Which contract.
         contract: &'static str,
@@ -55,7 +57,9 @@ pub enum Error {
         call: String,
     },
     /// The transaction's receipt did not arrive in time.
-    #[error("no receipt for transaction {tx} after {seconds} s (it may still be mined; check it before retrying)")]
+    #[error(
+        "no receipt for transaction {tx} after {seconds} s (it may still be mined; check it before retrying)"
+    )]
     ReceiptTimeout {
         /// The transaction hash.
         tx: B256,
@@ -71,7 +75,9 @@ pub enum Error {
         reason: String,
     },
     /// A command needs a signing key and none was given.
-    #[error("this sends a transaction, so it needs a key: pass --keystore FILE (or ZG_KEYSTORE) or set ZG_PRIVATE_KEY")]
+    #[error(
+        "this sends a transaction, so it needs a key: pass --keystore FILE (or ZG_KEYSTORE) or set ZG_PRIVATE_KEY"
+    )]
     NoSigner,
     /// A private key string is malformed (the key itself is never echoed).
     #[error("invalid private key: expected 32 bytes of hex (64 hex digits, optional 0x)")]
@@ -118,7 +124,10 @@ fn shortfall(needed: Amount, available: Amount) -> Amount {
 impl Error {
     /// Whether retrying the same call later may succeed (transport trouble, not a revert or bad input).
     pub fn is_retryable(&self) -> bool {
-        matches!(self, Self::Unreachable { .. } | Self::ReceiptTimeout { .. } | Self::Rpc { .. })
+        matches!(
+            self,
+            Self::Unreachable { .. } | Self::ReceiptTimeout { .. } | Self::Rpc { .. }
+        )
     }
 
     /// The decoded revert, if the failure was one.

@@ -37,6 +37,38 @@ pub struct TaskSettlement {
     pub user: Address,
 }
 
+/// The machine a fine-tuning provider offers (the contract's `Quota`).
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
+pub struct FineTuningQuota {
+    /// CPU cores.
+    pub cpu_count: U256,
+    /// Memory, in the unit the provider publishes (0G providers use GB).
+    pub node_memory: U256,
+    /// GPUs.
+    pub gpu_count: U256,
+    /// Storage, in the unit the provider publishes (0G providers use GB).
+    pub node_storage: U256,
+    /// GPU model, e.g. `H100`.
+    pub gpu_type: String,
+}
+
+/// What a fine-tuning provider registers with `addOrUpdateService`.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct FineTuningServiceParams {
+    /// Base URL of the provider's fine-tuning API.
+    pub url: String,
+    /// The machine offered.
+    pub quota: FineTuningQuota,
+    /// Neuron per training token.
+    pub price_per_token: U256,
+    /// Whether the provider is busy (clients skip occupied providers).
+    pub occupied: bool,
+    /// Model names the provider fine-tunes (at most the contract's `MAX_MODELS`, 32).
+    pub models: Vec<String>,
+    /// The TEE's settlement signer (`settleFees` signatures and sealed files' tags recover to it).
+    pub tee_signer: Address,
+}
+
 /// A customer's sub-account with one fine-tuning provider.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct FineTuningAccount {
@@ -69,7 +101,10 @@ fn deliverable(d: FineTuningServing::Deliverable) -> Deliverable {
 
 impl<'a> FineTuning<'a> {
     pub(crate) fn new(client: &'a Client) -> Self {
-        Self { client, contract: FineTuningServing::new(client.addresses().fine_tuning, client.provider().clone()) }
+        Self {
+            client,
+            contract: FineTuningServing::new(client.addresses().fine_tuning, client.provider().clone()),
+        }
     }
 
     /// The contract address.
@@ -105,6 +140,54 @@ impl<'a> FineTuning<'a> {
         }))
     }
 
+    /// The TEE signer a fine-tuning provider registered (its sealed files' tags must recover to it), or `None`
+    /// if it has no service.
+    pub async fn tee_signer(&self, provider: Address) -> Result<Option<Address>> {
+        match self.contract.getService(provider).call().await {
+            Ok(s) => Ok(Some(s.teeSignerAddress)),
+            Err(e) => {
+                let err = self.client.contract_error("FineTuningServing.getService", e);
+                match err.revert() {
+                    Some(r) if r.name.starts_with("ServiceNot") => Ok(None),
+                    _ => Err(err),
+                }
+            }
+        }
+    }
+
+    /// Provider: creates its service, paying `stake` (at least the contract's `MIN_PROVIDER_STAKE`), or updates
+    /// it (then `stake` must be zero: `CannotAddStakeWhenUpdating`). Changing the TEE signer clears the owner's
+    /// acknowledgement of it.
+    pub async fn add_or_update_service(
+        &self,
+        params: &FineTuningServiceParams,
+        stake: Amount,
+    ) -> Result<TxOutcome> {
+        let q = &params.quota;
+        let quota = FineTuningServing::Quota {
+            cpuCount: q.cpu_count,
+            nodeMemory: q.node_memory,
+            gpuCount: q.gpu_count,
+            nodeStorage: q.node_storage,
+            gpuType: q.gpu_type.clone(),
+        };
+        let call = self
+            .contract
+            .addOrUpdateService(
+                params.url.clone(),
+                quota,
+                params.price_per_token,
+                params.occupied,
+                params.models.clone(),
+                params.tee_signer,
+            )
+            .value(stake.0);
+        self.client
+            .send(call, "FineTuningServing.addOrUpdateService")
+            .await
+            .map(|r| outcome(&r))
+    }
+
     /// One deliverable.
     pub async fn get_deliverable(&self, user: Address, provider: Address, id: &str) -> Result<Deliverable> {
         self.contract
@@ -126,21 +209,35 @@ impl<'a> FineTuning<'a> {
     }
 
     /// Provider: records a deliverable for a customer's task.
-    pub async fn add_deliverable(&self, user: Address, id: &str, model_root_hash: Bytes) -> Result<TxOutcome> {
+    pub async fn add_deliverable(
+        &self,
+        user: Address,
+        id: &str,
+        model_root_hash: Bytes,
+    ) -> Result<TxOutcome> {
         let call = self.contract.addDeliverable(user, id.to_owned(), model_root_hash);
-        self.client.send(call, "FineTuningServing.addDeliverable").await.map(|r| outcome(&r))
+        self.client
+            .send(call, "FineTuningServing.addDeliverable")
+            .await
+            .map(|r| outcome(&r))
     }
 
     /// Customer: acknowledges a deliverable after checking it, so settlement reveals its key.
     pub async fn acknowledge_deliverable(&self, provider: Address, id: &str) -> Result<TxOutcome> {
         let call = self.contract.acknowledgeDeliverable(provider, id.to_owned());
-        self.client.send(call, "FineTuningServing.acknowledgeDeliverable").await.map(|r| outcome(&r))
+        self.client
+            .send(call, "FineTuningServing.acknowledgeDeliverable")
+            .await
+            .map(|r| outcome(&r))
     }
 
     /// Provider: drops an unacknowledged, unsettled deliverable without charging.
     pub async fn abandon_deliverable(&self, user: Address, id: &str) -> Result<TxOutcome> {
         let call = self.contract.abandonDeliverable(user, id.to_owned());
-        self.client.send(call, "FineTuningServing.abandonDeliverable").await.map(|r| outcome(&r))
+        self.client
+            .send(call, "FineTuningServing.abandonDeliverable")
+            .await
+            .map(|r| outcome(&r))
     }
 
     /// Provider: settles a task (pays the provider; reveals the key if the customer acknowledged).
@@ -154,6 +251,9 @@ impl<'a> FineTuning<'a> {
             taskFee: s.task_fee,
             user: s.user,
         };
-        self.client.send(self.contract.settleFees(input), "FineTuningServing.settleFees").await.map(|r| outcome(&r))
+        self.client
+            .send(self.contract.settleFees(input), "FineTuningServing.settleFees")
+            .await
+            .map(|r| outcome(&r))
     }
 }

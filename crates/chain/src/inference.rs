@@ -2,8 +2,8 @@
 //! and both settlement paths (TEE-signed batches and customer-signed vouchers).
 
 use crate::{
-    Amount, Client, InferenceAccount, InferenceService, Refund, Result, ServiceParams, SettlementOutcome,
-    SettledItem, SettlementPreview, SettlementStatus, SignedVoucher, TeeSettlement, TxOutcome,
+    Amount, Client, InferenceAccount, InferenceService, Refund, Result, ServiceParams, SettledItem,
+    SettlementOutcome, SettlementPreview, SettlementStatus, SignedVoucher, TeeSettlement, TxOutcome,
     bindings::InferenceServing::{self, InferenceServingInstance},
     client::outcome,
 };
@@ -63,7 +63,10 @@ fn voucher_item(v: &SignedVoucher) -> InferenceServing::Voucher {
 
 impl<'a> Inference<'a> {
     pub(crate) fn new(client: &'a Client) -> Self {
-        Self { client, contract: InferenceServing::new(client.addresses().inference, client.provider().clone()) }
+        Self {
+            client,
+            contract: InferenceServing::new(client.addresses().inference, client.provider().clone()),
+        }
     }
 
     /// The contract address.
@@ -167,36 +170,54 @@ impl<'a> Inference<'a> {
             teeSignerAddress: params.tee_signer,
         };
         let call = self.contract.addOrUpdateService(p).value(stake.0);
-        self.client.send(call, "InferenceServing.addOrUpdateService").await.map(|r| outcome(&r))
+        self.client
+            .send(call, "InferenceServing.addOrUpdateService")
+            .await
+            .map(|r| outcome(&r))
     }
 
     /// Removes the sender's service and returns its stake.
     pub async fn remove_service(&self) -> Result<TxOutcome> {
-        self.client.send(self.contract.removeService(), "InferenceServing.removeService").await.map(|r| outcome(&r))
+        self.client
+            .send(self.contract.removeService(), "InferenceServing.removeService")
+            .await
+            .map(|r| outcome(&r))
     }
 
     /// Contract owner: acknowledges a provider's TEE signer.
     pub async fn acknowledge_tee_signer_by_owner(&self, provider: Address) -> Result<TxOutcome> {
         let call = self.contract.acknowledgeTEESignerByOwner(provider);
-        self.client.send(call, "InferenceServing.acknowledgeTEESignerByOwner").await.map(|r| outcome(&r))
+        self.client
+            .send(call, "InferenceServing.acknowledgeTEESignerByOwner")
+            .await
+            .map(|r| outcome(&r))
     }
 
     /// Customer: acknowledges (or withdraws acknowledgement of) a provider's TEE signer.
     pub async fn acknowledge_tee_signer(&self, provider: Address, acknowledged: bool) -> Result<TxOutcome> {
         let call = self.contract.acknowledgeTEESigner(provider, acknowledged);
-        self.client.send(call, "InferenceServing.acknowledgeTEESigner").await.map(|r| outcome(&r))
+        self.client
+            .send(call, "InferenceServing.acknowledgeTEESigner")
+            .await
+            .map(|r| outcome(&r))
     }
 
     /// Customer: revokes one session-token id.
     pub async fn revoke_token(&self, provider: Address, token_id: u8) -> Result<TxOutcome> {
         let call = self.contract.revokeToken(provider, token_id);
-        self.client.send(call, "InferenceServing.revokeToken").await.map(|r| outcome(&r))
+        self.client
+            .send(call, "InferenceServing.revokeToken")
+            .await
+            .map(|r| outcome(&r))
     }
 
     /// Customer: revokes all session tokens (bumps the generation).
     pub async fn revoke_all_tokens(&self, provider: Address) -> Result<TxOutcome> {
         let call = self.contract.revokeAllTokens(provider);
-        self.client.send(call, "InferenceServing.revokeAllTokens").await.map(|r| outcome(&r))
+        self.client
+            .send(call, "InferenceServing.revokeAllTokens")
+            .await
+            .map(|r| outcome(&r))
     }
 
     /// What `settleFeesWithTEE` would do with `items`, without sending anything.
@@ -206,7 +227,10 @@ impl<'a> Inference<'a> {
             .previewSettlementResults(items.iter().map(tee_item).collect())
             .call()
             .await
-            .map_err(|e| self.client.contract_error("InferenceServing.previewSettlementResults", e))?;
+            .map_err(|e| {
+                self.client
+                    .contract_error("InferenceServing.previewSettlementResults", e)
+            })?;
         Ok(SettlementPreview {
             failed: r
                 .failedUsers
@@ -219,8 +243,12 @@ impl<'a> Inference<'a> {
 
     /// Sends a `settleFeesWithTEE` batch without waiting; pair with [`Inference::settlement_outcome`].
     pub async fn submit_settle_fees_with_tee(&self, items: &[TeeSettlement]) -> Result<B256> {
-        let call = self.contract.settleFeesWithTEE(items.iter().map(tee_item).collect());
-        self.client.submit(call, "InferenceServing.settleFeesWithTEE").await
+        let call = self
+            .contract
+            .settleFeesWithTEE(items.iter().map(tee_item).collect());
+        self.client
+            .submit(call, "InferenceServing.settleFeesWithTEE")
+            .await
     }
 
     /// Settles a TEE-signed batch and waits for it.
@@ -231,7 +259,9 @@ impl<'a> Inference<'a> {
 
     /// Sends a `settleVouchers` batch without waiting; pair with [`Inference::settlement_outcome`].
     pub async fn submit_settle_vouchers(&self, vouchers: &[SignedVoucher]) -> Result<B256> {
-        let call = self.contract.settleVouchers(vouchers.iter().map(voucher_item).collect());
+        let call = self
+            .contract
+            .settleVouchers(vouchers.iter().map(voucher_item).collect());
         self.client.submit(call, "InferenceServing.settleVouchers").await
     }
 
@@ -282,5 +312,10 @@ pub(crate) fn settlement_results(receipt: &TransactionReceipt) -> SettlementOutc
         }
     }
     let o = outcome(receipt);
-    SettlementOutcome { tx: o.tx, block: o.block, gas_used: o.gas_used, results }
+    SettlementOutcome {
+        tx: o.tx,
+        block: o.block,
+        gas_used: o.gas_used,
+        results,
+    }
 }

@@ -7,7 +7,9 @@ use std::path::{Path, PathBuf};
 
 /// Parses a hex private key (64 hex digits, optional `0x`). The error never echoes the input.
 pub fn signer_from_hex(key: &str) -> Result<PrivateKeySigner> {
-    key.trim().parse::<PrivateKeySigner>().map_err(|_| Error::InvalidPrivateKey)
+    key.trim()
+        .parse::<PrivateKeySigner>()
+        .map_err(|_| Error::InvalidPrivateKey)
 }
 
 /// Decrypts a keystore file with its password.
@@ -21,30 +23,39 @@ pub fn load_keystore(path: &Path, password: &str) -> Result<PrivateKeySigner> {
     PrivateKeySigner::decrypt_keystore(path, password).map_err(|e| {
         let text = e.to_string();
         if text.contains("Mac Mismatch") || text.contains("MacMismatch") {
-            Error::WrongPassword { path: path.to_owned() }
+            Error::WrongPassword {
+                path: path.to_owned(),
+            }
         } else {
-            Error::Keystore { path: path.to_owned(), reason: format!("not a readable keystore: {text}") }
+            Error::Keystore {
+                path: path.to_owned(),
+                reason: format!("not a readable keystore: {text}"),
+            }
         }
     })
 }
 
 /// Encrypts `signer` into a new keystore file `dir/name` (refuses to overwrite) and returns its path.
-pub fn save_keystore(
-    signer: &PrivateKeySigner,
-    dir: &Path,
-    name: &str,
-    password: &str,
-) -> Result<PathBuf> {
+pub fn save_keystore(signer: &PrivateKeySigner, dir: &Path, name: &str, password: &str) -> Result<PathBuf> {
     let path = dir.join(name);
     if path.exists() {
-        return Err(Error::Keystore { path, reason: "already exists: choose another --name or remove it first".into() });
+        return Err(Error::Keystore {
+            path,
+            reason: "already exists: choose another --name or remove it first".into(),
+        });
     }
-    std::fs::create_dir_all(dir)
-        .map_err(|e| Error::Keystore { path: dir.to_owned(), reason: format!("cannot create directory: {e}") })?;
+    std::fs::create_dir_all(dir).map_err(|e| Error::Keystore {
+        path: dir.to_owned(),
+        reason: format!("cannot create directory: {e}"),
+    })?;
     let key = signer.to_bytes();
     let mut rng = rand::thread_rng();
-    PrivateKeySigner::encrypt_keystore(dir, &mut rng, key.as_slice(), password, Some(name))
-        .map_err(|e| Error::Keystore { path: path.clone(), reason: e.to_string() })?;
+    PrivateKeySigner::encrypt_keystore(dir, &mut rng, key.as_slice(), password, Some(name)).map_err(|e| {
+        Error::Keystore {
+            path: path.clone(),
+            reason: e.to_string(),
+        }
+    })?;
     Ok(path)
 }
 
@@ -58,8 +69,14 @@ mod tests {
         let signer = PrivateKeySigner::random();
         let path = save_keystore(&signer, &dir, "k.json", "pw").unwrap();
         assert_eq!(load_keystore(&path, "pw").unwrap().address(), signer.address());
-        assert!(matches!(load_keystore(&path, "nope"), Err(Error::WrongPassword { .. })));
-        assert!(matches!(save_keystore(&signer, &dir, "k.json", "pw"), Err(Error::Keystore { .. })));
+        assert!(matches!(
+            load_keystore(&path, "nope"),
+            Err(Error::WrongPassword { .. })
+        ));
+        assert!(matches!(
+            save_keystore(&signer, &dir, "k.json", "pw"),
+            Err(Error::Keystore { .. })
+        ));
         std::fs::remove_dir_all(&dir).unwrap();
     }
 

@@ -5,10 +5,7 @@ use crate::{
     bindings::LedgerManager::{self, LedgerManagerInstance},
     client::outcome,
 };
-use alloy::{
-    primitives::Address,
-    providers::DynProvider,
-};
+use alloy::{primitives::Address, providers::DynProvider};
 
 /// LedgerManager, bound to a [`Client`].
 #[derive(Debug, Clone)]
@@ -19,7 +16,10 @@ pub struct Ledger<'a> {
 
 impl<'a> Ledger<'a> {
     pub(crate) fn new(client: &'a Client) -> Self {
-        Self { client, contract: LedgerManager::new(client.addresses().ledger, client.provider().clone()) }
+        Self {
+            client,
+            contract: LedgerManager::new(client.addresses().ledger, client.provider().clone()),
+        }
     }
 
     /// A customer's ledger, or `None` when they have none yet.
@@ -43,42 +43,75 @@ impl<'a> Ledger<'a> {
 
     /// Creates the sender's ledger with a first deposit.
     pub async fn add_ledger(&self, amount: Amount, additional_info: &str) -> Result<TxOutcome> {
-        let call = self.contract.addLedger(additional_info.to_owned()).value(amount.0);
-        self.client.send(call, "LedgerManager.addLedger").await.map(|r| outcome(&r))
+        let call = self
+            .contract
+            .addLedger(additional_info.to_owned())
+            .value(amount.0);
+        self.client
+            .send(call, "LedgerManager.addLedger")
+            .await
+            .map(|r| outcome(&r))
     }
 
     /// Adds funds to the sender's ledger.
     pub async fn deposit(&self, amount: Amount) -> Result<TxOutcome> {
         let call = self.contract.depositFund().value(amount.0);
-        self.client.send(call, "LedgerManager.depositFund").await.map(|r| outcome(&r))
+        self.client
+            .send(call, "LedgerManager.depositFund")
+            .await
+            .map(|r| outcome(&r))
     }
 
     /// Adds funds to someone else's ledger (creating it if needed).
     pub async fn deposit_for(&self, recipient: Address, amount: Amount) -> Result<TxOutcome> {
         let call = self.contract.depositFundFor(recipient).value(amount.0);
-        self.client.send(call, "LedgerManager.depositFundFor").await.map(|r| outcome(&r))
+        self.client
+            .send(call, "LedgerManager.depositFundFor")
+            .await
+            .map(|r| outcome(&r))
     }
 
     /// Withdraws available funds to the sender's wallet.
     pub async fn refund(&self, amount: Amount) -> Result<TxOutcome> {
-        self.client.send(self.contract.refund(amount.0), "LedgerManager.refund").await.map(|r| outcome(&r))
+        self.client
+            .send(self.contract.refund(amount.0), "LedgerManager.refund")
+            .await
+            .map(|r| outcome(&r))
     }
 
     /// Moves funds from the sender's ledger into a provider sub-account of `service`.
-    pub async fn transfer_fund(&self, provider: Address, service: ServiceKind, amount: Amount) -> Result<TxOutcome> {
-        let call = self.contract.transferFund(provider, service.full_name().to_owned(), amount.0);
-        self.client.send(call, "LedgerManager.transferFund").await.map(|r| outcome(&r))
+    pub async fn transfer_fund(
+        &self,
+        provider: Address,
+        service: ServiceKind,
+        amount: Amount,
+    ) -> Result<TxOutcome> {
+        let call = self
+            .contract
+            .transferFund(provider, service.full_name().to_owned(), amount.0);
+        self.client
+            .send(call, "LedgerManager.transferFund")
+            .await
+            .map(|r| outcome(&r))
     }
 
     /// Requests refunds from providers' sub-accounts and collects the matured ones back into the ledger.
     pub async fn retrieve_fund(&self, providers: Vec<Address>, service: ServiceKind) -> Result<TxOutcome> {
-        let call = self.contract.retrieveFund(providers, service.full_name().to_owned());
-        self.client.send(call, "LedgerManager.retrieveFund").await.map(|r| outcome(&r))
+        let call = self
+            .contract
+            .retrieveFund(providers, service.full_name().to_owned());
+        self.client
+            .send(call, "LedgerManager.retrieveFund")
+            .await
+            .map(|r| outcome(&r))
     }
 
     /// Closes the sender's ledger, returning what is left.
     pub async fn delete_ledger(&self) -> Result<TxOutcome> {
-        self.client.send(self.contract.deleteLedger(), "LedgerManager.deleteLedger").await.map(|r| outcome(&r))
+        self.client
+            .send(self.contract.deleteLedger(), "LedgerManager.deleteLedger")
+            .await
+            .map(|r| outcome(&r))
     }
 
     /// Providers the customer has sub-accounts with, for one service.
@@ -110,7 +143,11 @@ impl<'a> Ledger<'a> {
 
     /// Fails with [`Error::InsufficientLedgerBalance`] unless `user` has `needed` available.
     pub async fn ensure_available(&self, user: Address, needed: Amount) -> Result<()> {
-        let available = self.get_ledger(user).await?.map(|l| l.available).unwrap_or(Amount::ZERO);
+        let available = self
+            .get_ledger(user)
+            .await?
+            .map(|l| l.available)
+            .unwrap_or(Amount::ZERO);
         if available < needed {
             return Err(Error::InsufficientLedgerBalance { available, needed });
         }

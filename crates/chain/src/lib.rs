@@ -15,20 +15,25 @@ mod revert;
 mod types;
 
 pub use amount::{Amount, NEURON_PER_ZG};
-pub use bindings::{ARTIFACTS, FineTuningServing as FineTuningServingContract, InferenceServing as InferenceServingContract, LedgerManager as LedgerManagerContract};
+pub use bindings::{
+    ARTIFACTS, FineTuningServing as FineTuningServingContract, InferenceServing as InferenceServingContract,
+    LedgerManager as LedgerManagerContract,
+};
 pub use client::Client;
 pub use deploy::{DeployConfig, deploy_all};
 pub use devnet::{DevAccount, Devnet, DevnetConfig, DevnetInfo};
 pub use error::{Error, Result};
-pub use fine_tuning::{FineTuning, FineTuningAccount, TaskSettlement};
+pub use fine_tuning::{
+    FineTuning, FineTuningAccount, FineTuningQuota, FineTuningServiceParams, TaskSettlement,
+};
 pub use inference::Inference;
 pub use keys::{load_keystore, save_keystore, signer_from_hex};
 pub use ledger::Ledger;
 pub use revert::Revert;
 pub use types::{
-    ContractAddresses, Deliverable, InferenceAccount, InferenceService, LedgerInfo, Refund, ServiceInfo, ServiceKind,
-    ServiceParams, SettledItem, SettlementOutcome, SettlementPreview, SettlementStatus, SignedVoucher, TeeSettlement,
-    TxOutcome,
+    ContractAddresses, Deliverable, InferenceAccount, InferenceService, LedgerInfo, Refund, ServiceInfo,
+    ServiceKind, ServiceParams, SettledItem, SettlementOutcome, SettlementPreview, SettlementStatus,
+    SignedVoucher, TeeSettlement, TxOutcome,
 };
 
 /// Re-exported so callers can name signer and primitive types without depending on alloy directly.

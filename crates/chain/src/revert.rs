@@ -59,13 +59,23 @@ impl Revert {
     pub fn decode(data: &[u8]) -> Self {
         let raw = Bytes::copy_from_slice(data);
         let Some((selector, body)) = data.split_first_chunk::<4>() else {
-            return Self { name: "unknown".into(), args: vec![], hint: None, data: raw };
+            return Self {
+                name: "unknown".into(),
+                args: vec![],
+                hint: None,
+                data: raw,
+            };
         };
         let selector = Selector::from(*selector);
         // Error(string)
         if selector == Selector::from([0x08, 0xc3, 0x79, 0xa0]) {
             let msg = alloy::sol_types::decode_revert_reason(data).unwrap_or_default();
-            return Self { name: "Error".into(), args: vec![("message".into(), msg)], hint: None, data: raw };
+            return Self {
+                name: "Error".into(),
+                args: vec![("message".into(), msg)],
+                hint: None,
+                data: raw,
+            };
         }
         // Panic(uint256)
         if selector == Selector::from([0x4e, 0x48, 0x7b, 0x71]) {
@@ -73,12 +83,19 @@ impl Revert {
             return Self {
                 name: "Panic".into(),
                 args: vec![("code".into(), format!("{code:#x}"))],
-                hint: Some(format!("the contract hit an internal error (panic {code:#x}); this is a bug: please report it")),
+                hint: Some(format!(
+                    "the contract hit an internal error (panic {code:#x}); this is a bug: please report it"
+                )),
                 data: raw,
             };
         }
         let Some(err) = ERRORS.get(&selector) else {
-            return Self { name: format!("unknown error {selector}"), args: vec![], hint: None, data: raw };
+            return Self {
+                name: format!("unknown error {selector}"),
+                args: vec![],
+                hint: None,
+                data: raw,
+            };
         };
         let values = err.abi_decode_input(body).unwrap_or_default();
         let args: Vec<(String, String)> = err
@@ -88,7 +105,12 @@ impl Revert {
             .map(|(param, value)| (param.name.clone(), show(value)))
             .collect();
         let hint = hint(&err.name, &values);
-        Self { name: err.name.clone(), args, hint, data: raw }
+        Self {
+            name: err.name.clone(),
+            args,
+            hint,
+            data: raw,
+        }
     }
 }
 

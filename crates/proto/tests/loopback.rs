@@ -20,7 +20,11 @@ impl Provider for Fixed {
         _req: Request<GetServiceInfoRequest>,
     ) -> Result<Response<GetServiceInfoResponse>, Status> {
         Ok(Response::new(GetServiceInfoResponse {
-            service: Some(Service { model: "demo".into(), input_price: "7".into(), ..Default::default() }),
+            service: Some(Service {
+                model: "demo".into(),
+                input_price: "7".into(),
+                ..Default::default()
+            }),
             chain_id: 31337,
             inference_contract: "0x0165878A594ca255338adfa4d48449f69242Eb8F".into(),
             ..Default::default()
@@ -41,7 +45,10 @@ impl Provider for Fixed {
         Err(Status::unimplemented("not in this test"))
     }
 
-    async fn get_receipt(&self, _req: Request<GetReceiptRequest>) -> Result<Response<GetReceiptResponse>, Status> {
+    async fn get_receipt(
+        &self,
+        _req: Request<GetReceiptRequest>,
+    ) -> Result<Response<GetReceiptResponse>, Status> {
         Err(Status::unimplemented("not in this test"))
     }
 
@@ -66,12 +73,19 @@ async fn get_service_info_round_trips_over_loopback() {
             }),
     );
     let mut client = ProviderClient::connect(format!("http://{addr}")).await.unwrap();
-    let resp = client.get_service_info(GetServiceInfoRequest {}).await.unwrap().into_inner();
+    let resp = client
+        .get_service_info(GetServiceInfoRequest {})
+        .await
+        .unwrap()
+        .into_inner();
     assert_eq!(resp.chain_id, 31337);
     let service = resp.service.unwrap();
     assert_eq!(service.model, "demo");
     assert_eq!(service.input_price, "7");
-    let err = client.get_receipt(GetReceiptRequest::default()).await.unwrap_err();
+    let err = client
+        .get_receipt(GetReceiptRequest::default())
+        .await
+        .unwrap_err();
     assert_eq!(err.code(), tonic::Code::Unimplemented);
     stop_tx.send(()).unwrap();
     server.await.unwrap().unwrap();

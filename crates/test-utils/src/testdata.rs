@@ -13,7 +13,11 @@ pub fn path(relative: &str) -> PathBuf {
 }
 
 /// Reads a file under `testdata/`; panics with the path when it is missing (tests only).
-#[allow(clippy::panic, clippy::expect_used, reason = "a missing fixture is a broken checkout: fail the test loudly")]
+#[allow(
+    clippy::panic,
+    clippy::expect_used,
+    reason = "a missing fixture is a broken checkout: fail the test loudly"
+)]
 pub fn read(relative: &str) -> Vec<u8> {
     let p = path(relative);
     std::fs::read(&p).unwrap_or_else(|e| panic!("testdata {} unreadable: {e}", p.display()))

@@ -8,7 +8,13 @@ pub fn anvil() -> PathBuf {
     if let Some(p) = std::env::var_os("ZG_ANVIL") {
         return PathBuf::from(p);
     }
-    let local =
-        PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../../node_modules/@foundry-rs/anvil-linux-amd64/bin/anvil"));
-    if local.is_file() { local } else { PathBuf::from("anvil") }
+    let local = PathBuf::from(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../../node_modules/@foundry-rs/anvil-linux-amd64/bin/anvil"
+    ));
+    if local.is_file() {
+        local
+    } else {
+        PathBuf::from("anvil")
+    }
 }

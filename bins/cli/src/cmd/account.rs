@@ -73,13 +73,25 @@ fn ledger_lines(v: &LedgerView) -> String {
     )
 }
 
-async fn report_tx(g: &GlobalOpts, client: &Client, action: &'static str, tx: TxOutcome) -> anyhow::Result<ExitCode> {
+async fn report_tx(
+    g: &GlobalOpts,
+    client: &Client,
+    action: &'static str,
+    tx: TxOutcome,
+) -> anyhow::Result<ExitCode> {
     let me = client.signer_address()?;
     let after = ledger_view(client, me).await?;
     if g.json {
-        output::json(&TxReport { action, tx, after: serde_json::json!({ "ledger": after }) })?;
+        output::json(&TxReport {
+            action,
+            tx,
+            after: serde_json::json!({ "ledger": after }),
+        })?;
     } else {
-        output::text(format!("{action}: ok (tx {}, block {}, gas {})", tx.tx, tx.block, tx.gas_used))?;
+        output::text(format!(
+            "{action}: ok (tx {}, block {}, gas {})",
+            tx.tx, tx.block, tx.gas_used
+        ))?;
         if let Some(v) = after {
             output::text(ledger_lines(&v))?;
         }
@@ -134,7 +146,12 @@ impl GetAccountArgs {
                         .map(|a| (a.balance, a.pending_refund))
                         .unwrap_or_default(),
                 };
-                rows.push(SubAccountRow { service: kind, provider, balance, pending_refund });
+                rows.push(SubAccountRow {
+                    service: kind,
+                    provider,
+                    balance,
+                    pending_refund,
+                });
             }
         }
         if g.json {
@@ -142,7 +159,9 @@ impl GetAccountArgs {
         } else {
             output::text(ledger_lines(&ledger))?;
             if rows.is_empty() {
-                output::text("no sub-accounts (fund one with `zg transfer-fund --provider ADDRESS --amount 1`)")?;
+                output::text(
+                    "no sub-accounts (fund one with `zg transfer-fund --provider ADDRESS --amount 1`)",
+                )?;
             }
             for r in rows {
                 output::text(format!(
@@ -247,7 +266,10 @@ impl TransferFundArgs {
         let client = self.rpc.connect(Some(self.wallet.signer()?)).await?;
         let me = client.signer_address()?;
         client.ledger().ensure_available(me, self.amount).await?;
-        let tx = client.ledger().transfer_fund(self.provider, self.service.into(), self.amount).await?;
+        let tx = client
+            .ledger()
+            .transfer_fund(self.provider, self.service.into(), self.amount)
+            .await?;
         report_tx(g, &client, "transfer-fund", tx).await
     }
 }
@@ -272,8 +294,11 @@ impl RetrieveFundArgs {
         let client = self.rpc.connect(Some(self.wallet.signer()?)).await?;
         let me = client.signer_address()?;
         let kind: ServiceKind = self.service.into();
-        let providers =
-            if self.providers.is_empty() { client.ledger().providers(me, kind).await? } else { self.providers };
+        let providers = if self.providers.is_empty() {
+            client.ledger().providers(me, kind).await?
+        } else {
+            self.providers
+        };
         if providers.is_empty() {
             anyhow::bail!("you have no {kind} sub-accounts to retrieve from");
         }
@@ -284,7 +309,9 @@ impl RetrieveFundArgs {
                 ServiceKind::FineTuning => None,
             };
             if let Some(secs) = lock {
-                tracing::warn!("refunds requested now unlock after {secs} s: run retrieve-fund again then to collect them");
+                tracing::warn!(
+                    "refunds requested now unlock after {secs} s: run retrieve-fund again then to collect them"
+                );
             }
         }
         report_tx(g, &client, "retrieve-fund", tx).await
@@ -326,13 +353,23 @@ impl GetSubAccountArgs {
         };
         match self.service {
             Service::Inference => {
-                let a = client.inference().get_account(user, self.provider).await?.ok_or_else(missing)?;
+                let a = client
+                    .inference()
+                    .get_account(user, self.provider)
+                    .await?
+                    .ok_or_else(missing)?;
                 if g.json {
                     output::json(&a)?;
                 } else {
                     output::text(format!(
                         "sub-account {} → {} (inference)\n  balance  {}\n  pending refund  {}\n  nonce  {}\n  signer acknowledged  {}\n  token generation  {}",
-                        a.user, a.provider, a.balance.both(), a.pending_refund.both(), a.nonce, a.acknowledged, a.generation
+                        a.user,
+                        a.provider,
+                        a.balance.both(),
+                        a.pending_refund.both(),
+                        a.nonce,
+                        a.acknowledged,
+                        a.generation
                     ))?;
                     for r in &a.refunds {
                         output::text(format!(
@@ -346,7 +383,11 @@ impl GetSubAccountArgs {
                 }
             }
             Service::FineTuning => {
-                let a = client.fine_tuning().get_account(user, self.provider).await?.ok_or_else(missing)?;
+                let a = client
+                    .fine_tuning()
+                    .get_account(user, self.provider)
+                    .await?
+                    .ok_or_else(missing)?;
                 if g.json {
                     output::json(&a)?;
                 } else {

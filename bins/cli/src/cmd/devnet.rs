@@ -36,11 +36,17 @@ pub(crate) struct UpArgs {
 impl DevnetCommand {
     pub(crate) async fn run(self, g: &GlobalOpts) -> anyhow::Result<ExitCode> {
         let Self::Up(args) = self;
-        let mut cfg = DevnetConfig { anvil: args.anvil, port: (args.port != 0).then_some(args.port), ..Default::default() };
+        let mut cfg = DevnetConfig {
+            anvil: args.anvil,
+            port: (args.port != 0).then_some(args.port),
+            ..Default::default()
+        };
         cfg.deploy.lock_time = args.lock_time;
         let port = args.port;
         let devnet = Devnet::start_with(cfg).await.map_err(|e| {
-            anyhow::anyhow!("{e}\n(if port {port} is taken, pick another with --port and pass --rpc to other commands)")
+            anyhow::anyhow!(
+                "{e}\n(if port {port} is taken, pick another with --port and pass --rpc to other commands)"
+            )
         })?;
         let info = devnet.info();
         if g.json {
@@ -51,9 +57,15 @@ impl DevnetCommand {
                 "contracts\n  LedgerManager      {}\n  InferenceServing   {}\n  FineTuningServing  {}",
                 info.contracts.ledger, info.contracts.inference, info.contracts.fine_tuning
             ))?;
-            output::text("funded dev accounts (anvil's well-known test keys: never use them for real funds)")?;
+            output::text(
+                "funded dev accounts (anvil's well-known test keys: never use them for real funds)",
+            )?;
             for (i, a) in info.accounts.iter().enumerate() {
-                let role = if i == 0 { "  (deployer, contract owner)" } else { "" };
+                let role = if i == 0 {
+                    "  (deployer, contract owner)"
+                } else {
+                    ""
+                };
                 output::text(format!("  {i}  {}  {}{role}", a.address, a.private_key))?;
             }
         }

@@ -35,7 +35,11 @@ pub(crate) struct AddressArgs {
 }
 
 fn default_dir() -> PathBuf {
-    std::env::var_os("HOME").map(PathBuf::from).unwrap_or_else(|| PathBuf::from(".")).join(".zg").join("keystore")
+    std::env::var_os("HOME")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from("."))
+        .join(".zg")
+        .join("keystore")
 }
 
 /// A new password: ZG_KEYSTORE_PASSWORD, or typed twice at a prompt.
@@ -85,7 +89,11 @@ impl KeyCommand {
         if g.json {
             output::json(&serde_json::json!({ "address": signer.address(), "keystore": path }))?;
         } else {
-            output::text(format!("address  {}\nkeystore {}", signer.address(), path.display()))?;
+            output::text(format!(
+                "address  {}\nkeystore {}",
+                signer.address(),
+                path.display()
+            ))?;
             tracing::warn!("use it with --keystore {} (or ZG_KEYSTORE)", path.display());
         }
         Ok(ExitCode::SUCCESS)

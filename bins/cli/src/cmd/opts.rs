@@ -21,7 +21,12 @@ pub(crate) struct GlobalOpts {
 #[command(next_help_heading = "Chain")]
 pub(crate) struct RpcOpts {
     /// JSON-RPC endpoint of the chain.
-    #[arg(long = "rpc", env = "ZG_RPC_URL", value_name = "URL", default_value = "http://127.0.0.1:8545")]
+    #[arg(
+        long = "rpc",
+        env = "ZG_RPC_URL",
+        value_name = "URL",
+        default_value = "http://127.0.0.1:8545"
+    )]
     pub(crate) rpc: String,
     /// LedgerManager contract address.
     #[arg(long = "ledger-ca", env = "ZG_LEDGER_CA", value_name = "ADDRESS", default_value_t = ContractAddresses::DEVNET.ledger)]
@@ -39,7 +44,11 @@ pub(crate) struct RpcOpts {
 
 impl RpcOpts {
     fn addresses(&self) -> ContractAddresses {
-        ContractAddresses { ledger: self.ledger_ca, inference: self.inference_ca, fine_tuning: self.fine_tuning_ca }
+        ContractAddresses {
+            ledger: self.ledger_ca,
+            inference: self.inference_ca,
+            fine_tuning: self.fine_tuning_ca,
+        }
     }
 
     /// Connects (checking endpoint, chain id and contract code), signing with `signer` if given.

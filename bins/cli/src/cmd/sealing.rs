@@ -1,5 +1,5 @@
 //! `zg decrypt-model`: verify and decrypt a sealed fine-tuned model (0G's sealed format).
-use super::GlobalOpts;
+use super::{GlobalOpts, opts::RpcOpts};
 use crate::output;
 use anyhow::Context as _;
 use indicatif::ProgressBar;
@@ -24,10 +24,10 @@ pub(crate) struct DecryptModelArgs {
     /// Where to write the decrypted model.
     #[arg(long, value_name = "FILE")]
     output: PathBuf,
-    /// The provider's TEE signer address (`teeSignerAddress` of its service on chain); the sealed file's
-    /// tag signature must recover to it.
+    /// The provider's TEE signer address; the sealed file's tag signature must recover to it. Required with
+    /// `--secret`; with `--provider` it defaults to the `teeSignerAddress` of the provider's fine-tuning service.
     #[arg(long, env = "ZG_TEE_SIGNER", value_name = "ADDR")]
-    signer: String,
+    signer: Option<String>,
     /// The model's AES-256 key as 64 hex digits, when you already have it in the clear.
     #[arg(long, value_name = "HEX", conflicts_with_all = ["provider", "task_id"])]
     secret: Option<String>,
@@ -38,16 +38,26 @@ pub(crate) struct DecryptModelArgs {
     /// Fine-tuning task id (with `--provider`).
     #[arg(long, requires = "provider", value_name = "ID")]
     task_id: Option<String>,
+    #[command(flatten)]
+    rpc: RpcOpts,
 }
 
 impl DecryptModelArgs {
     pub(crate) async fn run(self, g: &GlobalOpts) -> anyhow::Result<ExitCode> {
-        let signer: Address = self
-            .signer
-            .parse()
-            .with_context(|| format!("--signer {:?} is not an address", self.signer))?;
-        let key = match (&self.secret, &self.provider, &self.task_id) {
-            (Some(secret), _, _) => SealingKey::from_hex(secret).context("--secret")?,
+        let explicit_signer: Option<Address> = match &self.signer {
+            Some(s) => Some(
+                s.parse()
+                    .with_context(|| format!("--signer {s:?} is not an address"))?,
+            ),
+            None => None,
+        };
+        let (key, signer) = match (&self.secret, &self.provider, &self.task_id) {
+            (Some(secret), _, _) => {
+                let signer = explicit_signer.context(
+                    "--secret needs --signer ADDR (or ZG_TEE_SIGNER): the provider's TEE signer address",
+                )?;
+                (SealingKey::from_hex(secret).context("--secret")?, signer)
+            }
             (None, Some(provider), Some(task_id)) => {
                 let provider: Address = provider
                     .parse()
@@ -56,8 +66,15 @@ impl DecryptModelArgs {
                 let user = zg_sealing::signer_address(&zg_sealing::k256::ecdsa::VerifyingKey::from(
                     customer.public_key(),
                 ));
-                let encrypted = fetch_encrypted_secret(user, provider, task_id).await?;
-                unwrap_secret(&encrypted, &customer)?
+                let chain = self.rpc.connect(None).await?;
+                let signer = match explicit_signer {
+                    Some(s) => s,
+                    None => chain.fine_tuning().tee_signer(provider).await?.with_context(|| {
+                        format!("{provider} has no fine-tuning service on chain: pass its TEE signer with --signer")
+                    })?,
+                };
+                let encrypted = fetch_encrypted_secret(&chain, user, provider, task_id).await?;
+                (unwrap_secret(&encrypted, &customer)?, signer)
             }
             _ => anyhow::bail!("give --secret, or --provider with --task-id"),
         };
@@ -106,17 +123,31 @@ fn unwrap_secret(encrypted: &[u8], customer: &zg_sealing::k256::SecretKey) -> an
         .context("cannot open the deliverable's encryptedSecret with ZG_PRIVATE_KEY (was the task created with this key?)")
 }
 
-// ---------------------------------------------------------------------------------------------------
-// TO WIRE (lead): read the deliverable from chain, e.g.
-// `zg_chain::FineTuningServing::get_deliverable(user, provider, task_id).encryptedSecret`.
-// Everything around it (key parsing, ECIES unwrap, signature check, decryption) is done.
-// ---------------------------------------------------------------------------------------------------
-/// Fetches the revealed `encryptedSecret` of `user`'s task `task_id` with `provider`.
-async fn fetch_encrypted_secret(user: Address, provider: Address, task_id: &str) -> anyhow::Result<Vec<u8>> {
-    anyhow::bail!(
-        "not yet wired to the chain: cannot fetch the encryptedSecret of task {task_id} (user {user}, provider {provider}); \
-         use --secret if you have the key"
-    )
+/// Fetches the revealed `encryptedSecret` of `user`'s task `task_id` with `provider` from FineTuningServing.
+///
+/// The contract stores it only when the provider settled a deliverable the customer had acknowledged (the
+/// atomic key-for-payment exchange), so an empty secret says which step is missing.
+async fn fetch_encrypted_secret(
+    chain: &zg_chain::Client,
+    user: Address,
+    provider: Address,
+    task_id: &str,
+) -> anyhow::Result<Vec<u8>> {
+    let d = chain
+        .fine_tuning()
+        .get_deliverable(user, provider, task_id)
+        .await?;
+    if d.encrypted_secret.is_empty() {
+        let step = if !d.acknowledged {
+            "acknowledge the deliverable first (after checking the model's root), then wait for the provider to settle"
+        } else if !d.settled {
+            "you acknowledged it; the key is revealed when the provider settles the task"
+        } else {
+            "the task was settled without an acknowledgement, so the key was never revealed"
+        };
+        anyhow::bail!("task {task_id} with {provider}: no key revealed yet: {step}");
+    }
+    Ok(d.encrypted_secret.to_vec())
 }
 
 #[cfg(test)]

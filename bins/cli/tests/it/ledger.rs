@@ -9,9 +9,12 @@ fn neuron(v: &serde_json::Value) -> String {
 
 #[tokio::test]
 async fn ledger_round_trip_with_exact_balances_and_actionable_errors() {
-    let devnet = Devnet::start_with(DevnetConfig { anvil: Some(zg_test_utils::tools::anvil()), ..Default::default() })
-        .await
-        .unwrap();
+    let devnet = Devnet::start_with(DevnetConfig {
+        anvil: Some(zg_test_utils::tools::anvil()),
+        ..Default::default()
+    })
+    .await
+    .unwrap();
     let rpc = devnet.rpc_url();
     let key = format!("0x{}", hex::encode(devnet.keys()[1].to_bytes()));
     let provider = devnet.keys()[2].address().to_string();
@@ -25,7 +28,11 @@ async fn ledger_round_trip_with_exact_balances_and_actionable_errors() {
     // Below the minimum: the revert is decoded into the shortfall.
     let o = zg(&["add-account", "--amount", "1"], &env);
     assert!(!o.status.success());
-    assert!(stderr(&o).contains("deposit at least 2 0G more"), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("deposit at least 2 0G more"),
+        "{}",
+        stderr(&o)
+    );
 
     let o = zg(&["add-account", "--amount", "10", "--json"], &env);
     assert!(o.status.success(), "{}", stderr(&o));
@@ -33,7 +40,17 @@ async fn ledger_round_trip_with_exact_balances_and_actionable_errors() {
     assert_eq!(v["action"], "add-account");
     assert_eq!(neuron(&v["ledger"]["available"]), "10000000000000000000");
 
-    let o = zg(&["transfer-fund", "--provider", &provider, "--amount", "2.5", "--json"], &env);
+    let o = zg(
+        &[
+            "transfer-fund",
+            "--provider",
+            &provider,
+            "--amount",
+            "2.5",
+            "--json",
+        ],
+        &env,
+    );
     assert!(o.status.success(), "{}", stderr(&o));
     let o = zg(&["get-account", "--json"], &env);
     let v: serde_json::Value = serde_json::from_str(&stdout(&o)).unwrap();
@@ -69,10 +86,24 @@ fn bad_input_is_named() {
     let o = zg(&["deposit", "--amount", "1.2.3"], &[]);
     assert!(!o.status.success());
     assert!(stderr(&o).contains("invalid amount"), "{}", stderr(&o));
-    let o = zg(&["deposit", "--amount", "1"], &[("ZG_RPC_URL", "http://127.0.0.1:1")]);
+    let o = zg(
+        &["deposit", "--amount", "1"],
+        &[("ZG_RPC_URL", "http://127.0.0.1:1")],
+    );
     assert!(stderr(&o).contains("ZG_PRIVATE_KEY"), "{}", stderr(&o));
-    let o = zg(&["get-account", "--user", "0x0000000000000000000000000000000000000001"], &[("ZG_RPC_URL", "http://127.0.0.1:1")]);
-    assert!(stderr(&o).contains("cannot reach the RPC endpoint http://127.0.0.1:1"), "{}", stderr(&o));
+    let o = zg(
+        &[
+            "get-account",
+            "--user",
+            "0x0000000000000000000000000000000000000001",
+        ],
+        &[("ZG_RPC_URL", "http://127.0.0.1:1")],
+    );
+    assert!(
+        stderr(&o).contains("cannot reach the RPC endpoint http://127.0.0.1:1"),
+        "{}",
+        stderr(&o)
+    );
     let o = zg(&["get-account", "--keystore", "/nonexistent/k.json"], &[]);
     assert!(stderr(&o).contains("zg key new"), "{}", stderr(&o));
 }

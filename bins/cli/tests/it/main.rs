@@ -1,6 +1,10 @@
 //! The `zg` binary end to end: real process, real anvil devnet.
 
-#![allow(clippy::unwrap_used, clippy::expect_used, reason = "test helpers: a failure is a test failure")]
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    reason = "test helpers: a failure is a test failure"
+)]
 
 mod inference;
 mod ledger;
@@ -15,7 +19,11 @@ pub(crate) fn zg(args: &[&str], env: &[(&str, &str)]) -> Output {
             cmd.env_remove(k);
         }
     }
-    cmd.args(args).envs(env.iter().copied()).stdin(std::process::Stdio::null()).output().expect("zg runs")
+    cmd.args(args)
+        .envs(env.iter().copied())
+        .stdin(std::process::Stdio::null())
+        .output()
+        .expect("zg runs")
 }
 
 pub(crate) fn stdout(o: &Output) -> String {

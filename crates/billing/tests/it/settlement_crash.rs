@@ -256,11 +256,12 @@ async fn partial_balance_resigns_the_subset_that_fits_and_batches_cap_at_50_user
     let _ = ChainAccount::default();
 }
 
-/// Regression: a TEE item that paid only part (the balance dropped between preview and inclusion) and whose
-/// result event cannot be found after a crash must not be booked as fully paid; once the event is found it is
-/// booked at exactly the amount the chain moved.
-#[tokio::test]
-async fn partial_payment_after_crash_is_never_booked_as_full() {
+/// Regression: a TEE item that paid only part (the balance dropped between preview and inclusion) must be
+/// booked at exactly what the chain moved, never as paid in full. `hash_lost`: the crash hid the tx hash, so
+/// only the chain's events can tell; while they cannot be found the settlement stays open. Otherwise the
+/// receipt of the recorded transaction resolves it even without events.
+async fn partial_payment_after_crash(fault: Fault) {
+    let hash_lost = fault == Fault::AfterSendLost;
     let dir = tempfile::tempdir().unwrap();
     let provider = signer(9).address();
     let tee = signer(7);
@@ -275,7 +276,7 @@ async fn partial_payment_after_crash_is_never_booked_as_full() {
         s.balance_at_submit = Some((user.address(), U256::from(300)));
         s.hide_events = true;
     }
-    chain.arm(Fault::AfterReceiptBeforeCommit);
+    chain.arm(fault);
     let settler = Settler::new(
         ledger.clone(),
         chain.clone(),
@@ -301,23 +302,38 @@ async fn partial_payment_after_crash_is_never_booked_as_full() {
         SettlerConfig::default(),
     )
     .unwrap();
-    let r = settler.reconcile(2).await.unwrap();
-    assert!(r.items.is_empty(), "{r:?}");
-    assert_eq!(r.skipped.len(), 1);
-    assert!(r.skipped[0].1.contains("result event was not found"), "{r:?}");
-    assert_eq!(ledger.open_settlements().unwrap().len(), 1, "stays open");
-    assert_eq!(ledger.unsettled_fee(user.address()), U256::from(515));
-    // Still open: a settlement round does not send a second claim for the same requests.
-    let again = settler.settle_due(3, true).await.unwrap();
-    assert!(again.tx_hashes.is_empty(), "{again:?}");
-
-    chain.state.lock().unwrap().hide_events = false;
+    if hash_lost {
+        let r = settler.reconcile(2).await.unwrap();
+        assert!(r.items.is_empty(), "{r:?}");
+        assert_eq!(r.skipped.len(), 1);
+        assert!(r.skipped[0].1.contains("result event was not found"), "{r:?}");
+        assert_eq!(ledger.open_settlements().unwrap().len(), 1, "stays open");
+        assert_eq!(ledger.unsettled_fee(user.address()), U256::from(515));
+        // Still open: a settlement round does not send a second claim for the same requests.
+        let again = settler.settle_due(3, true).await.unwrap();
+        assert!(again.tx_hashes.is_empty(), "{again:?}");
+        chain.state.lock().unwrap().hide_events = false;
+    }
     let r = settler.reconcile(4).await.unwrap();
     assert_eq!(r.items.len(), 1, "{r:?}");
     assert_eq!(
         (r.items[0].paid, r.items[0].state),
         (U256::from(300), SettlementState::Done)
     );
+    assert!(r.tx_hashes.is_empty(), "nothing re-sent: {r:?}");
     assert!(ledger.open_settlements().unwrap().is_empty());
     assert_eq!(chain.state.lock().unwrap().provider_earned, U256::from(300));
+}
+
+#[tokio::test]
+async fn partial_payment_with_lost_hash_stays_open_until_its_event_is_found() {
+    partial_payment_after_crash(Fault::AfterSendLost).await;
+}
+#[tokio::test]
+async fn partial_payment_before_receipt_is_booked_from_the_recorded_tx() {
+    partial_payment_after_crash(Fault::BeforeReceipt).await;
+}
+#[tokio::test]
+async fn partial_payment_after_receipt_is_booked_from_the_recorded_tx() {
+    partial_payment_after_crash(Fault::AfterReceiptBeforeCommit).await;
 }

@@ -18,14 +18,18 @@ async fn devnet_deploys_at_0g_cli_addresses_and_registers_services() {
 #[tokio::test]
 async fn clear_errors_for_bad_endpoints_and_addresses() {
     // Nothing listens on port 1.
-    let err = zg_chain::Client::connect("http://127.0.0.1:1", ContractAddresses::DEVNET, None).await.unwrap_err();
+    let err = zg_chain::Client::connect("http://127.0.0.1:1", ContractAddresses::DEVNET, None)
+        .await
+        .unwrap_err();
     assert!(matches!(err, zg_chain::Error::Unreachable { .. }), "{err}");
     assert!(err.to_string().contains("--rpc"), "{err}");
 
     let devnet = crate::devnet().await;
     let mut wrong = devnet.addresses();
     wrong.inference = zg_chain::Address::repeat_byte(0x42);
-    let err = zg_chain::Client::connect(&devnet.rpc_url(), wrong, None).await.unwrap_err();
+    let err = zg_chain::Client::connect(&devnet.rpc_url(), wrong, None)
+        .await
+        .unwrap_err();
     match &err {
         zg_chain::Error::NoCode { contract, flag, .. } => {
             assert_eq!(*contract, "InferenceServing");
@@ -33,6 +37,18 @@ async fn clear_errors_for_bad_endpoints_and_addresses() {
         }
         other => panic!("expected NoCode, got {other}"),
     }
-    let err = zg_chain::Client::connect_checked(&devnet.rpc_url(), 16661, devnet.addresses(), None).await.unwrap_err();
-    assert!(matches!(err, zg_chain::Error::WrongChain { expected: 16661, found: 31337, .. }), "{err}");
+    let err = zg_chain::Client::connect_checked(&devnet.rpc_url(), 16661, devnet.addresses(), None)
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(
+            err,
+            zg_chain::Error::WrongChain {
+                expected: 16661,
+                found: 31337,
+                ..
+            }
+        ),
+        "{err}"
+    );
 }

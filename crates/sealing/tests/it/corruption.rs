@@ -1,3 +1,5 @@
+//! Truncation, flipped bytes, wrong signer, wrong key: typed errors, no plaintext left behind.
+
 use super::{data, tee_key};
 use zg_sealing::{Error, Sealer, SealingKey, Unsealer, signer_address};
 

@@ -1,3 +1,5 @@
+//! eciesjs compatibility vectors and key wrapping.
+
 use k256::SecretKey;
 use serde_json::Value;
 use zg_sealing::{EncryptedSecret, Error, SealingKey, ecies_decrypt, ecies_encrypt};

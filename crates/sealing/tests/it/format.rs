@@ -1,3 +1,5 @@
+//! Sealed-file round trips and the IV rule, checked chunk by chunk with plain AES-GCM.
+
 use super::{data, tee_key};
 use aes_gcm::aead::{AeadInPlace, KeyInit};
 use aes_gcm::{Aes256Gcm, Nonce, Tag};

@@ -1,3 +1,5 @@
+//! Regenerates the fixtures that the official JS tools then check (run by hand, see testdata/README.md).
+
 use super::{data, tee_key};
 use zg_sealing::{Sealer, SealingKey, ecies_encrypt};
 

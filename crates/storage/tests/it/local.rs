@@ -1,3 +1,5 @@
+//! LocalStore: round trips, corruption, crash leftovers.
+
 use super::vectors::pattern;
 use zg_storage::{B256, BlobStore, Error, LocalStore, root_of_bytes};
 

@@ -1,3 +1,5 @@
+//! Segment proofs and Flow submission nodes.
+
 use super::vectors::{naive_tree, pattern};
 use alloy_primitives::keccak256;
 use zg_storage::{B256, MerkleBuilder, MerkleTree, ProofError};

@@ -1,3 +1,5 @@
+//! Known roots from the official client, and a naive reference port compared on many sizes.
+
 use alloy_primitives::keccak256;
 use zg_storage::{B256, Error, FileLayout, MerkleBuilder, root_of_bytes};
 
