@@ -7,7 +7,7 @@ use zg_billing::{
     BoxError, ChainAccount, SettlementChain, SignedVoucher, TeeItem, TeeItemResult, TokenState, TxResult,
     VoucherState,
 };
-use zg_chain::{Amount, Client, InferenceService, ServiceParams, SettlementStatus, TeeSettlement};
+use zg_chain::{Amount, Client, InferenceService, ServiceParams, TeeSettlement};
 
 use crate::core::AccountSource;
 
@@ -16,19 +16,6 @@ use crate::core::AccountSource;
 pub struct ChainAdapter {
     client: Client,
     provider: Address,
-}
-
-fn code(s: SettlementStatus) -> u8 {
-    match s {
-        SettlementStatus::Success => 0,
-        SettlementStatus::Partial => 1,
-        SettlementStatus::ProviderMismatch => 2,
-        SettlementStatus::NoTeeSigner => 3,
-        SettlementStatus::InvalidNonce => 4,
-        SettlementStatus::InvalidSignature => 5,
-        SettlementStatus::AmountBelowPaid => 6,
-        SettlementStatus::Unknown(c) => c,
-    }
 }
 
 fn boxed(e: zg_chain::Error) -> BoxError {
@@ -147,7 +134,7 @@ impl SettlementChain for ChainAdapter {
             .map(|i| {
                 if let Some((_, s)) = p.failed.iter().find(|(u, _)| *u == i.user) {
                     TeeItemResult {
-                        status: code(*s),
+                        status: s.code(),
                         unsettled: i.total_fee,
                     }
                 } else if let Some((_, amount)) = p.partial.iter().find(|(u, _)| *u == i.user) {
@@ -193,12 +180,17 @@ impl SettlementChain for ChainAdapter {
     }
 
     async fn wait_receipt(&self, tx_hash: B256) -> Result<TxResult, BoxError> {
-        let o = self
-            .client
-            .inference()
-            .settlement_outcome(tx_hash)
-            .await
-            .map_err(boxed)?;
+        let o = match self.client.inference().settlement_outcome(tx_hash).await {
+            Ok(o) => o,
+            // A mined, reverted settlement paid nothing: the settler re-plans it.
+            Err(zg_chain::Error::TransactionFailed { .. }) => {
+                return Ok(TxResult {
+                    success: false,
+                    tee_results: vec![],
+                });
+            }
+            Err(e) => return Err(boxed(e)),
+        };
         Ok(TxResult {
             success: true,
             tee_results: o
@@ -209,7 +201,7 @@ impl SettlementChain for ChainAdapter {
                         (
                             r.user,
                             TeeItemResult {
-                                status: code(r.status),
+                                status: r.status.code(),
                                 unsettled: u,
                             },
                         )
@@ -219,10 +211,18 @@ impl SettlementChain for ChainAdapter {
         })
     }
 
-    async fn find_tee_result(&self, _user: Address, _nonce: U256) -> Result<Option<TeeItemResult>, BoxError> {
-        // zg-chain has no event query by (user, nonce) yet. `None` makes the settler count an applied
-        // settlement as paid in full, which is exact unless that settlement was partial and the
-        // provider crashed between sending it and reading its receipt.
-        Ok(None)
+    async fn find_tee_result(&self, user: Address, nonce: U256) -> Result<Option<TeeItemResult>, BoxError> {
+        // Only needed after a crash that lost the transaction hash. Searching from genesis is fine on a devnet;
+        // on a long chain, bound it by the block the settlement was prepared at (a follow-up).
+        let found = self
+            .client
+            .inference()
+            .find_tee_settlement(user, nonce, 0)
+            .await
+            .map_err(boxed)?;
+        Ok(found.map(|r| TeeItemResult {
+            status: r.status.code(),
+            unsettled: r.unsettled.unwrap_or_default(),
+        }))
     }
 }

@@ -245,6 +245,20 @@ impl SettlementStatus {
         }
     }
 
+    /// The contracts' `uint8` code.
+    pub const fn code(self) -> u8 {
+        match self {
+            Self::Success => 0,
+            Self::Partial => 1,
+            Self::ProviderMismatch => 2,
+            Self::NoTeeSigner => 3,
+            Self::InvalidNonce => 4,
+            Self::InvalidSignature => 5,
+            Self::AmountBelowPaid => 6,
+            Self::Unknown(c) => c,
+        }
+    }
+
     /// Whether something was paid.
     pub const fn paid(self) -> bool {
         matches!(self, Self::Success | Self::Partial)

@@ -6,6 +6,7 @@
     reason = "test helpers: a failure is a test failure"
 )]
 
+mod decrypt_model;
 mod inference;
 mod ledger;
 

@@ -6,220 +6,20 @@
 
 use std::sync::Mutex;
 
-use alloy::consensus::Transaction as _;
-use alloy::eips::BlockNumberOrTag;
 use alloy::providers::Provider as _;
-use alloy::rpc::types::Filter;
+
 use alloy_primitives::{Address, B256, U256};
-use alloy_sol_types::{SolCall, SolEvent};
 use zg_billing::{
     BoxError, ChainAccount, EthSigner, Ledger, LedgerConfig, SettlementChain, SettlementState, Settler,
-    SettlerConfig, SignedVoucher, TeeItem, TeeItemResult, TokenState, TxResult, VoucherState,
+    SettlerConfig, SignedVoucher, TeeItem, TeeItemResult, TxResult, VoucherState,
 };
-use zg_chain::{
-    Amount, Client, Devnet, DevnetConfig, InferenceServingContract as Serving, ServiceKind, ServiceParams,
-    SettlementStatus,
-};
+use zg_chain::{Amount, Client, Devnet, DevnetConfig, ServiceKind, ServiceParams, SettlementStatus};
 
 use crate::common::Fault;
 use crate::settlement_crash::serve;
 
-// ---------------------------------------------------------------------------------------------
-// The adapter: `SettlementChain` over zg-chain. Small on purpose; the provider can copy it.
-
-/// [`SettlementChain`] over a zg-chain [`Client`] that signs as the provider.
-#[derive(Debug, Clone)]
-pub struct ZgChain {
-    client: Client,
-    provider: Address,
-}
-
-impl ZgChain {
-    /// `client` must sign with the provider's key.
-    pub fn new(client: Client) -> Result<Self, BoxError> {
-        let provider = client.signer_address()?;
-        Ok(Self { client, provider })
-    }
-}
-
-fn tee_payload(items: &[TeeItem]) -> Vec<zg_chain::TeeSettlement> {
-    items
-        .iter()
-        .map(|i| zg_chain::TeeSettlement {
-            user: i.user,
-            provider: i.provider,
-            total_fee: i.total_fee,
-            requests_hash: i.requests_hash,
-            nonce: i.nonce,
-            signature: i.signature.clone(),
-        })
-        .collect()
-}
-
-impl SettlementChain for ZgChain {
-    async fn account(&self, user: Address) -> Result<ChainAccount, BoxError> {
-        let a = self
-            .client
-            .inference()
-            .get_account(user, self.provider)
-            .await?
-            .ok_or_else(|| format!("{user} has no sub-account with provider {}", self.provider))?;
-        Ok(ChainAccount {
-            balance: a.balance.0,
-            pending_refund: a.pending_refund.0,
-            nonce: a.nonce,
-            tokens: TokenState {
-                generation: a.generation,
-                revoked_bitmap: a.revoked_bitmap,
-            },
-        })
-    }
-
-    async fn voucher_state(&self, user: Address) -> Result<VoucherState, BoxError> {
-        let (paid, nonce) = self.client.inference().voucher_state(user, self.provider).await?;
-        Ok(VoucherState { paid, nonce })
-    }
-
-    async fn preview_tee(&self, items: &[TeeItem]) -> Result<Vec<TeeItemResult>, BoxError> {
-        let p = self
-            .client
-            .inference()
-            .preview_settlement_results(&tee_payload(items))
-            .await?;
-        // The contract lists failed and partial users in item order; walk both lists alongside the items.
-        let (mut failed, mut partial) = (p.failed.into_iter().peekable(), p.partial.into_iter().peekable());
-        Ok(items
-            .iter()
-            .map(|i| {
-                if let Some((_, status)) = failed.next_if(|(u, _)| *u == i.user) {
-                    let code = match status {
-                        SettlementStatus::ProviderMismatch => 2,
-                        SettlementStatus::NoTeeSigner => 3,
-                        SettlementStatus::InvalidNonce => 4,
-                        _ => 5,
-                    };
-                    TeeItemResult {
-                        status: code,
-                        unsettled: i.total_fee,
-                    }
-                } else if let Some((_, unsettled)) = partial.next_if(|(u, _)| *u == i.user) {
-                    TeeItemResult { status: 1, unsettled }
-                } else {
-                    TeeItemResult {
-                        status: 0,
-                        unsettled: U256::ZERO,
-                    }
-                }
-            })
-            .collect())
-    }
-
-    async fn submit_tee(&self, items: &[TeeItem]) -> Result<B256, BoxError> {
-        Ok(self
-            .client
-            .inference()
-            .submit_settle_fees_with_tee(&tee_payload(items))
-            .await?)
-    }
-
-    async fn submit_vouchers(&self, vouchers: &[SignedVoucher]) -> Result<B256, BoxError> {
-        let payload: Vec<zg_chain::SignedVoucher> = vouchers
-            .iter()
-            .map(|v| zg_chain::SignedVoucher {
-                user: v.voucher.user,
-                provider: v.voucher.provider,
-                cumulative_amount: v.voucher.cumulativeAmount,
-                nonce: v.voucher.nonce,
-                signature: v.signature_bytes(),
-            })
-            .collect();
-        Ok(self.client.inference().submit_settle_vouchers(&payload).await?)
-    }
-
-    async fn wait_receipt(&self, tx_hash: B256) -> Result<TxResult, BoxError> {
-        match self.client.inference().settlement_outcome(tx_hash).await {
-            Ok(out) => Ok(TxResult {
-                success: true,
-                tee_results: out
-                    .results
-                    .iter()
-                    .filter_map(|r| {
-                        Some((
-                            r.user,
-                            TeeItemResult {
-                                status: code(r.status),
-                                unsettled: r.unsettled?,
-                            },
-                        ))
-                    })
-                    .collect(),
-            }),
-            Err(zg_chain::Error::TransactionFailed { .. }) => Ok(TxResult {
-                success: false,
-                tee_results: vec![],
-            }),
-            Err(e) => Err(e.into()),
-        }
-    }
-
-    async fn find_tee_result(&self, user: Address, nonce: U256) -> Result<Option<TeeItemResult>, BoxError> {
-        // `TEESettlementResult(user indexed, status, unsettledAmount)` does not carry the nonce: find the
-        // user's events, then match them to the items of the transaction that emitted them (one event per
-        // item, in item order). A production adapter bounds `from_block` by when the settlement was prepared.
-        let rpc = self.client.provider();
-        let filter = Filter::new()
-            .address(self.client.addresses().inference)
-            .event_signature(Serving::TEESettlementResult::SIGNATURE_HASH)
-            .topic1(user.into_word())
-            .from_block(BlockNumberOrTag::Earliest);
-        let mut txs: Vec<B256> = rpc
-            .get_logs(&filter)
-            .await?
-            .iter()
-            .filter_map(|l| l.transaction_hash)
-            .collect();
-        txs.dedup();
-        for tx in txs {
-            let (Some(t), Some(receipt)) = (
-                rpc.get_transaction_by_hash(tx).await?,
-                self.client.receipt(tx).await?,
-            ) else {
-                continue;
-            };
-            let Ok(call) = Serving::settleFeesWithTEECall::abi_decode(t.input()) else {
-                continue;
-            };
-            let events = receipt
-                .inner
-                .logs()
-                .iter()
-                .filter_map(|l| l.log_decode::<Serving::TEESettlementResult>().ok());
-            for (item, ev) in call.settlements.iter().zip(events) {
-                let ev = ev.inner.data;
-                if item.user == user && item.nonce == nonce && ev.status <= 1 {
-                    return Ok(Some(TeeItemResult {
-                        status: ev.status,
-                        unsettled: ev.unsettledAmount,
-                    }));
-                }
-            }
-        }
-        Ok(None)
-    }
-}
-
-fn code(s: SettlementStatus) -> u8 {
-    match s {
-        SettlementStatus::Success => 0,
-        SettlementStatus::Partial => 1,
-        SettlementStatus::ProviderMismatch => 2,
-        SettlementStatus::NoTeeSigner => 3,
-        SettlementStatus::InvalidNonce => 4,
-        SettlementStatus::InvalidSignature => 5,
-        SettlementStatus::AmountBelowPaid => 6,
-        SettlementStatus::Unknown(c) => c,
-    }
-}
+// The adapter is the provider's own (`zg_provider::ChainAdapter`): what runs in production is what is tested.
+type ZgChain = zg_provider::ChainAdapter;
 
 // ---------------------------------------------------------------------------------------------
 // Crash injection around any `SettlementChain`.
@@ -438,7 +238,7 @@ async fn snapshot(w: &World) -> Before {
 /// Exact on-chain money after settlement: each customer paid its fees once, the provider earned their sum
 /// (wallet delta plus the gas it spent), and the contract released exactly that.
 async fn check_exactly_once(w: &World, ledger: &Ledger, before: &Before, totals: &[u64], session: bool) {
-    let chain = ZgChain::new(w.provider.clone()).unwrap();
+    let chain = ZgChain::new(w.provider.clone(), w.provider.signer_address().unwrap());
     let all: u64 = totals.iter().sum();
     let mut nonces = Vec::new();
     for (c, t) in w.customers.iter().zip(totals) {
@@ -489,7 +289,7 @@ async fn check_exactly_once(w: &World, ledger: &Ledger, before: &Before, totals:
 async fn scenario(fault: Option<Fault>, session: bool) {
     let w = world().await;
     let dir = tempfile::tempdir().unwrap();
-    let chain = ZgChain::new(w.provider.clone()).unwrap();
+    let chain = ZgChain::new(w.provider.clone(), w.provider.signer_address().unwrap());
     let addrs: Vec<Address> = w.customers.iter().map(EthSigner::address).collect();
     let ledger = open_ledger(dir.path(), &w);
     sync_accounts(&ledger, &chain, &addrs).await;

@@ -323,6 +323,33 @@ async fn partial_payment_after_crash(fault: Fault) {
     assert!(r.tx_hashes.is_empty(), "nothing re-sent: {r:?}");
     assert!(ledger.open_settlements().unwrap().is_empty());
     assert_eq!(chain.state.lock().unwrap().provider_earned, U256::from(300));
+    // The unpaid 215 frees the newest requests that fit in it (105 + 104); 101..=103 (306) were paid 300,
+    // so the provider forgoes 6, less than one request, and the customer never pays twice.
+    let pending: Vec<U256> = ledger
+        .pending_session_requests(user.address())
+        .unwrap()
+        .iter()
+        .map(|r| r.fee)
+        .collect();
+    assert_eq!(pending, [U256::from(104), U256::from(105)]);
+    assert_eq!(ledger.unsettled_fee(user.address()), U256::from(209));
+    chain.deposit(user.address(), U256::from(1000));
+    sync_accounts(&ledger, &chain, &[user.address()]).await;
+    let r = settler.settle_due(5, true).await.unwrap();
+    assert_eq!(r.total_paid(), U256::from(209));
+    assert_eq!(chain.state.lock().unwrap().provider_earned, U256::from(509));
+    assert_eq!(ledger.unsettled_fee(user.address()), U256::ZERO);
+    // Reopening reloads the same state from disk.
+    ledger.close();
+    drop((settler, ledger));
+    let ledger = open_ledger(dir.path(), provider);
+    assert_eq!(ledger.unsettled_fee(user.address()), U256::ZERO);
+    assert!(
+        ledger
+            .pending_session_requests(user.address())
+            .unwrap()
+            .is_empty()
+    );
 }
 
 #[tokio::test]

@@ -8,6 +8,7 @@
 
 mod abi;
 mod devnet;
+mod fine_tuning;
 mod money_flow;
 
 use zg_chain::{Devnet, DevnetConfig};
