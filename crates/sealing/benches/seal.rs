@@ -10,7 +10,7 @@
     clippy::arithmetic_side_effects
 )]
 
-use criterion::{BatchSize, Criterion, Throughput, criterion_group, criterion_main};
+use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use zg_sealing::{Sealer, SealingKey, Unsealer, k256::ecdsa::SigningKey, signer_address};
 
 fn bench(c: &mut Criterion) {
