@@ -199,8 +199,6 @@ contract FineTuningServing is ServingBase, EIP712 {
     }
 
     mapping(address provider => StoredService) private _services;
-    address[] private _serviceProviders;
-    mapping(address provider => uint256) private _servicePos;
 
     /// @dev Deliverable id hashes per sub-account, oldest first (at most MAX_DELIVERABLES_PER_ACCOUNT).
     mapping(address user => mapping(address provider => bytes32[])) private _order;
@@ -267,10 +265,8 @@ contract FineTuningServing is ServingBase, EIP712 {
             if (msg.value != 0) revert CannotAddStakeWhenUpdating();
         } else {
             if (_serviceProviders.length >= MAX_SERVICES) revert TooManyServices(MAX_SERVICES);
-            _takeStake(msg.sender);
+            _addProvider(msg.sender);
             s.exists = true;
-            _serviceProviders.push(msg.sender);
-            _servicePos[msg.sender] = _serviceProviders.length;
         }
         if (s.teeSignerAddress != teeSignerAddress) s.teeSignerAcknowledged = false;
         s.url = url;
@@ -283,39 +279,6 @@ contract FineTuningServing is ServingBase, EIP712 {
         }
         s.teeSignerAddress = teeSignerAddress;
         emit ServiceUpdated(msg.sender, url, quota, pricePerToken, teeSignerAddress, occupied);
-    }
-
-    /// @notice Removes the caller's service and returns its stake. Settle deliverables first: settlement
-    ///         needs the service's TEE signer.
-    function removeService() external nonReentrant {
-        if (!_services[msg.sender].exists) revert ServiceNotExist(msg.sender);
-        delete _services[msg.sender];
-        uint256 pos = _servicePos[msg.sender];
-        uint256 last = _serviceProviders.length;
-        if (pos != last) {
-            address moved = _serviceProviders[last - 1];
-            _serviceProviders[pos - 1] = moved;
-            _servicePos[moved] = pos;
-        }
-        _serviceProviders.pop();
-        delete _servicePos[msg.sender];
-        emit ServiceRemoved(msg.sender);
-        _returnStake(msg.sender);
-    }
-
-    /// @notice Owner: vouches for `provider`'s current TEE signer.
-    function acknowledgeTEESignerByOwner(address provider) external onlyOwner {
-        StoredService storage s = _service(provider);
-        if (s.teeSignerAddress == address(0)) revert NoTEESigner(provider);
-        s.teeSignerAcknowledged = true;
-        emit ProviderTEESignerAcknowledged(provider, s.teeSignerAddress, true);
-    }
-
-    /// @notice Owner: withdraws the acknowledgement of `provider`'s TEE signer.
-    function revokeTEESignerAcknowledgement(address provider) external onlyOwner {
-        StoredService storage s = _service(provider);
-        s.teeSignerAcknowledged = false;
-        emit ProviderTEESignerAcknowledged(provider, s.teeSignerAddress, false);
     }
 
     // ------------------------------------------------------------------ deliverables
@@ -607,6 +570,24 @@ contract FineTuningServing is ServingBase, EIP712 {
             order[j] = order[j + 1];
         }
         order.pop();
+    }
+
+    function _deleteService(address provider) internal override {
+        _service(provider);
+        delete _services[provider];
+        emit ServiceRemoved(provider);
+    }
+
+    function _teeSigner(address provider) internal view override returns (address) {
+        return _service(provider).teeSignerAddress;
+    }
+
+    function _setTEESignerAcknowledged(address provider, bool acknowledged) internal override {
+        _services[provider].teeSignerAcknowledged = acknowledged;
+    }
+
+    function _revertNoTEESigner(address provider) internal pure override {
+        revert NoTEESigner(provider);
     }
 
     function _service(address provider) private view returns (StoredService storage s) {

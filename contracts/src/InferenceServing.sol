@@ -4,7 +4,6 @@ pragma solidity ^0.8.28;
 import {ServingBase, Refund} from "./ServingBase.sol";
 import {ILedger} from "./interfaces/IServing.sol";
 import {ECDSA} from "./lib/ECDSA.sol";
-import {EIP712} from "./lib/EIP712.sol";
 
 /// @notice What a provider publishes with `addOrUpdateService` (0G layout).
 struct ServiceParams {
@@ -177,8 +176,6 @@ contract InferenceServing is ServingBase {
     }
 
     mapping(address provider => StoredService) private _services;
-    address[] private _serviceProviders;
-    mapping(address provider => uint256) private _servicePos;
 
     /// @param lockTime_ Refund lock time in seconds (`MIN_LOCKTIME`..`MAX_LOCKTIME`).
     /// @param ledger_ The LedgerManager that funds sub-accounts.
@@ -213,10 +210,8 @@ contract InferenceServing is ServingBase {
         if (s.exists) {
             if (msg.value != 0) revert CannotAddStakeWhenUpdating();
         } else {
-            _takeStake(msg.sender);
+            _addProvider(msg.sender);
             s.exists = true;
-            _serviceProviders.push(msg.sender);
-            _servicePos[msg.sender] = _serviceProviders.length;
         }
         if (s.teeSignerAddress != params.teeSignerAddress) s.teeSignerAcknowledged = false;
         s.serviceType = params.serviceType;
@@ -238,41 +233,6 @@ contract InferenceServing is ServingBase {
             params.model,
             params.verifiability
         );
-    }
-
-    /// @notice Removes the caller's service and returns its stake. Existing sub-accounts stay: the
-    ///         provider can still settle and customers can still retrieve their funds.
-    function removeService() external nonReentrant {
-        if (!_services[msg.sender].exists) revert ServiceNotExist(msg.sender);
-        delete _services[msg.sender];
-        uint256 pos = _servicePos[msg.sender];
-        uint256 last = _serviceProviders.length;
-        if (pos != last) {
-            address moved = _serviceProviders[last - 1];
-            _serviceProviders[pos - 1] = moved;
-            _servicePos[moved] = pos;
-        }
-        _serviceProviders.pop();
-        delete _servicePos[msg.sender];
-        emit ServiceRemoved(msg.sender);
-        _returnStake(msg.sender);
-    }
-
-    // ------------------------------------------------------------------ owner: TEE signer trust
-
-    /// @notice Owner: vouches for `provider`'s current TEE signer (after checking its attestation).
-    function acknowledgeTEESignerByOwner(address provider) external onlyOwner {
-        StoredService storage s = _service(provider);
-        if (s.teeSignerAddress == address(0)) revert NoTEESigner(provider);
-        s.teeSignerAcknowledged = true;
-        emit ProviderTEESignerAcknowledged(provider, s.teeSignerAddress, true);
-    }
-
-    /// @notice Owner: withdraws the acknowledgement of `provider`'s TEE signer.
-    function revokeTEESignerAcknowledgement(address provider) external onlyOwner {
-        StoredService storage s = _service(provider);
-        s.teeSignerAcknowledged = false;
-        emit ProviderTEESignerAcknowledged(provider, s.teeSignerAddress, false);
     }
 
     // ------------------------------------------------------------------ customer: tokens
@@ -598,6 +558,24 @@ contract InferenceServing is ServingBase {
         uint256 balance = acc.balance;
         if (d.totalFee <= balance) return (STATUS_SUCCESS, d.totalFee);
         return (STATUS_PARTIAL, balance);
+    }
+
+    function _deleteService(address provider) internal override {
+        _service(provider);
+        delete _services[provider];
+        emit ServiceRemoved(provider);
+    }
+
+    function _teeSigner(address provider) internal view override returns (address) {
+        return _service(provider).teeSignerAddress;
+    }
+
+    function _setTEESignerAcknowledged(address provider, bool acknowledged) internal override {
+        _services[provider].teeSignerAcknowledged = acknowledged;
+    }
+
+    function _revertNoTEESigner(address provider) internal pure override {
+        revert NoTEESigner(provider);
     }
 
     function _service(address provider) private view returns (StoredService storage s) {

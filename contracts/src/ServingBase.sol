@@ -150,6 +150,10 @@ abstract contract ServingBase is IServing, Ownable, ReentrancyGuard {
     mapping(address user => mapping(address provider => uint256)) private _userPos;
     mapping(address provider => address[]) internal _usersOfProvider;
     mapping(address provider => mapping(address user => uint256)) private _providerPos;
+    /// @dev Providers with a service (unordered: removal swaps the last one in) and each one's
+    ///      1-based position.
+    address[] internal _serviceProviders;
+    mapping(address provider => uint256) private _servicePos;
 
     constructor(uint256 lockTime_, address ledger_, address owner_, uint256 minProviderStake_) Ownable(owner_) {
         if (ledger_ == address(0)) revert InvalidAddress(ledger_);
@@ -185,6 +189,32 @@ abstract contract ServingBase is IServing, Ownable, ReentrancyGuard {
         _checkLockTime(_locktime);
         emit LockTimeUpdated(lockTime, _locktime);
         lockTime = _locktime;
+    }
+
+    // ------------------------------------------------------------------ provider: service
+
+    /// @notice Removes the caller's service and returns its stake. Existing sub-accounts stay: customers
+    ///         can still retrieve their funds, but settle first (settlement needs the service's TEE signer).
+    function removeService() external nonReentrant {
+        _deleteService(msg.sender);
+        _removeProvider(msg.sender);
+    }
+
+    // ------------------------------------------------------------------ owner: TEE signer trust
+
+    /// @notice Owner: vouches for `provider`'s current TEE signer (after checking its attestation).
+    function acknowledgeTEESignerByOwner(address provider) external onlyOwner {
+        address signer = _teeSigner(provider);
+        if (signer == address(0)) _revertNoTEESigner(provider);
+        _setTEESignerAcknowledged(provider, true);
+        emit ProviderTEESignerAcknowledged(provider, signer, true);
+    }
+
+    /// @notice Owner: withdraws the acknowledgement of `provider`'s TEE signer.
+    function revokeTEESignerAcknowledgement(address provider) external onlyOwner {
+        address signer = _teeSigner(provider);
+        _setTEESignerAcknowledged(provider, false);
+        emit ProviderTEESignerAcknowledged(provider, signer, false);
     }
 
     // ------------------------------------------------------------------ ledger-only
@@ -305,10 +335,38 @@ abstract contract ServingBase is IServing, Ownable, ReentrancyGuard {
         emit UserTEESignerAcknowledged(msg.sender, provider, acknowledged);
     }
 
-    // ------------------------------------------------------------------ internals
+    // ------------------------------------------------------------------ hooks
 
     /// @dev Hook for contracts that keep more per-account data (deliverables).
     function _onAccountDeleted(address user, address provider) internal virtual {}
+
+    /// @dev Deletes `provider`'s service and emits the contract's `ServiceRemoved`; reverts
+    ///      `ServiceNotExist` if it has none.
+    function _deleteService(address provider) internal virtual;
+
+    /// @dev `provider`'s TEE signer (zero if none); reverts `ServiceNotExist` if it has no service.
+    function _teeSigner(address provider) internal view virtual returns (address);
+
+    /// @dev Records the owner's acknowledgement of `provider`'s TEE signer (the service exists).
+    function _setTEESignerAcknowledged(address provider, bool acknowledged) internal virtual;
+
+    /// @dev Reverts with the contract's `NoTEESigner(provider)` (declared there so that
+    ///      `<Contract>.NoTEESigner` keeps resolving for callers and tests).
+    function _revertNoTEESigner(address provider) internal pure virtual;
+
+    // ------------------------------------------------------------------ internals
+
+    /// @dev A new service: takes its stake from `msg.value` and lists its provider.
+    function _addProvider(address provider) internal {
+        _takeStake(provider);
+        _listAdd(_serviceProviders, _servicePos, provider);
+    }
+
+    /// @dev A removed service: unlists its provider and returns its stake.
+    function _removeProvider(address provider) internal {
+        _listRemove(_serviceProviders, _servicePos, provider);
+        _returnStake(provider);
+    }
 
     function _existing(address user, address provider) internal view returns (AccountState storage acc) {
         acc = _accounts[user][provider];
@@ -358,13 +416,13 @@ abstract contract ServingBase is IServing, Ownable, ReentrancyGuard {
         }
     }
 
-    function _takeStake(address provider) internal {
+    function _takeStake(address provider) private {
         if (msg.value < MIN_PROVIDER_STAKE) revert InsufficientStake(msg.value, MIN_PROVIDER_STAKE);
         _stakes[provider] = msg.value;
         emit ProviderStaked(provider, msg.value);
     }
 
-    function _returnStake(address provider) internal {
+    function _returnStake(address provider) private {
         uint256 stake = _stakes[provider];
         delete _stakes[provider];
         emit ProviderStakeReturned(provider, stake);
@@ -402,47 +460,40 @@ abstract contract ServingBase is IServing, Ownable, ReentrancyGuard {
     function _index(address user, address provider) private {
         _allAccounts.push(AccountKey(user, provider));
         _allPos[user][provider] = _allAccounts.length;
-        _providersOfUser[user].push(provider);
-        _userPos[user][provider] = _providersOfUser[user].length;
-        _usersOfProvider[provider].push(user);
-        _providerPos[provider][user] = _usersOfProvider[provider].length;
+        _listAdd(_providersOfUser[user], _userPos[user], provider);
+        _listAdd(_usersOfProvider[provider], _providerPos[provider], user);
     }
 
     function _unindex(address user, address provider) private {
-        {
-            uint256 pos = _allPos[user][provider];
-            uint256 last = _allAccounts.length;
-            if (pos != last) {
-                AccountKey memory moved = _allAccounts[last - 1];
-                _allAccounts[pos - 1] = moved;
-                _allPos[moved.user][moved.provider] = pos;
-            }
-            _allAccounts.pop();
-            delete _allPos[user][provider];
+        uint256 pos = _allPos[user][provider];
+        uint256 last = _allAccounts.length;
+        if (pos != last) {
+            AccountKey memory moved = _allAccounts[last - 1];
+            _allAccounts[pos - 1] = moved;
+            _allPos[moved.user][moved.provider] = pos;
         }
-        {
-            address[] storage list = _providersOfUser[user];
-            uint256 pos = _userPos[user][provider];
-            uint256 last = list.length;
-            if (pos != last) {
-                address moved = list[last - 1];
-                list[pos - 1] = moved;
-                _userPos[user][moved] = pos;
-            }
-            list.pop();
-            delete _userPos[user][provider];
+        _allAccounts.pop();
+        delete _allPos[user][provider];
+        _listRemove(_providersOfUser[user], _userPos[user], provider);
+        _listRemove(_usersOfProvider[provider], _providerPos[provider], user);
+    }
+
+    /// @dev Appends `item` to `list` and records its 1-based position in `pos`.
+    function _listAdd(address[] storage list, mapping(address => uint256) storage pos, address item) private {
+        list.push(item);
+        pos[item] = list.length;
+    }
+
+    /// @dev Removes `item` (listed) from `list`: the last entry takes its place, so order is not kept.
+    function _listRemove(address[] storage list, mapping(address => uint256) storage pos, address item) private {
+        uint256 p = pos[item];
+        uint256 last = list.length;
+        if (p != last) {
+            address moved = list[last - 1];
+            list[p - 1] = moved;
+            pos[moved] = p;
         }
-        {
-            address[] storage list = _usersOfProvider[provider];
-            uint256 pos = _providerPos[provider][user];
-            uint256 last = list.length;
-            if (pos != last) {
-                address moved = list[last - 1];
-                list[pos - 1] = moved;
-                _providerPos[provider][moved] = pos;
-            }
-            list.pop();
-            delete _providerPos[provider][user];
-        }
+        list.pop();
+        delete pos[item];
     }
 }
