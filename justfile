@@ -42,3 +42,11 @@ bench:
 # Forge gas report for settlement (settleFeesWithTEE vs settleVouchers).
 gas: setup
     cd contracts && forge test --match-contract GasReport -vv
+
+# Fuzz every parser of untrusted bytes for SECONDS each (cargo-fuzz; libFuzzer needs nightly features, hence
+# RUSTC_BOOTSTRAP). Not part of `just test`: findings land in crates/*/fuzz/artifacts.
+fuzz SECONDS="60":
+    command -v cargo-fuzz >/dev/null || cargo install --locked cargo-fuzz
+    cd crates/attestation && for t in quote event_log; do RUSTC_BOOTSTRAP=1 cargo fuzz run -s none $t -- -max_total_time={{SECONDS}}; done
+    cd crates/billing && for t in session_token signed_request; do RUSTC_BOOTSTRAP=1 cargo fuzz run -s none $t -- -max_total_time={{SECONDS}}; done
+    cd crates/sealing && for t in unseal tamper; do RUSTC_BOOTSTRAP=1 cargo fuzz run -s none $t -- -max_total_time={{SECONDS}}; done
