@@ -31,7 +31,7 @@ lint:
     cargo fmt --all --check
     cargo clippy --workspace --all-targets --locked -- -D warnings
 
-# Bring up a devnet, deploy the contracts and walk a customer through the ledger, printing balances.
+# Devnet, provider (simulated TEE, demo model), verified chat, zg serve + openai, settlement; exits 0 only if all verified.
 demo: setup
     scripts/demo.sh
 
@@ -43,8 +43,8 @@ bench:
 gas: setup
     cd contracts && forge test --match-contract GasReport -vv
 
-# Fuzz every parser of untrusted bytes for SECONDS each (cargo-fuzz; libFuzzer needs nightly features, hence
-# RUSTC_BOOTSTRAP). Not part of `just test`: findings land in crates/*/fuzz/artifacts.
+# Fuzz the parsers of untrusted bytes for SECONDS each (cargo-fuzz; findings land in crates/*/fuzz/artifacts).
+# libFuzzer needs nightly features, hence RUSTC_BOOTSTRAP; not part of `just test`.
 fuzz SECONDS="60":
     command -v cargo-fuzz >/dev/null || cargo install --locked cargo-fuzz
     cd crates/attestation && for t in quote event_log; do RUSTC_BOOTSTRAP=1 cargo fuzz run -s none $t -- -max_total_time={{SECONDS}}; done

@@ -28,6 +28,10 @@ const STREAM: &str = r#"{"model":"ok","messages":[{"role":"user","content":"hi"}
 struct Env {
     rt: tokio::runtime::Runtime,
     direct: String,
+    /// A pass-through proxy (axum in, reqwest out, no auth, no billing, no signatures, no disk):
+    /// the ceiling any proxy reaches on this machine, since it shares the cores with the client and
+    /// the upstream and does their HTTP work once more.
+    noop: String,
     via: String,
     token: String,
     http: reqwest::Client,
@@ -49,7 +53,9 @@ fn env() -> Env {
         (fake, o)
     });
     let (_, token) = common::customer(&o, 10u128.pow(30));
+    let noop = rt.block_on(noop_proxy(format!("{}/chat/completions", fake.base)));
     Env {
+        noop,
         direct: format!("{}/chat/completions", fake.base),
         via: format!("{}/v1/proxy/chat/completions", o.url),
         token,
@@ -60,6 +66,26 @@ fn env() -> Env {
         rt,
         _o: o,
     }
+}
+
+async fn noop_proxy(upstream: String) -> String {
+    use axum::body::Bytes;
+    let client = reqwest::Client::new();
+    let app = axum::Router::new().route(
+        "/chat/completions",
+        axum::routing::post(move |body: Bytes| {
+            let (client, upstream) = (client.clone(), upstream.clone());
+            async move {
+                let r = client.post(&upstream).body(body).send().await.unwrap();
+                let status = r.status().as_u16();
+                (axum::http::StatusCode::from_u16(status).unwrap(), r.bytes().await.unwrap())
+            }
+        }),
+    );
+    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}/chat/completions", l.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(l, app).await.unwrap() });
+    url
 }
 
 impl Env {
@@ -133,11 +159,11 @@ fn summary(e: &Env) {
             v.push(e.ttft(true).await);
         }
         eprintln!("TTFT   direct p50 {:.3} ms | provider p50 {:.3} ms | added p50 {:.3} ms", pct(d.clone(), 0.5), pct(v.clone(), 0.5), pct(v, 0.5) - pct(d, 0.5));
-        for via in [false, true] {
+        for (label, target) in [("direct", &e.direct), ("no-op proxy", &e.noop), ("provider", &e.via)] {
             let stop = Instant::now() + Duration::from_secs(3);
             let tasks: Vec<_> = (0..64)
                 .map(|_| {
-                    let (http, url, token) = (e.http.clone(), if via { e.via.clone() } else { e.direct.clone() }, e.token.clone());
+                    let (http, url, token) = (e.http.clone(), target.clone(), e.token.clone());
                     tokio::spawn(async move {
                         let mut n = 0u64;
                         while Instant::now() < stop {
@@ -154,7 +180,7 @@ fn summary(e: &Env) {
             for t in tasks {
                 total += t.await.unwrap();
             }
-            eprintln!("throughput at 64 connections, {}: {:.0} req/s", if via { "provider" } else { "direct" }, total as f64 / 3.0);
+            eprintln!("throughput at 64 connections, {label}: {:.0} req/s", total as f64 / 3.0);
         }
         let base = rss_mib();
         let slow = r#"{"model":"slow","messages":[],"stream":true}"#;

@@ -9,7 +9,7 @@ use alloy_primitives::{Address, B256, U256};
 use axum::body::Bytes;
 use futures::StreamExt as _;
 use futures::future::BoxFuture;
-use serde::Serialize;
+use serde::{Deserialize as _, Serialize};
 use sha2::{Digest as _, Sha256};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc};
 use zg_billing::{
@@ -212,6 +212,22 @@ pub fn now_ms() -> u64 {
         .unwrap_or(0)
 }
 
+/// The completion bound of an OpenAI request: `None` = field absent, `Some(None)` = present but not
+/// a `u64` (then `max_completion_tokens` still wins over `max_tokens`, as it always did).
+#[derive(serde::Deserialize)]
+struct MaxTokens {
+    #[serde(default, deserialize_with = "present_u64")]
+    max_completion_tokens: Option<Option<u64>>,
+    #[serde(default, deserialize_with = "present_u64")]
+    max_tokens: Option<Option<u64>>,
+}
+
+fn present_u64<'de, D: serde::Deserializer<'de>>(
+    d: D,
+) -> std::result::Result<Option<Option<u64>>, D::Error> {
+    Ok(Some(serde_json::Value::deserialize(d)?.as_u64()))
+}
+
 fn random_key() -> String {
     hex::encode(rand::random::<[u8; 16]>())
 }
@@ -377,12 +393,12 @@ impl Provider {
     fn session_fee_cap(&self, route: Route, body: &[u8]) -> Result<U256> {
         let completion = match route {
             Route::Embeddings | Route::Models => 0,
-            _ => serde_json::from_slice::<serde_json::Value>(body)
+            // Only the two fields are read (the rest is skipped, not built into a `Value` tree).
+            _ => serde_json::from_slice::<MaxTokens>(body)
                 .ok()
-                .and_then(|v| {
-                    v.get("max_completion_tokens")
-                        .or_else(|| v.get("max_tokens"))
-                        .and_then(serde_json::Value::as_u64)
+                .and_then(|m| match m.max_completion_tokens {
+                    Some(present) => present,
+                    None => m.max_tokens.flatten(),
                 })
                 .unwrap_or(self.0.config.default_max_tokens),
         };
@@ -602,8 +618,10 @@ impl Provider {
         }
         let fee = fee.unwrap_or_default();
         let nonce = admission.nonce.unwrap_or_default();
+        // The 0G EIP-191 signature is made when `GET /v1/proxy/signature/{key}` asks for it
+        // ([`Provider::zg_receipt`]): it is a deterministic function (RFC 6979) of the stored text and
+        // the TEE's settlement key, so signing per request only cost CPU. The text is durable below.
         let text = format!("{}:{}", hex::encode(request_hash), hex::encode(response_hash));
-        let zg_sig = keys.settlement.sign_message(text.as_bytes())?;
         let signed = keys.response.sign(Receipt {
             request_hash,
             response_hash,
@@ -629,7 +647,7 @@ impl Provider {
         };
         let stored = StoredReceipt {
             text,
-            signature: format!("0x{}", hex::encode(zg_sig.as_bytes())),
+            signature: String::new(),
             native: serde_json::to_string(&receipt).unwrap_or_default(),
         };
         let now = now_ms();
@@ -648,6 +666,20 @@ impl Provider {
         a?;
         b?;
         Ok(receipt)
+    }
+
+    /// The stored receipts under `key`, with the 0G EIP-191 signature of `text` filled in: receipts
+    /// are stored unsigned (see [`StoredReceipt::signature`]) and signed here, on demand, with the
+    /// TEE's settlement key (deterministic, RFC 6979: the same text always gets the same signature).
+    pub async fn zg_receipt(&self, key: String) -> Result<Option<StoredReceipt>> {
+        let Some(mut r) = self.0.receipts.get(key).await? else {
+            return Ok(None);
+        };
+        if r.signature.is_empty() {
+            let sig = self.0.tee.keys().settlement.sign_message(r.text.as_bytes())?;
+            r.signature = format!("0x{}", hex::encode(sig.as_bytes()));
+        }
+        Ok(Some(r))
     }
 
     /// `GET /v1/proxy/models`: authenticated, not billed.

@@ -174,8 +174,7 @@ impl ProviderRpc for GrpcService {
         let key = req.into_inner().key;
         let r = self
             .p
-            .receipts()
-            .get(key.clone())
+            .zg_receipt(key.clone())
             .await?
             .ok_or_else(|| Error::NotFound(format!("receipt {key:?} (chat_id_not_found)")))?;
         let receipt = serde_json::from_str::<ReceiptJson>(&r.native)

@@ -163,7 +163,7 @@ async fn models(State(s): State<Provider>, headers: HeaderMap) -> Response {
 }
 
 async fn signature(State(s): State<Provider>, Path(key): Path<String>) -> Response {
-    match s.receipts().get(key).await {
+    match s.zg_receipt(key).await {
         Ok(Some(r)) => Json(json!({
             "text": r.text,
             "signature": r.signature,
