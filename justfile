@@ -43,8 +43,8 @@ bench:
 gas: setup
     cd contracts && forge test --match-contract GasReport -vv
 
-# Fuzz the parsers of untrusted bytes for SECONDS each (cargo-fuzz; findings land in crates/*/fuzz/artifacts).
 # libFuzzer needs nightly features, hence RUSTC_BOOTSTRAP; not part of `just test`.
+# Fuzz the parsers of untrusted bytes for SECONDS each (cargo-fuzz; findings land in crates/*/fuzz/artifacts).
 fuzz SECONDS="60":
     command -v cargo-fuzz >/dev/null || cargo install --locked cargo-fuzz
     cd crates/attestation && for t in quote event_log; do RUSTC_BOOTSTRAP=1 cargo fuzz run -s none $t -- -max_total_time={{SECONDS}}; done
