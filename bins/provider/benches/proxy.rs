@@ -78,7 +78,10 @@ async fn noop_proxy(upstream: String) -> String {
             async move {
                 let r = client.post(&upstream).body(body).send().await.unwrap();
                 let status = r.status().as_u16();
-                (axum::http::StatusCode::from_u16(status).unwrap(), r.bytes().await.unwrap())
+                (
+                    axum::http::StatusCode::from_u16(status).unwrap(),
+                    r.bytes().await.unwrap(),
+                )
             }
         }),
     );

@@ -78,7 +78,10 @@ async fn plain_chat_is_billed_exactly_and_both_receipts_verify() {
     // Signed on read (RFC 6979): every read answers the same signature, also over gRPC's path.
     assert_eq!(zg_receipt(&o, &key).await, zg);
     let direct = o.provider.zg_receipt(key.clone()).await.unwrap().unwrap();
-    assert_eq!((direct.text, direct.signature), (zg.text.clone(), zg.signature.clone()));
+    assert_eq!(
+        (direct.text, direct.signature),
+        (zg.text.clone(), zg.signature.clone())
+    );
     // Native receipt: ed25519 over the same hashes and the exact fee.
     let signed = native.to_signed().unwrap();
     o.provider
