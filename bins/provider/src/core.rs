@@ -9,7 +9,7 @@ use alloy_primitives::{Address, B256, U256};
 use axum::body::Bytes;
 use futures::StreamExt as _;
 use futures::future::BoxFuture;
-use serde::{Deserialize as _, Serialize};
+use serde::Deserialize as _;
 use sha2::{Digest as _, Sha256};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc};
 use zg_billing::{
@@ -80,61 +80,7 @@ pub struct CoreConfig {
     pub max_skew_ms: u64,
 }
 
-/// A verified native receipt and where to find the 0G signature, as sent to clients
-/// (`ZG-Receipt` header, SSE `zg-receipt` event, gRPC).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, serde::Deserialize)]
-pub struct ReceiptJson {
-    /// The `ZG-Res-Key` of this exchange.
-    pub key: String,
-    /// `0x`-hex sha256 of the request body as received.
-    pub request_hash: B256,
-    /// `0x`-hex sha256 of the response bytes as sent (streams: every SSE byte before the receipt event).
-    pub response_hash: B256,
-    /// Model.
-    pub model: String,
-    /// Usage the fee was computed from (zeros when the upstream reported none).
-    pub usage: UsageJson,
-    /// Whether the upstream reported usage (false = not billed).
-    pub billed: bool,
-    /// Fee in neuron, decimal.
-    pub fee: String,
-    /// The native request's nonce (0 for 0G session requests), decimal.
-    pub nonce: String,
-    /// `0x`-hex 64-byte ed25519 signature over `zg_billing::Receipt::encode()`.
-    pub signature: String,
-    /// `0x`-hex 32-byte ed25519 public key that signed (bound in the attestation).
-    pub response_key: String,
-}
-
-/// `usage` as JSON.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, serde::Deserialize)]
-pub struct UsageJson {
-    /// Prompt tokens.
-    pub prompt_tokens: u64,
-    /// Completion tokens.
-    pub completion_tokens: u64,
-}
-
-impl ReceiptJson {
-    /// The billing crate's receipt type, for verification.
-    pub fn to_signed(&self) -> Option<zg_billing::SignedReceipt> {
-        let sig = hex::decode(self.signature.trim_start_matches("0x")).ok()?;
-        Some(zg_billing::SignedReceipt {
-            receipt: Receipt {
-                request_hash: self.request_hash,
-                response_hash: self.response_hash,
-                model: self.model.clone(),
-                usage: Usage {
-                    prompt_tokens: self.usage.prompt_tokens,
-                    completion_tokens: self.usage.completion_tokens,
-                },
-                fee: self.fee.parse().ok()?,
-                nonce: self.nonce.parse().ok()?,
-            },
-            signature: sig.try_into().ok()?,
-        })
-    }
-}
+pub use zg_billing::{ReceiptJson, UsageJson};
 
 /// One item of a streamed exchange.
 #[derive(Debug)]
@@ -624,7 +570,12 @@ impl Provider {
             ),
             _ => self.0.metrics.unbilled(),
         }
-        let fee = fee.unwrap_or_default();
+        // A native request's fee never exceeds the cap the customer signed: the receipt states the fee the
+        // ledger bills, so the customer's count and ours agree (the ledger also clamps, as a second line).
+        let fee = match admission.kind {
+            zg_billing::RequestKind::Native => fee.unwrap_or_default().min(admission.fee_cap),
+            _ => fee.unwrap_or_default(),
+        };
         let nonce = admission.nonce.unwrap_or_default();
         // The 0G EIP-191 signature is made when `GET /v1/proxy/signature/{key}` asks for it
         // ([`Provider::zg_receipt`]): it is a deterministic function (RFC 6979) of the stored text and

@@ -15,14 +15,7 @@ use crate::core::{Credentials, Exchange, ExchangeBody, Provider, ReceiptJson, St
 use crate::error::Error;
 use crate::upstream::Route;
 
-/// Response header with the key of the exchange's receipts.
-pub const RES_KEY_HEADER: &str = "zg-res-key";
-/// Response header with the native receipt (base64url JSON) on non-streamed responses.
-pub const RECEIPT_HEADER: &str = "zg-receipt";
-/// Request header with the native signed request envelope.
-pub const REQUEST_HEADER: &str = "zg-request";
-/// SSE event name of the native receipt that ends a native stream.
-pub const RECEIPT_EVENT: &str = "zg-receipt";
+pub use zg_billing::{RECEIPT_EVENT, RECEIPT_HEADER, REQUEST_HEADER, RES_KEY_HEADER};
 
 /// Largest request body accepted.
 pub const MAX_BODY: usize = 16 * 1024 * 1024;

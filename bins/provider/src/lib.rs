@@ -42,6 +42,3 @@ pub use crate::upstream::{Route, UpBody, UpResponse, Upstream};
 // Used by the binary only (main.rs); the library re-exports nothing of them.
 use anyhow as _;
 use tracing_subscriber as _;
-// Linked for their features only (precomputed base-point tables; see Cargo.toml).
-use ed25519_dalek as _;
-use k256 as _;

@@ -16,6 +16,7 @@ mod receipt;
 mod settle;
 mod sig;
 mod token;
+mod wire;
 
 pub use crate::error::{BoxError, Error, Result};
 pub use crate::ledger::{
@@ -39,4 +40,7 @@ pub use crate::sig::{EthSigner, KeyCache};
 pub use crate::token::{
     EPHEMERAL_TOKEN_ID, MAX_EPHEMERAL_LIFETIME_MS, SESSION_TOKEN_PREFIX, SessionClaims, SessionToken,
     SessionVerifier, TokenState,
+};
+pub use crate::wire::{
+    RECEIPT_EVENT, RECEIPT_HEADER, REQUEST_HEADER, RES_KEY_HEADER, ReceiptJson, UsageJson,
 };

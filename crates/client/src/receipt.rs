@@ -3,53 +3,12 @@
 use alloy_primitives::{B256, U256};
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 use zg_billing::{Prices, Receipt, ReceiptVerifier, SignedReceipt, Usage};
 
 use crate::error::{Error, Result};
 
-/// Response header carrying the native receipt (base64url JSON) on non-streamed responses.
-pub const RECEIPT_HEADER: &str = "zg-receipt";
-/// Response header with the key under which the provider stores the exchange's receipts.
-pub const RES_KEY_HEADER: &str = "zg-res-key";
-/// Request header with the native signed request envelope.
-pub const REQUEST_HEADER: &str = "zg-request";
-/// SSE event name of the receipt that ends a native stream.
-pub const RECEIPT_EVENT: &str = "zg-receipt";
-
-/// The receipt as the provider sends it (`ZG-Receipt` header, final SSE `zg-receipt` event).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct ReceiptJson {
-    /// The `ZG-Res-Key` of the exchange.
-    pub key: String,
-    /// sha256 of the request body as the provider received it.
-    pub request_hash: B256,
-    /// sha256 of the response bytes as the provider sent them.
-    pub response_hash: B256,
-    /// The model that served it.
-    pub model: String,
-    /// Token usage the fee was computed from.
-    pub usage: UsageJson,
-    /// Whether the upstream reported usage (false: not billed).
-    pub billed: bool,
-    /// Fee, neuron, decimal.
-    pub fee: String,
-    /// The signed request's nonce, decimal.
-    pub nonce: String,
-    /// `0x`-hex ed25519 signature over `zg_billing::Receipt::encode()`.
-    pub signature: String,
-    /// `0x`-hex ed25519 key that signed.
-    pub response_key: String,
-}
-
-/// Token counts.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-pub struct UsageJson {
-    /// Prompt tokens.
-    pub prompt_tokens: u64,
-    /// Completion tokens.
-    pub completion_tokens: u64,
-}
+pub use zg_billing::{RECEIPT_EVENT, RECEIPT_HEADER, REQUEST_HEADER, RES_KEY_HEADER, ReceiptJson, UsageJson};
 
 /// A receipt that passed every check: signature by the attested key, hashes of the exact bytes, nonce,
 /// model, and a fee equal to usage × the on-chain prices.
