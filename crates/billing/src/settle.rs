@@ -439,6 +439,29 @@ impl<C: SettlementChain> Settler<C> {
         })
     }
 
+    /// Records `tx` on the prepared settlement rows before waiting (so a crash from here on is reconciled from
+    /// the chain), then waits for its receipt. A reverted transaction applied nothing: the rows stay open and
+    /// the next reconcile re-sends them.
+    async fn record_and_wait(
+        &self,
+        records: &[SettlementRecord],
+        tx: B256,
+        report: &mut SettleReport,
+    ) -> Result<TxResult> {
+        report.tx_hashes.push(tx);
+        let ids: Vec<u64> = records.iter().map(|r| r.id).collect();
+        self.ledger.mark_sent(&ids, tx).await?;
+        let result = self
+            .chain
+            .wait_receipt(tx)
+            .await
+            .map_err(chain_err("wait receipt"))?;
+        if !result.success {
+            return Err(Error::TxReverted { tx_hash: tx });
+        }
+        Ok(result)
+    }
+
     /// Settles every customer whose unsettled fees reach the threshold or who has a refund pending
     /// (the refund lock would otherwise let them withdraw before paying); `force` settles all.
     pub async fn settle_due(&self, now_ms: u64, force: bool) -> Result<SettleReport> {
@@ -577,18 +600,7 @@ impl<C: SettlementChain> Settler<C> {
             .submit_tee(&payload)
             .await
             .map_err(chain_err("settleFeesWithTEE"))?;
-        report.tx_hashes.push(tx);
-        let ids: Vec<u64> = records.iter().map(|r| r.id).collect();
-        self.ledger.mark_sent(&ids, tx).await?;
-        let result = self
-            .chain
-            .wait_receipt(tx)
-            .await
-            .map_err(chain_err("wait receipt"))?;
-        if !result.success {
-            // Reverted: nothing applied. Records stay open and the next reconcile re-sends them.
-            return Err(Error::TxReverted { tx_hash: tx });
-        }
+        let result = self.record_and_wait(&records, tx, report).await?;
         for rec in &records {
             let from_receipt = receipt_result(&result, rec.user);
             match self.resolve_tee(rec, from_receipt).await {
@@ -647,17 +659,7 @@ impl<C: SettlementChain> Settler<C> {
             .submit_vouchers(&vouchers)
             .await
             .map_err(chain_err("settleVouchers"))?;
-        report.tx_hashes.push(tx);
-        let ids: Vec<u64> = records.iter().map(|r| r.id).collect();
-        self.ledger.mark_sent(&ids, tx).await?;
-        let result = self
-            .chain
-            .wait_receipt(tx)
-            .await
-            .map_err(chain_err("wait receipt"))?;
-        if !result.success {
-            return Err(Error::TxReverted { tx_hash: tx });
-        }
+        self.record_and_wait(&records, tx, report).await?;
         for rec in &records {
             report
                 .items
