@@ -94,9 +94,10 @@ impl ChainAdapter {
         }
         inf.get_service(self.provider)
             .await?
-            .ok_or(zg_chain::Error::Devnet(
-                "service not found right after addOrUpdateService".into(),
-            ))
+            .ok_or_else(|| zg_chain::Error::Rpc {
+                call: "InferenceServing.getService".into(),
+                reason: "no service right after a successful addOrUpdateService".into(),
+            })
     }
 }
 

@@ -197,6 +197,26 @@ impl Client {
         }
     }
 
+    /// Maps a view call's result, turning the revert that means "there is none" (`is_absent(error name)`) into
+    /// `Ok(None)` and any other failure into an [`Error`].
+    pub(crate) fn none_if_absent<T>(
+        &self,
+        call: &str,
+        result: std::result::Result<T, alloy::contract::Error>,
+        is_absent: impl Fn(&str) -> bool,
+    ) -> Result<Option<T>> {
+        match result {
+            Ok(v) => Ok(Some(v)),
+            Err(e) => {
+                let err = self.contract_error(call, e);
+                match err.revert() {
+                    Some(r) if is_absent(&r.name) => Ok(None),
+                    _ => Err(err),
+                }
+            }
+        }
+    }
+
     /// Sends a transaction without waiting for it to be mined; returns its hash.
     pub(crate) async fn submit<D: CallDecoder>(
         &self,

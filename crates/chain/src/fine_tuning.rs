@@ -143,16 +143,11 @@ impl<'a> FineTuning<'a> {
     /// The TEE signer a fine-tuning provider registered (its sealed files' tags must recover to it), or `None`
     /// if it has no service.
     pub async fn tee_signer(&self, provider: Address) -> Result<Option<Address>> {
-        match self.contract.getService(provider).call().await {
-            Ok(s) => Ok(Some(s.teeSignerAddress)),
-            Err(e) => {
-                let err = self.client.contract_error("FineTuningServing.getService", e);
-                match err.revert() {
-                    Some(r) if r.name.starts_with("ServiceNot") => Ok(None),
-                    _ => Err(err),
-                }
-            }
-        }
+        let r = self.contract.getService(provider).call().await;
+        Ok(self
+            .client
+            .none_if_absent("FineTuningServing.getService", r, crate::inference::is_no_service)?
+            .map(|s| s.teeSignerAddress))
     }
 
     /// Provider: creates its service, paying `stake` (at least the contract's `MIN_PROVIDER_STAKE`), or updates

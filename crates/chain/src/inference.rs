@@ -40,6 +40,11 @@ fn service(s: InferenceServing::Service) -> InferenceService {
     }
 }
 
+/// The revert both serving contracts use for a provider without a service (`ServiceNotExist`).
+pub(crate) fn is_no_service(error: &str) -> bool {
+    error.starts_with("ServiceNot")
+}
+
 fn tee_item(s: &TeeSettlement) -> InferenceServing::TEESettlementData {
     InferenceServing::TEESettlementData {
         user: s.user,
@@ -76,16 +81,11 @@ impl<'a> Inference<'a> {
 
     /// One provider's service, or `None` if it has none.
     pub async fn get_service(&self, provider: Address) -> Result<Option<InferenceService>> {
-        match self.contract.getService(provider).call().await {
-            Ok(s) => Ok(Some(service(s))),
-            Err(e) => {
-                let err = self.client.contract_error("InferenceServing.getService", e);
-                match err.revert() {
-                    Some(r) if r.name.starts_with("ServiceNot") => Ok(None),
-                    _ => Err(err),
-                }
-            }
-        }
+        let r = self.contract.getService(provider).call().await;
+        Ok(self
+            .client
+            .none_if_absent("InferenceServing.getService", r, is_no_service)?
+            .map(service))
     }
 
     /// All services (paged by 50 internally).

@@ -24,21 +24,16 @@ impl<'a> Ledger<'a> {
 
     /// A customer's ledger, or `None` when they have none yet.
     pub async fn get_ledger(&self, user: Address) -> Result<Option<LedgerInfo>> {
-        match self.contract.getLedger(user).call().await {
-            Ok(l) => Ok(Some(LedgerInfo {
+        let r = self.contract.getLedger(user).call().await;
+        Ok(self
+            .client
+            .none_if_absent("LedgerManager.getLedger", r, |e| e == "LedgerNotExists")?
+            .map(|l| LedgerInfo {
                 user: l.user,
                 available: Amount(l.availableBalance),
                 total: Amount(l.totalBalance),
                 additional_info: l.additionalInfo,
-            })),
-            Err(e) => {
-                let err = self.client.contract_error("LedgerManager.getLedger", e);
-                match err.revert() {
-                    Some(r) if r.name == "LedgerNotExists" => Ok(None),
-                    _ => Err(err),
-                }
-            }
-        }
+            }))
     }
 
     /// Creates the sender's ledger with a first deposit.
