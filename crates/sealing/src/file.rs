@@ -230,10 +230,27 @@ impl<'k> Sealer<'k> {
     /// (written to a temp file next to it, fsynced, renamed).
     pub fn seal_file(&self, signer: &SigningKey, input: &Path, output: &Path) -> Result<SealSummary> {
         let mut src = File::open(input).map_err(|e| Error::io(input, e))?;
+        self.seal_reader_named(signer, &mut src, input, output)
+    }
+
+    /// Seals everything `src` yields into `output`, one chunk in memory at a time: for plaintext produced on
+    /// the fly (an archive streamed from a directory) that never touches the disk in the clear. `output`
+    /// appears only when complete (temp file, fsync, rename).
+    pub fn seal_reader(&self, signer: &SigningKey, src: &mut impl Read, output: &Path) -> Result<SealSummary> {
+        self.seal_reader_named(signer, src, Path::new("<reader>"), output)
+    }
+
+    fn seal_reader_named(
+        &self,
+        signer: &SigningKey,
+        src: &mut impl Read,
+        src_name: &Path,
+        output: &Path,
+    ) -> Result<SealSummary> {
         let tmp = tmp_next_to(output);
         let res = (|| {
             let mut dst = File::create(&tmp).map_err(|e| Error::io(&tmp, e))?;
-            let summary = self.seal_stream(signer, &mut src, &mut dst, input)?;
+            let summary = self.seal_stream(signer, src, &mut dst, src_name)?;
             dst.sync_all().map_err(|e| Error::io(&tmp, e))?;
             drop(dst);
             fs::rename(&tmp, output).map_err(|e| Error::io(output, e))?;

@@ -140,6 +140,27 @@ impl LocalStore {
         res
     }
 
+    /// Stores the file at `path` under `root` without copying it when it can: a hard link into the store
+    /// (same file system), else a copy that is fsynced and renamed. The caller vouches that `root` is the root
+    /// of these bytes (it hashed them itself, e.g. with [`MerkleBuilder::hash_reader`] while computing
+    /// another digest in the same pass); nothing is re-hashed here, and every read re-hashes, so a wrong root
+    /// can never be served. `path` must not be modified afterwards (it shares the blob's inode).
+    pub fn adopt_file(&self, path: &Path, root: B256) -> Result<()> {
+        let dest = self.blob_path(root);
+        if dest.exists() {
+            return Ok(());
+        }
+        let tmp = self.tmp_path();
+        let res = match fs::hard_link(path, &tmp) {
+            Ok(()) => Ok(()),
+            Err(_) => fs::copy(path, &tmp).map(|_| ()),
+        }
+        .map_err(|e| Error::io(path, e))
+        .and_then(|()| self.commit(&tmp, root));
+        let _ = fs::remove_file(&tmp);
+        res
+    }
+
     /// Stores `data`.
     pub fn put_bytes(&self, data: &[u8]) -> Result<B256> {
         let root = self.builder().hash_bytes(data)?.root();
