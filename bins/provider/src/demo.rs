@@ -2,6 +2,6 @@
 //! (which fine-tunes it); re-exported here under its old paths.
 
 pub use zg_ngram::{
-    DEFAULT_MAX_TOKENS, DEMO_EMBEDDING_ID, DEMO_MODEL_ID, DemoError, DemoReply, EMBEDDING_DIMS, Finish, Generation,
-    NgramModel, SHIPPED_CORPUS, Sampling, embed, prompt_tokens, tokenize,
+    DEFAULT_MAX_TOKENS, DEMO_EMBEDDING_ID, DEMO_MODEL_ID, DemoError, DemoReply, EMBEDDING_DIMS, Finish,
+    Generation, NgramModel, SHIPPED_CORPUS, Sampling, embed, prompt_tokens, tokenize,
 };

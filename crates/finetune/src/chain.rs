@@ -130,7 +130,8 @@ pub trait FineTuningChain: Send + Sync + 'static {
     /// Where settlement signatures are valid.
     fn domain(&self) -> SettlementDomain;
     /// The customer's sub-account, `None` when there is none.
-    fn account(&self, user: Address) -> impl Future<Output = Result<Option<SubAccount>, ChainFailure>> + Send;
+    fn account(&self, user: Address)
+    -> impl Future<Output = Result<Option<SubAccount>, ChainFailure>> + Send;
     /// A deliverable, `None` when there is none with this id.
     fn deliverable(
         &self,
@@ -148,6 +149,42 @@ pub trait FineTuningChain: Send + Sync + 'static {
     fn settle(&self, s: &Settlement) -> impl Future<Output = Result<B256, ChainFailure>> + Send;
     /// The contract's penalty percentage for unacknowledged deliverables.
     fn penalty_percentage(&self) -> impl Future<Output = Result<u64, ChainFailure>> + Send;
+}
+
+impl<T: FineTuningChain> FineTuningChain for std::sync::Arc<T> {
+    fn provider(&self) -> Address {
+        (**self).provider()
+    }
+    fn domain(&self) -> SettlementDomain {
+        (**self).domain()
+    }
+    fn account(
+        &self,
+        user: Address,
+    ) -> impl Future<Output = Result<Option<SubAccount>, ChainFailure>> + Send {
+        (**self).account(user)
+    }
+    fn deliverable(
+        &self,
+        user: Address,
+        id: &str,
+    ) -> impl Future<Output = Result<Option<DeliverableState>, ChainFailure>> + Send {
+        (**self).deliverable(user, id)
+    }
+    fn add_deliverable(
+        &self,
+        user: Address,
+        id: &str,
+        root: &Bytes,
+    ) -> impl Future<Output = Result<B256, ChainFailure>> + Send {
+        (**self).add_deliverable(user, id, root)
+    }
+    fn settle(&self, s: &Settlement) -> impl Future<Output = Result<B256, ChainFailure>> + Send {
+        (**self).settle(s)
+    }
+    fn penalty_percentage(&self) -> impl Future<Output = Result<u64, ChainFailure>> + Send {
+        (**self).penalty_percentage()
+    }
 }
 
 pub(crate) fn chain_err(op: &'static str) -> impl FnOnce(ChainFailure) -> Error {

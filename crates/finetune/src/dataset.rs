@@ -241,8 +241,8 @@ impl Dataset {
                 inner: e.take(cap.saturating_add(1)),
                 n: 0,
             };
-            p.feed(std::io::BufReader::new(&mut counted))?;
-            // Reading stopped at the cap: decide which limit it was.
+            let fed = p.feed(std::io::BufReader::new(&mut counted));
+            // Reading stopped at the cap (the cut may also have broken the last line): name the limit.
             if counted.n > cap {
                 if cap == ratio_cap && ratio_cap < budget {
                     return Err(Error::Archive {
@@ -259,8 +259,8 @@ impl Dataset {
                     max: limits.max_unpacked_bytes,
                 });
             }
+            fed?;
             unpacked = unpacked.saturating_add(counted.n);
-            p.end_of_file();
         }
         p.finish()
     }
@@ -349,7 +349,9 @@ fn text_of(v: &Value, line: u64, field: &str) -> Result<String> {
                     None => {
                         return Err(Error::DatasetFormat {
                             line,
-                            reason: format!("{field}: content parts must be {{\"type\":\"text\",\"text\":…}}"),
+                            reason: format!(
+                                "{field}: content parts must be {{\"type\":\"text\",\"text\":…}}"
+                            ),
                         });
                     }
                 }
@@ -364,9 +366,7 @@ fn text_of(v: &Value, line: u64, field: &str) -> Result<String> {
 }
 
 fn parse_record(obj: &serde_json::Map<String, Value>, line: u64) -> Result<(DatasetFormat, Vec<String>)> {
-    let s = |k: &str| -> Result<String> {
-        text_of(obj.get(k).unwrap_or(&Value::Null), line, k)
-    };
+    let s = |k: &str| -> Result<String> { text_of(obj.get(k).unwrap_or(&Value::Null), line, k) };
     if let Some(msgs) = obj.get("messages") {
         let msgs = msgs.as_array().ok_or_else(|| Error::DatasetFormat {
             line,
@@ -387,7 +387,11 @@ fn parse_record(obj: &serde_json::Map<String, Value>, line: u64) -> Result<(Data
                     reason: format!("messages[{i}].role must be system, user, assistant or tool"),
                 });
             }
-            parts.push(text_of(m.get("content").unwrap_or(&Value::Null), line, "content")?);
+            parts.push(text_of(
+                m.get("content").unwrap_or(&Value::Null),
+                line,
+                "content",
+            )?);
         }
         return Ok((DatasetFormat::Chat, parts));
     }
@@ -400,7 +404,10 @@ fn parse_record(obj: &serde_json::Map<String, Value>, line: u64) -> Result<(Data
         return Ok((DatasetFormat::Instruction, parts));
     }
     if obj.contains_key("prompt") && obj.contains_key("completion") {
-        return Ok((DatasetFormat::PromptCompletion, vec![s("prompt")?, s("completion")?]));
+        return Ok((
+            DatasetFormat::PromptCompletion,
+            vec![s("prompt")?, s("completion")?],
+        ));
     }
     if obj.contains_key("text") {
         return Ok((DatasetFormat::Text, vec![s("text")?]));
@@ -421,8 +428,6 @@ impl<'l> JsonlParser<'l> {
             bytes: 0,
         }
     }
-
-    fn end_of_file(&mut self) {}
 
     fn feed(&mut self, mut r: impl BufRead) -> Result<()> {
         let mut buf = Vec::new();
@@ -537,7 +542,8 @@ mod tests {
 
     #[test]
     fn each_format_parses_and_counts() {
-        let chat = br#"{"messages":[{"role":"user","content":"Hi there"},{"role":"assistant","content":"Hello!"}]}
+        let chat =
+            br#"{"messages":[{"role":"user","content":"Hi there"},{"role":"assistant","content":"Hello!"}]}
 {"messages":[{"role":"user","content":[{"type":"text","text":"two words"}]}]}
 "#;
         let d = Dataset::from_jsonl(chat, &lim()).unwrap();
@@ -553,19 +559,34 @@ mod tests {
         assert_eq!(d.records[1].text(), "say hi\nhi");
         assert_eq!(d.to_jsonl().split(|b| *b == b'\n').count(), 3);
         let pc = b"{\"prompt\":\"a\",\"completion\":\"b\"}\r\n{\"prompt\":\"c\",\"completion\":\"d\"}\r\n";
-        assert_eq!(Dataset::from_jsonl(pc, &lim()).unwrap().format, DatasetFormat::PromptCompletion);
+        assert_eq!(
+            Dataset::from_jsonl(pc, &lim()).unwrap().format,
+            DatasetFormat::PromptCompletion
+        );
         let t = b"{\"text\":\"a\"}\n{\"text\":\"b\"}\n";
-        assert_eq!(Dataset::from_jsonl(t, &lim()).unwrap().format, DatasetFormat::Text);
+        assert_eq!(
+            Dataset::from_jsonl(t, &lim()).unwrap().format,
+            DatasetFormat::Text
+        );
     }
 
     #[test]
     fn malformed_lines_are_named() {
         for (data, needle) in [
             (&b"not json\n"[..], "line 1: not JSON"),
-            (b"{\"text\":\"a\"}\n[1]\n", "line 2: each line must be a JSON object"),
+            (
+                b"{\"text\":\"a\"}\n[1]\n",
+                "line 2: each line must be a JSON object",
+            ),
             (b"{\"text\":\"a\"}\n{\"foo\":1}\n", "line 2: no known format"),
-            (b"{\"text\":\"a\"}\n{\"prompt\":\"a\",\"completion\":\"b\"}\n", "line 2: prompt_completion record, but line 1 was text"),
-            (b"{\"messages\":[{\"role\":\"wizard\",\"content\":\"x\"}]}\n", "role must be"),
+            (
+                b"{\"text\":\"a\"}\n{\"prompt\":\"a\",\"completion\":\"b\"}\n",
+                "line 2: prompt_completion record, but line 1 was text",
+            ),
+            (
+                b"{\"messages\":[{\"role\":\"wizard\",\"content\":\"x\"}]}\n",
+                "role must be",
+            ),
             (b"{\"text\":\"  \"}\n", "no text"),
             (b"{\"text\":\"a\"}\n", "at least 2"),
             (b"", "empty"),
@@ -583,8 +604,24 @@ mod tests {
             ..lim()
         };
         let e = Dataset::from_jsonl(b"{\"text\":\"aaaaaaaaaaaa\"}\n", &small).unwrap_err();
-        assert!(matches!(e, Error::DatasetTooLarge { what: "line bytes", .. }), "{e}");
-        let e = Dataset::from_jsonl(b"{\"text\":\"a\"}\n{\"text\":\"a\"}\n{\"text\":\"a\"}\n", &DatasetLimits { max_line_bytes: 100, ..small }).unwrap_err();
+        assert!(
+            matches!(
+                e,
+                Error::DatasetTooLarge {
+                    what: "line bytes",
+                    ..
+                }
+            ),
+            "{e}"
+        );
+        let e = Dataset::from_jsonl(
+            b"{\"text\":\"a\"}\n{\"text\":\"a\"}\n{\"text\":\"a\"}\n",
+            &DatasetLimits {
+                max_line_bytes: 100,
+                ..small
+            },
+        )
+        .unwrap_err();
         assert!(matches!(e, Error::DatasetTooLarge { what: "records", .. }), "{e}");
         assert_eq!(e.status(), 413);
         let e = Dataset::from_jsonl(&[b' '; 1001], &small).unwrap_err();
@@ -593,7 +630,14 @@ mod tests {
 
     #[test]
     fn entry_names_that_escape_are_refused() {
-        for bad in ["../x.jsonl", "data/../../x.jsonl", "/etc/passwd", "C:\\x.jsonl", "a\\..\\..\\b", ""] {
+        for bad in [
+            "../x.jsonl",
+            "data/../../x.jsonl",
+            "/etc/passwd",
+            "C:\\x.jsonl",
+            "a\\..\\..\\b",
+            "",
+        ] {
             assert!(check_entry_name(bad).is_err(), "{bad}");
         }
         for ok in ["data/train.jsonl", "x..y.jsonl", "data/.hidden.jsonl"] {

@@ -94,7 +94,12 @@ pub trait ArtifactStore: Send + Sync + 'static {
     /// Whether the store has blob `root`.
     fn exists(&self, root: B256) -> impl Future<Output = Result<bool>> + Send;
     /// Writes blob `root` to `out`, verified; `Ok(None)` when the store does not have it.
-    fn fetch(&self, root: B256, out: &Path, max_bytes: u64) -> impl Future<Output = Result<Option<u64>>> + Send;
+    fn fetch(
+        &self,
+        root: B256,
+        out: &Path,
+        max_bytes: u64,
+    ) -> impl Future<Output = Result<Option<u64>>> + Send;
 }
 
 impl ArtifactStore for LocalStore {
@@ -158,8 +163,12 @@ mod tests {
         assert_eq!(a.storage_root, zg_storage::root_of_bytes(&bytes).unwrap());
         assert_eq!(a.sealed_len, bytes.len() as u64);
         assert_eq!(a.encrypted_secret.len(), 129);
-        let key = EncryptedSecret::from_bytes(a.encrypted_secret.clone()).unwrap_with(&customer).unwrap();
-        let plain = Unsealer::new(&key, signer_address(tee.verifying_key())).unseal_bytes(&bytes).unwrap();
+        let key = EncryptedSecret::from_bytes(a.encrypted_secret.clone())
+            .unwrap_with(&customer)
+            .unwrap();
+        let plain = Unsealer::new(&key, signer_address(tee.verifying_key()))
+            .unseal_bytes(&bytes)
+            .unwrap();
         let mut tar = Vec::new();
         TarStream::new(&out).unwrap().read_to_end(&mut tar).unwrap();
         assert_eq!(plain, tar);

@@ -65,7 +65,9 @@ pub enum Error {
         recovered: Address,
     },
     /// A signed timestamp is outside the accepted window.
-    #[error("timestamp {timestamp} is more than {window_secs} s away from the broker's clock ({now}); sign again")]
+    #[error(
+        "timestamp {timestamp} is more than {window_secs} s away from the broker's clock ({now}); sign again"
+    )]
     StaleTimestamp {
         /// Timestamp signed (seconds).
         timestamp: i64,
@@ -173,7 +175,9 @@ pub enum Error {
         state: String,
     },
     /// The customer has no fine-tuning sub-account with this provider.
-    #[error("{user} has no fine-tuning sub-account with provider {provider}: transfer funds first (zg transfer-fund --service fine-tuning)")]
+    #[error(
+        "{user} has no fine-tuning sub-account with provider {provider}: transfer funds first (zg transfer-fund --service fine-tuning)"
+    )]
     NoSubAccount {
         /// Customer.
         user: Address,
@@ -181,7 +185,9 @@ pub enum Error {
         provider: Address,
     },
     /// The customer has not acknowledged this provider's TEE signer.
-    #[error("{user} has not acknowledged provider {provider}'s TEE signer; acknowledge it first (create-task does)")]
+    #[error(
+        "{user} has not acknowledged provider {provider}'s TEE signer; acknowledge it first (create-task does)"
+    )]
     SignerNotAcknowledged {
         /// Customer.
         user: Address,
@@ -189,7 +195,9 @@ pub enum Error {
         provider: Address,
     },
     /// The sub-account cannot cover the fee.
-    #[error("the fee of {fee} neuron exceeds the sub-account's available {available} neuron (balance minus pending refunds and other unsettled tasks)")]
+    #[error(
+        "the fee of {fee} neuron exceeds the sub-account's available {available} neuron (balance minus pending refunds and other unsettled tasks)"
+    )]
     InsufficientBalance {
         /// Fee.
         fee: U256,
@@ -317,9 +325,9 @@ impl Error {
             | Self::UnknownModel { .. } => 400,
             Self::DatasetNotFound { .. } | Self::TaskNotFound { .. } => 404,
             Self::DatasetTooLarge { .. } => 413,
-            Self::NoSubAccount { .. }
-            | Self::InsufficientBalance { .. }
-            | Self::FeeAboveSignedMax { .. } => 402,
+            Self::NoSubAccount { .. } | Self::InsufficientBalance { .. } | Self::FeeAboveSignedMax { .. } => {
+                402
+            }
             Self::SignerNotAcknowledged { .. } => 412,
             Self::Busy { .. } => 429,
             Self::Chain {

@@ -21,11 +21,12 @@ mod store;
 
 pub use chain::{DeliverableState, FineTuningChain, Settlement, SettlementDomain, SubAccount};
 pub use dataset::{ByteTokenizer, Dataset, DatasetFormat, DatasetLimits, Record, Tokenizer, WordTokenizer};
-pub use deliver::{ArtifactStore, Artifact, hash_file, seal_output};
+pub use deliver::{Artifact, ArtifactStore, hash_file, seal_output};
 pub use error::{ChainFailure, Error, Result};
 pub use executor::{
-    BuiltinExecutor, CancelToken, CommandExecutor, CommandSpec, ContainerRuntime, DockerExecutor, Executor, Job, MAX_LOG_LINE,
-    Metric, ResourceLimits, TrainContext, TrainEvent, TrainOutcome, apply_adapter, ADAPTER_FORMAT,
+    ADAPTER_FORMAT, BuiltinExecutor, CancelToken, CommandExecutor, CommandSpec, ContainerRuntime,
+    DockerExecutor, Executor, Job, MAX_LOG_LINE, Metric, ResourceLimits, TrainContext, TrainEvent,
+    TrainOutcome, apply_adapter,
 };
 #[cfg(any(test, feature = "test-utils"))]
 pub use memchain::{Fault, MemChain};

@@ -95,6 +95,11 @@ impl MemChain {
         self.lock().faults.entry(op).or_default().push(fault);
     }
 
+    /// Drops every queued fault.
+    pub fn clear_faults(&self) {
+        self.lock().faults.clear();
+    }
+
     /// How many times `op` was called.
     pub fn calls(&self, op: &'static str) -> u64 {
         self.lock().calls.get(op).copied().unwrap_or(0)
@@ -116,13 +121,20 @@ impl MemChain {
 
     /// Deliverables recorded for `user`.
     pub fn deliverable_count(&self, user: Address) -> usize {
-        self.lock().deliverables.keys().filter(|(u, _)| *u == user).count()
+        self.lock()
+            .deliverables
+            .keys()
+            .filter(|(u, _)| *u == user)
+            .count()
     }
 
     fn enter(&self, op: &'static str) -> (Option<Fault>, std::sync::MutexGuard<'_, State>) {
         let mut s = self.lock();
         *s.calls.entry(op).or_default() += 1;
-        let f = s.faults.get_mut(op).and_then(|v| (!v.is_empty()).then(|| v.remove(0)));
+        let f = s
+            .faults
+            .get_mut(op)
+            .and_then(|v| (!v.is_empty()).then(|| v.remove(0)));
         (f, s)
     }
 
@@ -198,7 +210,10 @@ impl FineTuningChain for MemChain {
             return Err(e);
         }
         let key = (v.user, v.id.clone());
-        let acc = *s.accounts.get(&v.user).ok_or_else(|| reverted("AccountNotExists"))?;
+        let acc = *s
+            .accounts
+            .get(&v.user)
+            .ok_or_else(|| reverted("AccountNotExists"))?;
         let d = s
             .deliverables
             .get(&key)

@@ -141,7 +141,9 @@ pub struct TarStream {
 
 impl std::fmt::Debug for TarStream {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("TarStream").field("total", &self.total).finish_non_exhaustive()
+        f.debug_struct("TarStream")
+            .field("total", &self.total)
+            .finish_non_exhaustive()
     }
 }
 
@@ -263,7 +265,8 @@ pub fn unpack(src: &mut impl Read, dest: &Path, max_bytes: u64) -> Result<Vec<St
     let mut total = 0u64;
     let mut h = [0u8; BLOCK];
     loop {
-        src.read_exact(&mut h).map_err(|e| Error::io("read archive", dest, e))?;
+        src.read_exact(&mut h)
+            .map_err(|e| Error::io("read archive", dest, e))?;
         if h.iter().all(|&b| b == 0) {
             return Ok(written);
         }
@@ -273,7 +276,11 @@ pub fn unpack(src: &mut impl Read, dest: &Path, max_bytes: u64) -> Result<Vec<St
             String::from_utf8_lossy(&f[..end]).into_owned()
         };
         let (name, prefix) = (field(0..100), field(345..500));
-        let name = if prefix.is_empty() { name } else { format!("{prefix}/{name}") };
+        let name = if prefix.is_empty() {
+            name
+        } else {
+            format!("{prefix}/{name}")
+        };
         let size_s = field(124..136);
         let size = u64::from_str_radix(size_s.trim().trim_end_matches('\0'), 8)
             .map_err(|_| refuse(&name, "size field is not octal"))?;
@@ -298,7 +305,10 @@ pub fn unpack(src: &mut impl Read, dest: &Path, max_bytes: u64) -> Result<Vec<St
             b'0' | 0 => {
                 total = total.saturating_add(size);
                 if total > max_bytes {
-                    return Err(refuse(&name, &format!("archive unpacks to more than {max_bytes} bytes")));
+                    return Err(refuse(
+                        &name,
+                        &format!("archive unpacks to more than {max_bytes} bytes"),
+                    ));
                 }
                 if let Some(parent) = out.parent() {
                     std::fs::create_dir_all(parent).map_err(|e| Error::io("create", parent, e))?;

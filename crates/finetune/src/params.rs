@@ -81,7 +81,13 @@ const SCHEMA: &[(&str, Kind)] = &[
     ("bf16", Kind::Bool),
     (
         "lr_scheduler_type",
-        Kind::Choice(&["linear", "cosine", "constant", "constant_with_warmup", "polynomial"]),
+        Kind::Choice(&[
+            "linear",
+            "cosine",
+            "constant",
+            "constant_with_warmup",
+            "polynomial",
+        ]),
     ),
 ];
 
@@ -159,8 +165,7 @@ impl TrainingParams {
                 format!("{} bytes exceeds the limit of {MAX_PARAMS_BYTES}", text.len()),
             ));
         }
-        let v: Value =
-            serde_json::from_str(text).map_err(|e| bad("(file)", format!("not JSON: {e}")))?;
+        let v: Value = serde_json::from_str(text).map_err(|e| bad("(file)", format!("not JSON: {e}")))?;
         let Value::Object(obj) = v else {
             return Err(bad("(file)", "must be a JSON object"));
         };
@@ -238,9 +243,17 @@ mod tests {
             (r#"{"learning_rate": 0}"#, "learning_rate", "out of bounds"),
             (r#"{"learning_rate": "fast"}"#, "learning_rate", "finite number"),
             (r#"{"lora_dropout": 1.5}"#, "lora_dropout", "out of bounds"),
-            (r#"{"lr_scheduler_type": "magic"}"#, "lr_scheduler_type", "not one of"),
+            (
+                r#"{"lr_scheduler_type": "magic"}"#,
+                "lr_scheduler_type",
+                "not one of",
+            ),
             (r#"{"epochs": 3}"#, "epochs", "unknown parameter"),
-            (r#"{"num_train_epoch": 3}"#, "num_train_epoch", "did you mean \"num_train_epochs\""),
+            (
+                r#"{"num_train_epoch": 3}"#,
+                "num_train_epoch",
+                "did you mean \"num_train_epochs\"",
+            ),
             ("[1,2]", "(file)", "JSON object"),
             ("{", "(file)", "not JSON"),
         ] {

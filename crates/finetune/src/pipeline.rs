@@ -194,7 +194,10 @@ impl<C, S> std::fmt::Debug for Pipeline<C, S> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Pipeline")
             .field("data_dir", &self.inner.cfg.data_dir)
-            .field("models", &self.inner.models.iter().map(|m| &m.name).collect::<Vec<_>>())
+            .field(
+                "models",
+                &self.inner.models.iter().map(|m| &m.name).collect::<Vec<_>>(),
+            )
             .finish_non_exhaustive()
     }
 }
@@ -456,7 +459,13 @@ impl<C: FineTuningChain, S: ArtifactStore> Pipeline<C, S> {
         res
     }
 
-    async fn upload_dataset_inner(&self, user: Address, signature: &str, timestamp: i64, temp: &Path) -> Result<String> {
+    async fn upload_dataset_inner(
+        &self,
+        user: Address,
+        signature: &str,
+        timestamp: i64,
+        temp: &Path,
+    ) -> Result<String> {
         let inner = &self.inner;
         sig::check_fresh(timestamp, now_ms() / 1000, inner.cfg.signature_window_secs)?;
         let sig_bytes = sig::parse_signature("dataset", signature)?;
@@ -471,9 +480,13 @@ impl<C: FineTuningChain, S: ArtifactStore> Pipeline<C, S> {
         .map_err(|e| Error::store("dataset check", e))??;
         let hash = format!("{root:#x}");
         let dir = inner.cfg.data_dir.join("datasets").join(format!("{user:#x}"));
-        tokio::fs::create_dir_all(&dir).await.map_err(|e| Error::io("create", &dir, e))?;
+        tokio::fs::create_dir_all(&dir)
+            .await
+            .map_err(|e| Error::io("create", &dir, e))?;
         let dest = dir.join(&hash);
-        tokio::fs::rename(temp, &dest).await.map_err(|e| Error::io("store dataset", &dest, e))?;
+        tokio::fs::rename(temp, &dest)
+            .await
+            .map_err(|e| Error::io("store dataset", &dest, e))?;
         let size = tokio::fs::metadata(&dest).await.map(|m| m.len()).unwrap_or(0);
         inner.store.put_dataset(user, hash.clone(), dest, size).await?;
         Ok(hash)
@@ -519,7 +532,13 @@ impl<C: FineTuningChain, S: ArtifactStore> Pipeline<C, S> {
                 if let Some(token) = token {
                     token.cancel();
                 }
-                if self.inner.running.lock().map(|r| !r.contains_key(id)).unwrap_or(true) {
+                if self
+                    .inner
+                    .running
+                    .lock()
+                    .map(|r| !r.contains_key(id))
+                    .unwrap_or(true)
+                {
                     self.cleanup(id, false).await;
                 }
                 return self.inner.store.get_for(user, id).await;
@@ -548,7 +567,10 @@ impl<C: FineTuningChain, S: ArtifactStore> Pipeline<C, S> {
     pub fn sealed_of(&self, t: &TaskRecord) -> Result<(PathBuf, u64)> {
         let delivered = matches!(
             t.state,
-            TaskState::Delivered | TaskState::UserAcknowledged | TaskState::Finished | TaskState::PenaltySettled
+            TaskState::Delivered
+                | TaskState::UserAcknowledged
+                | TaskState::Finished
+                | TaskState::PenaltySettled
         );
         match (&t.sealed_path, t.sealed_len) {
             (Some(p), Some(len)) if delivered => Ok((PathBuf::from(p), len)),
@@ -580,7 +602,11 @@ impl<C: FineTuningChain, S: ArtifactStore> Pipeline<C, S> {
 
     /// `from → to` if still in `from`; emits the event. `Ok(false)` when another actor moved the task.
     async fn step(&self, t: &TaskRecord, to: TaskState, update: Update, note: String) -> Result<bool> {
-        let won = self.inner.store.transition(&t.id, t.state, to, update, note).await?;
+        let won = self
+            .inner
+            .store
+            .transition(&t.id, t.state, to, update, note)
+            .await?;
         if won {
             self.emit_state(&t.id, t.state, to, t.updated_at);
         }
@@ -590,14 +616,21 @@ impl<C: FineTuningChain, S: ArtifactStore> Pipeline<C, S> {
     async fn fail(&self, t: &TaskRecord, e: &Error) -> Result<bool> {
         tracing::warn!(task = %t.id, error = %e, "task failed");
         let note = fail_note(e);
-        self.step(t, TaskState::Failed, Update::new().text("fail_reason", note.clone()), note)
-            .await
+        self.step(
+            t,
+            TaskState::Failed,
+            Update::new().text("fail_reason", note.clone()),
+            note,
+        )
+        .await
     }
 
     fn spawn_driver(&self, id: TaskId) {
         let token = CancelToken::new();
         {
-            let Ok(mut r) = self.inner.running.lock() else { return };
+            let Ok(mut r) = self.inner.running.lock() else {
+                return;
+            };
             if r.contains_key(&id) {
                 return;
             }
@@ -647,13 +680,23 @@ impl<C: FineTuningChain, S: ArtifactStore> Pipeline<C, S> {
             let res = match t.state {
                 s if s.is_terminal() => return Ok(()),
                 TaskState::Init => self
-                    .step(&t, TaskState::SettingUp, Update::new(), "fetching and checking the dataset".into())
+                    .step(
+                        &t,
+                        TaskState::SettingUp,
+                        Update::new(),
+                        "fetching and checking the dataset".into(),
+                    )
                     .await
                     .map(|_| ()),
                 TaskState::SettingUp => self.setup(&t).await,
                 TaskState::Training => self.train(&t, token).await,
                 TaskState::Trained => self
-                    .step(&t, TaskState::Delivering, Update::new(), "packaging and sealing the model".into())
+                    .step(
+                        &t,
+                        TaskState::Delivering,
+                        Update::new(),
+                        "packaging and sealing the model".into(),
+                    )
                     .await
                     .map(|_| ()),
                 TaskState::Delivering => self.deliver(&t).await,
@@ -675,9 +718,12 @@ impl<C: FineTuningChain, S: ArtifactStore> Pipeline<C, S> {
                     }
                 }
                 Err(e) => {
-                    let t = self.inner.store.get(id).await?.ok_or_else(|| Error::TaskNotFound {
-                        id: id.to_string(),
-                    })?;
+                    let t = self
+                        .inner
+                        .store
+                        .get(id)
+                        .await?
+                        .ok_or_else(|| Error::TaskNotFound { id: id.to_string() })?;
                     if t.state.can_move_to(TaskState::Failed) && !t.deliver_sending {
                         self.fail(&t, &e).await?;
                     } else {
@@ -699,7 +745,9 @@ impl<C: FineTuningChain, S: ArtifactStore> Pipeline<C, S> {
         let params = TrainingParams::parse(&t.training_params, inner.cfg.max_epochs)?;
         let dir = task_dir(&inner.cfg, &t.id);
         let input = dir.join("input");
-        tokio::fs::create_dir_all(&input).await.map_err(|e| Error::io("create", &input, e))?;
+        tokio::fs::create_dir_all(&input)
+            .await
+            .map_err(|e| Error::io("create", &input, e))?;
         let raw = match self.dataset_source(t.user, &t.dataset_hash).await? {
             DatasetSource::Upload(p) => p,
             DatasetSource::Storage(root) => {
@@ -718,18 +766,19 @@ impl<C: FineTuningChain, S: ArtifactStore> Pipeline<C, S> {
         let tokenizer = Arc::clone(&model.tokenizer);
         let input2 = input.clone();
         let params_json = params.to_json();
-        let (tokens, records, format) = tokio::task::spawn_blocking(move || -> Result<(u64, usize, &'static str)> {
-            let ds = Dataset::load(&raw, &limits)?;
-            let tokens = ds.token_count(tokenizer.as_ref());
-            let p = input2.join("dataset.jsonl");
-            std::fs::write(&p, ds.to_jsonl()).map_err(|e| Error::io("write", &p, e))?;
-            let p = input2.join("params.json");
-            std::fs::write(&p, params_json).map_err(|e| Error::io("write", &p, e))?;
-            let _ = std::fs::remove_file(input2.join("dataset.raw"));
-            Ok((tokens, ds.records.len(), ds.format.as_str()))
-        })
-        .await
-        .map_err(|e| Error::store("dataset", e))??;
+        let (tokens, records, format) =
+            tokio::task::spawn_blocking(move || -> Result<(u64, usize, &'static str)> {
+                let ds = Dataset::load(&raw, &limits)?;
+                let tokens = ds.token_count(tokenizer.as_ref());
+                let p = input2.join("dataset.jsonl");
+                std::fs::write(&p, ds.to_jsonl()).map_err(|e| Error::io("write", &p, e))?;
+                let p = input2.join("params.json");
+                std::fs::write(&p, params_json).map_err(|e| Error::io("write", &p, e))?;
+                let _ = std::fs::remove_file(input2.join("dataset.raw"));
+                Ok((tokens, ds.records.len(), ds.format.as_str()))
+            })
+            .await
+            .map_err(|e| Error::store("dataset", e))??;
         let epochs = params.num_train_epochs;
         let price = inner.cfg.price_per_token;
         let fee = U256::from(tokens)
@@ -793,7 +842,9 @@ impl<C: FineTuningChain, S: ArtifactStore> Pipeline<C, S> {
         let output = dir.join("output");
         // A crash mid-training leaves a partial output: start clean.
         let _ = tokio::fs::remove_dir_all(&output).await;
-        tokio::fs::create_dir_all(&output).await.map_err(|e| Error::io("create", &output, e))?;
+        tokio::fs::create_dir_all(&output)
+            .await
+            .map_err(|e| Error::io("create", &output, e))?;
         let job = Job {
             task_id: t.id.to_string(),
             model: model.name.clone(),
@@ -803,7 +854,11 @@ impl<C: FineTuningChain, S: ArtifactStore> Pipeline<C, S> {
             params,
         };
         let (ev_tx, mut ev_rx) = tokio::sync::mpsc::unbounded_channel::<TrainEvent>();
-        let ctx = TrainContext::new(move |e| drop(ev_tx.send(e)), token.clone(), inner.cfg.train_timeout);
+        let ctx = TrainContext::new(
+            move |e| drop(ev_tx.send(e)),
+            token.clone(),
+            inner.cfg.train_timeout,
+        );
         let executor = Arc::clone(&model.executor);
         let handle = tokio::task::spawn_blocking(move || executor.train(&job, &ctx));
         // Persist what the trainer reports, in batches, while it runs.
@@ -830,7 +885,11 @@ impl<C: FineTuningChain, S: ArtifactStore> Pipeline<C, S> {
                     let _ = me.inner.store.append_log(&id, lines).await;
                 }
                 if let Some(p) = progress {
-                    let _ = me.inner.store.update(&id, TaskState::Training, Update::new().real("progress", p)).await;
+                    let _ = me
+                        .inner
+                        .store
+                        .update(&id, TaskState::Training, Update::new().real("progress", p))
+                        .await;
                 }
                 me.emit_activity(&id);
             }
@@ -890,15 +949,28 @@ impl<C: FineTuningChain, S: ArtifactStore> Pipeline<C, S> {
             }
             self.log(&t.id, note).await;
             let _ = tokio::fs::remove_dir_all(dir.join("output")).await;
-            t = self.inner.store.get(&t.id).await?.ok_or_else(|| Error::TaskNotFound { id: t.id.to_string() })?;
+            t = self
+                .inner
+                .store
+                .get(&t.id)
+                .await?
+                .ok_or_else(|| Error::TaskNotFound { id: t.id.to_string() })?;
         }
         let root_hex = t.model_root_hash.clone().unwrap_or_default();
-        let root = Bytes::from(B256::from_str(&root_hex).map_err(|e| Error::store("model root", e))?.to_vec());
+        let root = Bytes::from(
+            B256::from_str(&root_hex)
+                .map_err(|e| Error::store("model root", e))?
+                .to_vec(),
+        );
         if !t.deliver_sending {
             // From here on the customer can no longer cancel: the transaction may be on its way.
             let sending = inner
                 .store
-                .update(&t.id, TaskState::Delivering, Update::new().int("deliver_sending", 1))
+                .update(
+                    &t.id,
+                    TaskState::Delivering,
+                    Update::new().int("deliver_sending", 1),
+                )
                 .await?;
             if !sending {
                 return Ok(());
@@ -906,7 +978,11 @@ impl<C: FineTuningChain, S: ArtifactStore> Pipeline<C, S> {
         }
         let user = t.user;
         let id = t.id.to_string();
-        let existing = inner.chain.deliverable(user, &id).await.map_err(chain_err("getDeliverable"))?;
+        let existing = inner
+            .chain
+            .deliverable(user, &id)
+            .await
+            .map_err(chain_err("getDeliverable"))?;
         let tx = match existing {
             Some(d) if d.model_root_hash == root => None,
             Some(d) => {
@@ -1003,7 +1079,11 @@ impl<C: FineTuningChain, S: ArtifactStore> Pipeline<C, S> {
         let inner = &self.inner;
         let lock = self.settle_lock(t.user);
         let _guard = lock.lock().await;
-        let t = inner.store.get(&t.id).await?.ok_or_else(|| Error::TaskNotFound { id: t.id.to_string() })?;
+        let t = inner
+            .store
+            .get(&t.id)
+            .await?
+            .ok_or_else(|| Error::TaskNotFound { id: t.id.to_string() })?;
         let id = t.id.to_string();
         let fee = t.fee.unwrap_or_default();
         let d = inner
@@ -1015,17 +1095,26 @@ impl<C: FineTuningChain, S: ArtifactStore> Pipeline<C, S> {
                 op: "getDeliverable",
                 failure: ChainFailure::Other(format!("deliverable {id} vanished from the chain")),
             })?;
-        let penalty = inner.chain.penalty_percentage().await.map_err(chain_err("penaltyPercentage"))?;
+        let penalty = inner
+            .chain
+            .penalty_percentage()
+            .await
+            .map_err(chain_err("penaltyPercentage"))?;
         let penalty_fee = fee.saturating_mul(U256::from(penalty)) / U256::from(100);
         if d.settled {
-            return self.finish_settled(&t, d.secret_revealed, fee, penalty_fee, None).await;
+            return self
+                .finish_settled(&t, d.secret_revealed, fee, penalty_fee, None)
+                .await;
         }
         if !acknowledged && d.acknowledged {
             // The customer acknowledged after all (before our penalty settlement landed): reveal and charge fully.
             self.step(
                 &t,
                 TaskState::UserAcknowledged,
-                Update::new().null("settle_nonce").null("settle_ack").null("settle_signature"),
+                Update::new()
+                    .null("settle_nonce")
+                    .null("settle_ack")
+                    .null("settle_signature"),
                 "the customer acknowledged the deliverable: settling and revealing the key".into(),
             )
             .await?;
@@ -1067,7 +1156,10 @@ impl<C: FineTuningChain, S: ArtifactStore> Pipeline<C, S> {
             signature: Bytes::from(t.settle_signature.clone().unwrap_or_default()),
         };
         if acknowledged && s.encrypted_secret.is_empty() {
-            return Err(Error::store("settle", "the wrapped key of an acknowledged task is missing"));
+            return Err(Error::store(
+                "settle",
+                "the wrapped key of an acknowledged task is missing",
+            ));
         }
         if !reusable {
             inner.chain.domain().sign(&inner.tee, &mut s)?;
@@ -1089,12 +1181,16 @@ impl<C: FineTuningChain, S: ArtifactStore> Pipeline<C, S> {
         match inner.chain.settle(&s).await {
             Ok(tx) => {
                 let charged = if acknowledged { fee } else { penalty_fee };
-                self.finish_settled(&t, acknowledged, fee, charged, Some(tx)).await
+                self.finish_settled(&t, acknowledged, fee, charged, Some(tx))
+                    .await
             }
             Err(f) if f.is_revert("DeliverableAlreadySettled") => Ok(()), // the next pass reads the chain
             Err(f) if f.is_revert("SecretShouldNotBeEmpty") || f.is_revert("InvalidVerifierInput") => {
                 // Acknowledged meanwhile, or the nonce moved: re-read and re-sign on the next pass.
-                let _ = inner.store.update(&t.id, t.state, Update::new().null("settle_signature")).await;
+                let _ = inner
+                    .store
+                    .update(&t.id, t.state, Update::new().null("settle_signature"))
+                    .await;
                 Err(Error::Chain {
                     op: "settleFees",
                     failure: ChainFailure::Transient(f.to_string()),
@@ -1112,24 +1208,37 @@ impl<C: FineTuningChain, S: ArtifactStore> Pipeline<C, S> {
         charged: U256,
         tx: Option<B256>,
     ) -> Result<()> {
-        let to = if revealed { TaskState::Finished } else { TaskState::PenaltySettled };
+        let to = if revealed {
+            TaskState::Finished
+        } else {
+            TaskState::PenaltySettled
+        };
         let charged = if revealed { fee } else { charged };
         let mut up = Update::new().int("settled_at", now_ms()).u256("charged", charged);
         if let Some(tx) = tx {
             up = up.text("settle_tx", format!("{tx:#x}"));
         }
         let note = match (revealed, tx) {
-            (true, Some(tx)) => format!("settleFees {tx:#x}: paid {charged} neuron, key revealed to the customer"),
-            (false, Some(tx)) => format!("settleFees {tx:#x}: penalty {charged} neuron charged, key not revealed"),
+            (true, Some(tx)) => {
+                format!("settleFees {tx:#x}: paid {charged} neuron, key revealed to the customer")
+            }
+            (false, Some(tx)) => {
+                format!("settleFees {tx:#x}: penalty {charged} neuron charged, key not revealed")
+            }
             (true, None) => format!("settled on chain: paid {charged} neuron, key revealed"),
-            (false, None) => format!("settled on chain at the penalty fee {charged} neuron, key not revealed"),
+            (false, None) => {
+                format!("settled on chain at the penalty fee {charged} neuron, key not revealed")
+            }
         };
         // From Delivered (penalty) or UserAcknowledged (revealed); `to` is valid from exactly one of them.
         let from_ok = t.state.can_move_to(to);
         if !from_ok {
             return Err(Error::store(
                 "settle",
-                format!("settled on chain (revealed: {revealed}) while the task is {}", t.state),
+                format!(
+                    "settled on chain (revealed: {revealed}) while the task is {}",
+                    t.state
+                ),
             ));
         }
         self.step(t, to, up, note).await?;

@@ -82,7 +82,12 @@ pub fn recover_personal(what: &'static str, digest: &B256, sig: &[u8; 65]) -> Re
 }
 
 /// Recovers and checks that the signer is `expected`.
-pub fn verify_personal(what: &'static str, digest: &B256, sig: &[u8; 65], expected: Address) -> Result<Recovered> {
+pub fn verify_personal(
+    what: &'static str,
+    digest: &B256,
+    sig: &[u8; 65],
+    expected: Address,
+) -> Result<Recovered> {
     let r = recover_personal(what, digest, sig)?;
     if r.address != expected {
         return Err(Error::WrongSigner {
@@ -177,15 +182,20 @@ mod tests {
     use alloy_primitives::b256;
 
     fn anvil0() -> SigningKey {
-        SigningKey::from_slice(&hex::decode("ac0974bec39a17e36ba4a6b4d238ff944bacb478cbed5efcae784d7bf4f2ff80").unwrap())
-            .unwrap()
+        SigningKey::from_slice(
+            &hex::decode("ac0974bec39a17e36ba4a6b4d238ff944bacb478cbed5efcae784d7bf4f2ff80").unwrap(),
+        )
+        .unwrap()
     }
 
     /// FINE_TUNING.md §2 vectors (confirmed against the official SDK 0.9.0).
     #[test]
     fn zero_g_digests_match_the_official_client() {
         let user = address_of(&anvil0());
-        assert_eq!(user.to_checksum(None), "0xf39Fd6e51aad88F6F4ce6aB8827279cffFb92266");
+        assert_eq!(
+            user.to_checksum(None),
+            "0xf39Fd6e51aad88F6F4ce6aB8827279cffFb92266"
+        );
         let task = TaskId::parse("3f1c2b7a-9d4e-4a61-8c2f-0123456789ab").unwrap();
         let ds = format!("0x{}", "ab".repeat(32));
         let nonce = U256::from(17961644597290040u64);
@@ -223,7 +233,10 @@ mod tests {
             Err(Error::WrongSigner { .. }) | Err(Error::BadSignature { .. })
         ));
         sig[64] = 29;
-        assert!(matches!(recover_personal("dataset", &d, &sig), Err(Error::BadSignature { .. })));
+        assert!(matches!(
+            recover_personal("dataset", &d, &sig),
+            Err(Error::BadSignature { .. })
+        ));
         assert!(parse_signature("x", "0x1234").is_err());
         assert!(parse_signature("x", "zz").is_err());
         assert!(check_fresh(100, 500, 300).is_err());

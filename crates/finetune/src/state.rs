@@ -207,7 +207,13 @@ mod tests {
         assert_eq!(id.dashless().len(), 32);
         let upper = TaskId::parse("3F1C2B7A-9D4E-4A61-8C2F-0123456789AB").unwrap();
         assert_eq!(upper.as_str(), "3f1c2b7a-9d4e-4a61-8c2f-0123456789ab");
-        for bad in ["", "x", "3f1c2b7a-9d4e-4a61-8c2f-0123456789ag", "3f1c2b7a9d4e-4a61-8c2f-0123456789ab-", "../../etc/passwd/aaaaaaaaaaaaaaaaaaaaaaa"] {
+        for bad in [
+            "",
+            "x",
+            "3f1c2b7a-9d4e-4a61-8c2f-0123456789ag",
+            "3f1c2b7a9d4e-4a61-8c2f-0123456789ab-",
+            "../../etc/passwd/aaaaaaaaaaaaaaaaaaaaaaa",
+        ] {
             assert!(TaskId::parse(bad).is_err(), "{bad}");
         }
     }

@@ -252,7 +252,9 @@ struct Inner {
 
 impl std::fmt::Debug for TaskStore {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("TaskStore").field("path", &self.inner.path).finish()
+        f.debug_struct("TaskStore")
+            .field("path", &self.inner.path)
+            .finish()
     }
 }
 
@@ -318,7 +320,9 @@ fn col_u256(s: Option<String>) -> Option<U256> {
 }
 
 fn record(row: &rusqlite::Row<'_>) -> rusqlite::Result<TaskRecord> {
-    let conv = |i: usize, e: String| rusqlite::Error::FromSqlConversionFailure(i, rusqlite::types::Type::Text, e.into());
+    let conv = |i: usize, e: String| {
+        rusqlite::Error::FromSqlConversionFailure(i, rusqlite::types::Type::Text, e.into())
+    };
     let id: String = row.get("id")?;
     let user: String = row.get("user")?;
     let state: String = row.get("state")?;
@@ -341,7 +345,9 @@ fn record(row: &rusqlite::Row<'_>) -> rusqlite::Result<TaskRecord> {
         native: row.get("native")?,
         max_fee: col_u256(row.get("max_fee")?),
         tokens: row.get::<_, Option<i64>>("tokens")?.map(|t| t.max(0) as u64),
-        epochs: row.get::<_, Option<i64>>("epochs")?.map(|t| u32::try_from(t).unwrap_or(0)),
+        epochs: row
+            .get::<_, Option<i64>>("epochs")?
+            .map(|t| u32::try_from(t).unwrap_or(0)),
         price: col_u256(row.get("price")?),
         fee: col_u256(row.get("fee")?),
         progress: row.get("progress")?,
@@ -367,11 +373,20 @@ fn user_key(a: Address) -> String {
 }
 
 fn next_seq(conn: &Connection, id: &str) -> rusqlite::Result<u64> {
-    let s: Option<i64> = conn.query_row("SELECT MAX(seq) FROM task_log WHERE task_id = ?1", [id], |r| r.get(0))?;
+    let s: Option<i64> = conn.query_row("SELECT MAX(seq) FROM task_log WHERE task_id = ?1", [id], |r| {
+        r.get(0)
+    })?;
     Ok(s.unwrap_or(0).max(0) as u64 + 1)
 }
 
-fn insert_log(conn: &Connection, id: &str, seq: u64, at: i64, kind: &str, line: &str) -> rusqlite::Result<()> {
+fn insert_log(
+    conn: &Connection,
+    id: &str,
+    seq: u64,
+    at: i64,
+    kind: &str,
+    line: &str,
+) -> rusqlite::Result<()> {
     conn.execute(
         "INSERT INTO task_log (task_id, seq, at, kind, line) VALUES (?1, ?2, ?3, ?4, ?5)",
         params![id, seq as i64, at, kind, line],
@@ -444,12 +459,21 @@ impl TaskStore {
         sender
             .send(boxed)
             .map_err(|_| Error::store(op, "the writer thread stopped"))?;
-        rx.await.map_err(|_| Error::store(op, "the writer thread stopped"))?
+        rx.await
+            .map_err(|_| Error::store(op, "the writer thread stopped"))?
     }
 
     /// Runs a read on the reader connection (blocking: call from a blocking context or via [`Self::read`]).
-    pub fn read_blocking<T>(&self, op: &'static str, f: impl FnOnce(&Connection) -> rusqlite::Result<T>) -> Result<T> {
-        let conn = self.inner.reader.lock().map_err(|_| Error::store(op, "poisoned"))?;
+    pub fn read_blocking<T>(
+        &self,
+        op: &'static str,
+        f: impl FnOnce(&Connection) -> rusqlite::Result<T>,
+    ) -> Result<T> {
+        let conn = self
+            .inner
+            .reader
+            .lock()
+            .map_err(|_| Error::store(op, "poisoned"))?;
         f(&conn).map_err(|e| Error::store(op, e))
     }
 
@@ -513,7 +537,9 @@ impl TaskStore {
             Ok(())
         })
         .await?;
-        self.get(&id).await?.ok_or_else(|| Error::store("insert task", "vanished"))
+        self.get(&id)
+            .await?
+            .ok_or_else(|| Error::store("insert task", "vanished"))
     }
 
     /// Moves a task `from → to` if it is still in `from`, applying `update` and appending a `state` log line,
@@ -557,7 +583,10 @@ impl TaskStore {
             vals.push(Value::Text(id.clone()));
             let id_pos = vals.len();
             vals.push(Value::Text(from.as_str().into()));
-            sql.push_str(&format!(" WHERE id = ?{id_pos} AND state = ?{} AND ({condition})", vals.len()));
+            sql.push_str(&format!(
+                " WHERE id = ?{id_pos} AND state = ?{} AND ({condition})",
+                vals.len()
+            ));
             let n = c
                 .execute(&sql, rusqlite::params_from_iter(vals))
                 .map_err(|e| Error::store("transition", e))?;
@@ -566,7 +595,13 @@ impl TaskStore {
             }
             if from != to || !note.is_empty() {
                 let seq = next_seq(c, &id).map_err(|e| Error::store("transition", e))?;
-                let line = if from == to { note } else if note.is_empty() { to.as_str().to_owned() } else { format!("{to}: {note}") };
+                let line = if from == to {
+                    note
+                } else if note.is_empty() {
+                    to.as_str().to_owned()
+                } else {
+                    format!("{to}: {note}")
+                };
                 let kind = if from == to { "log" } else { "state" };
                 insert_log(c, &id, seq, now, kind, &line).map_err(|e| Error::store("transition", e))?;
             }
@@ -608,7 +643,8 @@ impl TaskStore {
     pub async fn get(&self, id: &TaskId) -> Result<Option<TaskRecord>> {
         let id = id.as_str().to_owned();
         self.read("get task", move |c| {
-            c.query_row("SELECT * FROM tasks WHERE id = ?1", [id], record).optional()
+            c.query_row("SELECT * FROM tasks WHERE id = ?1", [id], record)
+                .optional()
         })
         .await
     }
@@ -617,9 +653,7 @@ impl TaskStore {
     pub async fn get_for(&self, user: Address, id: &TaskId) -> Result<TaskRecord> {
         match self.get(id).await? {
             Some(t) if t.user == user => Ok(t),
-            _ => Err(Error::TaskNotFound {
-                id: id.to_string(),
-            }),
+            _ => Err(Error::TaskNotFound { id: id.to_string() }),
         }
     }
 
@@ -653,8 +687,9 @@ impl TaskStore {
     pub async fn log_since(&self, id: &TaskId, after: u64) -> Result<Vec<LogLine>> {
         let id = id.as_str().to_owned();
         self.read("read log", move |c| {
-            let mut st =
-                c.prepare_cached("SELECT seq, at, kind, line FROM task_log WHERE task_id = ?1 AND seq > ?2 ORDER BY seq")?;
+            let mut st = c.prepare_cached(
+                "SELECT seq, at, kind, line FROM task_log WHERE task_id = ?1 AND seq > ?2 ORDER BY seq",
+            )?;
             let rows = st.query_map(params![id, after as i64], |r| {
                 Ok(LogLine {
                     seq: r.get::<_, i64>(0)?.max(0) as u64,
@@ -762,20 +797,45 @@ mod tests {
         let u = Address::repeat_byte(1);
         let t = s.insert(task(u, 7)).await.unwrap();
         assert_eq!(t.state, TaskState::Init);
-        assert!(matches!(s.insert(task(u, 7)).await, Err(Error::NonceReplayed { .. })));
+        assert!(matches!(
+            s.insert(task(u, 7)).await,
+            Err(Error::NonceReplayed { .. })
+        ));
         s.insert(task(Address::repeat_byte(2), 7)).await.unwrap();
         assert!(
-            s.transition(&t.id, TaskState::Init, TaskState::SettingUp, Update::new().u256("fee", U256::from(9)), "x".into())
-                .await
-                .unwrap()
+            s.transition(
+                &t.id,
+                TaskState::Init,
+                TaskState::SettingUp,
+                Update::new().u256("fee", U256::from(9)),
+                "x".into()
+            )
+            .await
+            .unwrap()
         );
         // A second actor loses.
         assert!(
-            !s.transition(&t.id, TaskState::Init, TaskState::Cancelled, Update::new(), String::new())
-                .await
-                .unwrap()
+            !s.transition(
+                &t.id,
+                TaskState::Init,
+                TaskState::Cancelled,
+                Update::new(),
+                String::new()
+            )
+            .await
+            .unwrap()
         );
-        assert!(s.transition(&t.id, TaskState::Init, TaskState::Finished, Update::new(), String::new()).await.is_err());
+        assert!(
+            s.transition(
+                &t.id,
+                TaskState::Init,
+                TaskState::Finished,
+                Update::new(),
+                String::new()
+            )
+            .await
+            .is_err()
+        );
         let t = s.get(&t.id).await.unwrap().unwrap();
         assert_eq!((t.state, t.fee), (TaskState::SettingUp, Some(U256::from(9))));
         s.append_log(&t.id, vec![("log", "hello".into())]).await.unwrap();
@@ -784,7 +844,10 @@ mod tests {
         assert_eq!(lines, ["Init: task accepted", "SettingUp: x", "hello"]);
         assert_eq!(s.log_since(&t.id, 2).await.unwrap().len(), 1);
         assert_eq!(s.in_flight(u).await.unwrap(), (1, U256::from(9)));
-        assert!(matches!(s.get_for(Address::repeat_byte(2), &t.id).await, Err(Error::TaskNotFound { .. })));
+        assert!(matches!(
+            s.get_for(Address::repeat_byte(2), &t.id).await,
+            Err(Error::TaskNotFound { .. })
+        ));
         // Reopening sees everything.
         s.close();
         let s = TaskStore::open(dir.path().join("t.sqlite")).unwrap();
@@ -799,7 +862,9 @@ mod tests {
         let mut hs = Vec::new();
         for i in 0..100u64 {
             let s = s.clone();
-            hs.push(tokio::spawn(async move { s.insert(task(Address::repeat_byte((i % 20) as u8), i)).await }));
+            hs.push(tokio::spawn(async move {
+                s.insert(task(Address::repeat_byte((i % 20) as u8), i)).await
+            }));
         }
         for h in hs {
             h.await.unwrap().unwrap();

@@ -13,6 +13,7 @@ mod tokenize;
 pub use error::{Error, Result};
 pub use model::{DEFAULT_MAX_TOKENS, END, Finish, Generation, Loss, NgramModel, Sampling};
 pub use openai::{
-    DEMO_EMBEDDING_ID, DEMO_MODEL_ID, DemoError, DemoReply, EMBEDDING_DIMS, MAX_MAX_TOKENS, SHIPPED_CORPUS, embed,
+    DEMO_EMBEDDING_ID, DEMO_MODEL_ID, DemoError, DemoReply, EMBEDDING_DIMS, MAX_MAX_TOKENS, SHIPPED_CORPUS,
+    embed,
 };
 pub use tokenize::{count_tokens, prompt_tokens, tokenize};

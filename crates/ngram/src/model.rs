@@ -752,7 +752,13 @@ mod tests {
     fn adapting_to_a_foreign_domain_lowers_held_out_loss() {
         let base = model();
         let train: Vec<String> = (0..40)
-            .map(|i| format!("the chef adds {} grams of flour and bakes the sourdough bread for {} minutes.", 100 + i, 30 + i % 7))
+            .map(|i| {
+                format!(
+                    "the chef adds {} grams of flour and bakes the sourdough bread for {} minutes.",
+                    100 + i,
+                    30 + i % 7
+                )
+            })
             .collect();
         let held = ["the chef adds 150 grams of flour and bakes the sourdough bread for 33 minutes."];
         let before = base.loss(held);
@@ -763,6 +769,9 @@ mod tests {
         assert!(after1.mean() < before.mean() * 0.5, "{before:?} {after1:?}");
         assert!(after3.mean() <= after1.mean(), "{after1:?} {after3:?}");
         // Merging is deterministic.
-        assert_eq!(base.merged(&delta, 2).to_bytes(), base.merged(&delta, 2).to_bytes());
+        assert_eq!(
+            base.merged(&delta, 2).to_bytes(),
+            base.merged(&delta, 2).to_bytes()
+        );
     }
 }

@@ -297,7 +297,6 @@ fn include_usage(req: &Value) -> bool {
         == Some(true)
 }
 
-
 #[cfg(test)]
 mod tests {
     use super::*;

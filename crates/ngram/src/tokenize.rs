@@ -29,9 +29,8 @@ fn for_each_token(text: &str, mut f: impl FnMut(&str)) {
     let mut chars = text.chars().peekable();
     let mut buf = [0u8; 4];
     while let Some(c) = chars.next() {
-        let joins = (c == '\'' || c == '-')
-            && !word.is_empty()
-            && chars.peek().is_some_and(|n| n.is_alphanumeric());
+        let joins =
+            (c == '\'' || c == '-') && !word.is_empty() && chars.peek().is_some_and(|n| n.is_alphanumeric());
         if c.is_alphanumeric() || c == '_' || joins {
             word.extend(c.to_lowercase());
         } else {
@@ -95,6 +94,9 @@ mod tests {
             ]
         );
         assert_eq!(prompt_tokens(["Hi there", ""]), 4);
-        assert_eq!(count_tokens("a -b c- 'd' e'f"), tokenize("a -b c- 'd' e'f").len() as u64);
+        assert_eq!(
+            count_tokens("a -b c- 'd' e'f"),
+            tokenize("a -b c- 'd' e'f").len() as u64
+        );
     }
 }

@@ -236,7 +236,12 @@ impl<'k> Sealer<'k> {
     /// Seals everything `src` yields into `output`, one chunk in memory at a time: for plaintext produced on
     /// the fly (an archive streamed from a directory) that never touches the disk in the clear. `output`
     /// appears only when complete (temp file, fsync, rename).
-    pub fn seal_reader(&self, signer: &SigningKey, src: &mut impl Read, output: &Path) -> Result<SealSummary> {
+    pub fn seal_reader(
+        &self,
+        signer: &SigningKey,
+        src: &mut impl Read,
+        output: &Path,
+    ) -> Result<SealSummary> {
         self.seal_reader_named(signer, src, Path::new("<reader>"), output)
     }
 

@@ -157,11 +157,15 @@ impl Executor for BuiltinExecutor {
         });
         write(
             &job.output_dir.join("adapter_config.json"),
-            serde_json::to_string_pretty(&config).unwrap_or_default().as_bytes(),
+            serde_json::to_string_pretty(&config)
+                .unwrap_or_default()
+                .as_bytes(),
         )?;
         write(
             &job.output_dir.join("metrics.json"),
-            serde_json::to_string_pretty(&metrics).unwrap_or_default().as_bytes(),
+            serde_json::to_string_pretty(&metrics)
+                .unwrap_or_default()
+                .as_bytes(),
         )?;
         let summary = format!(
             "held-out loss {:.4} → {:.4} nats/token (perplexity {:.2} → {:.2}) over {} epoch(s)",
@@ -181,19 +185,21 @@ impl Executor for BuiltinExecutor {
 /// fine-tuned model.
 pub fn apply_adapter(base: &NgramModel, dir: &std::path::Path, max_bytes: usize) -> Result<NgramModel> {
     let cfg_path = dir.join("adapter_config.json");
-    let cfg: serde_json::Value = serde_json::from_slice(
-        &std::fs::read(&cfg_path).map_err(|e| Error::io("read", &cfg_path, e))?,
-    )
-    .map_err(|e| Error::InvalidField {
-        field: "adapter_config.json",
-        reason: e.to_string(),
-    })?;
+    let cfg: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&cfg_path).map_err(|e| Error::io("read", &cfg_path, e))?)
+            .map_err(|e| Error::InvalidField {
+                field: "adapter_config.json",
+                reason: e.to_string(),
+            })?;
     let bad = |reason: String| Error::InvalidField {
         field: "adapter_config.json",
         reason,
     };
     if cfg["format"] != ADAPTER_FORMAT {
-        return Err(bad(format!("format is {}, expected {ADAPTER_FORMAT}", cfg["format"])));
+        return Err(bad(format!(
+            "format is {}, expected {ADAPTER_FORMAT}",
+            cfg["format"]
+        )));
     }
     let base_sha = hex::encode(Sha256::digest(base.to_bytes()));
     if cfg["base_sha256"] != base_sha.as_str() {

@@ -178,7 +178,10 @@ pub(super) trait Stopper: Sync {
 struct GroupSignal;
 
 fn signal_group(child: &Child, sig: rustix::process::Signal) {
-    if let Some(pid) = i32::try_from(child.id()).ok().and_then(rustix::process::Pid::from_raw) {
+    if let Some(pid) = i32::try_from(child.id())
+        .ok()
+        .and_then(rustix::process::Pid::from_raw)
+    {
         let _ = rustix::process::kill_process_group(pid, sig);
     }
 }

@@ -88,7 +88,11 @@ impl DockerExecutor {
         if let Some(g) = &self.gpus {
             match self.runtime {
                 ContainerRuntime::Docker => {
-                    let spec = if g == "all" { "all".to_owned() } else { format!("\"device={g}\"") };
+                    let spec = if g == "all" {
+                        "all".to_owned()
+                    } else {
+                        format!("\"device={g}\"")
+                    };
                     push("--gpus", spec);
                 }
                 ContainerRuntime::Podman => {

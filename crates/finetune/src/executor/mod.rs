@@ -81,7 +81,11 @@ impl std::fmt::Debug for TrainContext {
 
 impl TrainContext {
     /// A context sending events to `sink`, cancelled by `cancel`, with `limit` of wall time from now.
-    pub fn new(sink: impl Fn(TrainEvent) + Send + Sync + 'static, cancel: CancelToken, limit: Duration) -> Self {
+    pub fn new(
+        sink: impl Fn(TrainEvent) + Send + Sync + 'static,
+        cancel: CancelToken,
+        limit: Duration,
+    ) -> Self {
         Self {
             sink: Box::new(sink),
             cancel,
