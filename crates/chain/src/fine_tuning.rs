@@ -88,6 +88,46 @@ pub struct FineTuningAccount {
     pub deliverables: Vec<Deliverable>,
 }
 
+/// A fine-tuning provider's service as the chain holds it.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct FineTuningService {
+    /// Provider address.
+    pub provider: Address,
+    /// Base URL of the provider's fine-tuning API.
+    pub url: String,
+    /// The machine offered.
+    pub quota: FineTuningQuota,
+    /// Neuron per training token (0G's CLI labels it "Price Per Byte in Dataset").
+    pub price_per_token: U256,
+    /// Whether the provider is busy.
+    pub occupied: bool,
+    /// Model names the provider fine-tunes.
+    pub models: Vec<String>,
+    /// The TEE's settlement signer.
+    pub tee_signer: Address,
+    /// Whether the contract owner acknowledged that signer.
+    pub tee_signer_acknowledged: bool,
+}
+
+fn ft_service(s: FineTuningServing::Service) -> FineTuningService {
+    FineTuningService {
+        provider: s.provider,
+        url: s.url,
+        quota: FineTuningQuota {
+            cpu_count: s.quota.cpuCount,
+            node_memory: s.quota.nodeMemory,
+            gpu_count: s.quota.gpuCount,
+            node_storage: s.quota.nodeStorage,
+            gpu_type: s.quota.gpuType,
+        },
+        price_per_token: s.pricePerToken,
+        occupied: s.occupied,
+        models: s.models,
+        tee_signer: s.teeSignerAddress,
+        tee_signer_acknowledged: s.teeSignerAcknowledged,
+    }
+}
+
 fn deliverable(d: FineTuningServing::Deliverable) -> Deliverable {
     Deliverable {
         id: d.id,
@@ -138,6 +178,52 @@ impl<'a> FineTuning<'a> {
             acknowledged: a.acknowledged,
             deliverables: a.deliverables.into_iter().map(deliverable).collect(),
         }))
+    }
+
+    /// One provider's fine-tuning service, or `None` if it has none.
+    pub async fn get_service(&self, provider: Address) -> Result<Option<FineTuningService>> {
+        let r = self.contract.getService(provider).call().await;
+        Ok(self
+            .client
+            .none_if_absent("FineTuningServing.getService", r, crate::inference::is_no_service)?
+            .map(ft_service))
+    }
+
+    /// Every fine-tuning service.
+    pub async fn list_services(&self) -> Result<Vec<FineTuningService>> {
+        self.contract
+            .getAllServices()
+            .call()
+            .await
+            .map(|v| v.into_iter().map(ft_service).collect())
+            .map_err(|e| self.client.contract_error("FineTuningServing.getAllServices", e))
+    }
+
+    /// Percentage of the task fee charged when a deliverable was never acknowledged.
+    pub async fn penalty_percentage(&self) -> Result<U256> {
+        self.contract.penaltyPercentage().call().await.map_err(|e| {
+            self.client
+                .contract_error("FineTuningServing.penaltyPercentage", e)
+        })
+    }
+
+    /// Customer: acknowledges (or withdraws acknowledgement of) a provider's TEE signer, as the official CLI's
+    /// `create-task` does before its first task.
+    pub async fn acknowledge_tee_signer(&self, provider: Address, acknowledged: bool) -> Result<TxOutcome> {
+        let call = self.contract.acknowledgeTEESigner(provider, acknowledged);
+        self.client
+            .send(call, "FineTuningServing.acknowledgeTEESigner")
+            .await
+            .map(|r| outcome(&r))
+    }
+
+    /// Contract owner: acknowledges a provider's TEE signer.
+    pub async fn acknowledge_tee_signer_by_owner(&self, provider: Address) -> Result<TxOutcome> {
+        let call = self.contract.acknowledgeTEESignerByOwner(provider);
+        self.client
+            .send(call, "FineTuningServing.acknowledgeTEESignerByOwner")
+            .await
+            .map(|r| outcome(&r))
     }
 
     /// The TEE signer a fine-tuning provider registered (its sealed files' tags must recover to it), or `None`

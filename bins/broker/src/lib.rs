@@ -1,0 +1,30 @@
+#![doc = include_str!("../README.md")]
+#![cfg_attr(not(test), warn(unused_crate_dependencies))]
+#![cfg_attr(
+    test,
+    allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)
+)]
+
+mod chain;
+mod config;
+mod error;
+mod grpc;
+mod http;
+mod metrics;
+mod run;
+mod storage;
+mod tee;
+
+pub use crate::chain::{ChainAdapter, CrashPoints};
+pub use crate::config::{CONFIG_TEMPLATE, KeySource, ModelConfig, RunArgs, Settings};
+pub use crate::error::{Error, Result};
+pub use crate::grpc::{Grpc, GrpcService, grpc_service, read_auth, task_pb};
+pub use crate::http::{MAX_JSON_BODY, READ_AUTH_HEADER, render_log, router, serve, task_json};
+pub use crate::metrics::Metrics;
+pub use crate::run::{App, BrokerPipeline, Running, ZEROG_MODEL_HASHES, build_models, init, run, start};
+pub use crate::storage::BrokerStore;
+pub use crate::tee::{BackendChoice, Tee};
+
+// Used by the binary only (main.rs).
+use anyhow as _;
+use tracing_subscriber as _;

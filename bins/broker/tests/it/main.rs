@@ -1,0 +1,8 @@
+//! Integration tests of zg-broker: the binary on an anvil devnet.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::indexing_slicing,
+    missing_docs,
+    unreachable_pub
+)]
