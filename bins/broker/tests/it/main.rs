@@ -6,3 +6,7 @@
     missing_docs,
     unreachable_pub
 )]
+
+mod common;
+mod crash;
+mod e2e;
