@@ -27,6 +27,8 @@ http_addr = "0.0.0.0:8090"
 grpc_addr = "0.0.0.0:50061"
 # The URL customers reach the HTTP API at; registered on chain as the service URL (--public-url).
 public_url = "http://127.0.0.1:8090"
+# The gRPC URL clients are told (GET /v1/info; --public-grpc-url). Default: the public URL's host, gRPC port.
+# public_grpc_url = "http://127.0.0.1:50061"
 # The official 0G CLI reads tasks without authentication; turn this on when it does not need to, and reads
 # then need the owner's `ZG-Read-Auth: <unix seconds>:<0x signature>` header.
 require_read_auth = false
@@ -139,6 +141,7 @@ struct ServerFile {
     http_addr: Option<SocketAddr>,
     grpc_addr: Option<SocketAddr>,
     public_url: Option<String>,
+    public_grpc_url: Option<String>,
     require_read_auth: Option<bool>,
 }
 
@@ -260,6 +263,9 @@ pub struct RunArgs {
     /// Public base URL of the HTTP API, registered on chain.
     #[arg(long, env = "ZG_BROKER_PUBLIC_URL")]
     pub public_url: Option<String>,
+    /// Public gRPC URL advertised on `GET /v1/info`.
+    #[arg(long, env = "ZG_BROKER_PUBLIC_GRPC_URL")]
+    pub public_grpc_url: Option<String>,
     /// Chain JSON-RPC URL.
     #[arg(long, env = "ZG_BROKER_RPC_URL")]
     pub rpc_url: Option<String>,
@@ -329,6 +335,8 @@ pub struct Settings {
     pub grpc_addr: SocketAddr,
     /// Public URL.
     pub public_url: String,
+    /// Public gRPC URL (default derived from the public URL).
+    pub public_grpc_url: Option<String>,
     /// Authenticated HTTP reads.
     pub require_read_auth: bool,
     /// Price per token.
@@ -461,6 +469,7 @@ impl Settings {
                 .public_url
                 .or(file.server.public_url)
                 .unwrap_or_else(|| "http://127.0.0.1:8090".into()),
+            public_grpc_url: args.public_grpc_url.or(file.server.public_grpc_url),
             require_read_auth: args
                 .require_read_auth
                 .or(file.server.require_read_auth)

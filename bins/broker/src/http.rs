@@ -52,6 +52,8 @@ pub fn router(app: App) -> Router {
         .saturating_add(64 * 1024);
     Router::new()
         .route("/v1/quote", get(quote))
+        .route("/v1/attestation", get(attestation))
+        .route("/v1/info", get(info))
         .route("/v1/task/pending", get(pending))
         .route("/v1/model", get(models))
         .route("/v1/model/{name}", get(model))
@@ -162,6 +164,36 @@ async fn quote(State(app): State<App>) -> Response {
         "quote",
         Ok(([(header::CONTENT_TYPE, "application/json")], body).into_response()),
     )
+}
+
+#[derive(Debug, Deserialize)]
+struct NonceQuery {
+    nonce: String,
+}
+
+async fn attestation(State(app): State<App>, Query(q): Query<NonceQuery>) -> Response {
+    let r = (|| {
+        let nonce: [u8; 32] = hex::decode(q.nonce.trim_start_matches("0x"))
+            .ok()
+            .and_then(|v| v.try_into().ok())
+            .ok_or_else(|| Error::BadRequest("nonce must be 32 bytes of hex".into()))?;
+        Ok(Json(app.tee.fresh(&nonce)?).into_response())
+    })();
+    counted(&app, "attestation", r)
+}
+
+/// What a client needs beyond the chain: the gRPC endpoint and the terms.
+async fn info(State(app): State<App>) -> Response {
+    let p = &app.pipeline;
+    let body = json!({
+        "provider": zg_finetune::FineTuningChain::provider(p.chain()).to_checksum(None),
+        "teeSigner": p.tee_signer().to_checksum(None),
+        "grpcUrl": app.public_grpc_url,
+        "pricePerToken": p.config().price_per_token.to_string(),
+        "ackTimeoutSecs": p.config().ack_timeout.as_secs(),
+        "models": p.models().iter().map(|m| json!({"name": m.name, "hash": m.hash, "tokenizer": m.tokenizer.name()})).collect::<Vec<_>>(),
+    });
+    counted(&app, "info", Ok(Json(body).into_response()))
 }
 
 async fn pending(State(app): State<App>) -> Response {

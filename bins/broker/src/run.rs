@@ -58,6 +58,8 @@ pub struct App {
     pub upload_dir: PathBuf,
     /// Largest dataset upload.
     pub max_upload_bytes: u64,
+    /// The gRPC endpoint clients are told to use (`GET /v1/info`).
+    pub public_grpc_url: String,
 }
 
 impl App {
@@ -227,6 +229,24 @@ pub fn build_models(models: &[ModelConfig]) -> Result<Vec<ModelSpec>> {
     Ok(out)
 }
 
+/// The gRPC URL to advertise when none is configured: the public URL's host with the bound gRPC port.
+fn default_grpc_url(public_url: &str, grpc: SocketAddr) -> String {
+    let rest = public_url.split_once("://").map_or(public_url, |(_, r)| r);
+    let host = rest.split(['/', '?']).next().unwrap_or("127.0.0.1");
+    let host = if host.starts_with('[') {
+        host.split_once(']')
+            .map_or(host, |(h, _)| h)
+            .trim_start_matches('[')
+    } else {
+        host.rsplit_once(':').map_or(host, |(h, _)| h)
+    };
+    if host.contains(':') {
+        format!("http://[{host}]:{}", grpc.port())
+    } else {
+        format!("http://{host}:{}", grpc.port())
+    }
+}
+
 /// A running broker.
 #[derive(Debug)]
 pub struct Running {
@@ -371,6 +391,7 @@ pub async fn start(s: Settings) -> Result<Running> {
         crash,
         upload_dir,
         max_upload_bytes: s.dataset_max_bytes,
+        public_grpc_url: String::new(),
     };
     let bind = |addr: SocketAddr, op: &'static str| async move {
         tokio::net::TcpListener::bind(addr)
@@ -391,6 +412,11 @@ pub async fn start(s: Settings) -> Result<Running> {
         })
     };
     let (http_addr, grpc_addr) = (local(&http)?, local(&grpc)?);
+    let mut app = app;
+    app.public_grpc_url = s
+        .public_grpc_url
+        .clone()
+        .unwrap_or_else(|| default_grpc_url(&s.public_url, grpc_addr));
     let (a1, mut r1) = (app.clone(), rx.clone());
     tasks.push(tokio::spawn(async move {
         let stop = async move {

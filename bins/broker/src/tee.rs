@@ -14,7 +14,9 @@ use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD;
 use serde_json::{Value, json};
 use sha2::{Digest as _, Sha256};
-use zg_attestation::{Backend, DstackProducer, EvidenceProducer, ReportData, SimulatedTee, TdxProducer};
+use zg_attestation::{
+    Backend, DstackProducer, EvidenceProducer, KeyBinding, ReportData, SimulatedTee, TdxProducer, Timestamp,
+};
 use zg_finetune::SigningKey;
 
 use crate::error::{Error, Result};
@@ -38,6 +40,12 @@ pub struct Tee {
     backend: Backend,
     key: SigningKey,
     quote: Value,
+    producer: Arc<dyn EvidenceProducer>,
+    /// The ed25519 "response key" the native key-binding document carries. The broker signs no responses:
+    /// this is a fresh key whose secret is dropped at start, so nothing can ever sign with it.
+    placeholder_response_key: [u8; 32],
+    app_compose: String,
+    simulated_root: Option<String>,
 }
 
 impl std::fmt::Debug for Tee {
@@ -126,7 +134,18 @@ impl Tee {
             "simulated": backend == Backend::Simulated,
             "simulated_root": simulated_root,
         });
-        Ok(Self { backend, key, quote })
+        let placeholder_response_key = ed25519_dalek::SigningKey::generate(&mut rand::rngs::OsRng)
+            .verifying_key()
+            .to_bytes();
+        Ok(Self {
+            backend,
+            key,
+            quote,
+            producer,
+            placeholder_response_key,
+            app_compose,
+            simulated_root,
+        })
     }
 
     /// The signing key (never logged).
@@ -147,6 +166,29 @@ impl Tee {
     /// `GET /v1/quote` (0G layout, made at start).
     pub fn quote(&self) -> &Value {
         &self.quote
+    }
+
+    /// `GET /v1/attestation?nonce=`: fresh evidence in the native layout, binding the signer and the caller's
+    /// nonce (what `zg fine-tuning verify` checks; 0G's quote has no nonce, so it could be replayed).
+    pub fn fresh(&self, nonce: &[u8; 32]) -> Result<Value> {
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_secs())
+            .unwrap_or(0);
+        let binding = KeyBinding::new(self.signer(), self.placeholder_response_key, None, Timestamp(now))?;
+        let ev = self.producer.evidence_for(&binding, nonce)?;
+        let mut doc: Value = serde_json::from_str(&ev.to_json()).unwrap_or(Value::Null);
+        if let Value::Object(m) = &mut doc {
+            m.insert("nonce".into(), json!(hex::encode(nonce)));
+            m.insert("backend".into(), json!(self.backend));
+            m.insert("simulated".into(), json!(self.backend == Backend::Simulated));
+            m.insert("simulated_root".into(), json!(self.simulated_root));
+            m.insert(
+                "tcb_info".into(),
+                json!(json!({"app_compose": self.app_compose}).to_string()),
+            );
+        }
+        Ok(doc)
     }
 }
 
@@ -221,6 +263,9 @@ mod tests {
         assert_eq!(&rd[..42], a.signer().to_checksum(None).as_bytes());
         assert!(rd[42..].iter().all(|&x| x == 0));
         assert!(q["event_log"].as_str().unwrap().contains("compose-hash"));
+        let fresh = a.fresh(&[9; 32]).unwrap();
+        assert_eq!(fresh["nonce"], hex::encode([9u8; 32]));
+        assert_eq!(fresh["simulated"], true);
         let mode = std::os::unix::fs::PermissionsExt::mode(
             &std::fs::metadata(dir.path().join("tee-key.simulated.json"))
                 .unwrap()

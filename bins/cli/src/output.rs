@@ -20,6 +20,12 @@ pub(crate) fn text(s: impl std::fmt::Display) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Writes a progress line (live logs a command follows while it works) to stderr; stdout stays the result.
+pub(crate) fn progress(s: impl std::fmt::Display) {
+    let mut err = std::io::stderr().lock();
+    let _ = writeln!(err, "{s}");
+}
+
 /// Whether an error chain ends in a broken pipe on stdout.
 pub(crate) fn is_broken_pipe(err: &anyhow::Error) -> bool {
     err.chain().any(|e| {

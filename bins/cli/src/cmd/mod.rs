@@ -4,6 +4,7 @@
 mod account;
 mod attest;
 mod devnet;
+mod fine_tuning;
 mod inference;
 mod key;
 mod opts;
@@ -66,6 +67,9 @@ enum Command {
     /// Inference as a customer: list and verify providers, chat with verified receipts, session secrets.
     #[command(subcommand)]
     Inference(inference::InferenceCommand),
+    /// Fine-tuning as a customer (0G's verbs): providers, datasets, tasks with live logs, sealed models.
+    #[command(subcommand, name = "fine-tuning", alias = "ft")]
+    FineTuning(fine_tuning::FineTuningCommand),
     /// Run a local OpenAI-compatible endpoint for one provider that signs, pays, verifies and forwards.
     ///
     /// Point any OpenAI client at it (`OPENAI_BASE_URL=http://127.0.0.1:3001/v1`); receipts come back in
@@ -94,6 +98,7 @@ impl Cli {
             Command::DecryptModel(a) => a.run(g).await,
             Command::Inference(c) => c.run(g).await,
             Command::Serve(a) => a.run(g).await,
+            Command::FineTuning(c) => c.run(g).await,
         }
     }
 }

@@ -7,6 +7,7 @@
 )]
 
 mod decrypt_model;
+mod fine_tuning;
 mod inference;
 mod ledger;
 

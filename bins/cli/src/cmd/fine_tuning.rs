@@ -1,0 +1,1243 @@
+//! `zg fine-tuning …` (0G's verb names): list and verify fine-tuning providers, count tokens, upload datasets,
+//! create and follow tasks over the broker's gRPC (signed reads, live logs through WatchTask), download and
+//! check the sealed model (root on chain + TEE tag signature) before acknowledging it, decrypt it, and try it.
+//!
+//! The chain is the trust anchor: the broker's URL, TEE signer and price come from FineTuningServing; what the
+//! broker says is checked against them.
+
+use std::io::Read as _;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use clap::{Args, Subcommand, ValueEnum};
+use serde::Serialize;
+use serde_json::{Value, json};
+use zg_chain::{Address, Amount, Client, U256};
+use zg_finetune::{Dataset, DatasetLimits, SigningKey, TaskId, TrainingParams, sig};
+use zg_proto::v1 as pb;
+use zg_proto::v1::fine_tuning_client::FineTuningClient;
+
+use super::opts::{RpcOpts, WalletOpts};
+use super::{GlobalOpts, sealing, storage};
+use crate::output;
+
+/// Fine-tuning as a customer: providers, tasks, deliverables.
+#[derive(Debug, Subcommand)]
+pub(crate) enum FineTuningCommand {
+    /// Fine-tuning services registered on chain: URL, price per token, models, TEE signer.
+    ListProviders(ListProvidersArgs),
+    /// Models the providers fine-tune (asked from each provider's broker).
+    ListModels(ListModelsArgs),
+    /// Count a dataset's tokens offline with the model's tokenizer; with --provider and --config-path, the fee.
+    ///
+    /// Example: `zg fine-tuning calculate-token --model zg-demo-ngram --dataset-path data.jsonl`
+    CalculateToken(CalculateTokenArgs),
+    /// Store a dataset (local store or 0G Storage) and print its root, for `create-task --dataset`.
+    Upload(storage::UploadArgs),
+    /// Create a task: checks the broker against the chain, acknowledges its TEE signer if needed, signs the
+    /// model, the config and the most you agree to pay.
+    ///
+    /// Example: `zg fine-tuning create-task --provider 0x… --model zg-demo-ngram --dataset-path data.jsonl
+    /// --config-path config.json --follow`
+    CreateTask(CreateTaskArgs),
+    /// One task (default: your latest).
+    GetTask(GetTaskArgs),
+    /// Your tasks with a provider, newest first.
+    ListTasks(BrokerArgs),
+    /// A task's log (default: your latest task); --follow streams it live until the task ends.
+    GetLog(GetLogArgs),
+    /// Cancel a task before its deliverable is recorded on chain (nothing is charged).
+    CancelTask(TaskArgs),
+    /// Download the sealed model (storage, or the TEE), check it against the root on chain and the TEE's tag
+    /// signature, then acknowledge it on chain so that settlement reveals your key.
+    AcknowledgeModel(AcknowledgeModelArgs),
+    /// Acknowledge a deliverable on chain without downloading it (nothing is checked).
+    AcknowledgeDeliverable(TaskArgs),
+    /// Decrypt a sealed model with the key revealed on chain (same as `zg decrypt-model`).
+    DecryptModel(sealing::DecryptModelArgs),
+    /// Verify a fine-tuning provider's TEE: fresh attestation bound to your nonce, signer = on-chain signer.
+    Verify(VerifyArgs),
+    /// Try a decrypted zg-demo-ngram model: the base model's answer and the fine-tuned one, same prompt.
+    Generate(GenerateArgs),
+}
+
+impl FineTuningCommand {
+    pub(crate) async fn run(self, g: &GlobalOpts) -> anyhow::Result<ExitCode> {
+        match self {
+            Self::ListProviders(a) => a.run(g).await,
+            Self::ListModels(a) => a.run(g).await,
+            Self::CalculateToken(a) => a.run(g).await,
+            Self::Upload(a) => a.run(g).await,
+            Self::CreateTask(a) => a.run(g).await,
+            Self::GetTask(a) => a.run(g).await,
+            Self::ListTasks(a) => list_tasks(a, g).await,
+            Self::GetLog(a) => a.run(g).await,
+            Self::CancelTask(a) => cancel(a, g).await,
+            Self::AcknowledgeModel(a) => a.run(g).await,
+            Self::AcknowledgeDeliverable(a) => acknowledge_deliverable(a, g).await,
+            Self::DecryptModel(a) => a.run(g).await,
+            Self::Verify(a) => a.run(g).await,
+            Self::Generate(a) => a.run(g).await,
+        }
+    }
+}
+
+// ------------------------------------------------------------------------------------------------ plumbing
+
+/// A provider's broker, with the chain and your key.
+#[derive(Debug, Clone, Args)]
+pub(crate) struct BrokerArgs {
+    /// The provider's address.
+    #[arg(long, value_name = "ADDR")]
+    provider: Address,
+    /// Reach the broker's HTTP API here instead of the URL registered on chain (tunnels, tests).
+    #[arg(long, env = "ZG_BROKER_URL", value_name = "URL", help_heading = "Broker")]
+    broker_url: Option<String>,
+    /// Reach the broker's gRPC API here instead of the one it advertises on `GET /v1/info`.
+    #[arg(long, env = "ZG_BROKER_GRPC", value_name = "URL", help_heading = "Broker")]
+    grpc: Option<String>,
+    #[command(flatten)]
+    rpc: RpcOpts,
+    #[command(flatten)]
+    wallet: WalletOpts,
+}
+
+struct Broker {
+    chain: Client,
+    sk: SigningKey,
+    user: Address,
+    provider: Address,
+    url: String,
+    tee_signer: Address,
+    grpc: FineTuningClient<tonic::transport::Channel>,
+    http: reqwest::Client,
+}
+
+fn http() -> reqwest::Client {
+    reqwest::Client::builder()
+        .timeout(Duration::from_secs(600))
+        .build()
+        .unwrap_or_default()
+}
+
+async fn get_json(http: &reqwest::Client, url: &str) -> anyhow::Result<Value> {
+    let r = http.get(url).send().await.with_context(|| format!("GET {url}"))?;
+    let status = r.status();
+    let v: Value = r.json().await.with_context(|| format!("GET {url}: not JSON"))?;
+    if !status.is_success() {
+        anyhow::bail!("GET {url}: {status}: {}", v["error"].as_str().unwrap_or_default());
+    }
+    Ok(v)
+}
+
+fn grpc_err(e: tonic::Status) -> anyhow::Error {
+    let code = e
+        .metadata()
+        .get("zg-error-code")
+        .and_then(|v| v.to_str().ok())
+        .map(|c| format!(" [{c}]"))
+        .unwrap_or_default();
+    anyhow::anyhow!("broker: {}{code}", e.message())
+}
+
+impl BrokerArgs {
+    async fn connect(&self) -> anyhow::Result<Broker> {
+        let signer = self.wallet.signer()?;
+        let sk = SigningKey::from_slice(signer.to_bytes().as_slice())
+            .context("the wallet key is not secp256k1")?;
+        let chain = self.rpc.connect(Some(signer.clone())).await?;
+        let service = chain
+            .fine_tuning()
+            .get_service(self.provider)
+            .await?
+            .with_context(|| {
+                format!(
+                    "{} has no fine-tuning service on chain (zg fine-tuning list-providers)",
+                    self.provider
+                )
+            })?;
+        let url = self
+            .broker_url
+            .clone()
+            .unwrap_or_else(|| service.url.clone())
+            .trim_end_matches('/')
+            .to_owned();
+        let http = http();
+        let info = get_json(&http, &format!("{url}/v1/info")).await?;
+        let advertised: Address = info["teeSigner"]
+            .as_str()
+            .unwrap_or_default()
+            .parse()
+            .context("the broker's /v1/info has no teeSigner")?;
+        if advertised != service.tee_signer {
+            anyhow::bail!(
+                "the broker at {url} says its TEE signer is {advertised}, but the chain says {}: refusing it",
+                service.tee_signer
+            );
+        }
+        let grpc_url = match &self.grpc {
+            Some(g) => g.clone(),
+            None => info["grpcUrl"]
+                .as_str()
+                .filter(|s| !s.is_empty())
+                .context("the broker advertises no gRPC URL: pass --grpc")?
+                .to_owned(),
+        };
+        let grpc = FineTuningClient::connect(grpc_url.clone())
+            .await
+            .with_context(|| {
+                format!("connecting to the broker's gRPC at {grpc_url} (--grpc, ZG_BROKER_GRPC)")
+            })?
+            .max_decoding_message_size(8 << 20);
+        Ok(Broker {
+            user: signer.address(),
+            chain,
+            sk,
+            provider: self.provider,
+            url,
+            tee_signer: service.tee_signer,
+            grpc,
+            http,
+        })
+    }
+}
+
+impl Broker {
+    fn auth(&self) -> anyhow::Result<pb::ReadAuth> {
+        let ts = zg_finetune::now_ms() / 1000;
+        let s = sig::sign_personal(&self.sk, &sig::read_digest(self.user, ts))?;
+        Ok(pb::ReadAuth {
+            user: self.user.to_checksum(None),
+            timestamp: ts,
+            signature: s.to_vec(),
+        })
+    }
+
+    async fn task(&mut self, id: Option<&str>) -> anyhow::Result<pb::Task> {
+        match id {
+            Some(id) => Ok(self
+                .grpc
+                .get_task(pb::GetTaskRequest {
+                    auth: Some(self.auth()?),
+                    id: id.to_owned(),
+                })
+                .await
+                .map_err(grpc_err)?
+                .into_inner()),
+            None => self
+                .grpc
+                .list_tasks(pb::ListTasksRequest {
+                    auth: Some(self.auth()?),
+                    limit: 1,
+                })
+                .await
+                .map_err(grpc_err)?
+                .into_inner()
+                .tasks
+                .into_iter()
+                .next()
+                .with_context(|| format!("you have no task with {}", self.provider)),
+        }
+    }
+}
+
+/// A task with a provider.
+#[derive(Debug, Clone, Args)]
+pub(crate) struct TaskArgs {
+    /// The task id.
+    #[arg(long = "task", alias = "task-id", value_name = "ID")]
+    task: String,
+    #[command(flatten)]
+    broker: BrokerArgs,
+}
+
+#[derive(Debug, Serialize)]
+struct TaskView {
+    id: String,
+    state: String,
+    model: String,
+    dataset: String,
+    created_at: String,
+    tokens: u64,
+    epochs: u32,
+    price_per_token: String,
+    fee: String,
+    fee_0g: String,
+    progress: f64,
+    fail_reason: String,
+    model_root_hash: String,
+    storage_root: String,
+    deliver_tx: String,
+    settle_tx: String,
+    charged: String,
+    ack_deadline: String,
+}
+
+fn ms_time(ms: i64) -> String {
+    if ms == 0 {
+        return String::new();
+    }
+    let secs = ms / 1000;
+    format!("{secs} (unix seconds)")
+}
+
+fn view(t: &pb::Task) -> TaskView {
+    let fee_0g = t
+        .fee
+        .parse::<U256>()
+        .map(|f| Amount(f).to_string())
+        .unwrap_or_default();
+    TaskView {
+        id: t.id.clone(),
+        state: t.state.clone(),
+        model: t.model.clone(),
+        dataset: t.dataset_hash.clone(),
+        created_at: ms_time(t.created_at_ms),
+        tokens: t.tokens,
+        epochs: t.epochs,
+        price_per_token: t.price_per_token.clone(),
+        fee: t.fee.clone(),
+        fee_0g,
+        progress: t.progress,
+        fail_reason: t.fail_reason.clone(),
+        model_root_hash: t.model_root_hash.clone(),
+        storage_root: t.storage_root.clone(),
+        deliver_tx: t.deliver_tx.clone(),
+        settle_tx: t.settle_tx.clone(),
+        charged: t.charged.clone(),
+        ack_deadline: ms_time(t.ack_deadline_ms),
+    }
+}
+
+fn print_task(g: &GlobalOpts, t: &pb::Task) -> anyhow::Result<()> {
+    let v = view(t);
+    if g.json {
+        return output::json(&v);
+    }
+    let mut s = format!(
+        "task {}  {}  model {}\n  dataset {}",
+        v.id, v.state, v.model, v.dataset
+    );
+    if !v.fee.is_empty() {
+        s.push_str(&format!(
+            "\n  fee {} neuron ({}) = {} tokens × {} epoch(s) × {} neuron",
+            v.fee, v.fee_0g, v.tokens, v.epochs, v.price_per_token
+        ));
+    }
+    if v.state == "Training" {
+        s.push_str(&format!("\n  progress {:.0}%", v.progress * 100.0));
+    }
+    for (k, val) in [
+        ("failed", &v.fail_reason),
+        ("modelRootHash", &v.model_root_hash),
+        ("storage root", &v.storage_root),
+        ("addDeliverable", &v.deliver_tx),
+        ("settleFees", &v.settle_tx),
+        ("charged (neuron)", &v.charged),
+    ] {
+        if !val.is_empty() {
+            s.push_str(&format!("\n  {k} {val}"));
+        }
+    }
+    output::text(s)
+}
+
+// ------------------------------------------------------------------------------------------------ providers
+
+/// `list-providers`.
+#[derive(Debug, Args)]
+pub(crate) struct ListProvidersArgs {
+    /// Also list services whose TEE signer the contract owner has not acknowledged (the official CLI hides them).
+    #[arg(long)]
+    include_invalid: bool,
+    #[command(flatten)]
+    rpc: RpcOpts,
+}
+
+impl ListProvidersArgs {
+    async fn run(self, g: &GlobalOpts) -> anyhow::Result<ExitCode> {
+        let chain = self.rpc.connect(None).await?;
+        let services: Vec<_> = chain
+            .fine_tuning()
+            .list_services()
+            .await?
+            .into_iter()
+            .filter(|s| self.include_invalid || s.tee_signer_acknowledged)
+            .collect();
+        if g.json {
+            output::json(&services)?;
+        } else if services.is_empty() {
+            output::text(
+                "no fine-tuning services (with an acknowledged TEE signer; --include-invalid lists all)",
+            )?;
+        } else {
+            for s in &services {
+                output::text(format!(
+                    "{}  {}{}\n  price {} neuron per dataset token per epoch ({})\n  models {}\n  TEE signer {}{}\n  machine: {} CPU, {} GPU ({}), memory {}, storage {}",
+                    s.provider,
+                    s.url,
+                    if s.occupied { "  (occupied)" } else { "" },
+                    s.price_per_token,
+                    Amount(s.price_per_token),
+                    s.models.join(", "),
+                    s.tee_signer,
+                    if s.tee_signer_acknowledged {
+                        " (acknowledged by the contract owner)"
+                    } else {
+                        " (NOT acknowledged)"
+                    },
+                    s.quota.cpu_count,
+                    s.quota.gpu_count,
+                    s.quota.gpu_type,
+                    s.quota.node_memory,
+                    s.quota.node_storage,
+                ))?;
+            }
+        }
+        Ok(ExitCode::SUCCESS)
+    }
+}
+
+/// `list-models`.
+#[derive(Debug, Args)]
+pub(crate) struct ListModelsArgs {
+    /// Only this provider.
+    #[arg(long, value_name = "ADDR")]
+    provider: Option<Address>,
+    #[command(flatten)]
+    rpc: RpcOpts,
+}
+
+impl ListModelsArgs {
+    async fn run(self, g: &GlobalOpts) -> anyhow::Result<ExitCode> {
+        let chain = self.rpc.connect(None).await?;
+        let http = http();
+        let mut rows = Vec::new();
+        for s in chain.fine_tuning().list_services().await? {
+            if self.provider.is_some_and(|p| p != s.provider) || s.models.is_empty() {
+                continue;
+            }
+            let url = format!("{}/v1/model", s.url.trim_end_matches('/'));
+            match get_json(&http, &url).await {
+                Ok(Value::Array(models)) => {
+                    for m in models {
+                        let name = m["name"].as_str().unwrap_or_default().to_owned();
+                        let detail = get_json(&http, &format!("{url}/{name}"))
+                            .await
+                            .unwrap_or(Value::Null);
+                        rows.push(json!({
+                            "provider": s.provider,
+                            "name": name,
+                            "description": m["description"],
+                            "tokenizer": detail["tokenizer"],
+                            "hash": detail["hash"],
+                            "pricePerToken": s.price_per_token.to_string(),
+                        }));
+                    }
+                }
+                Ok(_) | Err(_) => {
+                    tracing::warn!(provider = %s.provider, %url, "cannot list this provider's models")
+                }
+            }
+        }
+        if g.json {
+            output::json(&rows)?;
+        } else if rows.is_empty() {
+            output::text("no models")?;
+        } else {
+            for r in &rows {
+                output::text(format!(
+                    "{}  (provider {}, tokenizer {})\n  {}",
+                    r["name"].as_str().unwrap_or_default(),
+                    r["provider"].as_str().unwrap_or_default(),
+                    r["tokenizer"].as_str().unwrap_or("?"),
+                    r["description"].as_str().unwrap_or_default()
+                ))?;
+            }
+        }
+        Ok(ExitCode::SUCCESS)
+    }
+}
+
+// ------------------------------------------------------------------------------------------------ tokens
+
+/// `calculate-token`.
+#[derive(Debug, Args)]
+pub(crate) struct CalculateTokenArgs {
+    /// The base model (its tokenizer counts).
+    #[arg(long)]
+    model: String,
+    /// The dataset (JSONL, or a zip of JSONL files).
+    #[arg(long, value_name = "FILE")]
+    dataset_path: PathBuf,
+    /// Training config: its num_train_epochs multiplies the fee.
+    #[arg(long, value_name = "FILE")]
+    config_path: Option<PathBuf>,
+    /// Ask this provider for the model's tokenizer and price (otherwise only built-in model families are known).
+    #[arg(long, value_name = "ADDR")]
+    provider: Option<Address>,
+    #[command(flatten)]
+    rpc: RpcOpts,
+}
+
+fn tokenizer_named(name: &str) -> anyhow::Result<Box<dyn zg_finetune::Tokenizer>> {
+    match name {
+        "zg-ngram" => Ok(Box::new(zg_finetune::WordTokenizer)),
+        "bytes" => Ok(Box::new(zg_finetune::ByteTokenizer)),
+        other => anyhow::bail!("tokenizer {other:?} is not known to this CLI (zg-ngram, bytes)"),
+    }
+}
+
+impl CalculateTokenArgs {
+    async fn run(self, g: &GlobalOpts) -> anyhow::Result<ExitCode> {
+        let (tokenizer, price) = match self.provider {
+            Some(p) => {
+                let chain = self.rpc.connect(None).await?;
+                let s = chain
+                    .fine_tuning()
+                    .get_service(p)
+                    .await?
+                    .with_context(|| format!("{p} has no fine-tuning service"))?;
+                let m = get_json(
+                    &http(),
+                    &format!("{}/v1/model/{}", s.url.trim_end_matches('/'), self.model),
+                )
+                .await?;
+                (
+                    m["tokenizer"].as_str().unwrap_or("bytes").to_owned(),
+                    Some(s.price_per_token),
+                )
+            }
+            None if self.model == zg_ngram::DEMO_MODEL_ID => ("zg-ngram".to_owned(), None),
+            None => anyhow::bail!(
+                "the tokenizer of {:?} is not built in: pass --provider to ask its broker",
+                self.model
+            ),
+        };
+        let tok = tokenizer_named(&tokenizer)?;
+        let epochs = match &self.config_path {
+            Some(p) => {
+                let text = std::fs::read_to_string(p).with_context(|| format!("reading {}", p.display()))?;
+                TrainingParams::parse(&text, u32::MAX)?.num_train_epochs
+            }
+            None => 1,
+        };
+        let path = self.dataset_path.clone();
+        let ds =
+            tokio::task::spawn_blocking(move || Dataset::load(&path, &DatasetLimits::default())).await??;
+        let tokens = ds.token_count(tok.as_ref());
+        let fee = price.map(|p| U256::from(tokens) * U256::from(epochs) * p);
+        if g.json {
+            output::json(&json!({
+                "model": self.model, "tokenizer": tokenizer, "records": ds.records.len(), "format": ds.format,
+                "tokens": tokens, "epochs": epochs, "pricePerToken": price.map(|p| p.to_string()),
+                "fee": fee.map(|f| f.to_string()),
+            }))?;
+        } else {
+            output::text(format!(
+                "{tokens} tokens ({tokenizer}) in {} {} records",
+                ds.records.len(),
+                ds.format.as_str()
+            ))?;
+            if let (Some(fee), Some(price)) = (fee, price) {
+                output::text(format!(
+                    "fee {fee} neuron ({}) = {tokens} × {epochs} epoch(s) × {price} neuron",
+                    Amount(fee)
+                ))?;
+            }
+        }
+        Ok(ExitCode::SUCCESS)
+    }
+}
+
+// ------------------------------------------------------------------------------------------------ tasks
+
+/// `create-task`.
+#[derive(Debug, Args)]
+#[command(group(clap::ArgGroup::new("data").required(true).args(["dataset", "dataset_path"])))]
+pub(crate) struct CreateTaskArgs {
+    /// Base model name (see list-models).
+    #[arg(long)]
+    model: String,
+    /// A dataset already in storage: its root (from `zg fine-tuning upload`).
+    #[arg(long, value_name = "ROOT")]
+    dataset: Option<String>,
+    /// A dataset file: uploaded to the broker's TEE directly (signed), never to public storage.
+    #[arg(long, value_name = "FILE")]
+    dataset_path: Option<PathBuf>,
+    /// Training config (JSON; e.g. {"num_train_epochs": 2}).
+    #[arg(long, value_name = "FILE")]
+    config_path: PathBuf,
+    /// The most you agree to pay (0G or neuron); default: what the sub-account holds. Signed: the task fails
+    /// before training if the fee is higher.
+    #[arg(long, value_name = "AMOUNT", value_parser = amount)]
+    max_fee: Option<Amount>,
+    /// Follow the log until the model is delivered (or the task ends).
+    #[arg(long)]
+    follow: bool,
+    #[command(flatten)]
+    broker: BrokerArgs,
+}
+
+fn amount(s: &str) -> Result<Amount, String> {
+    s.parse::<Amount>().map_err(|e| e.to_string())
+}
+
+async fn upload_to_tee(b: &Broker, path: &Path) -> anyhow::Result<String> {
+    let bytes = tokio::fs::read(path)
+        .await
+        .with_context(|| format!("reading {}", path.display()))?;
+    let ts = zg_finetune::now_ms() / 1000;
+    let s = sig::sign_personal(&b.sk, &sig::dataset_digest(b.user, ts))?;
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let form = reqwest::multipart::Form::new()
+        .part(
+            "file",
+            reqwest::multipart::Part::bytes(bytes)
+                .file_name(name)
+                .mime_str("application/octet-stream")?,
+        )
+        .text("signature", format!("0x{}", hex::encode(s)))
+        .text("timestamp", ts.to_string());
+    let url = format!("{}/v1/user/{}/dataset", b.url, b.user.to_checksum(None));
+    let r = b
+        .http
+        .post(&url)
+        .multipart(form)
+        .send()
+        .await
+        .with_context(|| format!("POST {url}"))?;
+    let status = r.status();
+    let v: Value = r.json().await.unwrap_or(Value::Null);
+    if !status.is_success() {
+        anyhow::bail!(
+            "the broker refused the dataset ({status}): {}",
+            v["error"].as_str().unwrap_or_default()
+        );
+    }
+    v["datasetHash"]
+        .as_str()
+        .map(str::to_owned)
+        .context("the broker answered without a datasetHash")
+}
+
+impl CreateTaskArgs {
+    async fn run(self, g: &GlobalOpts) -> anyhow::Result<ExitCode> {
+        let mut b = self.broker.connect().await?;
+        let config = std::fs::read_to_string(&self.config_path)
+            .with_context(|| format!("reading --config-path {}", self.config_path.display()))?;
+        TrainingParams::parse(&config, u32::MAX).context("--config-path")?;
+        let ft = b.chain.fine_tuning();
+        let account = ft.get_account(b.user, b.provider).await?.with_context(|| {
+            format!(
+                "you have no fine-tuning sub-account with {}: zg transfer-fund --provider {} --service fine-tuning --amount 2",
+                b.provider, b.provider
+            )
+        })?;
+        if !account.acknowledged {
+            let tx = ft.acknowledge_tee_signer(b.provider, true).await?;
+            tracing::info!(tx = %tx.tx, signer = %b.tee_signer, "acknowledged the provider's TEE signer");
+        }
+        let available = account.balance.0.saturating_sub(account.pending_refund.0);
+        let max_fee = self.max_fee.map(|a| a.0).unwrap_or(available);
+        let dataset = match (&self.dataset, &self.dataset_path) {
+            (Some(root), _) => root.clone(),
+            (None, Some(p)) => upload_to_tee(&b, p).await?,
+            (None, None) => anyhow::bail!("give --dataset ROOT or --dataset-path FILE"),
+        };
+        let nonce = U256::from(u64::try_from(zg_finetune::now_ms()).unwrap_or(0)) * U256::from(10_000)
+            + U256::from(40);
+        let digest =
+            sig::native_create_digest(b.provider, b.user, nonce, &dataset, &self.model, &config, max_fee);
+        let signature = sig::sign_personal(&b.sk, &digest)?;
+        let t = b
+            .grpc
+            .create_task(pb::CreateTaskRequest {
+                user: b.user.to_checksum(None),
+                dataset_hash: dataset,
+                training_params: config,
+                model: self.model.clone(),
+                nonce: nonce.to_string(),
+                signature: signature.to_vec(),
+                max_fee: max_fee.to_string(),
+            })
+            .await
+            .map_err(grpc_err)?
+            .into_inner();
+        if !self.follow {
+            print_task(g, &t)?;
+            return Ok(ExitCode::SUCCESS);
+        }
+        eprintln_task(&t);
+        let last = follow(&mut b, &t.id, 0, false, g.json, |s| s == "Delivered").await?;
+        print_task(g, &last)?;
+        Ok(if last.state == "Failed" {
+            ExitCode::FAILURE
+        } else {
+            ExitCode::SUCCESS
+        })
+    }
+}
+
+fn eprintln_task(t: &pb::Task) {
+    tracing::info!(task = %t.id, state = %t.state, "task created");
+}
+
+/// Streams a task's log. Log lines go to stdout when `to_stdout` (they are the result of `get-log`), else to
+/// stderr. Returns the task as it was when the stream ended (terminal, or `stop_at` reached).
+async fn follow(
+    b: &mut Broker,
+    id: &str,
+    after: u64,
+    to_stdout: bool,
+    json_lines: bool,
+    stop_at: impl Fn(&str) -> bool,
+) -> anyhow::Result<pb::Task> {
+    let mut stream = b
+        .grpc
+        .watch_task(pb::WatchTaskRequest {
+            auth: Some(b.auth()?),
+            id: id.to_owned(),
+            after_seq: after,
+        })
+        .await
+        .map_err(grpc_err)?
+        .into_inner();
+    let mut last: Option<pb::Task> = None;
+    while let Some(u) = stream.message().await.map_err(grpc_err)? {
+        match u.update {
+            Some(pb::task_update::Update::Task(t)) => {
+                let stop = stop_at(&t.state);
+                last = Some(t);
+                if stop {
+                    break;
+                }
+            }
+            Some(pb::task_update::Update::Log(l)) => {
+                let line = if json_lines {
+                    serde_json::to_string(
+                        &json!({"seq": l.seq, "at_ms": l.at_ms, "kind": l.kind, "line": l.line}),
+                    )?
+                } else if l.kind == "log" {
+                    l.line
+                } else {
+                    format!("{}: {}", l.kind, l.line)
+                };
+                if to_stdout {
+                    output::text(line)?;
+                } else {
+                    output::progress(line);
+                }
+            }
+            None => {}
+        }
+    }
+    last.context("the broker closed the stream without a task")
+}
+
+/// `get-task`.
+#[derive(Debug, Args)]
+pub(crate) struct GetTaskArgs {
+    /// The task id (default: your latest task).
+    #[arg(long = "task", alias = "task-id", value_name = "ID")]
+    task: Option<String>,
+    #[command(flatten)]
+    broker: BrokerArgs,
+}
+
+impl GetTaskArgs {
+    async fn run(self, g: &GlobalOpts) -> anyhow::Result<ExitCode> {
+        let mut b = self.broker.connect().await?;
+        let t = b.task(self.task.as_deref()).await?;
+        print_task(g, &t)?;
+        Ok(ExitCode::SUCCESS)
+    }
+}
+
+async fn list_tasks(a: BrokerArgs, g: &GlobalOpts) -> anyhow::Result<ExitCode> {
+    let mut b = a.connect().await?;
+    let tasks = b
+        .grpc
+        .list_tasks(pb::ListTasksRequest {
+            auth: Some(b.auth()?),
+            limit: 500,
+        })
+        .await
+        .map_err(grpc_err)?
+        .into_inner()
+        .tasks;
+    if g.json {
+        output::json(&tasks.iter().map(view).collect::<Vec<_>>())?;
+    } else if tasks.is_empty() {
+        output::text(format!("no tasks with {}", b.provider))?;
+    } else {
+        for t in &tasks {
+            output::text(format!("{}  {:<16} {}  fee {}", t.id, t.state, t.model, t.fee))?;
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `get-log`.
+#[derive(Debug, Args)]
+pub(crate) struct GetLogArgs {
+    /// The task id (default: your latest task).
+    #[arg(long = "task", alias = "task-id", value_name = "ID")]
+    task: Option<String>,
+    /// Keep streaming new lines until the task ends (gRPC WatchTask).
+    #[arg(long, short)]
+    follow: bool,
+    #[command(flatten)]
+    broker: BrokerArgs,
+}
+
+impl GetLogArgs {
+    async fn run(self, g: &GlobalOpts) -> anyhow::Result<ExitCode> {
+        let mut b = self.broker.connect().await?;
+        let t = b.task(self.task.as_deref()).await?;
+        if self.follow {
+            follow(&mut b, &t.id, 0, true, g.json, |_| false).await?;
+            return Ok(ExitCode::SUCCESS);
+        }
+        // Not following: the log so far, then stop at the first task update after it.
+        let mut stream = b
+            .grpc
+            .watch_task(pb::WatchTaskRequest {
+                auth: Some(b.auth()?),
+                id: t.id.clone(),
+                after_seq: 0,
+            })
+            .await
+            .map_err(grpc_err)?
+            .into_inner();
+        let mut seen_task = false;
+        loop {
+            let next = tokio::time::timeout(Duration::from_millis(300), stream.message()).await;
+            match next {
+                Ok(Ok(Some(u))) => match u.update {
+                    Some(pb::task_update::Update::Log(l)) => {
+                        if g.json {
+                            output::text(serde_json::to_string(
+                                &json!({"seq": l.seq, "at_ms": l.at_ms, "kind": l.kind, "line": l.line}),
+                            )?)?;
+                        } else if l.kind == "log" {
+                            output::text(l.line)?;
+                        } else {
+                            output::text(format!("{}: {}", l.kind, l.line))?;
+                        }
+                    }
+                    Some(pb::task_update::Update::Task(_)) if seen_task => break,
+                    _ => seen_task = true,
+                },
+                Ok(Ok(None)) | Err(_) => break,
+                Ok(Err(e)) => return Err(grpc_err(e)),
+            }
+        }
+        Ok(ExitCode::SUCCESS)
+    }
+}
+
+async fn cancel(a: TaskArgs, g: &GlobalOpts) -> anyhow::Result<ExitCode> {
+    let mut b = a.broker.connect().await?;
+    let id = TaskId::parse(&a.task)?;
+    let s = sig::sign_personal(&b.sk, &sig::cancel_digest(&id))?;
+    let t = b
+        .grpc
+        .cancel_task(pb::CancelTaskRequest {
+            user: b.user.to_checksum(None),
+            id: id.to_string(),
+            signature: s.to_vec(),
+        })
+        .await
+        .map_err(grpc_err)?
+        .into_inner();
+    print_task(g, &t)?;
+    Ok(ExitCode::SUCCESS)
+}
+
+// ------------------------------------------------------------------------------------------------ deliverables
+
+/// Where `acknowledge-model` downloads from.
+#[derive(Debug, Clone, Copy, ValueEnum, Default, PartialEq, Eq)]
+pub(crate) enum DownloadMethod {
+    /// Storage first, then the TEE.
+    #[default]
+    Auto,
+    /// The storage backend only.
+    Storage,
+    /// The broker's TEE only (gRPC GetDeliverable).
+    Tee,
+}
+
+/// `acknowledge-model`.
+#[derive(Debug, Args)]
+pub(crate) struct AcknowledgeModelArgs {
+    /// The task id.
+    #[arg(long = "task-id", alias = "task", value_name = "ID")]
+    task_id: String,
+    /// Where to save the sealed model.
+    #[arg(long, value_name = "FILE")]
+    data_path: PathBuf,
+    /// Where to download from.
+    #[arg(long, value_enum, default_value_t)]
+    download_method: DownloadMethod,
+    /// Local content-addressed store (the storage backend) [default: ~/.zg/storage].
+    #[arg(long, env = "ZG_STORAGE_DIR", value_name = "DIR")]
+    store_dir: Option<PathBuf>,
+    #[command(flatten)]
+    broker: BrokerArgs,
+}
+
+async fn download_tee(b: &mut Broker, id: &str, out: &Path) -> anyhow::Result<u64> {
+    use tokio::io::AsyncWriteExt as _;
+    let mut stream = b
+        .grpc
+        .get_deliverable(pb::GetDeliverableRequest {
+            auth: Some(b.auth()?),
+            id: id.to_owned(),
+        })
+        .await
+        .map_err(grpc_err)?
+        .into_inner();
+    let tmp = out.with_extension("part");
+    let mut f = tokio::fs::File::create(&tmp)
+        .await
+        .with_context(|| format!("creating {}", tmp.display()))?;
+    let mut n = 0u64;
+    let mut size = None;
+    while let Some(c) = stream.message().await.map_err(grpc_err)? {
+        match c.chunk {
+            Some(pb::deliverable_chunk::Chunk::Info(i)) => size = Some(i.size),
+            Some(pb::deliverable_chunk::Chunk::Data(d)) => {
+                n += d.len() as u64;
+                if size.is_some_and(|s| n > s) {
+                    anyhow::bail!("the broker sent more bytes than it announced");
+                }
+                f.write_all(&d).await?;
+            }
+            None => {}
+        }
+    }
+    f.sync_all().await?;
+    drop(f);
+    if size != Some(n) {
+        anyhow::bail!("the download ended after {n} bytes of {size:?}");
+    }
+    tokio::fs::rename(&tmp, out).await?;
+    Ok(n)
+}
+
+fn default_store_dir() -> PathBuf {
+    std::env::var_os("HOME")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from("."))
+        .join(".zg")
+        .join("storage")
+}
+
+impl AcknowledgeModelArgs {
+    async fn run(self, g: &GlobalOpts) -> anyhow::Result<ExitCode> {
+        let mut b = self.broker.connect().await?;
+        let id = TaskId::parse(&self.task_id)?.to_string();
+        let d = b
+            .chain
+            .fine_tuning()
+            .get_deliverable(b.user, b.provider, &id)
+            .await?;
+        let t = b.task(Some(&id)).await?;
+        let out = self.data_path.clone();
+        let from_storage = async {
+            let root: zg_finetune::B256 = t.storage_root.parse().context("the task names no storage root")?;
+            let store =
+                zg_storage::LocalStore::open(self.store_dir.clone().unwrap_or_else(default_store_dir))?;
+            let out = out.clone();
+            let n = tokio::task::spawn_blocking(move || store.get_file_blocking(root, &out)).await??;
+            anyhow::Ok(n)
+        };
+        let (bytes, source) = match self.download_method {
+            DownloadMethod::Storage => (from_storage.await?, "storage"),
+            DownloadMethod::Tee => (download_tee(&mut b, &id, &out).await?, "tee"),
+            DownloadMethod::Auto => match from_storage.await {
+                Ok(n) => (n, "storage"),
+                Err(e) => {
+                    tracing::warn!(error = %e, "storage download failed; downloading from the TEE");
+                    (download_tee(&mut b, &id, &out).await?, "tee")
+                }
+            },
+        };
+        // Fail closed: the file must be the one recorded on chain, sealed by the registered TEE signer.
+        let path = out.clone();
+        let signer = b.tee_signer;
+        let (hash, recovered) = tokio::task::spawn_blocking(move || -> anyhow::Result<_> {
+            let (keccak, _, _) = zg_finetune::hash_file(&path)?;
+            let mut f = std::fs::File::open(&path)?;
+            let len = f.metadata()?.len();
+            // The tag signature check reads only the tags; the key is not needed for it.
+            let dummy = zg_sealing::SealingKey::from_bytes([0u8; 32]);
+            let r = zg_sealing::Unsealer::new(&dummy, signer).verify_signature(&mut f, len)?;
+            Ok((keccak, r))
+        })
+        .await??;
+        if d.model_root_hash.as_ref() != hash.as_slice() {
+            anyhow::bail!(
+                "the downloaded model hashes to {hash} but the deliverable on chain records {}: NOT acknowledged",
+                d.model_root_hash
+            );
+        }
+        let tx = if d.acknowledged {
+            None
+        } else {
+            Some(
+                b.chain
+                    .fine_tuning()
+                    .acknowledge_deliverable(b.provider, &id)
+                    .await?,
+            )
+        };
+        let report = json!({
+            "task": id, "dataPath": self.data_path, "bytes": bytes, "source": source,
+            "modelRootHash": format!("{hash:#x}"), "teeSigner": recovered, "acknowledgeTx": tx.map(|t| t.tx),
+        });
+        if g.json {
+            output::json(&report)?;
+        } else {
+            output::text(format!(
+                "downloaded {} bytes from {source} to {}\nkeccak256 {hash:#x} = modelRootHash on chain\ntags signed by {recovered} = the provider's TEE signer\n{}",
+                bytes,
+                self.data_path.display(),
+                match tx {
+                    Some(t) => format!(
+                        "acknowledged on chain (tx {}); the key is revealed when the provider settles",
+                        t.tx
+                    ),
+                    None => "already acknowledged".into(),
+                }
+            ))?;
+        }
+        Ok(ExitCode::SUCCESS)
+    }
+}
+
+async fn acknowledge_deliverable(a: TaskArgs, g: &GlobalOpts) -> anyhow::Result<ExitCode> {
+    let signer = a.broker.wallet.signer()?;
+    let user = signer.address();
+    let chain = a.broker.rpc.connect(Some(signer)).await?;
+    let d = chain
+        .fine_tuning()
+        .get_deliverable(user, a.broker.provider, &a.task)
+        .await?;
+    let tx = if d.acknowledged {
+        None
+    } else {
+        Some(
+            chain
+                .fine_tuning()
+                .acknowledge_deliverable(a.broker.provider, &a.task)
+                .await?,
+        )
+    };
+    if g.json {
+        output::json(&json!({"task": a.task, "acknowledgeTx": tx.map(|t| t.tx), "verified": false}))?;
+    } else {
+        output::text(match tx {
+            Some(t) => format!(
+                "acknowledged task {} (tx {}); nothing was verified by this command",
+                a.task, t.tx
+            ),
+            None => format!("task {} was already acknowledged", a.task),
+        })?;
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+// ------------------------------------------------------------------------------------------------ verify
+
+/// `verify`.
+#[derive(Debug, Args)]
+pub(crate) struct VerifyArgs {
+    /// The provider's address.
+    #[arg(long, value_name = "ADDR")]
+    provider: Address,
+    /// DANGEROUS: accept a SIMULATED TEE (no hardware protection). Local development only.
+    #[arg(long, env = "ZG_ALLOW_SIMULATED", value_parser = clap::builder::BoolishValueParser::new(), default_value_t = false)]
+    allow_simulated: bool,
+    /// Attestation policy (TOML or JSON).
+    #[arg(long, env = "ZG_ATTESTATION_POLICY", value_name = "FILE")]
+    policy: Option<PathBuf>,
+    /// Intel collateral JSON for real TDX quotes.
+    #[arg(long, env = "ZG_COLLATERAL", value_name = "FILE")]
+    collateral: Option<PathBuf>,
+    /// Reach the broker here instead of the URL on chain.
+    #[arg(long, env = "ZG_BROKER_URL", value_name = "URL")]
+    broker_url: Option<String>,
+    #[command(flatten)]
+    rpc: RpcOpts,
+}
+
+impl VerifyArgs {
+    async fn run(self, g: &GlobalOpts) -> anyhow::Result<ExitCode> {
+        use zg_attestation::{AttestationPolicy, Collateral, Evidence, Timestamp, Verifier};
+        let chain = self.rpc.connect(None).await?;
+        let s = chain
+            .fine_tuning()
+            .get_service(self.provider)
+            .await?
+            .with_context(|| format!("{} has no fine-tuning service on chain", self.provider))?;
+        let url = self
+            .broker_url
+            .clone()
+            .unwrap_or(s.url.clone())
+            .trim_end_matches('/')
+            .to_owned();
+        let nonce: [u8; 32] = rand::random();
+        let http = http();
+        let doc = http
+            .get(format!("{url}/v1/attestation?nonce={}", hex::encode(nonce)))
+            .send()
+            .await?
+            .bytes()
+            .await?;
+        let evidence = Evidence::from_document(&doc).context("the broker's attestation does not parse")?;
+        let mut policy = match &self.policy {
+            Some(p) => {
+                AttestationPolicy::from_file(p).with_context(|| format!("--policy {}", p.display()))?
+            }
+            None => AttestationPolicy::default(),
+        };
+        policy.dangerous_allow_simulated = self.allow_simulated;
+        let mut policy = policy.with_nonce(nonce);
+        policy.expected_signer = Some(s.tee_signer);
+        let collateral = match &self.collateral {
+            Some(c) => {
+                Some(Collateral::from_file(c).with_context(|| format!("--collateral {}", c.display()))?)
+            }
+            None => None,
+        };
+        let report = Verifier::new_prod().verify(&evidence, &policy, collateral.as_ref(), Timestamp::now());
+        // 0G's layout too (what the official CLI checks): report_data = the signer address.
+        let quote = get_json(&http, &format!("{url}/v1/quote")).await?;
+        let rd = base64_decode(quote["report_data"].as_str().unwrap_or_default());
+        let rd_text = String::from_utf8_lossy(&rd).trim_end_matches('\0').to_owned();
+        let zerog_ok = rd_text.eq_ignore_ascii_case(&s.tee_signer.to_checksum(None));
+        let bound = report.binding.as_ref().map(|b| b.signer_address);
+        let passed = report.passed() && bound == Some(s.tee_signer) && zerog_ok;
+        if g.json {
+            output::json(
+                &json!({"provider": self.provider, "teeSigner": s.tee_signer, "passed": passed,
+                                 "zeroGReportData": rd_text, "report": &*report}),
+            )?;
+        } else {
+            if report.simulated {
+                output::text(format!("!!  {}  !!", zg_attestation::SIMULATED_BANNER))?;
+            }
+            output::text(format!(
+                "fine-tuning provider {}  {url}\non-chain TEE signer {}\nquote binds {} (fresh nonce {})\n0G report_data {}",
+                self.provider,
+                s.tee_signer,
+                bound.map(|b| b.to_string()).unwrap_or_else(|| "nothing".into()),
+                hex::encode(nonce),
+                rd_text
+            ))?;
+            output::text(&*report)?;
+        }
+        if !passed {
+            anyhow::bail!("provider {} failed verification", self.provider);
+        }
+        Ok(ExitCode::SUCCESS)
+    }
+}
+
+fn base64_decode(s: &str) -> Vec<u8> {
+    use base64::Engine as _;
+    base64::engine::general_purpose::STANDARD
+        .decode(s)
+        .unwrap_or_default()
+}
+
+// ------------------------------------------------------------------------------------------------ generate
+
+/// `generate`.
+#[derive(Debug, Args)]
+pub(crate) struct GenerateArgs {
+    /// The decrypted model (the archive `decrypt-model` wrote).
+    #[arg(long, value_name = "FILE")]
+    model: PathBuf,
+    /// The prompt.
+    #[arg(long)]
+    prompt: String,
+    /// Tokens to generate.
+    #[arg(long, default_value_t = 24)]
+    max_tokens: u64,
+    /// Sampling seed (with temperature > 0).
+    #[arg(long)]
+    seed: Option<u64>,
+    /// 0 = greedy.
+    #[arg(long, default_value_t = 0.0)]
+    temperature: f64,
+}
+
+impl GenerateArgs {
+    async fn run(self, g: &GlobalOpts) -> anyhow::Result<ExitCode> {
+        let dir = tempfile_dir()?;
+        let mut archive = Vec::new();
+        std::fs::File::open(&self.model)
+            .with_context(|| format!("opening {}", self.model.display()))?
+            .take(1 << 30)
+            .read_to_end(&mut archive)?;
+        let files = zg_finetune::unpack(&mut archive.as_slice(), &dir, 1 << 30)?;
+        let base = zg_ngram::NgramModel::train(zg_ngram::SHIPPED_CORPUS);
+        let tuned = zg_finetune::apply_adapter(&base, &dir, 1 << 28)?;
+        let _ = std::fs::remove_dir_all(&dir);
+        let s = zg_ngram::Sampling {
+            max_tokens: self.max_tokens,
+            temperature: self.temperature,
+            seed: self.seed,
+            stop: Vec::new(),
+        };
+        let (b, t) = (
+            base.generate(&self.prompt, &s).text,
+            tuned.generate(&self.prompt, &s).text,
+        );
+        if g.json {
+            output::json(&json!({"prompt": self.prompt, "base": b, "fineTuned": t, "files": files}))?;
+        } else {
+            output::text(format!(
+                "prompt:      {}\nbase model:  {b}\nfine-tuned:  {t}",
+                self.prompt
+            ))?;
+        }
+        Ok(ExitCode::SUCCESS)
+    }
+}
+
+fn tempfile_dir() -> anyhow::Result<PathBuf> {
+    let d = std::env::temp_dir().join(format!("zg-generate-{}", TaskId::random()));
+    std::fs::create_dir_all(&d)?;
+    Ok(d)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn task_view_shows_fees_in_both_units() {
+        let t = pb::Task {
+            id: "x".into(),
+            state: "Training".into(),
+            fee: "2000000000000000000".into(),
+            ..Default::default()
+        };
+        let v = view(&t);
+        assert_eq!(
+            v.fee_0g,
+            Amount(U256::from(2_000_000_000_000_000_000u128)).to_string()
+        );
+        assert!(tokenizer_named("zg-ngram").is_ok() && tokenizer_named("gpt2").is_err());
+    }
+}
