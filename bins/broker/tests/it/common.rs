@@ -214,6 +214,17 @@ impl Net {
         }
     }
 
+    /// Customer `i` as is (no ledger actions).
+    pub async fn customer_handle(&self, i: usize) -> Customer {
+        let key = self.devnet.keys()[i].clone();
+        Customer {
+            sk: SigningKey::from_slice(key.to_bytes().as_slice()).unwrap(),
+            addr: key.address(),
+            chain: self.devnet.client(Some(key.clone())).await.unwrap(),
+            key,
+        }
+    }
+
     /// Stores a dataset as `zg upload` would and returns its root.
     pub fn upload(&self, bytes: &[u8]) -> String {
         format!("{:#x}", self.storage.put_bytes(bytes).unwrap())

@@ -10,3 +10,4 @@
 mod common;
 mod crash;
 mod e2e;
+mod official_cli;

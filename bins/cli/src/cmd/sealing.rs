@@ -1,8 +1,5 @@
 //! `zg decrypt-model`: verify and decrypt a sealed fine-tuned model (0G's sealed format).
-use super::{
-    GlobalOpts,
-    opts::{RpcOpts, WalletOpts},
-};
+use super::{GlobalOpts, opts::RpcOpts};
 use crate::output;
 use anyhow::Context as _;
 use indicatif::ProgressBar;
@@ -35,7 +32,7 @@ pub(crate) struct DecryptModelArgs {
     #[arg(long, value_name = "HEX", conflicts_with_all = ["provider", "task_id"])]
     secret: Option<String>,
     /// Provider address: read the task's revealed `encryptedSecret` from the fine-tuning contract and
-    /// open it with your key (`--keystore`, or `ZG_PRIVATE_KEY`).
+    /// open it with your key (`ZG_PRIVATE_KEY`).
     #[arg(long, requires = "task_id", value_name = "ADDR")]
     provider: Option<String>,
     /// Fine-tuning task id (with `--provider`).
@@ -43,8 +40,6 @@ pub(crate) struct DecryptModelArgs {
     task_id: Option<String>,
     #[command(flatten)]
     rpc: RpcOpts,
-    #[command(flatten)]
-    wallet: WalletOpts,
 }
 
 impl DecryptModelArgs {
@@ -67,7 +62,7 @@ impl DecryptModelArgs {
                 let provider: Address = provider
                     .parse()
                     .with_context(|| format!("--provider {provider:?} is not an address"))?;
-                let customer = customer_key(&self.wallet)?;
+                let customer = customer_key()?;
                 let user = zg_sealing::signer_address(&zg_sealing::k256::ecdsa::VerifyingKey::from(
                     customer.public_key(),
                 ));
@@ -112,13 +107,13 @@ impl DecryptModelArgs {
     }
 }
 
-/// The customer's secp256k1 key: the keystore (`--keystore` / `ZG_KEYSTORE`) or `ZG_PRIVATE_KEY`.
-fn customer_key(wallet: &WalletOpts) -> anyhow::Result<zg_sealing::k256::SecretKey> {
-    let signer = wallet
-        .signer()
-        .context("the key the task was created with: --keystore FILE, or ZG_PRIVATE_KEY")?;
-    zg_sealing::k256::SecretKey::from_slice(signer.to_bytes().as_slice())
-        .map_err(|_| anyhow::anyhow!("the wallet key is not a secp256k1 private key"))
+/// The customer's secp256k1 key, from `ZG_PRIVATE_KEY` (hex).
+fn customer_key() -> anyhow::Result<zg_sealing::k256::SecretKey> {
+    let hex_key =
+        std::env::var("ZG_PRIVATE_KEY").context("set ZG_PRIVATE_KEY to the key the task was created with")?;
+    let bytes = hex::decode(hex_key.trim().trim_start_matches("0x")).context("ZG_PRIVATE_KEY is not hex")?;
+    zg_sealing::k256::SecretKey::from_slice(&bytes)
+        .map_err(|_| anyhow::anyhow!("ZG_PRIVATE_KEY is not a secp256k1 private key"))
 }
 
 /// Opens the deliverable's `encryptedSecret` (eciesjs ECIES, 129 bytes) with the customer's key.
