@@ -78,12 +78,27 @@ pub struct Record {
     pub line: String,
     /// The text fields (message contents; instruction, input, output; prompt, completion; text).
     pub parts: Vec<String>,
+    /// Which parts are what the model should learn to produce (assistant turns, `output`, `completion`,
+    /// `text`), as supervised fine-tuning computes its loss on them.
+    pub targets: Vec<bool>,
 }
 
 impl Record {
-    /// The record's training text: its parts joined by newlines.
+    /// The record's whole text: its parts joined by newlines.
     pub fn text(&self) -> String {
         self.parts.join("\n")
+    }
+
+    /// The target parts joined by newlines (all parts when none is marked).
+    pub fn target_text(&self) -> String {
+        let t: Vec<&str> = self
+            .parts
+            .iter()
+            .zip(&self.targets)
+            .filter(|(_, t)| **t)
+            .map(|(p, _)| p.as_str())
+            .collect();
+        if t.is_empty() { self.text() } else { t.join("\n") }
     }
 }
 
@@ -365,7 +380,9 @@ fn text_of(v: &Value, line: u64, field: &str) -> Result<String> {
     }
 }
 
-fn parse_record(obj: &serde_json::Map<String, Value>, line: u64) -> Result<(DatasetFormat, Vec<String>)> {
+type Parsed = (DatasetFormat, Vec<String>, Vec<bool>);
+
+fn parse_record(obj: &serde_json::Map<String, Value>, line: u64) -> Result<Parsed> {
     let s = |k: &str| -> Result<String> { text_of(obj.get(k).unwrap_or(&Value::Null), line, k) };
     if let Some(msgs) = obj.get("messages") {
         let msgs = msgs.as_array().ok_or_else(|| Error::DatasetFormat {
@@ -379,6 +396,7 @@ fn parse_record(obj: &serde_json::Map<String, Value>, line: u64) -> Result<(Data
             });
         }
         let mut parts = Vec::with_capacity(msgs.len());
+        let mut targets = Vec::with_capacity(msgs.len());
         for (i, m) in msgs.iter().enumerate() {
             let role = m.get("role").and_then(Value::as_str).unwrap_or_default();
             if !matches!(role, "system" | "user" | "assistant" | "tool") {
@@ -392,8 +410,9 @@ fn parse_record(obj: &serde_json::Map<String, Value>, line: u64) -> Result<(Data
                 line,
                 "content",
             )?);
+            targets.push(role == "assistant");
         }
-        return Ok((DatasetFormat::Chat, parts));
+        return Ok((DatasetFormat::Chat, parts, targets));
     }
     if obj.contains_key("instruction") && obj.contains_key("output") {
         let mut parts = vec![s("instruction")?];
@@ -401,16 +420,21 @@ fn parse_record(obj: &serde_json::Map<String, Value>, line: u64) -> Result<(Data
             parts.push(s("input")?);
         }
         parts.push(s("output")?);
-        return Ok((DatasetFormat::Instruction, parts));
+        let mut targets = vec![false; parts.len()];
+        if let Some(last) = targets.last_mut() {
+            *last = true;
+        }
+        return Ok((DatasetFormat::Instruction, parts, targets));
     }
     if obj.contains_key("prompt") && obj.contains_key("completion") {
         return Ok((
             DatasetFormat::PromptCompletion,
             vec![s("prompt")?, s("completion")?],
+            vec![false, true],
         ));
     }
     if obj.contains_key("text") {
-        return Ok((DatasetFormat::Text, vec![s("text")?]));
+        return Ok((DatasetFormat::Text, vec![s("text")?], vec![true]));
     }
     Err(Error::DatasetFormat {
         line,
@@ -472,7 +496,7 @@ impl<'l> JsonlParser<'l> {
                     reason: "each line must be a JSON object".into(),
                 });
             };
-            let (format, parts) = parse_record(&obj, self.line)?;
+            let (format, parts, targets) = parse_record(&obj, self.line)?;
             match self.format {
                 None => self.format = Some((format, self.line)),
                 Some((f, first)) if f != format => {
@@ -503,6 +527,7 @@ impl<'l> JsonlParser<'l> {
             self.records.push(Record {
                 line: text.to_owned(),
                 parts,
+                targets,
             });
         }
     }
@@ -557,6 +582,7 @@ mod tests {
         assert_eq!(d.format, DatasetFormat::Instruction);
         assert_eq!(d.records[0].parts, ["add", "1 2", "3"]);
         assert_eq!(d.records[1].text(), "say hi\nhi");
+        assert_eq!(d.records[1].target_text(), "hi");
         assert_eq!(d.to_jsonl().split(|b| *b == b'\n').count(), 3);
         let pc = b"{\"prompt\":\"a\",\"completion\":\"b\"}\r\n{\"prompt\":\"c\",\"completion\":\"d\"}\r\n";
         assert_eq!(

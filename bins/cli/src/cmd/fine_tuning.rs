@@ -674,7 +674,7 @@ impl CreateTaskArgs {
             return Ok(ExitCode::SUCCESS);
         }
         eprintln_task(&t);
-        let last = follow(&mut b, &t.id, 0, false, g.json, |s| s == "Delivered").await?;
+        let last = follow(&mut b, &t.id, 0, false, false, |s| s == "Delivered").await?;
         print_task(g, &last)?;
         Ok(if last.state == "Failed" {
             ExitCode::FAILURE
@@ -1173,11 +1173,11 @@ pub(crate) struct GenerateArgs {
     /// Tokens to generate.
     #[arg(long, default_value_t = 24)]
     max_tokens: u64,
-    /// Sampling seed (with temperature > 0).
-    #[arg(long)]
-    seed: Option<u64>,
-    /// 0 = greedy.
-    #[arg(long, default_value_t = 0.0)]
+    /// Sampling seed: the same seed gives the same text.
+    #[arg(long, default_value_t = 7)]
+    seed: u64,
+    /// 0 = greedy (an n-gram model then tends to loop); 1 = the trained distribution.
+    #[arg(long, default_value_t = 0.7)]
     temperature: f64,
 }
 
@@ -1196,7 +1196,7 @@ impl GenerateArgs {
         let s = zg_ngram::Sampling {
             max_tokens: self.max_tokens,
             temperature: self.temperature,
-            seed: self.seed,
+            seed: Some(self.seed),
             stop: Vec::new(),
         };
         let (b, t) = (

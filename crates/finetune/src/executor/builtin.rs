@@ -1,8 +1,9 @@
 //! `builtin`: fine-tunes the demo n-gram family (zg-ngram) in process, on CPU, in milliseconds per epoch.
 //!
-//! Honest about what it is: training counts the dataset's n-grams once (the "adapter"), epoch *e* applies
-//! them *e* times to the base, and the loss it reports is the smoothed cross-entropy on records held out
-//! with the seed — measured before training (epoch 0) and after every epoch. Parameters that mean nothing
+//! Honest about what it is: training counts the n-grams of the dataset's target texts (assistant turns,
+//! outputs, completions — what supervised fine-tuning learns) once (the "adapter"), epoch *e* applies them *e*
+//! times to the base, and the loss it reports is the smoothed cross-entropy on the targets of records held
+//! out with the seed — measured before training (epoch 0) and after every epoch. Parameters that mean nothing
 //! to an n-gram model (learning rate, batch size, LoRA shape) are named in the log as ignored.
 //!
 //! Output: `adapter.ngram` (the dataset's counts, zg-ngram's text format), `adapter_config.json` (base model,
@@ -92,7 +93,10 @@ impl Executor for BuiltinExecutor {
         let n = order.len();
         let held = ((n as f64 * p.validation_split).ceil() as usize).clamp(1, n.saturating_sub(1).max(1));
         let (held_idx, train_idx) = order.split_at(held);
-        let texts = |idx: &[usize]| -> Vec<String> { idx.iter().map(|&i| ds.records[i].text()).collect() };
+        // As supervised fine-tuning does, learn (and measure the loss on) what the model should say: assistant
+        // turns, outputs, completions.
+        let texts =
+            |idx: &[usize]| -> Vec<String> { idx.iter().map(|&i| ds.records[i].target_text()).collect() };
         let (held_texts, train_texts) = (texts(held_idx), texts(train_idx));
         ctx.log(format!(
             "builtin n-gram trainer on {}: {} training records, {} held out (seed {}), {} epoch(s)",
