@@ -45,9 +45,12 @@ abstract contract ServingBase is IServing, Ownable, ReentrancyGuard {
         // slot 3-4: session-token revocation (InferenceServing)
         uint256 generation;
         uint256 revokedBitmap;
-        // slot 5
+        // slot 5: `acknowledgedSigner` is the TEE signer the customer acknowledged with
+        // `acknowledgeTEESigner(provider, true)` (zero: none). TEE settlement pays only while it equals
+        // the provider's current, owner-acknowledged signer. The 0G ABI's `acknowledged` is derived
+        // from it (see `_userAcknowledged`), so the ABI stays 0G's.
         bool exists;
-        bool acknowledged;
+        address acknowledgedSigner;
         uint32 refundSeq;
         string additionalInfo;
         StoredRefund[] refunds;
@@ -110,8 +113,12 @@ abstract contract ServingBase is IServing, Ownable, ReentrancyGuard {
     event ProviderStakeReturned(address indexed provider, uint256 amount);
     /// @notice The owner (`acknowledged` true) vouched for, or withdrew trust in, a provider's TEE signer.
     event ProviderTEESignerAcknowledged(address indexed provider, address indexed teeSignerAddress, bool acknowledged);
-    /// @notice A customer acknowledged (or un-acknowledged) a provider's TEE signer for its sub-account.
-    event UserTEESignerAcknowledged(address indexed user, address indexed provider, bool acknowledged);
+    /// @notice A customer acknowledged (`acknowledged` true) `teeSignerAddress`, the provider's TEE signer
+    ///         at that moment, for its sub-account; or withdrew its acknowledgement of `teeSignerAddress`
+    ///         (the one recorded before; zero if none).
+    event UserTEESignerAcknowledged(
+        address indexed user, address indexed provider, address indexed teeSignerAddress, bool acknowledged
+    );
 
     // ------------------------------------------------------------------ configuration
 
@@ -306,7 +313,7 @@ abstract contract ServingBase is IServing, Ownable, ReentrancyGuard {
         AccountState storage acc = _existing(user, provider);
         if (acc.balance != 0) revert CannotRevokeWithNonZeroBalance(user, provider, acc.balance);
         acc.exists = false;
-        acc.acknowledged = false;
+        acc.acknowledgedSigner = address(0);
         delete acc.additionalInfo;
         delete acc.refunds;
         _onAccountDeleted(user, provider);
@@ -328,11 +335,50 @@ abstract contract ServingBase is IServing, Ownable, ReentrancyGuard {
 
     // ------------------------------------------------------------------ customer
 
-    /// @notice The caller (a customer) acknowledges, or stops acknowledging, `provider`'s TEE signer.
+    /// @notice The caller (a customer) acknowledges `provider`'s current TEE signer (`acknowledged` true):
+    ///         the signer's address is recorded, and TEE-signed settlements of this sub-account pay only
+    ///         while that address is still the provider's signer and the owner acknowledges it. If the
+    ///         provider later registers another signer, `getAccount(..).acknowledged` reads false again
+    ///         and the customer must acknowledge the new one. With `acknowledged` false the record is
+    ///         cleared; while it still names the current signer this needs an empty sub-account
+    ///         (`CannotRevokeWithNonZeroBalance`), as 0G's client requires: funds that signer may still
+    ///         charge for served requests leave through a refund (its lock time lets the provider settle).
+    /// @dev Who: any customer, for its own sub-account only. Worst cases: acknowledging exposes the
+    ///      sub-account's balance to that signer's settlements (the customer's consent, checked against
+    ///      the attestation first); withdrawing it early would let a customer stop payment for requests
+    ///      already served, hence the empty-account rule. A compromised acknowledged signer is stopped by
+    ///      the owner (`revokeTEESignerAcknowledgement`) or by the provider registering another one.
     function acknowledgeTEESigner(address provider, bool acknowledged) external {
         AccountState storage acc = _existing(msg.sender, provider);
-        acc.acknowledged = acknowledged;
-        emit UserTEESignerAcknowledged(msg.sender, provider, acknowledged);
+        address signer = acc.acknowledgedSigner;
+        if (acknowledged) {
+            signer = _teeSigner(provider);
+            if (signer == address(0)) _revertNoTEESigner(provider);
+            acc.acknowledgedSigner = signer;
+        } else {
+            if (signer != address(0) && acc.balance != 0) {
+                (address current,) = _currentTEESigner(provider);
+                if (current == signer) revert CannotRevokeWithNonZeroBalance(msg.sender, provider, acc.balance);
+            }
+            acc.acknowledgedSigner = address(0);
+        }
+        emit UserTEESignerAcknowledged(msg.sender, provider, signer, acknowledged);
+    }
+
+    /// @notice Who vouches for `provider`'s TEE signer, and whether a TEE-signed settlement of the
+    ///         (`user`, `provider`) sub-account would pass the acknowledgement checks now: `teeSigner` is the
+    ///         provider's current signer (zero if it has no service or no signer), `ownerAcknowledged` the
+    ///         owner's acknowledgement of it, `userAcknowledgedSigner` the signer the customer acknowledged
+    ///         (zero if none), and `settleable` is `teeSigner != 0 && ownerAcknowledged &&
+    ///         userAcknowledgedSigner == teeSigner`.
+    function getTEESignerAcknowledgements(address user, address provider)
+        external
+        view
+        returns (address teeSigner, bool ownerAcknowledged, address userAcknowledgedSigner, bool settleable)
+    {
+        (teeSigner, ownerAcknowledged) = _currentTEESigner(provider);
+        userAcknowledgedSigner = _accounts[user][provider].acknowledgedSigner;
+        settleable = teeSigner != address(0) && ownerAcknowledged && userAcknowledgedSigner == teeSigner;
     }
 
     // ------------------------------------------------------------------ hooks
@@ -346,6 +392,10 @@ abstract contract ServingBase is IServing, Ownable, ReentrancyGuard {
 
     /// @dev `provider`'s TEE signer (zero if none); reverts `ServiceNotExist` if it has no service.
     function _teeSigner(address provider) internal view virtual returns (address);
+
+    /// @dev `provider`'s current TEE signer and the owner's acknowledgement of it (zero and false if it
+    ///      has no service); never reverts.
+    function _currentTEESigner(address provider) internal view virtual returns (address signer, bool ownerAcknowledged);
 
     /// @dev Records the owner's acknowledgement of `provider`'s TEE signer (the service exists).
     function _setTEESignerAcknowledged(address provider, bool acknowledged) internal virtual;
@@ -405,6 +455,16 @@ abstract contract ServingBase is IServing, Ownable, ReentrancyGuard {
             }
         }
         acc.pendingRefund = uint128(uint256(acc.pendingRefund) - (amount - remaining));
+    }
+
+    /// @dev The 0G ABI's `Account.acknowledged`: true only while the signer the customer acknowledged is the
+    ///      provider's current one (so 0G's client, which re-acknowledges when it reads false, does so
+    ///      after the provider swapped its signer).
+    function _userAcknowledged(AccountState storage acc, address provider) internal view returns (bool) {
+        address acked = acc.acknowledgedSigner;
+        if (acked == address(0)) return false;
+        (address signer,) = _currentTEESigner(provider);
+        return acked == signer;
     }
 
     function _refundViews(AccountState storage acc) internal view returns (Refund[] memory out) {
