@@ -94,6 +94,9 @@ abstract contract ServingBase is IServing, Ownable, ReentrancyGuard {
     error TransferFailed();
     /// @notice A constructor parameter is out of range: `parameter` names it, `value` is what was given.
     error InvalidConfig(string parameter, uint256 value);
+    /// @notice `expected` is no longer `provider`'s TEE signer (it is `current`): check the attestation of
+    ///         the current signer before acknowledging it.
+    error TEESignerChanged(address provider, address expected, address current);
 
     // ------------------------------------------------------------------ events
 
@@ -210,11 +213,21 @@ abstract contract ServingBase is IServing, Ownable, ReentrancyGuard {
     // ------------------------------------------------------------------ owner: TEE signer trust
 
     /// @notice Owner: vouches for `provider`'s current TEE signer (after checking its attestation).
+    /// @dev Acknowledges whatever signer is current when the transaction runs: a provider that swaps its
+    ///      signer between the owner's check and this call gets the new one acknowledged. Prefer
+    ///      `acknowledgeTEESignerAddressByOwner`, which names the signer that was checked.
     function acknowledgeTEESignerByOwner(address provider) external onlyOwner {
         address signer = _teeSigner(provider);
         if (signer == address(0)) _revertNoTEESigner(provider);
-        _setTEESignerAcknowledged(provider, true);
-        emit ProviderTEESignerAcknowledged(provider, signer, true);
+        _ownerAcknowledge(provider, signer);
+    }
+
+    /// @notice Owner: vouches for `teeSigner` as `provider`'s TEE signer; reverts
+    ///         `TEESignerChanged(provider, teeSigner, current)` unless it is still the current one, so a
+    ///         signer swapped in after the owner checked the attestation is never acknowledged by mistake.
+    /// @dev Who: the owner only. Worst case: the owner vouches for a signer it did not check (its job).
+    function acknowledgeTEESignerAddressByOwner(address provider, address teeSigner) external onlyOwner {
+        _ownerAcknowledge(provider, _requireCurrentSigner(provider, teeSigner));
     }
 
     /// @notice Owner: withdraws the acknowledgement of `provider`'s TEE signer.
@@ -222,6 +235,19 @@ abstract contract ServingBase is IServing, Ownable, ReentrancyGuard {
         address signer = _teeSigner(provider);
         _setTEESignerAcknowledged(provider, false);
         emit ProviderTEESignerAcknowledged(provider, signer, false);
+    }
+
+    function _ownerAcknowledge(address provider, address signer) private {
+        _setTEESignerAcknowledged(provider, true);
+        emit ProviderTEESignerAcknowledged(provider, signer, true);
+    }
+
+    /// @dev `teeSigner` if it is `provider`'s current, non-zero signer; reverts otherwise.
+    function _requireCurrentSigner(address provider, address teeSigner) private view returns (address) {
+        address current = _teeSigner(provider);
+        if (current == address(0)) _revertNoTEESigner(provider);
+        if (current != teeSigner) revert TEESignerChanged(provider, teeSigner, current);
+        return current;
     }
 
     // ------------------------------------------------------------------ ledger-only
@@ -350,19 +376,34 @@ abstract contract ServingBase is IServing, Ownable, ReentrancyGuard {
     ///      the owner (`revokeTEESignerAcknowledgement`) or by the provider registering another one.
     function acknowledgeTEESigner(address provider, bool acknowledged) external {
         AccountState storage acc = _existing(msg.sender, provider);
-        address signer = acc.acknowledgedSigner;
         if (acknowledged) {
-            signer = _teeSigner(provider);
-            if (signer == address(0)) _revertNoTEESigner(provider);
-            acc.acknowledgedSigner = signer;
-        } else {
-            if (signer != address(0) && acc.balance != 0) {
-                (address current,) = _currentTEESigner(provider);
-                if (current == signer) revert CannotRevokeWithNonZeroBalance(msg.sender, provider, acc.balance);
-            }
-            acc.acknowledgedSigner = address(0);
+            address current = _teeSigner(provider);
+            if (current == address(0)) _revertNoTEESigner(provider);
+            _userAcknowledge(acc, provider, current);
+            return;
         }
-        emit UserTEESignerAcknowledged(msg.sender, provider, signer, acknowledged);
+        address signer = acc.acknowledgedSigner;
+        if (signer != address(0) && acc.balance != 0) {
+            (address current,) = _currentTEESigner(provider);
+            if (current == signer) revert CannotRevokeWithNonZeroBalance(msg.sender, provider, acc.balance);
+        }
+        acc.acknowledgedSigner = address(0);
+        emit UserTEESignerAcknowledged(msg.sender, provider, signer, false);
+    }
+
+    /// @notice The caller (a customer) acknowledges `teeSigner` as `provider`'s TEE signer, as
+    ///         `acknowledgeTEESigner(provider, true)` does, but reverts `TEESignerChanged(provider, teeSigner,
+    ///         current)` unless it is still the provider's current signer: a client that verified the
+    ///         attestation of `teeSigner` never acknowledges a signer swapped in meanwhile.
+    /// @dev Who: any customer, for its own sub-account only (see `acknowledgeTEESigner`).
+    function acknowledgeTEESignerAddress(address provider, address teeSigner) external {
+        AccountState storage acc = _existing(msg.sender, provider);
+        _userAcknowledge(acc, provider, _requireCurrentSigner(provider, teeSigner));
+    }
+
+    function _userAcknowledge(AccountState storage acc, address provider, address signer) private {
+        acc.acknowledgedSigner = signer;
+        emit UserTEESignerAcknowledged(msg.sender, provider, signer, true);
     }
 
     /// @notice Who vouches for `provider`'s TEE signer, and whether a TEE-signed settlement of the

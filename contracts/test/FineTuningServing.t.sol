@@ -424,6 +424,26 @@ contract FineTuningServingTest is Fixture {
         assertEq(ft.getAccount(bob, provider).balance, 5 ether - 0.3 ether, "penalty after the customer's ack");
     }
 
+    /// @notice Issue 9: the pinned acknowledgements work on fine-tuning too.
+    function test_issue9_pinned_acknowledgements() public {
+        address rogue = vm.addr(0xBAD);
+        vm.prank(provider);
+        ft.addOrUpdateService("https://ft.example", quota(), 1e9, false, new string[](0), rogue);
+        vm.prank(owner);
+        vm.expectRevert(abi.encodeWithSelector(ServingBase.TEESignerChanged.selector, provider, tee, rogue));
+        ft.acknowledgeTEESignerAddressByOwner(provider, tee);
+        vm.prank(alice);
+        vm.expectRevert(abi.encodeWithSelector(ServingBase.TEESignerChanged.selector, provider, tee, rogue));
+        ft.acknowledgeTEESignerAddress(provider, tee);
+        vm.prank(owner);
+        ft.acknowledgeTEESignerAddressByOwner(provider, rogue);
+        vm.prank(alice);
+        ft.acknowledgeTEESignerAddress(provider, rogue);
+        (,,, bool settleable) = ft.getTEESignerAcknowledgements(alice, provider);
+        assertTrue(settleable, "settleable");
+        assertTrue(ft.getAccount(alice, provider).acknowledged, "acknowledged");
+    }
+
     function test_settle_needs_tee_signer() public {
         address p2 = vm.addr(0xC0C);
         addFtService(p2, address(0));

@@ -332,6 +332,49 @@ contract InferenceServingTest is Fixture {
         assertTrue(signer == address(0) && !ownerAck && !settleable, "no service: nothing settleable");
     }
 
+    /// @notice Issue 9: the pinned acknowledgements name the signer that was checked, so a signer swapped in
+    ///         between the attestation check and the transaction (a front-run) is never acknowledged.
+    function test_issue9_pinned_acknowledgements_refuse_a_front_run_swap() public {
+        inferenceCustomer(1, 10 ether, 5 ether);
+        address rogue = vm.addr(0xBAD);
+        // The provider swaps right before the owner's and the customer's transactions.
+        vm.prank(provider);
+        inference.addOrUpdateService(serviceParams(rogue));
+        vm.prank(owner);
+        vm.expectRevert(abi.encodeWithSelector(ServingBase.TEESignerChanged.selector, provider, tee, rogue));
+        inference.acknowledgeTEESignerAddressByOwner(provider, tee);
+        vm.prank(alice);
+        vm.expectRevert(abi.encodeWithSelector(ServingBase.TEESignerChanged.selector, provider, tee, rogue));
+        inference.acknowledgeTEESignerAddress(provider, tee);
+        (address signer, bool ownerAck, address userSigner,) = inference.getTEESignerAcknowledgements(alice, provider);
+        assertTrue(signer == rogue && !ownerAck && userSigner == address(0), "nothing acknowledged");
+
+        // Only the owner; only a signer that exists.
+        vm.prank(alice);
+        vm.expectRevert(abi.encodeWithSelector(Ownable.NotOwner.selector, alice, owner));
+        inference.acknowledgeTEESignerAddressByOwner(provider, rogue);
+        address p2 = address(0xC0C);
+        addInferenceService(p2, address(0));
+        vm.prank(owner);
+        vm.expectRevert(abi.encodeWithSelector(InferenceServing.NoTEESigner.selector, p2));
+        inference.acknowledgeTEESignerAddressByOwner(p2, address(0));
+
+        // Naming the current signer works, with the same events as the unpinned calls.
+        vm.expectEmit(true, true, false, true, address(inference));
+        emit ServingBase.ProviderTEESignerAcknowledged(provider, rogue, true);
+        vm.prank(owner);
+        inference.acknowledgeTEESignerAddressByOwner(provider, rogue);
+        vm.expectEmit(true, true, true, true, address(inference));
+        emit ServingBase.UserTEESignerAcknowledged(alice, provider, rogue, true);
+        vm.prank(alice);
+        inference.acknowledgeTEESignerAddress(provider, rogue);
+        (,,, bool settleable) = inference.getTEESignerAcknowledgements(alice, provider);
+        assertTrue(settleable, "both acknowledged the signer they named");
+        vm.prank(userAddr(7));
+        vm.expectRevert(abi.encodeWithSelector(ServingBase.AccountNotExists.selector, userAddr(7), provider));
+        inference.acknowledgeTEESignerAddress(provider, rogue);
+    }
+
     /// @notice Issue 9: removing and re-creating the service with the same key needs the owner again.
     function test_issue9_service_recreated_needs_owner_again() public {
         ownerAckInference(provider);

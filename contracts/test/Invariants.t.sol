@@ -5,7 +5,7 @@ import {Test} from "./utils/Test.sol";
 import {LedgerManager} from "../src/LedgerManager.sol";
 import {InferenceServing, ServiceParams, TEESettlementData, Voucher, Account} from "../src/InferenceServing.sol";
 import {FineTuningServing, Quota, VerifierInput, Deliverable} from "../src/FineTuningServing.sol";
-import {Refund} from "../src/ServingBase.sol";
+import {Refund, ServingBase} from "../src/ServingBase.sol";
 
 /// @notice Drives random sequences of customer, provider and owner actions against the wired contracts
 ///         and records ghost state for the invariants. Every violation it can see directly (a replay
@@ -85,8 +85,8 @@ contract Handler is Test {
             signerKey[1][providers[k]] = TEE_KEY;
             this.toggleInferenceService(k);
             this.toggleFtService(k);
-            this.ownerAck(k, 0, true);
-            this.ownerAck(k, 1, true);
+            _ownerAck(providers[k], 0, true);
+            _ownerAck(providers[k], 1, true);
         }
         calls = 0;
     }
@@ -181,25 +181,24 @@ contract Handler is Test {
     /// @notice The owner acknowledges (or revokes) a provider's current signer on one serving contract.
     function ownerAck(uint256 p, uint256 c, bool acknowledged) external {
         ++calls;
-        address prov = providers[p % N_PROVIDERS];
-        c %= 2;
-        address owner = inference.owner();
-        vm.prank(owner);
-        if (c == 0 && acknowledged) {
-            try inference.acknowledgeTEESignerByOwner(prov) {
-                ownerAcked[0][prov] = true;
-            } catch {}
-        } else if (c == 0) {
-            try inference.revokeTEESignerAcknowledgement(prov) {
-                ownerAcked[0][prov] = false;
-            } catch {}
-        } else if (acknowledged) {
-            try ft.acknowledgeTEESignerByOwner(prov) {
-                ownerAcked[1][prov] = true;
+        _ownerAck(providers[p % N_PROVIDERS], c % 2, acknowledged);
+    }
+
+    /// @dev Serving contract `c`: 0 inference, 1 fine-tuning (the acknowledgement calls are shared).
+    function _serving(uint256 c) internal view returns (ServingBase) {
+        return c == 0 ? ServingBase(payable(address(inference))) : ServingBase(payable(address(ft)));
+    }
+
+    function _ownerAck(address prov, uint256 c, bool acknowledged) internal {
+        ServingBase target = _serving(c);
+        vm.prank(inference.owner());
+        if (acknowledged) {
+            try target.acknowledgeTEESignerByOwner(prov) {
+                ownerAcked[c][prov] = true;
             } catch {}
         } else {
-            try ft.revokeTEESignerAcknowledgement(prov) {
-                ownerAcked[1][prov] = false;
+            try target.revokeTEESignerAcknowledgement(prov) {
+                ownerAcked[c][prov] = false;
             } catch {}
         }
     }
@@ -211,16 +210,11 @@ contract Handler is Test {
     }
 
     function _userAck(address user, address prov, uint256 c, bool acknowledged) internal {
+        ServingBase target = _serving(c);
         vm.prank(user);
-        if (c == 0) {
-            try inference.acknowledgeTEESigner(prov, acknowledged) {
-                userAckedSigner[0][user][prov] = acknowledged ? vm.addr(signerKey[0][prov]) : address(0);
-            } catch {}
-        } else {
-            try ft.acknowledgeTEESigner(prov, acknowledged) {
-                userAckedSigner[1][user][prov] = acknowledged ? vm.addr(signerKey[1][prov]) : address(0);
-            } catch {}
-        }
+        try target.acknowledgeTEESigner(prov, acknowledged) {
+            userAckedSigner[c][user][prov] = acknowledged ? vm.addr(signerKey[c][prov]) : address(0);
+        } catch {}
     }
 
     /// @notice The provider swaps its TEE signer between the attested key and a key of its choosing.
@@ -247,18 +241,7 @@ contract Handler is Test {
     ///      2-3 are, the owner does (3 times in 4 each).
     function _maybeAck(uint256 c, address user, address prov, uint256 r) internal {
         if (r % 4 != 3) _userAck(user, prov, c, true);
-        if ((r >> 2) % 4 != 3) {
-            vm.prank(inference.owner());
-            if (c == 0) {
-                try inference.acknowledgeTEESignerByOwner(prov) {
-                    ownerAcked[0][prov] = true;
-                } catch {}
-            } else {
-                try ft.acknowledgeTEESignerByOwner(prov) {
-                    ownerAcked[1][prov] = true;
-                } catch {}
-            }
-        }
+        if ((r >> 2) % 4 != 3) _ownerAck(prov, c, true);
     }
 
     /// @dev Whether a settlement signed by `key` may charge `user` now: it is the provider's current
@@ -386,7 +369,7 @@ contract Handler is Test {
         uint8[] memory st = inference.settleFeesWithTEE(ds);
         uint256 paid = d.provider.balance - before;
         if (paid > d.totalFee) fail("TEE settlement paid more than signed");
-        if (st[0] <= 1 && !trusted) fail("TEE item accepted from a signer not acknowledged by owner and customer");
+        if (st[0] <= 1 && !trusted) fail("TEE paid via an unacknowledged signer");
         if (st[0] >= 7) ++refusedUnacknowledged;
         teePaidGhost[d.user][d.provider] += paid;
         if (paid != 0) ++teePayments;
@@ -472,7 +455,7 @@ contract Handler is Test {
             uint256 paid = prov.balance - before;
             teePaidGhost[v.user][prov] += paid;
             ++ftSettlements;
-            if (!trusted) fail("FT settled by a signer not acknowledged by owner and customer");
+            if (!trusted) fail("FT paid via an unacknowledged signer");
             if (wasSettled) fail("deliverable settled twice");
             if (v.nonce <= lastNonce) fail("FT nonce accepted twice");
             if (paid > v.taskFee) fail("FT settlement paid more than signed");
@@ -510,83 +493,6 @@ contract Handler is Test {
     function _sig(uint256 key, bytes32 digest) internal pure returns (bytes memory) {
         (uint8 v, bytes32 r, bytes32 s) = vm.sign(key, digest);
         return abi.encodePacked(r, s, v);
-    }
-
-    function sumAvailable() external view returns (uint256 sum) {
-        for (uint256 k; k < N_USERS; ++k) {
-            sum += _available(users[k]);
-        }
-    }
-
-    function sumInference() external view returns (uint256 sum) {
-        for (uint256 k; k < N_USERS; ++k) {
-            for (uint256 j; j < N_PROVIDERS; ++j) {
-                if (inference.accountExists(users[k], providers[j])) {
-                    sum += inference.getAccount(users[k], providers[j]).balance;
-                }
-            }
-        }
-        for (uint256 j; j < N_PROVIDERS; ++j) {
-            if (inferenceService[providers[j]]) sum += STAKE;
-        }
-    }
-
-    function sumFt() external view returns (uint256 sum) {
-        for (uint256 k; k < N_USERS; ++k) {
-            for (uint256 j; j < N_PROVIDERS; ++j) {
-                if (ft.accountExists(users[k], providers[j])) sum += ft.getAccount(users[k], providers[j]).balance;
-            }
-        }
-        for (uint256 j; j < N_PROVIDERS; ++j) {
-            if (ftService[providers[j]]) sum += STAKE;
-        }
-    }
-
-    /// @dev The ledger's totalBalance of every user equals available + all sub-account balances.
-    function ledgerTotalsConsistent() external view returns (bool) {
-        for (uint256 k; k < N_USERS; ++k) {
-            address user = users[k];
-            uint256 total;
-            uint256 sub;
-            try ledger.getLedger(user) returns (LedgerManager.Ledger memory l) {
-                total = l.totalBalance;
-                sub = l.availableBalance;
-            } catch {}
-            for (uint256 j; j < N_PROVIDERS; ++j) {
-                if (inference.accountExists(user, providers[j])) {
-                    sub += inference.getAccount(user, providers[j]).balance;
-                }
-                if (ft.accountExists(user, providers[j])) sub += ft.getAccount(user, providers[j]).balance;
-            }
-            if (sub != total) return false;
-        }
-        return true;
-    }
-
-    /// @dev Issue 9: per (customer, provider), everything paid through vouchers, TEE batches and fine-tuning
-    ///      settlements is at most the customer's newest voucher plus what signers the customer had
-    ///      acknowledged signed (so a customer who never acknowledged a signer pays at most its vouchers).
-    function paymentsWithinConsent() external view returns (bool) {
-        for (uint256 k; k < N_USERS; ++k) {
-            for (uint256 j; j < N_PROVIDERS; ++j) {
-                address user = users[k];
-                address prov = providers[j];
-                uint256 paid = voucherPaidGhost[user][prov] + teePaidGhost[user][prov];
-                if (paid > maxVoucherSigned[user][prov] + ackedSignerSigned[user][prov]) return false;
-                if (teePaidGhost[user][prov] > ackedSignerSigned[user][prov]) return false;
-            }
-        }
-        return true;
-    }
-
-    function vouchersWithinSigned() external view returns (bool) {
-        for (uint256 k; k < N_USERS; ++k) {
-            for (uint256 j; j < N_PROVIDERS; ++j) {
-                (uint256 paid,) = inference.getVoucherState(users[k], providers[j]);
-                if (paid > maxVoucherSigned[users[k]][providers[j]]) return false;
-            }
-        }
-        return true;
     }
 }
 
@@ -650,6 +556,102 @@ contract InvariantsTest is Test {
         ok;
     }
 
+    // ------------------------------------------------------------------ views over the handler's state
+    // (here rather than in the handler, which would exceed the contract size limit)
+
+    uint256 internal constant N_USERS = 3;
+    uint256 internal constant N_PROVIDERS = 2;
+    uint256 internal constant STAKE = 1 ether;
+
+    function _available(address user) internal view returns (uint256) {
+        try ledger.getLedger(user) returns (LedgerManager.Ledger memory l) {
+            return l.availableBalance;
+        } catch {
+            return 0;
+        }
+    }
+
+    function sumAvailable() internal view returns (uint256 sum) {
+        for (uint256 k; k < N_USERS; ++k) {
+            sum += _available(handler.users(k));
+        }
+    }
+
+    function sumInference() internal view returns (uint256 sum) {
+        for (uint256 k; k < N_USERS; ++k) {
+            for (uint256 j; j < N_PROVIDERS; ++j) {
+                if (inference.accountExists(handler.users(k), handler.providers(j))) {
+                    sum += inference.getAccount(handler.users(k), handler.providers(j)).balance;
+                }
+            }
+        }
+        for (uint256 j; j < N_PROVIDERS; ++j) {
+            if (handler.inferenceService(handler.providers(j))) sum += STAKE;
+        }
+    }
+
+    function sumFt() internal view returns (uint256 sum) {
+        for (uint256 k; k < N_USERS; ++k) {
+            for (uint256 j; j < N_PROVIDERS; ++j) {
+                if (ft.accountExists(handler.users(k), handler.providers(j))) {
+                    sum += ft.getAccount(handler.users(k), handler.providers(j)).balance;
+                }
+            }
+        }
+        for (uint256 j; j < N_PROVIDERS; ++j) {
+            if (handler.ftService(handler.providers(j))) sum += STAKE;
+        }
+    }
+
+    /// @dev The ledger's totalBalance of every user equals available + all sub-account balances.
+    function ledgerTotalsConsistent() internal view returns (bool) {
+        for (uint256 k; k < N_USERS; ++k) {
+            address user = handler.users(k);
+            uint256 total;
+            uint256 sub;
+            try ledger.getLedger(user) returns (LedgerManager.Ledger memory l) {
+                total = l.totalBalance;
+                sub = l.availableBalance;
+            } catch {}
+            for (uint256 j; j < N_PROVIDERS; ++j) {
+                if (inference.accountExists(user, handler.providers(j))) {
+                    sub += inference.getAccount(user, handler.providers(j)).balance;
+                }
+                if (ft.accountExists(user, handler.providers(j))) {
+                    sub += ft.getAccount(user, handler.providers(j)).balance;
+                }
+            }
+            if (sub != total) return false;
+        }
+        return true;
+    }
+
+    /// @dev Issue 9: per (customer, provider), everything paid through vouchers, TEE batches and fine-tuning
+    ///      settlements is at most the customer's newest voucher plus what signers the customer had
+    ///      acknowledged signed (so a customer who never acknowledged a signer pays at most its vouchers).
+    function paymentsWithinConsent() internal view returns (bool) {
+        for (uint256 k; k < N_USERS; ++k) {
+            for (uint256 j; j < N_PROVIDERS; ++j) {
+                address user = handler.users(k);
+                address prov = handler.providers(j);
+                uint256 paid = handler.voucherPaidGhost(user, prov) + handler.teePaidGhost(user, prov);
+                if (paid > handler.maxVoucherSigned(user, prov) + handler.ackedSignerSigned(user, prov)) return false;
+                if (handler.teePaidGhost(user, prov) > handler.ackedSignerSigned(user, prov)) return false;
+            }
+        }
+        return true;
+    }
+
+    function vouchersWithinSigned() internal view returns (bool) {
+        for (uint256 k; k < N_USERS; ++k) {
+            for (uint256 j; j < N_PROVIDERS; ++j) {
+                (uint256 paid,) = inference.getVoucherState(handler.users(k), handler.providers(j));
+                if (paid > handler.maxVoucherSigned(handler.users(k), handler.providers(j))) return false;
+            }
+        }
+        return true;
+    }
+
     /// @notice The handler can reach every issue-9 path: a fixed sequence pays through an acknowledged
     ///         signer, refuses a swapped-in one, and settles a fine-tuning task (guards against a handler
     ///         that silently stops exercising them).
@@ -673,7 +675,7 @@ contract InvariantsTest is Test {
         handler.settleDeliverable(0, fee3, 2);
         assertEq(handler.ftSettlements(), 1, "fine-tuning settles through an acknowledged signer");
         assertEq(handler.violation(), "", "no violation");
-        assertTrue(handler.paymentsWithinConsent(), "within consent");
+        assertTrue(paymentsWithinConsent(), "within consent");
     }
 
     function invariant_no_violation_seen_by_handler() public view {
@@ -681,29 +683,29 @@ contract InvariantsTest is Test {
     }
 
     function invariant_ledger_balance_equals_sum_of_available() public view {
-        assertEq(address(ledger).balance, handler.sumAvailable(), "ledger solvency");
+        assertEq(address(ledger).balance, sumAvailable(), "ledger solvency");
     }
 
     function invariant_inference_balance_equals_subaccounts_plus_stakes() public view {
-        assertEq(address(inference).balance, handler.sumInference(), "inference solvency");
+        assertEq(address(inference).balance, sumInference(), "inference solvency");
     }
 
     function invariant_ft_balance_equals_subaccounts_plus_stakes() public view {
-        assertEq(address(ft).balance, handler.sumFt(), "ft solvency");
+        assertEq(address(ft).balance, sumFt(), "ft solvency");
     }
 
     function invariant_ledger_totals_consistent() public view {
-        assertTrue(handler.ledgerTotalsConsistent(), "totalBalance == available + sub-accounts");
+        assertTrue(ledgerTotalsConsistent(), "totalBalance == available + sub-accounts");
     }
 
     function invariant_vouchers_never_pay_more_than_signed() public view {
-        assertTrue(handler.vouchersWithinSigned(), "voucher paid <= max signed");
+        assertTrue(vouchersWithinSigned(), "voucher paid <= max signed");
     }
 
     /// @notice Issue 9: no customer pays more than its newest voucher plus what a signer it acknowledged
     ///         signed; in particular a customer that never acknowledged a signer pays at most its vouchers,
     ///         and a signer the provider swapped in never charges anyone who did not acknowledge it.
     function invariant_no_customer_pays_more_than_it_or_an_acknowledged_signer_signed() public view {
-        assertTrue(handler.paymentsWithinConsent(), "paid <= newest voucher + signed by an acknowledged signer");
+        assertTrue(paymentsWithinConsent(), "paid <= newest voucher + signed by an acknowledged signer");
     }
 }

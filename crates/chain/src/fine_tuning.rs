@@ -151,6 +151,34 @@ impl<'a> FineTuning<'a> {
             .map(|r| outcome(&r))
     }
 
+    /// Contract owner: acknowledges `signer` as the provider's TEE signer, only if it still is
+    /// (`TEESignerChanged` otherwise).
+    pub async fn acknowledge_tee_signer_address_by_owner(
+        &self,
+        provider: Address,
+        signer: Address,
+    ) -> Result<TxOutcome> {
+        let call = self.contract.acknowledgeTEESignerAddressByOwner(provider, signer);
+        self.client
+            .send(call, "FineTuningServing.acknowledgeTEESignerAddressByOwner")
+            .await
+            .map(|r| outcome(&r))
+    }
+
+    /// Customer: acknowledges `signer` as the provider's TEE signer for this sub-account, only if it still is
+    /// (`TEESignerChanged` otherwise); use it after verifying `signer`'s attestation.
+    pub async fn acknowledge_tee_signer_address(
+        &self,
+        provider: Address,
+        signer: Address,
+    ) -> Result<TxOutcome> {
+        let call = self.contract.acknowledgeTEESignerAddress(provider, signer);
+        self.client
+            .send(call, "FineTuningServing.acknowledgeTEESignerAddress")
+            .await
+            .map(|r| outcome(&r))
+    }
+
     /// Contract owner: withdraws the acknowledgement of a provider's TEE signer; `settleFees` is refused
     /// until the owner acknowledges a signer again.
     pub async fn revoke_tee_signer_acknowledgement(&self, provider: Address) -> Result<TxOutcome> {

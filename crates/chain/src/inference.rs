@@ -194,6 +194,37 @@ impl<'a> Inference<'a> {
             .map(|r| outcome(&r))
     }
 
+    /// Contract owner: acknowledges `signer` as the provider's TEE signer, only if it still is
+    /// (`TEESignerChanged` otherwise): name the signer whose attestation was checked, so a signer swapped in
+    /// meanwhile is never acknowledged.
+    pub async fn acknowledge_tee_signer_address_by_owner(
+        &self,
+        provider: Address,
+        signer: Address,
+    ) -> Result<TxOutcome> {
+        let call = self.contract.acknowledgeTEESignerAddressByOwner(provider, signer);
+        self.client
+            .send(call, "InferenceServing.acknowledgeTEESignerAddressByOwner")
+            .await
+            .map(|r| outcome(&r))
+    }
+
+    /// Customer: acknowledges `signer` as the provider's TEE signer for this sub-account, only if it still is
+    /// (`TEESignerChanged` otherwise). A client that verified the attestation of `signer` should use this rather
+    /// than [`Inference::acknowledge_tee_signer`], which records whatever signer is current when the
+    /// transaction runs.
+    pub async fn acknowledge_tee_signer_address(
+        &self,
+        provider: Address,
+        signer: Address,
+    ) -> Result<TxOutcome> {
+        let call = self.contract.acknowledgeTEESignerAddress(provider, signer);
+        self.client
+            .send(call, "InferenceServing.acknowledgeTEESignerAddress")
+            .await
+            .map(|r| outcome(&r))
+    }
+
     /// Contract owner: withdraws the acknowledgement of a provider's TEE signer. TEE-signed settlements of
     /// that provider are refused (status [`SettlementStatus::SignerNotAcknowledgedByOwner`]) until the owner
     /// acknowledges a signer again.

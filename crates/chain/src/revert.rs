@@ -194,6 +194,13 @@ fn hint(name: &str, v: &[DynSolValue]) -> Option<String> {
                 ),
             }
         }
+        "TEESignerChanged" => format!(
+            "provider {}'s TEE signer is now {}, not {}: verify the attestation of the current signer before \
+             acknowledging it",
+            address(v.first()),
+            address(v.get(2)),
+            address(v.get(1))
+        ),
         "CannotRevokeWithNonZeroBalance" => format!(
             "the sub-account with provider {p} still holds {}: move the funds out first (`zg retrieve-fund \
              --provider {p}`, then again after the lock time)",

@@ -142,10 +142,17 @@ async fn issue9_swapped_signer_is_refused_until_owner_and_customer_acknowledge_i
         .unwrap();
     assert_eq!((acct.balance, acct.nonce), (zg("3"), U256::from(1)), "untouched");
 
-    // The customer verifies and acknowledges the new signer: now it pays.
+    // A customer that verified the old signer cannot acknowledge it any more (pinned acknowledgement)...
+    let err = customer
+        .inference()
+        .acknowledge_tee_signer_address(provider, tee.address())
+        .await
+        .unwrap_err();
+    assert_eq!(err.revert().expect("decoded").name, "TEESignerChanged");
+    // ...it verifies and acknowledges the new signer: now it pays.
     customer
         .inference()
-        .acknowledge_tee_signer(provider, true)
+        .acknowledge_tee_signer_address(provider, rogue.address())
         .await
         .unwrap();
     // A live acknowledgement cannot be withdrawn while the sub-account holds funds.
@@ -258,6 +265,38 @@ async fn issue9_owner_calls_name_the_owner_and_explain_refusals() {
         .unwrap_err();
     assert_eq!(err.revert().expect("decoded").name, "NoTEESigner");
     assert!(err.to_string().contains("registered no TEE signer"), "{err}");
+
+    // Pinned acknowledgements refuse a signer that changed since it was checked (a front-run swap).
+    let (tee, rogue) = (keys[3].address(), keys[4].address());
+    prov.fine_tuning()
+        .add_or_update_service(&fine_tuning::params(rogue), Amount::ZERO)
+        .await
+        .unwrap();
+    let err = owner
+        .fine_tuning()
+        .acknowledge_tee_signer_address_by_owner(provider, tee)
+        .await
+        .unwrap_err();
+    assert_eq!(err.revert().expect("decoded").name, "TEESignerChanged");
+    assert!(
+        err.to_string().contains(&format!(
+            "TEE signer is now {}, not {}",
+            rogue.to_checksum(None),
+            tee.to_checksum(None)
+        )),
+        "{err}"
+    );
+    owner
+        .fine_tuning()
+        .acknowledge_tee_signer_address_by_owner(provider, rogue)
+        .await
+        .unwrap();
+    let trust = owner
+        .fine_tuning()
+        .tee_signer_acknowledgements(stranger.address(), provider)
+        .await
+        .unwrap();
+    assert_eq!((trust.signer, trust.owner_acknowledged), (rogue, true));
 
     // The exact command the provider's log prints.
     assert_eq!(
