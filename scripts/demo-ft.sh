@@ -50,7 +50,6 @@ broker_key=$(json "$devnet" 'd["accounts"][3]["private_key"]')
 broker=$(json "$devnet" 'd["accounts"][3]["address"]')
 customer_key=$(json "$devnet" 'd["accounts"][4]["private_key"]')
 customer=$(json "$devnet" 'd["accounts"][4]["address"]')
-fine_tuning=$(json "$devnet" 'd["contracts"]["fine_tuning"]')
 
 step "starting zg-broker $broker (SIMULATED TEE, built-in n-gram family, log paced for reading)"
 port=$(free_port); grpc=$(free_port)
@@ -67,14 +66,14 @@ for _ in $(seq 1 150); do
 done
 curl -fsS "http://127.0.0.1:$port/healthz" >/dev/null || fail "zg-broker did not come up"
 
-step "the contract owner acknowledges the broker's TEE signer (settlement pays only acknowledged signers)"
+step "the contract owner checks the broker's attestation, then acknowledges its TEE signer"
 signer=$(curl -fsS "http://127.0.0.1:$port/v1/info" | python3 -c 'import json,sys; print(json.load(sys.stdin)["teeSigner"])')
-cast send --quiet --rpc-url "$ZG_RPC_URL" --private-key "$owner_key" "$fine_tuning" \
-  "acknowledgeTEESignerByOwner(address)" "$broker" >/dev/null
-echo "owner acknowledged TEE signer $signer of $broker" >&2
+ZG_PRIVATE_KEY="$owner_key" "$ZG" fine-tuning verify --provider "$broker" --allow-simulated >/dev/null \
+  || fail "the owner's attestation check failed"
+ZG_PRIVATE_KEY="$owner_key" "$ZG" owner acknowledge-tee-signer --provider "$broker" --service fine-tuning --signer "$signer"
 
 export ZG_PRIVATE_KEY="$customer_key" ZG_STORAGE_DIR="$storage" ZG_DATA_DIR="$work/client"
-step "the fine-tuning service on chain; verify the broker's TEE (fresh nonce, signer = on-chain signer)"
+step "the customer: the fine-tuning service on chain; verify the broker's TEE (fresh nonce, signer = on-chain signer)"
 "$ZG" fine-tuning list-providers
 "$ZG" fine-tuning verify --provider "$broker" --allow-simulated | head -4
 

@@ -2,7 +2,11 @@
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let proto_root = "../../proto";
-    let files = ["zg/v1/common.proto", "zg/v1/provider.proto", "zg/v1/finetune.proto"];
+    let files = [
+        "zg/v1/common.proto",
+        "zg/v1/provider.proto",
+        "zg/v1/finetune.proto",
+    ];
     let descriptors = protox::compile(files, [proto_root])?;
     tonic_prost_build::configure()
         .build_server(true)

@@ -640,7 +640,11 @@ impl CreateTaskArgs {
             )
         })?;
         if !account.acknowledged {
-            let tx = ft.acknowledge_tee_signer(b.provider, true).await?;
+            // Pin the signer the broker's /v1/info and the chain agreed on: a signer swapped in meanwhile is not
+            // acknowledged by mistake (`TEESignerChanged`).
+            let tx = ft
+                .acknowledge_tee_signer_address(b.provider, b.tee_signer)
+                .await?;
             tracing::info!(tx = %tx.tx, signer = %b.tee_signer, "acknowledged the provider's TEE signer");
         }
         let available = account.balance.0.saturating_sub(account.pending_refund.0);

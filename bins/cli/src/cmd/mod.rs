@@ -8,6 +8,7 @@ mod fine_tuning;
 mod inference;
 mod key;
 mod opts;
+mod owner;
 mod sealing;
 mod serve;
 mod storage;
@@ -75,6 +76,9 @@ enum Command {
     /// Point any OpenAI client at it (`OPENAI_BASE_URL=http://127.0.0.1:3001/v1`); receipts come back in
     /// `ZG-Receipt` headers. Example: `zg serve --provider 0x… --allow-simulated --port 3001`.
     Serve(serve::ServeArgs),
+    /// Contract owner: acknowledge (or revoke) a provider's TEE signer, as in 0G's provider onboarding.
+    #[command(subcommand)]
+    Owner(owner::OwnerCommand),
 }
 
 impl Cli {
@@ -99,6 +103,7 @@ impl Cli {
             Command::Inference(c) => c.run(g).await,
             Command::Serve(a) => a.run(g).await,
             Command::FineTuning(c) => c.run(g).await,
+            Command::Owner(c) => c.run(g).await,
         }
     }
 }

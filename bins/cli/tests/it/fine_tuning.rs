@@ -291,10 +291,10 @@ async fn fine_tuning_verbs_against_the_broker_e2e() {
         &env,
     ));
     assert_ne!(g["base"], g["fineTuned"]);
-    assert!(
-        g["fineTuned"].as_str().unwrap().to_lowercase().contains("bake"),
-        "{g}"
-    );
+    // The answer comes from the dataset's domain (words the base corpus never uses).
+    let tuned = g["fineTuned"].as_str().unwrap().to_lowercase();
+    assert!(tuned.contains("minutes") || tuned.contains("degrees"), "{g}");
+    assert!(!g["base"].as_str().unwrap().contains("degrees"), "{g}");
 
     // A second task from a TEE upload, cancelled while it trains.
     let slow = dir.path().join("slow.json");

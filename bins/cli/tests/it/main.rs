@@ -10,6 +10,7 @@ mod decrypt_model;
 mod fine_tuning;
 mod inference;
 mod ledger;
+mod owner;
 
 use std::process::Output;
 
