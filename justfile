@@ -39,6 +39,10 @@ lint:
 demo: setup
     scripts/demo.sh
 
+# The fine-tuning act alone: broker, dataset, live log, checked model, settlement with the key, decrypt, try it.
+demo-ft: setup
+    scripts/demo-ft.sh
+
 # Benchmarks (criterion); figures land in target/criterion.
 bench:
     cargo bench --workspace

@@ -13,7 +13,7 @@ fail() { echo "demo: FAILED: $*" >&2; exit 1; }
 started=$(date +%s)
 
 step "building zg and zg-provider"
-cargo build --locked --quiet -p zg-cli -p zg-provider
+cargo build --locked --quiet -p zg-cli -p zg-provider -p zg-broker
 ZG="$PWD/target/debug/zg"
 PROVIDER_BIN="$PWD/target/debug/zg-provider"
 PY="$PWD/.tools/venv/bin/python"
@@ -182,6 +182,9 @@ PYEOF
 step "withdraw 2.5 0G of the ledger's available balance back to the wallet; final balances"
 "$ZG" refund --amount 2.5 >/dev/null
 "$ZG" get-account
+
+step "the fine-tuning act (scripts/demo-ft.sh, also \`just demo-ft\`) on the same devnet"
+ZG_DEMO_DEVNET="$work/devnet.json" scripts/demo-ft.sh
 
 echo >&2
 echo "demo: every step verified ($(( $(date +%s) - started )) s)" >&2
