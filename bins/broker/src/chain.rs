@@ -99,29 +99,49 @@ impl ChainAdapter {
     }
 
     /// Makes sure the LedgerManager knows FineTuningServing (customers fund sub-accounts through it). When it
-    /// does not and the wallet owns the ledger (a devnet), registers it; otherwise says who must.
+    /// does not and the wallet owns the ledger (a devnet, a private deployment), registers it as
+    /// `fine-tuning-v1.0`; otherwise says who must.
     pub async fn ensure_ledger_registration(&self) -> Result<()> {
         let ledger = self.client.ledger();
-        let info = ledger.service_info(self.client.addresses().fine_tuning).await;
-        match info {
-            Ok(i) if i.full_name == ServiceKind::FineTuning.full_name() => Ok(()),
-            Ok(i) => Err(Error::Config {
-                field: "chain.fine_tuning",
-                value: format!("{:#x}", self.client.addresses().fine_tuning),
-                fix: format!(
-                    "LedgerManager registered this contract as {:?}, not fine-tuning-v1.0: check --fine-tuning-ca",
-                    i.full_name
-                ),
-            }),
-            Err(e) => Err(Error::Config {
-                field: "chain.fine_tuning",
-                value: format!("{:#x}", self.client.addresses().fine_tuning),
-                fix: format!(
-                    "the LedgerManager does not list FineTuningServing ({e}); its owner must call \
-                     registerService(\"fine-tuning\", \"v1.0\", address, …)"
-                ),
-            }),
+        let ft = self.client.addresses().fine_tuning;
+        match ledger.service_info(ft).await {
+            Ok(i) if i.full_name == ServiceKind::FineTuning.full_name() => return Ok(()),
+            Ok(i) if !i.full_name.is_empty() => {
+                return Err(Error::Config {
+                    field: "chain.fine_tuning",
+                    value: format!("{ft:#x}"),
+                    fix: format!(
+                        "LedgerManager registered this contract as {:?}, not fine-tuning-v1.0: check --fine-tuning-ca",
+                        i.full_name
+                    ),
+                });
+            }
+            Ok(_) | Err(_) => {}
         }
+        let owner = ledger.owner().await.map_err(|e| Error::Chain {
+            op: "LedgerManager.owner",
+            source: Box::new(e),
+        })?;
+        if owner != self.provider {
+            return Err(Error::Config {
+                field: "chain.fine_tuning",
+                value: format!("{ft:#x}"),
+                fix: format!(
+                    "the LedgerManager does not list FineTuningServing; its owner {owner} must call \
+                     registerService(\"fine-tuning\", \"v1.0\", {ft:#x}, …)"
+                ),
+            });
+        }
+        let _guard = self.send.lock().await;
+        let tx = ledger
+            .register_service("fine-tuning", "v1.0", ft, "fine-tuning")
+            .await
+            .map_err(|e| Error::Chain {
+                op: "LedgerManager.registerService",
+                source: Box::new(e),
+            })?;
+        tracing::info!(tx = %tx.tx, "registered FineTuningServing with the LedgerManager");
+        Ok(())
     }
 
     /// Registers or updates the service (`addOrUpdateService`), paying `stake` when it is new. Returns the

@@ -101,6 +101,35 @@ impl<'a> Ledger<'a> {
             .map(|r| outcome(&r))
     }
 
+    /// The LedgerManager's owner (who registers serving contracts).
+    pub async fn owner(&self) -> Result<Address> {
+        self.contract
+            .owner()
+            .call()
+            .await
+            .map_err(|e| self.client.contract_error("LedgerManager.owner", e))
+    }
+
+    /// Owner: registers a serving contract as `<service_type>-<version>` (e.g. `fine-tuning`, `v1.0`).
+    pub async fn register_service(
+        &self,
+        service_type: &str,
+        version: &str,
+        service: Address,
+        description: &str,
+    ) -> Result<TxOutcome> {
+        let call = self.contract.registerService(
+            service_type.to_owned(),
+            version.to_owned(),
+            service,
+            description.to_owned(),
+        );
+        self.client
+            .send(call, "LedgerManager.registerService")
+            .await
+            .map(|r| outcome(&r))
+    }
+
     /// Closes the sender's ledger, returning what is left.
     pub async fn delete_ledger(&self) -> Result<TxOutcome> {
         self.client

@@ -173,6 +173,9 @@ struct Inner<C, S> {
     events: broadcast::Sender<TaskEvent>,
     running: Mutex<HashMap<TaskId, CancelToken>>,
     slots: Semaphore,
+    /// Setups at once: a long queue waits in `Init` (cheap) instead of fetching and parsing every dataset at
+    /// once while new customers are being admitted.
+    setup_slots: Semaphore,
     settle_locks: Mutex<HashMap<Address, Arc<tokio::sync::Mutex<()>>>>,
     shutdown: watch::Sender<bool>,
 }
@@ -238,6 +241,7 @@ impl<C: FineTuningChain, S: ArtifactStore> Pipeline<C, S> {
         let (events, _) = broadcast::channel(4096);
         let (shutdown, _) = watch::channel(false);
         let slots = Semaphore::new(cfg.max_parallel.max(1));
+        let setup_slots = Semaphore::new(cfg.max_parallel.max(2));
         Ok(Self {
             inner: Arc::new(Inner {
                 cfg,
@@ -249,6 +253,7 @@ impl<C: FineTuningChain, S: ArtifactStore> Pipeline<C, S> {
                 events,
                 running: Mutex::new(HashMap::new()),
                 slots,
+                setup_slots,
                 settle_locks: Mutex::new(HashMap::new()),
                 shutdown,
             }),
@@ -679,16 +684,7 @@ impl<C: FineTuningChain, S: ArtifactStore> Pipeline<C, S> {
             };
             let res = match t.state {
                 s if s.is_terminal() => return Ok(()),
-                TaskState::Init => self
-                    .step(
-                        &t,
-                        TaskState::SettingUp,
-                        Update::new(),
-                        "fetching and checking the dataset".into(),
-                    )
-                    .await
-                    .map(|_| ()),
-                TaskState::SettingUp => self.setup(&t).await,
+                TaskState::Init | TaskState::SettingUp => self.set_up(&t, token).await,
                 TaskState::Training => self.train(&t, token).await,
                 TaskState::Trained => self
                     .step(
@@ -737,6 +733,37 @@ impl<C: FineTuningChain, S: ArtifactStore> Pipeline<C, S> {
                 }
             }
         }
+    }
+
+    /// Waits for a setup slot in `Init`, then `Init → SettingUp` and the setup itself.
+    async fn set_up(&self, t: &TaskRecord, token: &CancelToken) -> Result<()> {
+        let _permit = tokio::select! {
+            p = self.inner.setup_slots.acquire() => p.map_err(|_| Error::store("setup", "closed"))?,
+            () = token.cancelled() => {
+                return Err(Error::Cancelled);
+            }
+        };
+        let t = if t.state == TaskState::Init {
+            if !self
+                .step(
+                    t,
+                    TaskState::SettingUp,
+                    Update::new(),
+                    "fetching and checking the dataset".into(),
+                )
+                .await?
+            {
+                return Ok(());
+            }
+            self.inner
+                .store
+                .get(&t.id)
+                .await?
+                .ok_or_else(|| Error::TaskNotFound { id: t.id.to_string() })?
+        } else {
+            t.clone()
+        };
+        self.setup(&t).await
     }
 
     async fn setup(&self, t: &TaskRecord) -> Result<()> {
@@ -834,7 +861,7 @@ impl<C: FineTuningChain, S: ArtifactStore> Pipeline<C, S> {
         let params = TrainingParams::parse(&t.training_params, inner.cfg.max_epochs)?;
         let permit = tokio::select! {
             p = inner.slots.acquire() => p.map_err(|_| Error::store("train", "closed"))?,
-            _ = async { loop { if token.is_cancelled() { break } tokio::time::sleep(Duration::from_millis(50)).await } } => {
+            () = token.cancelled() => {
                 return Err(Error::Cancelled);
             }
         };

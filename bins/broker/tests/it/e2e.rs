@@ -525,3 +525,45 @@ async fn grpc_watch_task_streams_states_and_log_lines_as_they_happen_e2e() {
     assert_eq!(info.size, bytes.len() as u64);
     assert_eq!(info.model_root_hash, hex0x(keccak256(&bytes)));
 }
+
+#[tokio::test]
+async fn reads_need_the_owners_signature_when_require_read_auth_is_on_e2e() {
+    let net = Net::start().await;
+    let b = net.broker(&[], &["--require-read-auth", "true"]).await;
+    let alice = net.customer(1, 5).await;
+    let mallory = net.customer_handle(3).await;
+    let root = net.upload(&baking(6));
+    let (st, t) = alice.create(&b, &alice.create_body(&root, &model_hash(&b).await, PARAMS)).await;
+    assert_eq!(st, 200, "{t}");
+    let id = t["id"].as_str().unwrap().to_owned();
+    let url = alice.path(&b, &format!("/task/{id}"));
+    let header = |k: &zg_finetune::SigningKey, user: alloy_primitives::Address, ts: i64| {
+        let s = zg_finetune::sig::sign_personal(k, &zg_finetune::sig::read_digest(user, ts)).unwrap();
+        format!("{ts}:{}", hex0x(s))
+    };
+    let get = |h: Option<String>| {
+        let url = url.clone();
+        async move {
+            let mut r = reqwest::Client::new().get(url);
+            if let Some(h) = h {
+                r = r.header(zg_broker::READ_AUTH_HEADER, h);
+            }
+            let r = r.send().await.unwrap();
+            (r.status().as_u16(), r.text().await.unwrap())
+        }
+    };
+    let now = zg_finetune::now_ms() / 1000;
+    let (st, body) = get(None).await;
+    assert_eq!(st, 401, "{body}");
+    assert!(body.contains("unauthenticated"), "{body}");
+    let (st, _) = get(Some(header(&mallory.sk, alice.addr, now))).await;
+    assert_eq!(st, 401, "someone else's signature");
+    let (st, _) = get(Some(header(&alice.sk, alice.addr, now - 3600))).await;
+    assert_eq!(st, 401, "a stale signature");
+    let (st, body) = get(Some(header(&alice.sk, alice.addr, now))).await;
+    assert_eq!(st, 200, "{body}");
+    // The model download of a task not yet delivered is refused by name.
+    let (st, body) = alice.download(&b, &id).await;
+    let body = String::from_utf8_lossy(&body);
+    assert!(st == 409 && body.contains("not_delivered") || st == 200, "{st} {body}");
+}

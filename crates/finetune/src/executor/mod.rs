@@ -43,9 +43,16 @@ pub enum TrainEvent {
     Progress(f64),
 }
 
-/// A cancellation flag shared between the pipeline and a running executor.
+/// A cancellation flag shared between the pipeline and a running executor: polled by blocking executors
+/// ([`CancelToken::is_cancelled`]), awaited by async code ([`CancelToken::cancelled`]).
 #[derive(Debug, Clone, Default)]
-pub struct CancelToken(Arc<AtomicBool>);
+pub struct CancelToken(Arc<CancelInner>);
+
+#[derive(Debug, Default)]
+struct CancelInner {
+    flag: AtomicBool,
+    notify: tokio::sync::Notify,
+}
 
 impl CancelToken {
     /// A fresh, not cancelled token.
@@ -54,11 +61,24 @@ impl CancelToken {
     }
     /// Asks the executor to stop.
     pub fn cancel(&self) {
-        self.0.store(true, Ordering::SeqCst);
+        self.0.flag.store(true, Ordering::SeqCst);
+        self.0.notify.notify_waiters();
     }
     /// Whether cancellation was asked.
     pub fn is_cancelled(&self) -> bool {
-        self.0.load(Ordering::SeqCst)
+        self.0.flag.load(Ordering::SeqCst)
+    }
+    /// Resolves once cancellation is asked.
+    pub async fn cancelled(&self) {
+        loop {
+            let notified = self.0.notify.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            if self.is_cancelled() {
+                return;
+            }
+            notified.await;
+        }
     }
 }
 
