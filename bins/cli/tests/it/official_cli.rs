@@ -145,7 +145,8 @@ async fn official_cli_and_sdk_on_our_devnet_and_provider() {
         provider: prov.address(),
     };
     let home = dir.path().join("home");
-    let c = OfficialCli::new(&home, &rpc, &hex::encode(cust.to_bytes()));
+    let cust_hex = format!("0x{}", hex::encode(cust.to_bytes()));
+    let c = OfficialCli::new(&home, &rpc, &cust_hex);
 
     // The pinned version, and no account yet.
     assert_eq!(cli_ok(&c, &["--version"]).await.trim(), "0.9.0");
@@ -331,24 +332,7 @@ async fn official_cli_and_sdk_on_our_devnet_and_provider() {
 
     // The official SDK as its README uses it: headers (which top the sub-account up first), a plain and a
     // streamed chat, and processResponse's signature check against the on-chain signer.
-    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/it/js/sdk_inference.cjs");
-    let args = vec![
-        script.to_str().unwrap().to_owned(),
-        rpc.clone(),
-        format!("0x{}", hex::encode(cust.to_bytes())),
-        p.clone(),
-        "how are fees settled".to_owned(),
-    ];
-    let run = tokio::task::spawn_blocking(move || {
-        run_js(
-            Path::new(&args[0]),
-            &args[1..].iter().map(String::as_str).collect::<Vec<_>>(),
-            Duration::from_secs(90),
-        )
-    })
-    .await
-    .unwrap();
-    let sdk: serde_json::Value = serde_json::from_str(result_line(&run)).unwrap();
+    let sdk = sdk_chats(&rpc, &cust_hex, &p, "how are fees settled").await;
     assert_eq!(sdk["listed"], serde_json::json!([p]), "{sdk}");
     let svc = &sdk["service"];
     assert_eq!(svc["url"], url.as_str());
@@ -359,25 +343,7 @@ async fn official_cli_and_sdk_on_our_devnet_and_provider() {
     assert_eq!(svc["outputPrice"], OUTPUT_PRICE.to_string());
     assert_eq!(svc["teeSignerAddress"], signer_s.as_str());
     assert_eq!(svc["teeSignerAcknowledged"], true);
-    for (name, x) in [("plain", &sdk["plain"]), ("streamed", &sdk["streamed"])] {
-        assert_eq!(x["status"], 200, "{name}: {sdk}");
-        assert!(!x["answer"].as_str().unwrap().is_empty(), "{name}: {x}");
-        assert!(
-            x["exposeHeaders"].as_str().unwrap().contains("ZG-Res-Key"),
-            "{name}"
-        );
-        assert_eq!(
-            x["valid"], true,
-            "{name}: processResponse must accept our signature: {x}"
-        );
-        assert_eq!(
-            x["signedText"], x["expectedText"],
-            "{name}: signed text covers the exact bytes"
-        );
-        assert_eq!(x["recovered"], signer_s.as_str(), "{name}");
-        assert_eq!(x["signingAddress"], signer_s.as_str(), "{name}");
-    }
-    assert_ne!(sdk["unknown"], true, "an unknown chat id must not verify: {sdk}");
+    check_sdk_chats(&sdk, &signer_s);
     let (fee2, fee3) = (fee(&sdk["plain"]["usage"]), fee(&sdk["streamed"]["usage"]));
     // Auto-funding, to the neuron (0G's rule: keep unsettled + 2 0G locked, transfer at least 1 0G): before the
     // plain chat it moved fee1 + 1 0G (1 0G + fee1 → 2 0G + fee1); before the streamed chat the deficit was
@@ -397,7 +363,7 @@ async fn official_cli_and_sdk_on_our_devnet_and_provider() {
     let resp = chat(key5.clone()).await;
     assert_eq!(resp.status(), 200);
     fees += fee(&resp.json::<serde_json::Value>().await.unwrap()["usage"]);
-    assert_eq!(unsettled(key5).await, fees);
+    assert_eq!(unsettled(key5.clone()).await, fees);
 
     // retrieve-fund: the whole sub-account is asked back; the provider's next round settles what it served
     // before the refund unlocks, so the customer pays exactly the metered fees.
@@ -429,11 +395,27 @@ async fn official_cli_and_sdk_on_our_devnet_and_provider() {
     assert_eq!(total, 25 * NEURON / 2 - fees);
     assert_eq!(available, total);
 
+    // The customer comes back with the SDK on the now empty sub-account: it transfers 2 0G, then (deficit =
+    // the first chat's fee) the 1 0G minimum, and the provider admits each request right after its top-up
+    // (before the fix, the balance cached by the SDK's `unsettledfee` call moments earlier made it 402).
+    let sdk = sdk_chats(&rpc, &cust_hex, &p, "what is a voucher").await;
+    check_sdk_chats(&sdk, &signer_s);
+    let back = fee(&sdk["plain"]["usage"]) + fee(&sdk["streamed"]["usage"]);
+    assert_eq!(amount(chain.sub().await.balance), 3 * NEURON);
+    assert_eq!(chain.ledger().await.1, total - 3 * NEURON);
+    assert_eq!(unsettled(key5).await, back);
+    assert_eq!(
+        running.provider.ledger().unsettled_fee(cust.address()),
+        U256::from(back),
+        "the provider's own ledger"
+    );
+
     // refund: from the ledger back to the wallet.
     let before = amount(chain.client.balance(cust.address()).await.unwrap());
     cli_ok(&c, &["refund", "--amount", "1.5"]).await;
     let after = amount(chain.client.balance(cust.address()).await.unwrap());
     assert_eq!(chain.ledger().await.0, 11 * NEURON - fees);
+    assert_eq!(chain.ledger().await.1, 11 * NEURON - fees - 3 * NEURON);
     let received = after - before;
     assert!(
         received <= 3 * NEURON / 2 && received > 3 * NEURON / 2 - NEURON / 100,
@@ -443,6 +425,47 @@ async fn official_cli_and_sdk_on_our_devnet_and_provider() {
     assert_0g(&cell(&out, "Total"), 11 * NEURON - fees, "ledger after refund");
 
     running.shutdown().await;
+}
+
+/// Runs `js/sdk_inference.cjs` (the official SDK) for one plain and one streamed chat; its RESULT document.
+async fn sdk_chats(rpc: &str, key: &str, provider: &str, prompt: &str) -> serde_json::Value {
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/it/js/sdk_inference.cjs");
+    let args: Vec<String> = [rpc, key, provider, prompt].map(str::to_owned).to_vec();
+    let run = tokio::task::spawn_blocking(move || {
+        run_js(
+            &script,
+            &args.iter().map(String::as_str).collect::<Vec<_>>(),
+            Duration::from_secs(90),
+        )
+    })
+    .await
+    .unwrap();
+    serde_json::from_str(result_line(&run)).unwrap()
+}
+
+/// Both SDK chats answered, and the SDK's `processResponse` accepted our provider's signature, which signs
+/// exactly the bytes exchanged and recovers to the on-chain signer; an unknown chat id does not verify.
+fn check_sdk_chats(sdk: &serde_json::Value, signer: &str) {
+    for name in ["plain", "streamed"] {
+        let x = &sdk[name];
+        assert_eq!(x["status"], 200, "{name}: {sdk}");
+        assert!(!x["answer"].as_str().unwrap().is_empty(), "{name}: {x}");
+        assert!(
+            x["exposeHeaders"].as_str().unwrap().contains("ZG-Res-Key"),
+            "{name}"
+        );
+        assert_eq!(
+            x["valid"], true,
+            "{name}: processResponse must accept our signature: {x}"
+        );
+        assert_eq!(
+            x["signedText"], x["expectedText"],
+            "{name}: signed text covers the exact bytes"
+        );
+        assert_eq!(x["recovered"], signer, "{name}");
+        assert_eq!(x["signingAddress"], signer, "{name}");
+    }
+    assert_ne!(sdk["unknown"], true, "an unknown chat id must not verify: {sdk}");
 }
 
 /// `inference get-secret --token-id N --duration 600000` (ms; no prompt): the key and the whole output.
