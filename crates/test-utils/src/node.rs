@@ -313,3 +313,25 @@ impl OfficialCli {
         r.all()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn strip_ansi_removes_color_codes_only() {
+        let colored = "\u{1b}[90m│\u{1b}[39m Total \u{1b}[1;34m12.5\u{1b}[0m ✅";
+        assert_eq!(strip_ansi(colored), "│ Total 12.5 ✅");
+        assert_eq!(strip_ansi("plain [x]"), "plain [x]");
+    }
+
+    #[test]
+    fn a_hung_process_is_killed_at_the_timeout() {
+        let mut cmd = Command::new("sleep");
+        cmd.arg("30");
+        let t = Instant::now();
+        let r = run_with_timeout(cmd, Duration::from_millis(200));
+        assert!(r.timed_out && !r.ok());
+        assert!(t.elapsed() < Duration::from_secs(10));
+    }
+}
