@@ -189,6 +189,15 @@ async fn official_cli_and_sdk_on_our_devnet_and_provider() {
     assert_eq!(cell(&out, "Output Price Per Token (0G)"), "0.000000002000000000");
     assert_eq!(cell(&out, "Verifiability"), "TeeML");
     assert!(row(&out, "Provider 2").is_none(), "one service: {out}");
+    // get-models reads the provider's public /v1/models.
+    let out = cli_ok(&c, &["inference", "get-models", "--provider", &p]).await;
+    assert!(
+        out.contains(&format!("Default model: {}", zg_provider::DEMO_MODEL_ID)),
+        "{out}"
+    );
+    let model = row(&out, zg_provider::DEMO_MODEL_ID).unwrap_or_else(|| panic!("no model row:\n{out}"));
+    assert_eq!(model[1], "chatbot");
+    assert!(model[2].starts_with("in 0.000000001 / out 0.000000002"), "{out}");
 
     // transfer-fund (1 0G: the SDK will have to top up), get-sub-account, get-account.
     cli_ok(

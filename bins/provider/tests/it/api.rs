@@ -626,3 +626,19 @@ async fn a_top_up_right_after_a_cached_read_is_seen_before_refusing() {
     let v: Value = serde_json::from_slice(&r.bytes().await.unwrap()).unwrap();
     assert!(v.to_string().contains("insufficient_balance"), "{v}");
 }
+
+/// `GET /v1/models` is public and lists the registered model with its prices in neuron, in the shape the
+/// official CLI's `inference get-models` reads (before, the route did not exist and the verb failed with 404).
+#[tokio::test]
+async fn public_model_catalog_for_the_official_get_models() {
+    let o = offline(Opts::default()).await;
+    let r = http().get(format!("{}/v1/models", o.url)).send().await.unwrap();
+    assert_eq!(r.status(), 200);
+    let v: Value = serde_json::from_slice(&r.bytes().await.unwrap()).unwrap();
+    assert_eq!(v["object"], "list");
+    let m = &v["data"][0];
+    assert_eq!(m["id"], zg_provider::DEMO_MODEL_ID);
+    assert_eq!(m["pricing"]["prompt"], INPUT_PRICE.to_string());
+    assert_eq!(m["pricing"]["completion"], OUTPUT_PRICE.to_string());
+    assert_eq!(v["data"].as_array().unwrap().len(), 1);
+}
