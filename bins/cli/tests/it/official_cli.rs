@@ -361,6 +361,73 @@ async fn official_cli_and_sdk_on_our_devnet_and_provider() {
     let mut fees = fee1 + fee2 + fee3;
     assert_eq!(unsettled(key3.clone()).await, fees, "every SDK chat is billed");
 
+    // The official CLI's own chat path: `inference serve`, a local OpenAI-compatible proxy built on the SDK
+    // (it acknowledges the provider, tops up, forwards, and reports usage with processResponse). Its start-up
+    // health check is itself a billed chat, so the fees of our two chats are measured from after it.
+    let serve_port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let serve = c.spawn(&[
+        "inference",
+        "serve",
+        "--provider",
+        &p,
+        "--host",
+        "127.0.0.1",
+        "--port",
+        &serve_port.to_string(),
+    ]);
+    let serve = tokio::task::spawn_blocking(move || {
+        let mut serve = serve;
+        serve.wait_for("Inference service is running", Duration::from_secs(120));
+        serve
+    })
+    .await
+    .unwrap();
+    let base = unsettled(key3.clone()).await;
+    assert!(base > fees, "the health check was served and billed");
+    let local = format!("http://127.0.0.1:{serve_port}/v1/chat/completions");
+    let v: serde_json::Value = http
+        .post(&local)
+        .json(&serde_json::json!({"messages": [{"role": "user", "content": "what is a receipt"}], "max_tokens": 8}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert!(
+        !v["choices"][0]["message"]["content"].as_str().unwrap().is_empty(),
+        "{v}"
+    );
+    let served_plain = fee(&v["usage"]);
+    let sse = http
+        .post(&local)
+        .json(&serde_json::json!({"messages": [{"role": "user", "content": "what is a receipt"}], "max_tokens": 8, "stream": true}))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let usage = sse
+        .lines()
+        .filter_map(|l| l.strip_prefix("data: "))
+        .filter_map(|d| serde_json::from_str::<serde_json::Value>(d).ok())
+        .find(|c| c["usage"].is_object())
+        .unwrap_or_else(|| panic!("no usage chunk in the stream:\n{sse}"))["usage"]
+        .clone();
+    let served_stream = fee(&usage);
+    fees = unsettled(key3.clone()).await;
+    assert_eq!(
+        fees - base,
+        served_plain + served_stream,
+        "both chats through `serve` billed exactly"
+    );
+    drop(serve);
+
     // revoke-token: that key is refused from now on, the other one still works.
     cli_ok(
         &c,
