@@ -308,7 +308,10 @@ impl OfficialCli {
 
     /// Starts a long-running verb (e.g. `inference serve`) in the background; it is killed when the returned
     /// handle is dropped.
-    #[allow(clippy::panic, reason = "test helper: a process that cannot start fails the test")]
+    #[allow(
+        clippy::panic,
+        reason = "test helper: a process that cannot start fails the test"
+    )]
     pub fn spawn(&self, args: &[&str]) -> Background {
         let mut cmd = self.command(args);
         let mut child = cmd
