@@ -6,6 +6,7 @@
 use super::ocsp::OcspResponse;
 use super::rim::Rim;
 use super::x509::Cert;
+use crate::collateral::off_runtime;
 use crate::{Error, Result, Timestamp};
 use sha2::{Digest as _, Sha256};
 use std::collections::{BTreeMap, HashMap};
@@ -108,20 +109,6 @@ impl GpuCollateral {
 pub trait GpuCollateralSource {
     /// The RIM with NVIDIA identifier `id`.
     fn rim(&self, id: &str, now: Timestamp) -> impl Future<Output = Result<Arc<Rim>>> + Send;
-}
-
-/// Runs blocking file work off the async runtime when there is one (tokio's blocking pool),
-/// inline otherwise.
-pub(crate) async fn off_runtime<T: Send + 'static>(
-    f: impl FnOnce() -> Result<T> + Send + 'static,
-) -> Result<T> {
-    match tokio::runtime::Handle::try_current() {
-        Ok(h) => h.spawn_blocking(f).await.map_err(|e| Error::Backend {
-            backend: "blocking pool",
-            reason: format!("file task failed: {e}"),
-        })?,
-        Err(_) => f(),
-    }
 }
 
 /// A directory of RIMs and OCSP responses: `<id>.xml` or `<id>.swidtag` (NVIDIA's names),
