@@ -99,8 +99,9 @@ pub async fn start(s: Settings) -> Result<Running> {
         })
         .to_string(),
     };
-    let tee = Arc::new(Tee::start(
+    let tee = Arc::new(Tee::start_with_gpu(
         s.tee,
+        s.gpu,
         &s.data_dir,
         s.dstack_socket.clone(),
         app_compose,

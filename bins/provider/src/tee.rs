@@ -1,6 +1,9 @@
 //! The TEE backend and the keys it holds: evidence for `GET /v1/quote` (0G layout, cached) and
 //! `GET /v1/attestation?nonce=` (native layout, fresh per nonce), and the signer keys — derived by the
 //! dstack KMS, generated per boot on bare TDX, or kept in the data dir for the simulated backend.
+//! NVIDIA GPU evidence (NVML, or the simulated GPU) rides along, bound to the same nonce: the caller's
+//! for `/v1/attestation` and gRPC `GetAttestation`; SHA-256 of REPORTDATA for the cached 0G quote
+//! (`nvidia_payload`), which carries no nonce.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -11,7 +14,8 @@ use base64::engine::general_purpose::STANDARD;
 use serde_json::{Value, json};
 use sha2::{Digest as _, Sha256};
 use zg_attestation::{
-    Backend, DstackProducer, EvidenceProducer, KeyBinding, ReportData, SimulatedTee, TdxProducer, Timestamp,
+    Backend, DstackProducer, EvidenceProducer, GpuProducer, KeyBinding, NvmlGpu, ReportData, SimulatedGpu,
+    SimulatedTee, TdxProducer, Timestamp,
 };
 use zg_billing::{EthSigner, ReceiptSigner};
 
@@ -29,6 +33,46 @@ pub enum BackendChoice {
     Tdx,
     /// dstack guest agent.
     Dstack,
+}
+
+/// Where NVIDIA GPU evidence comes from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "snake_case")]
+pub enum GpuChoice {
+    /// The simulated GPU with the simulated TEE; otherwise NVML when it loads with CC on; else none.
+    Auto,
+    /// No GPU evidence.
+    None,
+    /// NVML (`libnvidia-ml.so`): every GPU must be in confidential-computing mode, or start fails.
+    Nvml,
+    /// One simulated GPU (development only; clients refuse it unless they allow simulated evidence).
+    Simulated,
+}
+
+fn gpu_producer(choice: GpuChoice, backend: Backend) -> Result<Option<Arc<dyn GpuProducer>>> {
+    let simulated = || -> Result<Option<Arc<dyn GpuProducer>>> {
+        tracing::warn!("GPU evidence: SIMULATED GPU (software root, not NVIDIA); clients refuse it unless allowed");
+        Ok(Some(Arc::new(SimulatedGpu::new(1)?)))
+    };
+    match (choice, backend) {
+        (GpuChoice::None, _) => Ok(None),
+        (GpuChoice::Simulated, _) | (GpuChoice::Auto, Backend::Simulated) => simulated(),
+        (GpuChoice::Nvml, _) => {
+            let g = NvmlGpu::new()?;
+            tracing::info!(gpus = g.count(), "GPU evidence: NVML, confidential computing on");
+            Ok(Some(Arc::new(g)))
+        }
+        (GpuChoice::Auto, _) => match NvmlGpu::new() {
+            Ok(g) => {
+                tracing::info!(gpus = g.count(), "GPU evidence: NVML, confidential computing on");
+                Ok(Some(Arc::new(g)))
+            }
+            Err(e) => {
+                tracing::info!("no GPU evidence ({e}); clients with require_gpu will refuse this provider");
+                Ok(None)
+            }
+        },
+    }
 }
 
 /// The two signer keys of the TEE. Never logged: `Debug` prints the public halves only.
@@ -87,6 +131,7 @@ fn hex32(s: &str, path: &Path) -> Result<[u8; 32]> {
 /// A running TEE backend with the provider's keys bound.
 pub struct Tee {
     producer: Arc<dyn EvidenceProducer>,
+    gpu: Option<Arc<dyn GpuProducer>>,
     backend: Backend,
     keys: TeeKeys,
     app_compose: String,
@@ -115,6 +160,17 @@ impl Tee {
     /// a `compose-hash` runtime event; dstack measures its compose itself).
     pub fn start(
         choice: BackendChoice,
+        data_dir: &Path,
+        dstack_socket: Option<PathBuf>,
+        app_compose: String,
+    ) -> Result<Self> {
+        Self::start_with_gpu(choice, GpuChoice::Auto, data_dir, dstack_socket, app_compose)
+    }
+
+    /// [`Tee::start`] with an explicit GPU evidence source.
+    pub fn start_with_gpu(
+        choice: BackendChoice,
+        gpu: GpuChoice,
         data_dir: &Path,
         dstack_socket: Option<PathBuf>,
         app_compose: String,
@@ -165,8 +221,10 @@ impl Tee {
         if backend != Backend::Dstack {
             producer.extend_runtime("compose-hash", &Sha256::digest(app_compose.as_bytes()))?;
         }
+        let gpu = gpu_producer(gpu, backend)?;
         let mut tee = Tee {
             producer,
+            gpu,
             backend,
             keys,
             app_compose,
@@ -208,6 +266,12 @@ impl Tee {
         let address = self.keys.settlement.address();
         let rd = ReportData::zerog(&address);
         let ev = self.producer.quote(&rd)?;
+        // No verifier nonce here: the GPU reports bind SHA-256 of this REPORTDATA instead.
+        let gpu_nonce: [u8; 32] = Sha256::digest(rd).into();
+        let nvidia_payload = match &self.gpu {
+            Some(g) => g.evidence(&gpu_nonce)?.to_json(Some(&gpu_nonce)),
+            None => String::new(),
+        };
         Ok(json!({
             "quote": hex::encode(&ev.quote),
             "report_data": STANDARD.encode(rd),
@@ -218,6 +282,7 @@ impl Tee {
             "backend": self.backend,
             "simulated": self.backend == Backend::Simulated,
             "simulated_root": self.simulated_root,
+            "nvidia_payload": nvidia_payload,
         }))
     }
 
@@ -249,7 +314,10 @@ impl Tee {
             None,
             Timestamp(now_secs()),
         )?;
-        let ev = self.producer.evidence_for(&binding, nonce)?;
+        let mut ev = self.producer.evidence_for(&binding, nonce)?;
+        if let Some(g) = &self.gpu {
+            ev.gpu_evidence = Some(g.evidence(nonce)?.to_json(Some(nonce)));
+        }
         let mut doc: Value = serde_json::from_str(&ev.to_json()).unwrap_or(Value::Null);
         if let Value::Object(m) = &mut doc {
             m.insert("nonce".into(), json!(hex::encode(nonce)));
@@ -305,5 +373,15 @@ mod tests {
         let fresh = a.fresh(&[9; 32]).unwrap();
         assert_eq!(fresh["nonce"], hex::encode([9u8; 32]));
         assert_eq!(fresh["simulated"], true);
+        // The simulated GPU's report rides along, bound to the same nonce; the 0G quote binds REPORTDATA.
+        let gpu = zg_attestation::GpuEvidence::from_json(fresh["gpu_evidence"].as_str().unwrap()).unwrap();
+        let report = zg_attestation::SpdmReport::parse(&gpu.devices[0].report).unwrap();
+        assert_eq!(report.request_nonce, [9; 32]);
+        let payload = zg_attestation::GpuEvidence::from_json(q["nvidia_payload"].as_str().unwrap()).unwrap();
+        let report = zg_attestation::SpdmReport::parse(&payload.devices[0].report).unwrap();
+        assert_eq!(report.request_nonce, <[u8; 32]>::from(Sha256::digest(&rd)));
+        let none = Tee::start_with_gpu(BackendChoice::Simulated, GpuChoice::None, dir.path(), None, "c".into()).unwrap();
+        assert!(none.fresh(&[9; 32]).unwrap().get("gpu_evidence").is_none());
+        assert_eq!(none.zerog_quote()["nvidia_payload"], "");
     }
 }

@@ -62,7 +62,10 @@ async fn inference_verbs_and_serve_with_the_official_openai_client() {
     let key = format!("0x{}", hex::encode(cust.to_bytes()));
     let data = dir.path().join("client");
     let data = data.to_str().unwrap();
+    // The simulated provider's image, named explicitly (issue 9 item 10).
+    let policy = concat!(env!("CARGO_MANIFEST_DIR"), "/../../deploy/policy.simulated.toml");
     let env = [
+        ("ZG_ATTESTATION_POLICY", policy),
         ("ZG_RPC_URL", rpc.as_str()),
         ("ZG_PRIVATE_KEY", key.as_str()),
         ("ZG_DATA_DIR", data),

@@ -502,9 +502,14 @@ async fn quote_attestation_models_embeddings_and_completions() {
         .await;
     assert_eq!(a["nonce"], nonce);
     let ev = zg_attestation::Evidence::from_document(a.to_string().as_bytes()).unwrap();
+    // The simulated TD's image, named explicitly (deploy/policy.simulated.toml), and the simulated opt-in.
     let policy = zg_attestation::AttestationPolicy {
         dangerous_allow_simulated: true,
-        ..Default::default()
+        ..zg_attestation::AttestationPolicy::from_file(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../../deploy/policy.simulated.toml"
+        ))
+        .unwrap()
     }
     .with_nonce([5u8; 32]);
     let report =

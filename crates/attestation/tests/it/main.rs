@@ -13,7 +13,9 @@ mod common;
 mod dcap_vectors;
 /// CCEL and dstack event-log replay.
 mod eventlog;
-/// GPU evidence.
+/// The policies shipped in deploy/.
+mod deploy_policy;
+/// NVIDIA GPU evidence: sets A and B, every negative vector, OCSP, multi-GPU, simulated GPU.
 mod gpu;
 /// PCCS client against a loopback server (feature `pccs`).
 #[cfg(feature = "pccs")]
