@@ -39,7 +39,9 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let policy = AttestationPolicy {
         require_event_log: evidence.event_log.is_some(),
         report_data_layout: ReportDataLayout::Dstack,
-        allowed_compose_hashes: vec!["3763bc34552cf3a27ff71ad5f7a90471562a1a2df552dfc1998cba2d60da27e7".into()],
+        allowed_compose_hashes: vec![
+            "3763bc34552cf3a27ff71ad5f7a90471562a1a2df552dfc1998cba2d60da27e7".into(),
+        ],
         ..AttestationPolicy::default()
     };
 

@@ -51,7 +51,9 @@ pub enum GpuChoice {
 
 fn gpu_producer(choice: GpuChoice, backend: Backend) -> Result<Option<Arc<dyn GpuProducer>>> {
     let simulated = || -> Result<Option<Arc<dyn GpuProducer>>> {
-        tracing::warn!("GPU evidence: SIMULATED GPU (software root, not NVIDIA); clients refuse it unless allowed");
+        tracing::warn!(
+            "GPU evidence: SIMULATED GPU (software root, not NVIDIA); clients refuse it unless allowed"
+        );
         Ok(Some(Arc::new(SimulatedGpu::new(1)?)))
     };
     match (choice, backend) {
@@ -380,7 +382,14 @@ mod tests {
         let payload = zg_attestation::GpuEvidence::from_json(q["nvidia_payload"].as_str().unwrap()).unwrap();
         let report = zg_attestation::SpdmReport::parse(&payload.devices[0].report).unwrap();
         assert_eq!(report.request_nonce, <[u8; 32]>::from(Sha256::digest(&rd)));
-        let none = Tee::start_with_gpu(BackendChoice::Simulated, GpuChoice::None, dir.path(), None, "c".into()).unwrap();
+        let none = Tee::start_with_gpu(
+            BackendChoice::Simulated,
+            GpuChoice::None,
+            dir.path(),
+            None,
+            "c".into(),
+        )
+        .unwrap();
         assert!(none.fresh(&[9; 32]).unwrap().get("gpu_evidence").is_none());
         assert_eq!(none.zerog_quote()["nvidia_payload"], "");
     }

@@ -7,8 +7,8 @@
 use criterion::{Criterion, criterion_group, criterion_main};
 use std::hint::black_box;
 use zg_attestation::{
-    AttestationPolicy, Collateral, EventLog, Evidence, GpuCollateral, GpuEvidence, ReportDataLayout, Timestamp,
-    Verifier,
+    AttestationPolicy, Collateral, EventLog, Evidence, GpuCollateral, GpuEvidence, ReportDataLayout,
+    Timestamp, Verifier,
 };
 
 fn fixture(p: &str) -> Vec<u8> {
@@ -19,7 +19,9 @@ fn policy() -> AttestationPolicy {
     AttestationPolicy {
         report_data_layout: ReportDataLayout::Dstack,
         // The fixture's compose hash: the allow-list must name something.
-        allowed_compose_hashes: vec!["3763bc34552cf3a27ff71ad5f7a90471562a1a2df552dfc1998cba2d60da27e7".into()],
+        allowed_compose_hashes: vec![
+            "3763bc34552cf3a27ff71ad5f7a90471562a1a2df552dfc1998cba2d60da27e7".into(),
+        ],
         ..AttestationPolicy::default()
     }
 }
@@ -73,8 +75,11 @@ fn bench(c: &mut Criterion) {
     .unwrap()
     .to_json(None);
     let mut rims = GpuCollateral::new();
-    rims.add_rim("NV_GPU_DRIVER_GH100_550.90.07", &gpu("NV_GPU_DRIVER_GH100_550.90.07.xml"))
-        .unwrap();
+    rims.add_rim(
+        "NV_GPU_DRIVER_GH100_550.90.07",
+        &gpu("NV_GPU_DRIVER_GH100_550.90.07.xml"),
+    )
+    .unwrap();
     rims.add_rim(
         "NV_GPU_VBIOS_1010_0200_882_96009F0001",
         &gpu("NV_GPU_VBIOS_1010_0200_882_96009F0001.xml"),
@@ -93,8 +98,10 @@ fn bench(c: &mut Criterion) {
     c.bench_function("parse/gpu_rims_driver_and_vbios", |b| {
         b.iter(|| {
             let mut c = GpuCollateral::new();
-            c.add_rim("d", black_box(&gpu("NV_GPU_DRIVER_GH100_550.90.07.xml"))).unwrap();
-            c.add_rim("v", black_box(&gpu("NV_GPU_VBIOS_1010_0200_882_96009F0001.xml"))).unwrap();
+            c.add_rim("d", black_box(&gpu("NV_GPU_DRIVER_GH100_550.90.07.xml")))
+                .unwrap();
+            c.add_rim("v", black_box(&gpu("NV_GPU_VBIOS_1010_0200_882_96009F0001.xml")))
+                .unwrap();
             c
         })
     });

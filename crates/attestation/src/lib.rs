@@ -68,3 +68,6 @@ pub use crate::pccs::{INTEL_PCS_URL, PccsCollateral};
 
 #[cfg(feature = "nvml")]
 pub use crate::gpu::nvml::NvmlGpu;
+
+#[cfg(feature = "nvidia-rim")]
+pub use crate::gpu::{NVIDIA_RIM_SERVICE_URL, NvidiaRimService};

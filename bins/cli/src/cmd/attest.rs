@@ -6,8 +6,8 @@ use anyhow::Context as _;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use zg_attestation::{
-    AttestationPolicy, Collateral, CollateralKey, CollateralSource as _, DirectoryCollateral, DirectoryGpuCollateral,
-    EventLog, Evidence, GpuEvidence, ReportDataLayout, TdQuote, Timestamp, Verifier,
+    AttestationPolicy, Collateral, CollateralKey, CollateralSource as _, DirectoryCollateral,
+    DirectoryGpuCollateral, EventLog, Evidence, GpuEvidence, ReportDataLayout, TdQuote, Timestamp, Verifier,
 };
 
 #[derive(Debug, clap::Subcommand)]
@@ -36,7 +36,12 @@ pub(crate) struct VerifyArgs {
     /// The quote: raw binary, hex or base64 text, or a JSON document with a `quote` field
     /// (dstack GetQuote, 0G `/v1/quote`, or zg evidence JSON, which may also carry
     /// `event_log`, `binding` and `gpu_evidence`).
-    #[arg(long, value_name = "FILE", env = "ZG_ATTEST_QUOTE", required_unless_present = "gpu_evidence")]
+    #[arg(
+        long,
+        value_name = "FILE",
+        env = "ZG_ATTEST_QUOTE",
+        required_unless_present = "gpu_evidence"
+    )]
     quote: Option<PathBuf>,
     /// DCAP collateral: a dcap-qvl JSON file, or a directory of `<FMSPC>.json` files.
     /// Not needed for simulated evidence.
@@ -141,11 +146,15 @@ impl VerifyArgs {
             GpuEvidence::from_json(&text).with_context(|| format!("--gpu-evidence {}", p.display()))?
         } else {
             let chain = self.gpu_cert_chain.as_ref().ok_or_else(|| {
-                anyhow::anyhow!("--gpu-evidence {} is a bare report: pass its chain with --gpu-cert-chain", p.display())
+                anyhow::anyhow!(
+                    "--gpu-evidence {} is a bare report: pass its chain with --gpu-cert-chain",
+                    p.display()
+                )
             })?;
             let pem = String::from_utf8(read(chain, "GPU certificate chain")?)
                 .context("--gpu-cert-chain is not PEM text")?;
-            GpuEvidence::from_report_and_chain(&bytes, &pem).with_context(|| format!("--gpu-evidence {}", p.display()))?
+            GpuEvidence::from_report_and_chain(&bytes, &pem)
+                .with_context(|| format!("--gpu-evidence {}", p.display()))?
         };
         Ok(Some(ev))
     }
@@ -161,11 +170,14 @@ impl VerifyArgs {
         };
         if let (Some(ev), Some(p)) = (evidence.as_mut(), &self.event_log) {
             ev.event_log = Some(
-                event_log_text(&read(p, "event log")?).with_context(|| format!("--event-log {}", p.display()))?,
+                event_log_text(&read(p, "event log")?)
+                    .with_context(|| format!("--event-log {}", p.display()))?,
             );
         }
         let mut policy = match &self.policy {
-            Some(p) => AttestationPolicy::from_file(p).with_context(|| format!("--policy {}", p.display()))?,
+            Some(p) => {
+                AttestationPolicy::from_file(p).with_context(|| format!("--policy {}", p.display()))?
+            }
             None => AttestationPolicy {
                 require_event_log: evidence.as_ref().is_some_and(|e| e.event_log.is_some()),
                 report_data_layout: ReportDataLayout::Raw,
@@ -216,7 +228,8 @@ impl VerifyArgs {
                 let collateral = match &self.collateral {
                     None => None,
                     Some(p) if p.is_dir() => {
-                        let quote = TdQuote::parse(&evidence.quote).context("parsing the quote to find its FMSPC")?;
+                        let quote =
+                            TdQuote::parse(&evidence.quote).context("parsing the quote to find its FMSPC")?;
                         let key = CollateralKey::for_quote(&quote)?;
                         Some(DirectoryCollateral::new(p).collateral(&key, now).await?)
                     }
@@ -227,12 +240,25 @@ impl VerifyArgs {
                 if collateral.is_none() && !policy.dangerous_allow_simulated {
                     tracing::warn!("no --collateral given: a real quote cannot pass without DCAP collateral");
                 }
-                (*verifier.verify_with_gpu(&evidence, &policy, collateral.as_deref(), gpu_collateral.as_ref(), now))
-                    .clone()
+                (*verifier.verify_with_gpu(
+                    &evidence,
+                    &policy,
+                    collateral.as_deref(),
+                    gpu_collateral.as_ref(),
+                    now,
+                ))
+                .clone()
             }
             None => {
-                let ev = gpu.ok_or_else(|| anyhow::anyhow!("nothing to verify: pass --quote and/or --gpu-evidence"))?;
-                verifier.verify_gpu(&ev.to_json(policy.nonce.as_ref()), &policy, gpu_collateral.as_ref(), now)
+                let ev = gpu.ok_or_else(|| {
+                    anyhow::anyhow!("nothing to verify: pass --quote and/or --gpu-evidence")
+                })?;
+                verifier.verify_gpu(
+                    &ev.to_json(policy.nonce.as_ref()),
+                    &policy,
+                    gpu_collateral.as_ref(),
+                    now,
+                )
             }
         };
         if g.json {
@@ -358,9 +384,18 @@ mod tests {
             };
             a
         };
-        assert_eq!(args("2025-06-20T00:00:00Z", true).run(&g).await.unwrap(), ExitCode::SUCCESS);
-        assert_eq!(args("2025-07-20T00:00:00Z", true).run(&g).await.unwrap(), ExitCode::FAILURE);
+        assert_eq!(
+            args("2025-06-20T00:00:00Z", true).run(&g).await.unwrap(),
+            ExitCode::SUCCESS
+        );
+        assert_eq!(
+            args("2025-07-20T00:00:00Z", true).run(&g).await.unwrap(),
+            ExitCode::FAILURE
+        );
         // Issue 9 item 10: without a policy that pins the image, a genuine quote alone does not pass.
-        assert_eq!(args("2025-06-20T00:00:00Z", false).run(&g).await.unwrap(), ExitCode::FAILURE);
+        assert_eq!(
+            args("2025-06-20T00:00:00Z", false).run(&g).await.unwrap(),
+            ExitCode::FAILURE
+        );
     }
 }

@@ -28,8 +28,13 @@ fn gpu_args<'a>(report: &'a str, nonce: &'a str, at: &'a str) -> Vec<String> {
 fn run(args: &[String]) -> (bool, serde_json::Value, String) {
     let refs: Vec<&str> = args.iter().map(String::as_str).collect();
     let o = zg(&refs, &[]);
-    let doc: serde_json::Value = serde_json::from_str(&stdout(&o))
-        .unwrap_or_else(|e| panic!("stdout is not one JSON document ({e}): {}\n{}", stdout(&o), stderr(&o)));
+    let doc: serde_json::Value = serde_json::from_str(&stdout(&o)).unwrap_or_else(|e| {
+        panic!(
+            "stdout is not one JSON document ({e}): {}\n{}",
+            stdout(&o),
+            stderr(&o)
+        )
+    });
     (o.status.success(), doc, stderr(&o))
 }
 
@@ -45,12 +50,26 @@ fn failing(doc: &serde_json::Value) -> Vec<String> {
 
 #[test]
 fn gpu_evidence_alone_passes_and_fails_by_check() {
-    let report = testdata::path("gpu/hopperAttestationReport.txt").display().to_string();
+    let report = testdata::path("gpu/hopperAttestationReport.txt")
+        .display()
+        .to_string();
     let (ok, doc, err) = run(&gpu_args(&report, NONCE_A, "2025-01-01T00:00:00Z"));
     assert!(ok, "{doc}\n{err}");
     assert_eq!(doc["verdict"], "pass");
-    for name in ["gpu.nonce", "gpu.cert_chain", "gpu.signature", "gpu.rim.driver", "gpu.rim.vbios", "gpu.measurements"] {
-        let c = doc["checks"].as_array().unwrap().iter().find(|c| c["name"] == name).unwrap();
+    for name in [
+        "gpu.nonce",
+        "gpu.cert_chain",
+        "gpu.signature",
+        "gpu.rim.driver",
+        "gpu.rim.vbios",
+        "gpu.measurements",
+    ] {
+        let c = doc["checks"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|c| c["name"] == name)
+            .unwrap();
         assert_eq!(c["ok"], true, "{name}: {c}");
         assert!(c["expected"].is_string() && c["found"].is_string(), "{c}");
     }
@@ -69,14 +88,22 @@ fn gpu_evidence_alone_passes_and_fails_by_check() {
     bytes[4116] ^= 1;
     let bad = dir.path().join("report.hex");
     std::fs::write(&bad, hex::encode(bytes)).unwrap();
-    let (ok, doc, _) = run(&gpu_args(&bad.display().to_string(), NONCE_A, "2025-01-01T00:00:00Z"));
+    let (ok, doc, _) = run(&gpu_args(
+        &bad.display().to_string(),
+        NONCE_A,
+        "2025-01-01T00:00:00Z",
+    ));
     assert!(!ok);
     assert_eq!(failing(&doc), ["gpu.signature"]);
 }
 
 #[test]
 fn a_quote_without_an_allow_list_needs_the_dangerous_flag() {
-    let td = |p: &str| testdata::path(&format!("attestation/dcap-qvl/{p}")).display().to_string();
+    let td = |p: &str| {
+        testdata::path(&format!("attestation/dcap-qvl/{p}"))
+            .display()
+            .to_string()
+    };
     let base = [
         "attest",
         "verify",

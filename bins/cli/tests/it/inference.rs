@@ -115,7 +115,13 @@ async fn inference_verbs_and_serve_with_the_official_openai_client() {
     // Which allow-list entry matched, and the (simulated) GPU's checks bound to the same nonce.
     assert_eq!(v["report"]["allowlist_matches"][0], "image zg-simulated-td");
     let checks = v["report"]["checks"].as_array().unwrap();
-    for name in ["gpu.nonce", "gpu.signature", "gpu.rim.driver", "gpu.measurements", "gpu.simulated.allowed"] {
+    for name in [
+        "gpu.nonce",
+        "gpu.signature",
+        "gpu.rim.driver",
+        "gpu.measurements",
+        "gpu.simulated.allowed",
+    ] {
         assert!(
             checks.iter().any(|c| c["name"] == name && c["ok"] == true),
             "{name} missing or failed: {v}"

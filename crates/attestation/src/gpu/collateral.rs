@@ -314,3 +314,99 @@ impl<S: GpuCollateralSource + Sync> GpuCollateralSource for CachedGpuCollateral<
         Ok(fresh)
     }
 }
+
+/// NVIDIA's RIM service (`GET {base}{id}` → `{"id", "rim": base64 XML, "sha256", …}`), feature
+/// `nvidia-rim`. Put a [`CachedGpuCollateral`] in front so each RIM is fetched once. What it returns
+/// is verified like any RIM (signature to NVIDIA's RIM root); the service is not trusted.
+#[cfg(feature = "nvidia-rim")]
+#[derive(Debug, Clone)]
+pub struct NvidiaRimService {
+    base_url: String,
+    client: reqwest::Client,
+}
+
+/// NVIDIA's production RIM service.
+#[cfg(feature = "nvidia-rim")]
+pub const NVIDIA_RIM_SERVICE_URL: &str = "https://rim.attestation.nvidia.com/v1/rim/";
+
+#[cfg(feature = "nvidia-rim")]
+impl NvidiaRimService {
+    /// The production service.
+    pub fn new() -> Result<Self> {
+        Self::with_base_url(NVIDIA_RIM_SERVICE_URL)
+    }
+
+    /// Another base URL (a mirror, a test server); the RIM id is appended.
+    pub fn with_base_url(base_url: impl Into<String>) -> Result<Self> {
+        let client = reqwest::Client::builder()
+            .timeout(std::time::Duration::from_secs(30))
+            .build()
+            .map_err(|e| Error::Fetch {
+                url: "(client)".into(),
+                reason: e.to_string(),
+            })?;
+        Ok(NvidiaRimService {
+            base_url: base_url.into(),
+            client,
+        })
+    }
+
+    /// Fetches and parses the RIM `id` (not verified: that is the verifier's job, at its `now`).
+    pub async fn fetch(&self, id: &str) -> Result<Rim> {
+        if id.is_empty()
+            || !id
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b))
+        {
+            return Err(Error::MalformedGpuEvidence {
+                field: "rim",
+                reason: format!("{id:?} is not a RIM identifier"),
+            });
+        }
+        let url = format!("{}{id}", self.base_url);
+        let fail = |reason: String| Error::Fetch {
+            url: url.clone(),
+            reason,
+        };
+        let mut resp = self
+            .client
+            .get(&url)
+            .send()
+            .await
+            .map_err(|e| fail(e.to_string()))?;
+        let status = resp.status();
+        // Bounded read: a RIM document is ~30 KiB; base64 and JSON add a third.
+        let cap = super::rim::MAX_RIM_BYTES.saturating_mul(2);
+        let mut body = Vec::new();
+        while let Some(chunk) = resp.chunk().await.map_err(|e| fail(e.to_string()))? {
+            body.extend_from_slice(&chunk);
+            if body.len() > cap {
+                return Err(fail(format!("response larger than {cap} bytes")));
+            }
+        }
+        if !status.is_success() {
+            return Err(fail(format!(
+                "HTTP {status}: {}",
+                String::from_utf8_lossy(body.get(..200).unwrap_or(&body))
+            )));
+        }
+        let v: serde_json::Value =
+            serde_json::from_slice(&body).map_err(|e| fail(format!("not JSON: {e}")))?;
+        let b64 = v
+            .get("rim")
+            .and_then(|r| r.as_str())
+            .ok_or_else(|| fail("no \"rim\" field".into()))?;
+        use base64::Engine as _;
+        let xml = base64::engine::general_purpose::STANDARD
+            .decode(b64.trim())
+            .map_err(|e| fail(format!("\"rim\" is not base64: {e}")))?;
+        Rim::parse(&xml)
+    }
+}
+
+#[cfg(feature = "nvidia-rim")]
+impl GpuCollateralSource for NvidiaRimService {
+    async fn rim(&self, id: &str, _now: Timestamp) -> Result<Arc<Rim>> {
+        self.fetch(id).await.map(Arc::new)
+    }
+}

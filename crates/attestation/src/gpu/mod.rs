@@ -27,6 +27,8 @@ pub(crate) mod spdm;
 mod x509;
 
 pub use collateral::{CachedGpuCollateral, DirectoryGpuCollateral, GpuCollateral, GpuCollateralSource};
+#[cfg(feature = "nvidia-rim")]
+pub use collateral::{NVIDIA_RIM_SERVICE_URL, NvidiaRimService};
 pub use rim::{Rim, RimMeasurement};
 pub use simulated::{SIMULATED_GPU_ROOT_CN, SIMULATED_RIM_ROOT_CN, SimulatedGpu};
 pub use spdm::{MeasurementBlock, SpdmReport};

@@ -14,9 +14,13 @@ fn production_policy_pins_the_deploy_files() {
     let p = AttestationPolicy::from_file(deploy("policy.toml")).unwrap();
     for f in ["app-compose.json", "docker-compose.yml"] {
         let h = hex::encode(Sha256::digest(std::fs::read(deploy(f)).unwrap()));
-        assert!(p.allowed_compose_hashes.contains(&h), "deploy/policy.toml does not list {f} ({h})");
+        assert!(
+            p.allowed_compose_hashes.contains(&h),
+            "deploy/policy.toml does not list {f} ({h})"
+        );
     }
-    let app: serde_json::Value = serde_json::from_slice(&std::fs::read(deploy("app-compose.json")).unwrap()).unwrap();
+    let app: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(deploy("app-compose.json")).unwrap()).unwrap();
     assert_eq!(
         app["docker_compose_file"].as_str().unwrap(),
         std::fs::read_to_string(deploy("docker-compose.yml")).unwrap(),
@@ -29,7 +33,9 @@ fn production_policy_pins_the_deploy_files() {
 fn simulated_policy_matches_the_simulated_backend() {
     let p = AttestationPolicy::from_file(deploy("policy.simulated.toml")).unwrap();
     let tee = SimulatedTee::new().unwrap();
-    let ed = ed25519_dalek::SigningKey::from_bytes(&[1; 32]).verifying_key().to_bytes();
+    let ed = ed25519_dalek::SigningKey::from_bytes(&[1; 32])
+        .verifying_key()
+        .to_bytes();
     let now = t("2026-01-01T00:00:00Z");
     let binding = KeyBinding::new(alloy_primitives::Address::repeat_byte(7), ed, None, now).unwrap();
     let ev = tee.evidence_for(&binding, &[3; 32]).unwrap();
