@@ -34,6 +34,8 @@ struct CacheEntry {
 pub struct Verifier {
     root_ca_der: Vec<u8>,
     gpu_roots: GpuRoots,
+    /// Memo of certificate/RIM signature checks that succeeded (time checks are never memoised).
+    sigs: gpu::x509::SigCache,
     cache: Mutex<HashMap<[u8; 32], CacheEntry>>,
 }
 
@@ -63,6 +65,7 @@ impl Verifier {
         Verifier {
             root_ca_der,
             gpu_roots: GpuRoots::nvidia(),
+            sigs: gpu::x509::SigCache::default(),
             cache: Mutex::new(HashMap::new()),
         }
     }
@@ -163,6 +166,7 @@ impl Verifier {
             gpu_evidence,
             gpu_collateral,
             &self.gpu_roots,
+            &self.sigs,
             policy,
             expected,
             now,
@@ -276,7 +280,16 @@ impl Verifier {
             },
         };
         let simulated_before = r.simulated;
-        let w = gpu::verify_into(r, text, gpu_collateral, &self.gpu_roots, policy, expected, now);
+        let w = gpu::verify_into(
+            r,
+            text,
+            gpu_collateral,
+            &self.gpu_roots,
+            &self.sigs,
+            policy,
+            expected,
+            now,
+        );
         if simulated_before && r.simulated {
             r.notice = Some(SIMULATED_BANNER.to_owned());
         }

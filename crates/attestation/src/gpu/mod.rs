@@ -24,7 +24,7 @@ mod ocsp;
 pub(crate) mod rim;
 pub(crate) mod simulated;
 pub(crate) mod spdm;
-mod x509;
+pub(crate) mod x509;
 
 pub use collateral::{CachedGpuCollateral, DirectoryGpuCollateral, GpuCollateral, GpuCollateralSource};
 #[cfg(feature = "nvidia-rim")]
@@ -346,11 +346,16 @@ fn fold(r: &mut VerificationReport, name: &str, expected: &str, items: &[(bool, 
 }
 
 /// Verifies GPU evidence into `r`; returns the time window the result holds in.
+#[allow(
+    clippy::too_many_arguments,
+    reason = "the verification inputs, passed through from the Verifier"
+)]
 pub(crate) fn verify_into(
     r: &mut VerificationReport,
     text: &str,
     collateral: Option<&GpuCollateral>,
     roots: &GpuRoots,
+    sigs: &x509::SigCache,
     policy: &AttestationPolicy,
     expected: ExpectedNonce,
     now: Timestamp,
@@ -457,7 +462,7 @@ pub(crate) fn verify_into(
             (Some(_), None) => false,
             (None, _) => true, // older firmware: no FWID in the report (README §5)
         };
-        match x509::verify_chain(path, anchor, now) {
+        match x509::verify_chain(path, anchor, now, sigs) {
             Ok(w) if fwid_ok => {
                 window.0 = window.0.max(w.0);
                 window.1 = window.1.min(w.1);
@@ -520,7 +525,7 @@ pub(crate) fn verify_into(
                 let anchor = rim_anchor(rim).unwrap_or_else(|| roots.rim.clone());
                 let version = version.unwrap_or_default();
                 let version_ok = rim.version.eq_ignore_ascii_case(&version);
-                match rim.verify(&anchor, now) {
+                match rim.verify(&anchor, now, sigs) {
                     Ok(w) if version_ok => {
                         window.0 = window.0.max(w.0);
                         window.1 = window.1.min(w.1);

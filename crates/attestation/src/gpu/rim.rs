@@ -13,7 +13,7 @@
 //! digest covers.
 
 use super::c14n::canonicalize;
-use super::x509::{Cert, ChainError, parse_chain, split_root, verify_chain};
+use super::x509::{Cert, ChainError, SigCache, parse_chain, split_root, verify_chain};
 use crate::{Error, Result, Timestamp};
 use base64::Engine as _;
 use roxmltree::{Document, Node, ParsingOptions};
@@ -286,7 +286,12 @@ impl Rim {
 
     /// Checks digest, signature and the KeyInfo chain to `root` at `now`; on success returns the
     /// window in which the chain is valid.
-    pub(crate) fn verify(&self, root: &Cert, now: Timestamp) -> Result<(Timestamp, Timestamp), RimFailure> {
+    pub(crate) fn verify(
+        &self,
+        root: &Cert,
+        now: Timestamp,
+        sigs: &SigCache,
+    ) -> Result<(Timestamp, Timestamp), RimFailure> {
         if self.computed_digest.as_slice() != self.signed_digest.as_slice() {
             return Err(RimFailure::Digest {
                 signed: hex::encode(&self.signed_digest),
@@ -294,11 +299,15 @@ impl Rim {
             });
         }
         let leaf = self.chain.first().ok_or(RimFailure::Signature)?;
-        if !leaf.verify_fixed(&self.signed_info, &self.signature) {
-            return Err(RimFailure::Signature);
-        }
+        sigs.check(&[b"rim", &self.signed_info, &self.signature, &leaf.der], || {
+            if leaf.verify_fixed(&self.signed_info, &self.signature) {
+                Ok(())
+            } else {
+                Err(RimFailure::Signature)
+            }
+        })?;
         let (path, _) = split_root(&self.chain);
-        verify_chain(path, root, now).map_err(RimFailure::Chain)
+        verify_chain(path, root, now, sigs).map_err(RimFailure::Chain)
     }
 
     /// The validity window of the KeyInfo chain (without checking it), for messages.

@@ -263,6 +263,52 @@ pub(crate) fn verify_asn1(
         .map_err(|_| "bad signature".to_owned())
 }
 
+/// Memo of signature checks that succeeded, keyed by SHA-256 of (what was signed, the signature,
+/// the key): a signature over the same bytes under the same key verifies the same way every time, so a
+/// verifier that sees many reports from one fleet checks each intermediate certificate and RIM once.
+/// Validity windows and everything time-dependent are still checked on every call. Bounded.
+#[derive(Debug, Default)]
+pub(crate) struct SigCache(std::sync::Mutex<std::collections::HashSet<[u8; 32]>>);
+
+const SIG_CACHE_CAPACITY: usize = 4096;
+
+impl SigCache {
+    fn key(parts: &[&[u8]]) -> [u8; 32] {
+        use sha2::Digest as _;
+        let mut h = sha2::Sha256::new();
+        for p in parts {
+            h.update((p.len() as u64).to_le_bytes());
+            h.update(p);
+        }
+        h.finalize().into()
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, std::collections::HashSet<[u8; 32]>> {
+        // Only hashes of successful checks inside: a poisoned set is still consistent.
+        self.0.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Runs `check` unless the same (`parts`) check succeeded before; remembers successes only.
+    pub(crate) fn check<E>(&self, parts: &[&[u8]], check: impl FnOnce() -> Result<(), E>) -> Result<(), E> {
+        let k = Self::key(parts);
+        if self.lock().contains(&k) {
+            return Ok(());
+        }
+        check()?;
+        let mut set = self.lock();
+        if set.len() >= SIG_CACHE_CAPACITY {
+            set.clear();
+        }
+        set.insert(k);
+        Ok(())
+    }
+
+    /// `cert.signed_by(issuer)`, memoised.
+    pub(crate) fn signed_by(&self, cert: &Cert, issuer: &Cert) -> Result<(), String> {
+        self.check(&[b"x509", &cert.der, &issuer.der], || cert.signed_by(issuer))
+    }
+}
+
 /// Splits concatenated PEM certificates (any text between blocks is ignored) into DER.
 pub(crate) fn pem_certs(text: &str) -> Result<Vec<Vec<u8>>, String> {
     const BEGIN: &str = "-----BEGIN CERTIFICATE-----";
@@ -334,6 +380,7 @@ pub(crate) fn verify_chain(
     chain: &[Cert],
     anchor: &Cert,
     now: Timestamp,
+    sigs: &SigCache,
 ) -> Result<(Timestamp, Timestamp), ChainError> {
     if chain.is_empty() {
         return Err(ChainError {
@@ -378,7 +425,7 @@ pub(crate) fn verify_chain(
             break;
         }
         let issuer = chain.get(i.saturating_add(1)).unwrap_or(anchor);
-        cert.signed_by(issuer).map_err(|r| {
+        sigs.signed_by(cert, issuer).map_err(|r| {
             let who = if i.saturating_add(1) == last {
                 " (the trusted root)"
             } else {

@@ -636,3 +636,42 @@ fn tdx_and_real_gpu_evidence_share_one_nonce() {
     let r = v.verify_with_gpu(&bare, &require, None, None, t(T0));
     assert_eq!(failing(&r), ["gpu.present"], "{r}");
 }
+
+#[test]
+fn one_verifier_memoises_only_successes_and_never_time() {
+    // The same verifier first passes set A (memoising its certificate and RIM signatures), then must
+    // still fail every mutation and the expiry: the memo holds successful signature checks over exact
+    // bytes only, and validity windows are checked on every call.
+    let v = Verifier::new_prod();
+    let ev = evidence(&report_a(), "hopperCertChain.txt");
+    let run = |ev: &GpuEvidence, c: &GpuCollateral, at: &str| {
+        v.verify_gpu(&ev.to_json(None), &policy(nonce(NONCE_A)), Some(c), t(at))
+    };
+    assert!(run(&ev, &collateral_a(), T0).passed());
+    let mut bad = report_a();
+    bad[4116] ^= 1;
+    assert_eq!(
+        failing(&run(&evidence(&bad, "hopperCertChain.txt"), &collateral_a(), T0)),
+        ["gpu.signature"]
+    );
+    assert_eq!(
+        failing(&run(
+            &evidence(&report_a(), "gpuAkCertChain.txt"),
+            &collateral_a(),
+            T0
+        )),
+        ["gpu.cert_chain", "gpu.signature"]
+    );
+    assert_eq!(
+        failing(&run(&ev, &collateral_a(), "2026-12-01T00:00:00Z")),
+        ["gpu.rim.driver", "gpu.rim.vbios"]
+    );
+    let xml = testdata::read_string("gpu/NV_GPU_DRIVER_GH100_550.90.07.xml");
+    let at = xml.find("<ds:SignatureValue>").unwrap() + 29;
+    let mut b = xml.into_bytes();
+    b[at] = if b[at] == b'A' { b'B' } else { b'A' };
+    let mut c = collateral_a();
+    c.add_rim(DRIVER_A, &b).unwrap();
+    assert_eq!(failing(&run(&ev, &c, T0)), ["gpu.rim.driver"]);
+    assert!(run(&ev, &collateral_a(), T0).passed());
+}
