@@ -353,6 +353,11 @@ impl NvidiaRimService {
 
     /// Fetches and parses the RIM `id` (not verified: that is the verifier's job, at its `now`).
     pub async fn fetch(&self, id: &str) -> Result<Rim> {
+        Rim::parse(&self.fetch_xml(id).await?)
+    }
+
+    /// Fetches the RIM `id` as XML bytes (checked to parse as a RIM), e.g. to staple it to evidence.
+    pub async fn fetch_xml(&self, id: &str) -> Result<Vec<u8>> {
         if id.is_empty()
             || !id
                 .bytes()
@@ -400,7 +405,8 @@ impl NvidiaRimService {
         let xml = base64::engine::general_purpose::STANDARD
             .decode(b64.trim())
             .map_err(|e| fail(format!("\"rim\" is not base64: {e}")))?;
-        Rim::parse(&xml)
+        Rim::parse(&xml)?;
+        Ok(xml)
     }
 }
 

@@ -259,6 +259,21 @@ impl GpuEvidence {
         })
     }
 
+    /// The RIM identifiers the reports name (driver and VBIOS of each GPU, deduplicated); reports
+    /// that do not parse are skipped.
+    pub fn rim_ids(&self) -> Vec<String> {
+        let mut ids: Vec<String> = self
+            .devices
+            .iter()
+            .filter_map(|d| SpdmReport::parse(&d.report).ok())
+            .flat_map(|r| [r.driver_rim_id(), r.vbios_rim_id()])
+            .flatten()
+            .collect();
+        ids.sort();
+        ids.dedup();
+        ids
+    }
+
     /// The JSON form (what [`GpuEvidence::from_json`] reads back). `nonce` is informational (the
     /// verifier compares the nonce inside each signed report).
     pub fn to_json(&self, nonce: Option<&[u8; 32]>) -> String {
