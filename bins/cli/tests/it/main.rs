@@ -11,6 +11,7 @@ mod attest;
 mod decrypt_model;
 mod inference;
 mod ledger;
+mod owner;
 
 use std::process::Output;
 
