@@ -614,12 +614,26 @@ pub(crate) fn verify_into(
                 continue;
             }
             let results: Vec<_> = responses.iter().map(|o| o.check(c, iss, now)).collect();
+            // The verdict (and a cache entry made from it) holds only while the responses it rests on
+            // say the same: never past the moment a response that is not valid yet starts to count
+            // (it may say "revoked"), and never past the good response actually relied on. A response
+            // that failed its checks (a stapled decoy with a far nextUpdate) bounds nothing.
+            for o in &responses {
+                if now < o.this_update {
+                    window.1 = window.1.min(Timestamp(o.this_update.as_secs().saturating_sub(1)));
+                }
+            }
+            let relied_on = responses
+                .iter()
+                .zip(&results)
+                .filter(|(_, x)| matches!(x, Ok(ocsp::CertStatus::Good)))
+                .filter_map(|(o, _)| o.next_update.map(|until| (until, o.this_update)))
+                .max();
             if results.iter().any(|x| matches!(x, Ok(ocsp::CertStatus::Revoked))) {
                 out.ocsp_revoked.push(label);
-            } else if results.iter().any(|x| matches!(x, Ok(ocsp::CertStatus::Good))) {
-                if let Some(o) = responses.iter().find_map(|o| o.next_update) {
-                    window.1 = window.1.min(o);
-                }
+            } else if let Some((until, from)) = relied_on {
+                window.0 = window.0.max(from);
+                window.1 = window.1.min(until);
                 out.ocsp_good.push(label);
             } else {
                 let why: Vec<String> = results

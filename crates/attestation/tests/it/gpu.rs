@@ -675,3 +675,112 @@ fn one_verifier_memoises_only_successes_and_never_time() {
     assert_eq!(failing(&run(&ev, &c, T0)), ["gpu.rim.driver"]);
     assert!(run(&ev, &collateral_a(), T0).passed());
 }
+
+fn ocsp_der(name: &str) -> Vec<u8> {
+    use base64::Engine as _;
+    let text = testdata::read_string(&format!(
+        "gpu/ocsp/test_gpu_{name}_base64encoded_ocsp_response.dat"
+    ));
+    base64::engine::general_purpose::STANDARD
+        .decode(text.trim().replace(['\n', '\r'], ""))
+        .unwrap()
+}
+
+/// `der` with its last occurrence of a GeneralizedTime value replaced (same length, so the DER stays well formed; the
+/// signature no longer verifies).
+fn with_time(der: &[u8], from: &str, to: &str) -> Vec<u8> {
+    let at = der
+        .windows(from.len())
+        .rposition(|w| w == from.as_bytes())
+        .unwrap();
+    let mut out = der.to_vec();
+    out[at..at + to.len()].copy_from_slice(to.as_bytes());
+    out
+}
+
+#[test]
+fn a_cached_pass_never_outlives_the_ocsp_response_it_relied_on() {
+    // Attack: the host staples, before each genuine "good" response for the device certificates, a
+    // copy whose nextUpdate says 2099 (its signature is broken, so it is never *used*). The verifier's
+    // cache must still expire the pass when the genuine responses do (2025-08-22T06:47:07Z), not when
+    // the decoys claim to.
+    let mut stapled = Vec::new();
+    for (name, next) in [
+        ("certificate_l4", "20250822064707Z"),
+        ("certificate_l3", "20250822064707Z"),
+        ("certificate_l2", "20250822064708Z"),
+    ] {
+        let genuine = ocsp_der(name);
+        stapled.push(with_time(&genuine, next, "20990822064707Z"));
+        stapled.push(genuine);
+    }
+    let (mut ev, p) = simulated_tdx(&nonce(NONCE_A));
+    let mut gpu = evidence(&report_a(), "hopperCertChain.txt");
+    gpu.ocsp = stapled;
+    ev.gpu_evidence = Some(gpu.to_json(None));
+    let p = AttestationPolicy {
+        require_gpu: true,
+        ..p
+    };
+    let v = Verifier::new_prod();
+    let r = v.verify_with_gpu(&ev, &p, None, Some(&collateral_a()), t("2025-08-21T12:00:00Z"));
+    assert!(r.passed(), "{r}");
+    assert!(found(&r, "gpu.ocsp").contains("good: 3"), "{r}");
+    // Still inside the genuine window: the cached report may be reused.
+    let r = v.verify_with_gpu(&ev, &p, None, Some(&collateral_a()), t("2025-08-22T06:00:00Z"));
+    assert!(found(&r, "gpu.ocsp").contains("good: 3"), "{r}");
+    // After it: the report must be what a fresh verifier says (the L4 response expired).
+    let late = t("2025-08-23T00:00:00Z");
+    let fresh = Verifier::new_prod().verify_with_gpu(&ev, &p, None, Some(&collateral_a()), late);
+    let cached = v.verify_with_gpu(&ev, &p, None, Some(&collateral_a()), late);
+    assert!(found(&fresh, "gpu.ocsp").contains("expired"), "{fresh}");
+    assert_eq!(
+        found(&cached, "gpu.ocsp"),
+        found(&fresh, "gpu.ocsp"),
+        "cached:\n{cached}"
+    );
+    // And with OCSP required, that is a failure, not a cached pass.
+    let strict = AttestationPolicy {
+        require_gpu_ocsp: true,
+        ..p
+    };
+    let v = Verifier::new_prod();
+    let at = t("2025-08-21T12:00:00Z");
+    let r = v.verify_with_gpu(&ev, &strict, None, Some(&collateral_a()), at);
+    // (The RIM chains' responses are not stapled, so strict fails at once; nothing is cached.)
+    assert_eq!(failing(&r), ["gpu.ocsp"], "{r}");
+    assert_eq!(v.cache_len(), 0);
+}
+
+#[test]
+fn rim_ids_from_a_report_cannot_walk_out_of_the_collateral_directory() {
+    // The RIM id is built from strings inside the (not yet verified) report: a hostile host can name
+    // `NV_GPU_VBIOS_<project>...` with a project of `../..`. The directory source must only ever read
+    // `<dir>/<id>.xml|.swidtag` for an id made of RIM-id characters.
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("collateral");
+    std::fs::create_dir_all(dir.join("NV_GPU_DRIVER_GH100_x")).unwrap();
+    std::fs::write(
+        tmp.path().join("outside.xml"),
+        testdata::read("gpu/NV_GPU_DRIVER_GH100_550.90.07.xml"),
+    )
+    .unwrap();
+    let src = zg_attestation::DirectoryGpuCollateral::new(&dir);
+    for id in [
+        "NV_GPU_DRIVER_GH100_x/../../outside",
+        "../outside",
+        "/etc/passwd",
+        "NV_GPU_DRIVER_GH100_\0",
+        "",
+    ] {
+        let e = src.load_rim(id, None).unwrap_err().to_string();
+        assert!(e.contains("not a RIM identifier"), "{id:?}: {e}");
+    }
+    // A real id still loads.
+    std::fs::write(
+        dir.join(format!("{DRIVER_A}.xml")),
+        testdata::read("gpu/NV_GPU_DRIVER_GH100_550.90.07.xml"),
+    )
+    .unwrap();
+    assert_eq!(src.load_rim(DRIVER_A, None).unwrap().version, "550.90.07");
+}

@@ -160,3 +160,42 @@ fn gpu_evidence_nonce_binding() {
     let r = v.verify(&ev, &p, None, t("2026-01-01T00:01:00Z"));
     assert_eq!(crate::common::first_failure(&r).0, "gpu.parse");
 }
+
+#[test]
+fn app_emitted_identity_event_cannot_override_the_boot_one() {
+    // Attack: the operator boots compose hash 0xcd.. (not allowed), then a container that can reach the
+    // guest agent emits a second `compose-hash` runtime event naming the allowed 0xab... The log replays
+    // (RTMR3 covers both events), so only a rule about repeated identity events stops it.
+    let tee = SimulatedTee::new().unwrap();
+    tee.extend_runtime("compose-hash", &[0xcd; 32]).unwrap();
+    tee.extend_runtime("app-id", &[0x01; 20]).unwrap();
+    tee.extend_runtime("system-ready", b"").unwrap();
+    tee.extend_runtime("compose-hash", &[0xab; 32]).unwrap();
+    let (_, binding, nonce) = setup();
+    let ev = tee.evidence_for(&binding, &nonce).unwrap();
+    let r = Verifier::new_prod().verify(&ev, &allow(&tee), None, t("2026-01-01T00:01:00Z"));
+    assert!(!r.passed(), "a second compose-hash event must not pass: {r}");
+    assert!(
+        r.check("event_log.rtmr3").unwrap().ok,
+        "the log itself replays: {r}"
+    );
+    let (name, found) = crate::common::first_failure(&r);
+    assert_eq!(name, "event_log.identity", "{r}");
+    assert!(found.contains("compose-hash") && found.contains("2"), "{found}");
+    // The same attack on app-id (emitted before the real one cannot happen: the boot one comes first).
+    let tee = SimulatedTee::new().unwrap();
+    tee.extend_runtime("compose-hash", &[0xab; 32]).unwrap();
+    tee.extend_runtime("app-id", &[0x02; 20]).unwrap();
+    tee.extend_runtime("app-id", &[0x01; 20]).unwrap();
+    let ev = tee.evidence_for(&binding, &nonce).unwrap();
+    let mut p = allow(&tee);
+    p.allowed_app_ids = vec!["01".repeat(20)];
+    let r = Verifier::new_prod().verify(&ev, &p, None, t("2026-01-01T00:01:00Z"));
+    assert_eq!(crate::common::first_failure(&r).0, "event_log.identity", "{r}");
+    // One of each still passes (the normal dstack log).
+    let (tee, binding, nonce) = setup();
+    let ev = tee.evidence_for(&binding, &nonce).unwrap();
+    let r = Verifier::new_prod().verify(&ev, &allow(&tee), None, t("2026-01-01T00:01:00Z"));
+    assert!(r.passed(), "{r}");
+    assert!(r.check("event_log.identity").unwrap().ok, "{r}");
+}
