@@ -478,6 +478,19 @@ contract FineTuningServing is ServingBase, EIP712 {
         }
     }
 
+    /// @notice The sub-account's refund freeze: `acknowledgedUnsettled` deliverables the customer acknowledged
+    ///         and the provider has not settled yet; while it is non-zero and `block.timestamp < until`,
+    ///         matured refunds stay in the sub-account. A provider reveals a key (settles an acknowledged
+    ///         deliverable) only well before `until`.
+    function getRefundFreeze(address user, address provider)
+        external
+        view
+        returns (uint256 until, uint256 acknowledgedUnsettled)
+    {
+        RefundFreeze storage f = _freezes[user][provider];
+        return (f.until, f.acknowledgedUnsettled);
+    }
+
     /// @notice Deliverable `id` of the (user, provider) sub-account; reverts `DeliverableNotExists`.
     function getDeliverable(address user, address provider, string calldata id)
         external

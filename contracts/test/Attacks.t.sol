@@ -46,6 +46,9 @@ contract AttacksTest is Fixture {
         vm.warp(block.timestamp + LOCK - 10);
         vm.prank(alice);
         ft.acknowledgeDeliverable(provider, "task-1");
+        (uint256 until, uint256 pending) = ft.getRefundFreeze(alice, provider);
+        assertEq(until, block.timestamp + LOCK, "frozen until lockTime after the acknowledgement");
+        assertEq(pending, 1, "one acknowledged deliverable to settle");
         VerifierInput memory v = verifierInput(alice, "task-1", SECRET, ROOT, 1, 4 ether);
         // The provider's transaction is in the mempool; the refund matures; the customer goes first.
         vm.warp(block.timestamp + 20);
@@ -59,6 +62,8 @@ contract AttacksTest is Fixture {
         assertEq(provider.balance - paid, 4 ether, "provider paid when the key became public");
         assertEq(ft.getDeliverable(alice, provider, "task-1").encryptedSecret, SECRET, "revealed");
         // Settled: nothing is frozen any more, the rest of the refund comes back at once.
+        (, pending) = ft.getRefundFreeze(alice, provider);
+        assertEq(pending, 0, "nothing left to settle");
         retrieve(alice, provider);
         assertEq(ledger.getLedger(alice).availableBalance, before + 6 ether, "rest refunded after settlement");
     }

@@ -158,6 +158,20 @@ impl<'a> Inference<'a> {
             .map_err(|e| self.client.contract_error("InferenceServing.lockTime", e))
     }
 
+    /// The provider `signer` serves on this contract (the first the owner acknowledged it for), or `None`.
+    pub async fn tee_signer_provider(&self, signer: Address) -> Result<Option<Address>> {
+        let p = self
+            .contract
+            .teeSignerProvider(signer)
+            .call()
+            .await
+            .map_err(|e| {
+                self.client
+                    .contract_error("InferenceServing.teeSignerProvider", e)
+            })?;
+        Ok((!p.is_zero()).then_some(p))
+    }
+
     /// Registers or updates the sender's service, staking `stake` (the first registration needs the minimum).
     pub async fn add_or_update_service(&self, params: &ServiceParams, stake: Amount) -> Result<TxOutcome> {
         let p = InferenceServing::ServiceParams {

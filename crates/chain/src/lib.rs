@@ -24,7 +24,8 @@ pub use deploy::{DeployConfig, deploy_all};
 pub use devnet::{DevAccount, Devnet, DevnetConfig, DevnetInfo};
 pub use error::{Error, Result};
 pub use fine_tuning::{
-    FineTuning, FineTuningAccount, FineTuningQuota, FineTuningServiceParams, TaskSettlement,
+    FineTuning, FineTuningAccount, FineTuningQuota, FineTuningServiceParams, REVEAL_MARGIN_SECS,
+    RefundFreeze, TaskSettlement,
 };
 pub use inference::Inference;
 pub use keys::{load_keystore, save_keystore, signer_from_hex};
