@@ -96,6 +96,10 @@ pub struct AttestationPolicy {
     pub nonce: Option<[u8; 32]>,
     /// The settlement signer the quote must bind (e.g. `teeSignerAddress` from chain).
     pub expected_signer: Option<Address>,
+    /// The provider address the binding must name (native layout, `KeyBinding::provider`): set it to the
+    /// provider being verified so that another provider serving this TEE's attestation as its own (to get
+    /// its signer acknowledged) is refused. Unset = not checked.
+    pub expected_provider: Option<Address>,
     /// REPORTDATA layout the provider uses (default native).
     pub report_data_layout: ReportDataLayout,
     /// Require an event log whose replay equals the quote's RTMRs (default true).
@@ -135,6 +139,7 @@ impl Default for AttestationPolicy {
             max_quote_age_secs: None,
             nonce: None,
             expected_signer: None,
+            expected_provider: None,
             report_data_layout: ReportDataLayout::Native,
             require_event_log: true,
             require_gpu: false,

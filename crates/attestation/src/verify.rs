@@ -781,6 +781,24 @@ fn binding_checks(
             signer.is_some(),
         ),
     }
+    if let Some(want) = policy.expected_provider {
+        let found = match (&parsed, r.binding.as_ref()) {
+            (ReportData::Native { .. }, Some(b)) => b.provider,
+            _ => None,
+        };
+        r.push(
+            "binding.provider",
+            want.to_checksum(None),
+            match found {
+                Some(p) => p.to_checksum(None),
+                None if matches!(parsed, ReportData::Native { .. }) => {
+                    "the binding names no provider".to_owned()
+                }
+                None => format!("the {layout} layout binds no provider"),
+            },
+            found == Some(want),
+        );
+    }
     match (policy.nonce, parsed.nonce()) {
         (Some(want), Some(got)) => r.push("binding.nonce", hex::encode(want), hex::encode(got), want == got),
         (Some(want), None) => r.push(

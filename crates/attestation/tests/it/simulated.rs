@@ -199,3 +199,41 @@ fn app_emitted_identity_event_cannot_override_the_boot_one() {
     assert!(r.passed(), "{r}");
     assert!(r.check("event_log.identity").unwrap().ok, "{r}");
 }
+
+#[test]
+fn another_provider_cannot_present_this_tee_as_its_own() {
+    // Attack: provider B registers provider A's TEE signer and serves A's attestation (its URL proxies A).
+    // The signer binding alone cannot tell them apart; a binding that names the provider can.
+    let a = Address::repeat_byte(0xaa);
+    let b = Address::repeat_byte(0xbb);
+    let (tee, binding, nonce) = setup();
+    let bound = binding.clone().with_provider(a);
+    // Naming the provider changes the commitment; leaving it out keeps today's bindings valid.
+    assert_ne!(bound.commitment(), binding.commitment());
+    let ev = tee.evidence_for(&bound, &nonce).unwrap();
+    let v = Verifier::new_prod();
+    let at = t("2026-01-01T00:01:00Z");
+    let mut p = allow(&tee);
+    p.expected_provider = Some(a);
+    let r = v.verify(&ev, &p, None, at);
+    assert!(r.passed(), "{r}");
+    assert_eq!(r.binding.as_ref().unwrap().provider, Some(a));
+    // Verified on behalf of B: refused by name.
+    p.expected_provider = Some(b);
+    let (name, found) = crate::common::first_failure(&v.verify(&ev, &p, None, at));
+    assert_eq!(name, "binding.provider");
+    assert!(found.contains(&a.to_checksum(None)), "{found}");
+    // A binding that names no provider cannot satisfy a policy that expects one.
+    let plain = tee.evidence_for(&binding, &nonce).unwrap();
+    assert_eq!(
+        crate::common::first_failure(&v.verify(&plain, &p, None, at)).0,
+        "binding.provider"
+    );
+    // Swapping the provider in the binding document breaks the commitment.
+    let mut swapped = ev.clone();
+    swapped.binding = Some(binding.clone().with_provider(b));
+    assert_eq!(
+        crate::common::first_failure(&v.verify(&swapped, &p, None, at)).0,
+        "binding.commitment"
+    );
+}
