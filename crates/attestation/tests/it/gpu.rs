@@ -784,3 +784,119 @@ fn rim_ids_from_a_report_cannot_walk_out_of_the_collateral_directory() {
     .unwrap();
     assert_eq!(src.load_rim(DRIVER_A, None).unwrap().version, "550.90.07");
 }
+
+#[test]
+fn xml_signature_wrapping_variants_of_the_driver_rim() {
+    const R7: &str = r#"<ns0:Resource type="Measurement" index="7" active="True""#;
+    let original =
+        zg_attestation::Rim::parse(&testdata::read("gpu/NV_GPU_DRIVER_GH100_550.90.07.xml")).unwrap();
+    let check = |what: &str, f: &dyn Fn(String) -> String| -> (bool, Option<zg_attestation::Rim>) {
+        let xml = f(testdata::read_string("gpu/NV_GPU_DRIVER_GH100_550.90.07.xml"));
+        assert_ne!(
+            xml,
+            testdata::read_string("gpu/NV_GPU_DRIVER_GH100_550.90.07.xml"),
+            "{what}: no edit"
+        );
+        let mut c = collateral_a();
+        if c.add_rim(DRIVER_A, xml.as_bytes()).is_err() {
+            return (false, None); // refused by the parser
+        }
+        let r = verify(
+            &evidence(&report_a(), "hopperCertChain.txt"),
+            &c,
+            nonce(NONCE_A),
+            T0,
+        );
+        (
+            r.check("gpu.rim.driver").is_some_and(|c| c.ok),
+            zg_attestation::Rim::parse(xml.as_bytes()).ok(),
+        )
+    };
+    // Edits C14N removes (comments, whitespace inside tags, quoting, character references, CDATA) or the
+    // enveloped-signature transform leaves out (a decoy Payload inside ds:Signature): the signature still
+    // holds, and what the verifier reads is unchanged (values come from the document element's own Meta
+    // and Payload only).
+    let same: [(&str, &dyn Fn(String) -> String); 6] = [
+        ("decoy Payload inside the Signature", &|x| {
+            x.replacen(
+                "<ds:KeyInfo>",
+                "<ds:Object><ns0:Payload xmlns:ns0=\"http://standards.iso.org/iso/19770/-2/2015/schema.xsd\"><ns0:Resource index=\"7\" active=\"False\" alternatives=\"1\" size=\"48\"/></ns0:Payload></ds:Object><ds:KeyInfo>",
+                1,
+            )
+        }),
+        ("comment", &|x| {
+            x.replacen(R7, &format!("<!-- index=\"9\" -->{R7}"), 1)
+        }),
+        ("spaces in a tag", &|x| {
+            x.replacen(R7, &R7.replace(" index", "   index"), 1)
+        }),
+        ("single quotes", &|x| {
+            x.replacen(R7, &R7.replace("\"7\"", "'7'"), 1)
+        }),
+        ("character reference", &|x| {
+            x.replacen(R7, &R7.replace("\"7\"", "\"&#55;\""), 1)
+        }),
+        ("CDATA digest", &|x| {
+            x.replacen("<ds:DigestValue>gMJp", "<ds:DigestValue><![CDATA[gMJp", 1)
+                .replacen("1+Kw</ds:DigestValue>", "1+Kw]]></ds:DigestValue>", 1)
+        }),
+    ];
+    for (what, f) in same {
+        let (ok, rim) = check(what, f);
+        assert!(ok, "{what}: C14N-equivalent edit must still verify");
+        let rim = rim.unwrap();
+        assert_eq!(
+            (&rim.version, &rim.measurements),
+            (&original.version, &original.measurements),
+            "{what}"
+        );
+    }
+    // Edits that would change what is read: refused (by the digest, or by the parser's structure rules).
+    let refused: [(&str, &dyn Fn(String) -> String); 8] = [
+        ("golden value", &|x| {
+            x.replacen("ns2:Hash0=\"8016", "ns2:Hash0=\"0016", 1)
+        }),
+        ("resource in another namespace", &|x| {
+            x.replacen(R7, &format!("<x:Resource xmlns:x=\"urn:evil\" index=\"99\" active=\"True\" alternatives=\"1\" size=\"48\"/>{R7}"), 1)
+        }),
+        ("prefix rebound to another hash namespace", &|x| {
+            x.replacen("<ns0:Payload ", "<ns0:Payload xmlns:ns2=\"urn:evil\" ", 1)
+        }),
+        ("second Payload", &|x| {
+            x.replacen(
+                "<ns0:Payload ",
+                "<ns0:Payload xmlns:ns2=\"urn:x\"></ns0:Payload><ns0:Payload ",
+                1,
+            )
+        }),
+        ("second Signature", &|x| {
+            x.replacen(
+                "<ns0:Meta ",
+                "<ds:Signature xmlns:ds=\"http://www.w3.org/2000/09/xmldsig#\"/><ns0:Meta ",
+                1,
+            )
+        }),
+        ("reference to a fragment", &|x| {
+            x.replacen("URI=\"\"", "URI=\"#Payload\"", 1)
+        }),
+        ("extra transform", &|x| {
+            x.replacen(
+                "</ds:Transforms>",
+                "<ds:Transform Algorithm=\"http://www.w3.org/TR/1999/REC-xpath-19991116\"/></ds:Transforms>",
+                1,
+            )
+        }),
+        ("entity expansion", &|x| {
+            format!(
+                "<!DOCTYPE a [<!ENTITY e \"7\">]>{}",
+                x.replacen("index=\"7\"", "index=\"&e;\"", 1)
+            )
+        }),
+    ];
+    for (what, f) in refused {
+        let (ok, rim) = check(what, f);
+        assert!(!ok, "{what}: must not verify");
+        // When it still parses, a verified copy can never carry the edit: it did not verify.
+        let _ = rim;
+    }
+}
