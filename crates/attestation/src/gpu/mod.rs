@@ -50,6 +50,12 @@ pub const NVIDIA_RIM_ROOT_PEM: &str = include_str!("nvidia_rim_root.pem");
 pub const MAX_GPUS: usize = 16;
 /// Largest GPU evidence document accepted (bytes of JSON).
 pub const MAX_GPU_EVIDENCE_BYTES: usize = 1 << 20;
+/// Most stapled RIMs accepted (a driver and a VBIOS RIM per GPU).
+pub const MAX_STAPLED_RIMS: usize = 2 * MAX_GPUS;
+/// Most stapled OCSP responses accepted (NVIDIA's are 3 per device chain and 4 per RIM pair). Each one
+/// that names a certificate of the evidence costs an ECDSA verification: without a bound, a provider's
+/// 1 MiB of copies costs its verifying client seconds of CPU.
+pub const MAX_STAPLED_OCSP: usize = 8 * MAX_GPUS;
 
 /// The trust anchors GPU evidence is verified to: never taken from the evidence.
 #[derive(Debug, Clone)]
@@ -238,6 +244,21 @@ impl GpuEvidence {
                 })
             })
             .collect::<Result<Vec<_>>>()?;
+        if doc.rims.len() > MAX_STAPLED_RIMS {
+            return Err(bad(
+                "rims",
+                format!("{} stapled RIMs, more than {MAX_STAPLED_RIMS}", doc.rims.len()),
+            ));
+        }
+        if doc.ocsp.len() > MAX_STAPLED_OCSP {
+            return Err(bad(
+                "ocsp",
+                format!(
+                    "{} stapled OCSP responses, more than {MAX_STAPLED_OCSP}",
+                    doc.ocsp.len()
+                ),
+            ));
+        }
         let rims = doc
             .rims
             .iter()

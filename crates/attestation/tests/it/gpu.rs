@@ -900,3 +900,23 @@ fn xml_signature_wrapping_variants_of_the_driver_rim() {
         let _ = rim;
     }
 }
+
+#[test]
+fn stapled_collateral_is_bounded() {
+    // A provider staples 129 copies of one OCSP response (each costs its verifier an ECDSA check).
+    let mut ev = evidence(&report_a(), "hopperCertChain.txt");
+    ev.ocsp = vec![ocsp_der("certificate_l4"); zg_attestation::MAX_STAPLED_OCSP + 1];
+    let e = GpuEvidence::from_json(&ev.to_json(None)).unwrap_err().to_string();
+    assert!(e.contains("stapled OCSP responses, more than"), "{e}");
+    ev.ocsp.truncate(zg_attestation::MAX_STAPLED_OCSP);
+    assert_eq!(
+        GpuEvidence::from_json(&ev.to_json(None)).unwrap().ocsp.len(),
+        zg_attestation::MAX_STAPLED_OCSP
+    );
+    let mut ev = evidence(&report_a(), "hopperCertChain.txt");
+    ev.rims = (0..=zg_attestation::MAX_STAPLED_RIMS)
+        .map(|i| (format!("NV_GPU_X_{i}"), b"<a/>".to_vec()))
+        .collect();
+    let e = GpuEvidence::from_json(&ev.to_json(None)).unwrap_err().to_string();
+    assert!(e.contains("stapled RIMs, more than"), "{e}");
+}
