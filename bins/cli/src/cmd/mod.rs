@@ -10,6 +10,7 @@ mod opts;
 mod sealing;
 mod serve;
 mod storage;
+mod web;
 
 use clap::{Parser, Subcommand};
 use std::process::ExitCode;
@@ -71,6 +72,11 @@ enum Command {
     /// Point any OpenAI client at it (`OPENAI_BASE_URL=http://127.0.0.1:3001/v1`); receipts come back in
     /// `ZG-Receipt` headers. Example: `zg serve --provider 0x… --allow-simulated --port 3001`.
     Serve(serve::ServeArgs),
+    /// Open the local web dashboard (account, providers, verified chat, fine-tuning, provider metrics).
+    ///
+    /// Serves on 127.0.0.1 only and prints the URL to open, which carries a per-session token. Example:
+    /// `zg web --port 4000 --allow-simulated`.
+    Web(web::WebArgs),
 }
 
 impl Cli {
@@ -94,6 +100,7 @@ impl Cli {
             Command::DecryptModel(a) => a.run(g).await,
             Command::Inference(c) => c.run(g).await,
             Command::Serve(a) => a.run(g).await,
+            Command::Web(a) => a.run(g).await,
         }
     }
 }
