@@ -20,7 +20,7 @@ class ApiError extends Error {
 }
 
 async function api(method, path, body) {
-  const init = { method, headers: { 'x-zg-session': token() }, cache: 'no-store' };
+  const init = { method, headers: { authorization: 'Bearer ' + token() }, cache: 'no-store' };
   if (body !== undefined) {
     init.headers['content-type'] = 'application/json';
     init.body = JSON.stringify(body);
@@ -503,7 +503,7 @@ async function pageChat(root, params) {
 async function streamChat(provider, body, onDelta, onReceipt) {
   const resp = await fetch(`/api/chat/${provider}`, {
     method: 'POST', cache: 'no-store',
-    headers: { 'x-zg-session': token(), 'content-type': 'application/json' },
+    headers: { authorization: 'Bearer ' + token(), 'content-type': 'application/json' },
     body: JSON.stringify(body),
   });
   if (!resp.ok) {

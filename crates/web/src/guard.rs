@@ -4,7 +4,8 @@
 //! Who can reach the dashboard, and the worst each could do without this guard:
 //! - **Any web page the customer visits** (cross-origin): a `<form method=post>` or `fetch(..., {mode:
 //!   "no-cors"})` to `http://127.0.0.1:4000/api/tx/send` would move funds. Refused three ways: the Origin check,
-//!   the session token (a page on another origin cannot read it), and the Content-Type rule (forms can only send
+//!   the session token (a page on another origin cannot read it, and cannot send an `Authorization` header
+//!   without a CORS preflight this server never grants), and the Content-Type rule (forms can only send
 //!   `application/x-www-form-urlencoded`, `multipart/form-data` or `text/plain`).
 //! - **A DNS-rebinding page** (`evil.example` re-resolved to 127.0.0.1, so the browser treats our server as
 //!   same-origin with it): it could read `/api/session` and then spend. Refused by the Host check on every
@@ -25,8 +26,8 @@ use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use std::sync::Arc;
 
-/// The header the page sends the session token in.
-pub const TOKEN_HEADER: &str = "x-zg-session";
+/// The header the page sends the session token in, as `Bearer <token>` (the same as `zg serve`'s API key).
+pub const TOKEN_HEADER: &str = "authorization";
 
 /// What the guard accepts. Built once at start from the bound port and the session token.
 #[derive(Clone)]
@@ -156,7 +157,11 @@ impl GuardRules {
         if !path.starts_with("/api/") {
             return Ok(());
         }
-        let token = h.get(TOKEN_HEADER).map(HeaderValue::as_bytes).unwrap_or_default();
+        let token = h
+            .get(header::AUTHORIZATION)
+            .map(HeaderValue::as_bytes)
+            .and_then(|v| v.strip_prefix(b"Bearer "))
+            .unwrap_or_default();
         if !ct_eq(token, self.token.as_bytes()) {
             return Err(Refusal::Token);
         }
@@ -236,7 +241,7 @@ mod tests {
         let ok_post = [
             ("host", "127.0.0.1:4000"),
             ("origin", "http://127.0.0.1:4000"),
-            (TOKEN_HEADER, "t0ken"),
+            (TOKEN_HEADER, "Bearer t0ken"),
             ("content-type", "application/json"),
         ];
         check(Method::POST, "/api/tx/send", &ok_post, Ok(()));
@@ -250,7 +255,7 @@ mod tests {
             &[
                 ("host", "127.0.0.1:4000"),
                 ("origin", "http://evil.example"),
-                (TOKEN_HEADER, "t0ken"),
+                (TOKEN_HEADER, "Bearer t0ken"),
                 ("content-type", "application/json"),
             ],
             Err(Refusal::Origin),
@@ -261,7 +266,7 @@ mod tests {
             &[
                 ("host", "127.0.0.1:4000"),
                 ("origin", "null"),
-                (TOKEN_HEADER, "t0ken"),
+                (TOKEN_HEADER, "Bearer t0ken"),
                 ("content-type", "application/json"),
             ],
             Err(Refusal::Origin),
@@ -277,7 +282,7 @@ mod tests {
             "/api/tx/send",
             &[
                 ("host", "127.0.0.1:4000"),
-                (TOKEN_HEADER, "t0kex"),
+                (TOKEN_HEADER, "Bearer t0kex"),
                 ("content-type", "application/json"),
             ],
             Err(Refusal::Token),
@@ -287,7 +292,7 @@ mod tests {
             "/api/tx/send",
             &[
                 ("host", "127.0.0.1:4000"),
-                (TOKEN_HEADER, "t0ken"),
+                (TOKEN_HEADER, "Bearer t0ken"),
                 ("content-type", "text/plain"),
             ],
             Err(Refusal::ContentType),
@@ -295,7 +300,7 @@ mod tests {
         check(
             Method::GET,
             "/api/account",
-            &[("host", "127.0.0.1:4000"), ("sec-fetch-site", "cross-site"), (TOKEN_HEADER, "t0ken")],
+            &[("host", "127.0.0.1:4000"), ("sec-fetch-site", "cross-site"), (TOKEN_HEADER, "Bearer t0ken")],
             Err(Refusal::CrossSite),
         );
         check(

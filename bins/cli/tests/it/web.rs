@@ -68,7 +68,7 @@ async fn zg_web_unlocks_the_keystore_once_and_serves_loopback_with_a_token() {
     assert_eq!(no_token.status().as_u16(), 401);
     let s = http
         .get(format!("{base}/api/session"))
-        .header("x-zg-session", token)
+        .header("authorization", format!("Bearer {token}"))
         .send()
         .await
         .unwrap()

@@ -33,13 +33,14 @@ async fn cross_origin_tokenless_and_rebinding_requests_are_refused() {
     let deposit = r#"{"action":"deposit","amount":"5"}"#;
     let origin = env.base();
     let host = format!("127.0.0.1:{}", env.port);
+    let bearer = format!("Bearer {}", env.token);
 
     // Cross-origin POST, even one that somehow holds the token: refused.
     let (status, body) = post(
         &env,
         &[
             ("origin", "http://evil.example"),
-            ("x-zg-session", &env.token),
+            ("authorization", &bearer),
             ("content-type", "application/json"),
         ],
         deposit,
@@ -57,10 +58,10 @@ async fn cross_origin_tokenless_and_rebinding_requests_are_refused() {
     assert_eq!((status, body["error"]["code"].as_str()), (401, Some("bad_token")), "{body}");
 
     // A wrong token of the right length: refused.
-    let wrong = "0".repeat(64);
+    let wrong = format!("Bearer {}", "0".repeat(64));
     let (status, _) = post(
         &env,
-        &[("origin", &origin), ("x-zg-session", &wrong), ("content-type", "application/json")],
+        &[("origin", &origin), ("authorization", &wrong), ("content-type", "application/json")],
         deposit,
     )
     .await;
@@ -71,7 +72,7 @@ async fn cross_origin_tokenless_and_rebinding_requests_are_refused() {
         &env,
         &[
             ("host", "evil.example:80"),
-            ("x-zg-session", &env.token),
+            ("authorization", &bearer),
             ("content-type", "application/json"),
         ],
         deposit,
@@ -89,7 +90,7 @@ async fn cross_origin_tokenless_and_rebinding_requests_are_refused() {
     // A form-style POST (what an HTML form on any site can send): refused.
     let (status, body) = post(
         &env,
-        &[("origin", &origin), ("x-zg-session", &env.token), ("content-type", "text/plain")],
+        &[("origin", &origin), ("authorization", &bearer), ("content-type", "text/plain")],
         deposit,
     )
     .await;
@@ -123,7 +124,7 @@ async fn cross_origin_tokenless_and_rebinding_requests_are_refused() {
         &[
             ("host", &host),
             ("origin", &origin),
-            ("x-zg-session", &env.token),
+            ("authorization", &bearer),
             ("content-type", "application/json"),
         ],
         deposit,
@@ -188,7 +189,7 @@ async fn a_real_browser_cannot_spend_cross_origin_or_by_rebinding_and_provider_h
     assert!(text.contains("bad_host"), "the rebinding page is refused: {text}");
     let fetched = b
         .exec(
-            "return fetch('/api/session', {headers: {'x-zg-session': 'guess'}}).then(r => r.status)",
+            "return fetch('/api/session', {headers: {'authorization': 'Bearer guess'}}).then(r => r.status)",
             vec![],
         )
         .await;
