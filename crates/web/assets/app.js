@@ -368,7 +368,7 @@ function renderReport(x, r) {
   if (r.error) out.push(errorBox(r.error, 'verify-error'));
   const v = r.verification;
   out.push(h('dl', { class: 'kv' },
-    h('dt', {}, 'Verified at'), h('dd', {}, String(rep.verified_at)),
+    h('dt', {}, 'Verified at'), h('dd', {}, typeof rep.verified_at === 'number' ? when(rep.verified_at) : String(rep.verified_at)),
     h('dt', {}, 'TCB status'), h('dd', { id: 'tcb-status' }, rep.tcb_status || 'not computed (no Intel collateral for this evidence)'),
     rep.advisory_ids && rep.advisory_ids.length ? [h('dt', {}, 'Advisories'), h('dd', {}, rep.advisory_ids.join(', '))] : null,
     h('dt', {}, 'Quote version'), h('dd', {}, rep.quote_version == null ? '—' : String(rep.quote_version)),
@@ -407,8 +407,12 @@ async function pageChat(root, params) {
   root.append(h('h1', {}, 'Chat playground'));
   const sv = await services();
   const sel = h('select', { id: 'chat-provider' }, sv.inference.map((x) => h('option', { value: x.provider }, `${x.model} · ${short(x.provider)}`)));
-  if (params.get('provider')) sel.value = params.get('provider');
-  if (chatState.provider && !params.get('provider')) sel.value = chatState.provider;
+  const pick = (addr) => {
+    const o = [...sel.options].find((x) => x.value.toLowerCase() === String(addr).toLowerCase());
+    if (o) sel.value = o.value;
+  };
+  if (params.get('provider')) pick(params.get('provider'));
+  else if (chatState.provider) pick(chatState.provider);
   const model = h('input', { id: 'chat-model', type: 'text', placeholder: 'default (or a deployed adapter id)', size: 26 });
   const maxTok = h('input', { id: 'chat-max', type: 'number', min: 1, max: 4096, value: 128, style: 'width:6em' });
   const temp = h('input', { id: 'chat-temp', type: 'number', min: 0, max: 2, step: 0.1, placeholder: 'default', style: 'width:6em' });

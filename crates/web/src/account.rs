@@ -68,10 +68,11 @@ struct SubAccountRow {
 pub(crate) async fn account(State(s): State<AppState>) -> Result<Json<Value>> {
     let chain = s.client.chain();
     let me = s.client.address();
+    let (ledger_c, inference_c) = (chain.ledger(), chain.inference());
     let (ledger, wallet, lock_time) = tokio::try_join!(
-        chain.ledger().get_ledger(me),
+        ledger_c.get_ledger(me),
         chain.balance(me),
-        chain.inference().lock_time(),
+        inference_c.lock_time(),
     )?;
     let mut subs = Vec::new();
     if ledger.is_some() {
@@ -453,8 +454,8 @@ mod tests {
     fn spend_reads_the_log_tail_and_skips_garbage() {
         let dir = tempfile::tempdir().unwrap();
         let p = Address::repeat_byte(7);
-        let now = 20_000 * 86_400 + 3600;
-        let today_ms = (20_000 * 86_400 + 60) * 1000;
+        let now: u64 = 20_000 * 86_400 + 3600;
+        let today_ms: u64 = (20_000 * 86_400 + 60) * 1000;
         let log = format!(
             "{{\"at_ms\":{today_ms},\"fee\":\"100\",\"prompt_tokens\":3,\"completion_tokens\":4}}\nnot json\n\
              {{\"at_ms\":{},\"fee\":\"50\",\"prompt_tokens\":1,\"completion_tokens\":1}}\n",

@@ -178,7 +178,7 @@ impl GuardRules {
 }
 
 /// The axum middleware applying [`GuardRules`], plus the security headers every answer carries.
-pub async fn guard(State(rules): State<GuardRules>, req: Request, next: Next) -> Response {
+pub(crate) async fn guard(State(rules): State<GuardRules>, req: Request, next: Next) -> Response {
     if let Err(r) = rules.check(req.method(), req.uri().path(), req.headers()) {
         tracing::warn!(
             refusal = r.code(),

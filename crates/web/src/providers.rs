@@ -50,10 +50,8 @@ pub(crate) async fn list(State(s): State<AppState>) -> Result<Json<Value>> {
         let s = s.clone();
         async move {
             let url = s.client.config().url_override.clone().unwrap_or_else(|| svc.url.clone());
-            let (health, acct) = tokio::join!(
-                probe(&s, &url),
-                s.client.chain().inference().get_account(me, svc.provider)
-            );
+            let inference = s.client.chain().inference();
+            let (health, acct) = tokio::join!(probe(&s, &url), inference.get_account(me, svc.provider));
             let acct = acct.ok().flatten();
             json!({
                 "provider": svc.provider,

@@ -10,15 +10,14 @@ use zg_client::{Client, ClientConfig};
 use zg_provider::{RunArgs, Running, Settings};
 use zg_web::{Dashboard, WebConfig};
 
-pub struct Env {
-    pub devnet: Devnet,
-    pub running: Option<Running>,
-    pub provider: Address,
-    pub provider_url: String,
-    pub customer: PrivateKeySigner,
-    pub web: String,
-    pub token: String,
-    pub port: u16,
+pub(crate) struct Env {
+    pub(crate) devnet: Devnet,
+    pub(crate) running: Option<Running>,
+    pub(crate) provider: Address,
+    pub(crate) customer: PrivateKeySigner,
+    pub(crate) web: String,
+    pub(crate) token: String,
+    pub(crate) port: u16,
     stop: Option<tokio::sync::oneshot::Sender<()>>,
     _dir: tempfile::TempDir,
 }
@@ -32,7 +31,7 @@ fn free_port() -> u16 {
 }
 
 /// Where screenshots go: a test artifact under target/ (`ZG_WEB_SCREENSHOTS` overrides).
-pub fn screenshot_dir() -> PathBuf {
+pub(crate) fn screenshot_dir() -> PathBuf {
     std::env::var_os("ZG_WEB_SCREENSHOTS")
         .map(PathBuf::from)
         .unwrap_or_else(|| PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("zg-web-screenshots"))
@@ -40,7 +39,7 @@ pub fn screenshot_dir() -> PathBuf {
 
 impl Env {
     /// Devnet, provider, and the dashboard for a customer without a ledger.
-    pub async fn start() -> Env {
+    pub(crate) async fn start() -> Env {
         let devnet = Devnet::start_with(DevnetConfig {
             anvil: Some(zg_test_utils::tools::anvil()),
             ..Default::default()
@@ -98,7 +97,6 @@ impl Env {
             devnet,
             running: Some(running),
             provider: prov.address(),
-            provider_url,
             customer,
             web: url,
             token,
@@ -109,12 +107,12 @@ impl Env {
     }
 
     /// `http://127.0.0.1:PORT` of the dashboard.
-    pub fn base(&self) -> String {
+    pub(crate) fn base(&self) -> String {
         format!("http://127.0.0.1:{}", self.port)
     }
 
     /// The customer's ledger (available, total), neuron; `None` without a ledger.
-    pub async fn ledger(&self) -> Option<(U256, U256)> {
+    pub(crate) async fn ledger(&self) -> Option<(U256, U256)> {
         let c = self.devnet.client(None).await.unwrap();
         c.ledger()
             .get_ledger(self.customer.address())
@@ -124,7 +122,7 @@ impl Env {
     }
 
     /// The customer's inference sub-account balance with the provider, neuron.
-    pub async fn sub_balance(&self) -> U256 {
+    pub(crate) async fn sub_balance(&self) -> U256 {
         let c = self.devnet.client(None).await.unwrap();
         c.inference()
             .get_account(self.customer.address(), self.provider)
@@ -134,7 +132,7 @@ impl Env {
             .unwrap_or_default()
     }
 
-    pub async fn stop(mut self) {
+    pub(crate) async fn stop(mut self) {
         if let Some(s) = self.stop.take() {
             let _ = s.send(());
         }

@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 use serde_json::{Value, json};
 
 /// The W3C element key.
-const ELEMENT_KEY: &str = "element-6066-11e4-a4f3-4f0c-9f3e-4f6e56d7e0d1";
+const ELEMENT_KEY: &str = "element-6066-11e4-a52e-4f735466cecf";
 
 fn tool(env: &str, default: &str) -> PathBuf {
     let p = std::env::var_os(env).map(PathBuf::from).unwrap_or_else(|| PathBuf::from(default));
@@ -33,7 +33,7 @@ fn free_port() -> u16 {
 }
 
 /// One headless Chromium session. Dropping it ends the session's process group (chromedriver and its browser).
-pub struct Browser {
+pub(crate) struct Browser {
     http: reqwest::Client,
     base: String,
     driver: Child,
@@ -42,16 +42,16 @@ pub struct Browser {
 
 /// An element handle.
 #[derive(Debug, Clone)]
-pub struct El(String);
+pub(crate) struct El(String);
 
 impl Browser {
     /// Starts chromedriver on a free loopback port and a new headless Chromium session with an empty profile.
-    pub async fn start() -> Browser {
+    pub(crate) async fn start() -> Browser {
         Self::start_with(&[]).await
     }
 
     /// Like [`Browser::start`] with extra Chromium flags (e.g. `--host-resolver-rules=...`).
-    pub async fn start_with(extra: &[&str]) -> Browser {
+    pub(crate) async fn start_with(extra: &[&str]) -> Browser {
         use std::os::unix::process::CommandExt as _;
         let chromium = tool("ZG_CHROMIUM", "/usr/bin/chromium");
         let driver_bin = tool("ZG_CHROMEDRIVER", "/usr/bin/chromedriver");
@@ -102,6 +102,8 @@ impl Browser {
             "--disable-component-update".to_owned(),
             "--disable-sync".to_owned(),
             "--disable-dev-shm-usage".to_owned(),
+            "--disable-breakpad".to_owned(),
+            "--disable-crash-reporter".to_owned(),
             "--window-size=1280,900".to_owned(),
             format!("--user-data-dir={}", b._profile.path().display()),
         ];
@@ -153,17 +155,17 @@ impl Browser {
     }
 
     /// Navigates and waits for the load.
-    pub async fn goto(&self, url: &str) {
+    pub(crate) async fn goto(&self, url: &str) {
         self.post("/url", json!({"url": url})).await;
     }
 
     /// Runs `script` (a function body; `arguments` available) and returns its value.
-    pub async fn exec(&self, script: &str, args: Vec<Value>) -> Value {
+    pub(crate) async fn exec(&self, script: &str, args: Vec<Value>) -> Value {
         self.post("/execute/sync", json!({"script": script, "args": args})).await
     }
 
     /// The first element matching `css`, waiting up to `timeout` for it to exist.
-    pub async fn find(&self, css: &str, timeout: Duration) -> El {
+    pub(crate) async fn find(&self, css: &str, timeout: Duration) -> El {
         let deadline = Instant::now() + timeout;
         loop {
             match self
@@ -185,7 +187,7 @@ impl Browser {
     }
 
     /// Whether an element matching `css` exists now.
-    pub async fn exists(&self, css: &str) -> bool {
+    pub(crate) async fn exists(&self, css: &str) -> bool {
         self.exec("return document.querySelector(arguments[0]) !== null", vec![json!(css)])
             .await
             .as_bool()
@@ -193,7 +195,7 @@ impl Browser {
     }
 
     /// Waits until the text of `css` contains `needle`; returns that text.
-    pub async fn wait_text(&self, css: &str, needle: &str, timeout: Duration) -> String {
+    pub(crate) async fn wait_text(&self, css: &str, needle: &str, timeout: Duration) -> String {
         let deadline = Instant::now() + timeout;
         loop {
             let t = self
@@ -216,7 +218,7 @@ impl Browser {
     }
 
     /// The page's visible text.
-    pub async fn body_text(&self) -> String {
+    pub(crate) async fn body_text(&self) -> String {
         self.exec("return document.body ? document.body.innerText : ''", vec![])
             .await
             .as_str()
@@ -225,27 +227,22 @@ impl Browser {
     }
 
     /// Clicks an element.
-    pub async fn click(&self, el: &El) {
+    pub(crate) async fn click(&self, el: &El) {
         self.post(&format!("/element/{}/click", el.0), json!({})).await;
     }
 
     /// Replaces an input's value by typing `text`.
-    pub async fn type_into(&self, el: &El, text: &str) {
+    pub(crate) async fn type_into(&self, el: &El, text: &str) {
         self.post(&format!("/element/{}/clear", el.0), json!({})).await;
         self.post(&format!("/element/{}/value", el.0), json!({"text": text})).await;
     }
 
-    /// Presses keys on the focused element (WebDriver key codes, e.g. `"\u{E004}"` = Tab).
-    pub async fn keys(&self, text: &str) {
-        let actions: Vec<Value> = text
-            .chars()
-            .flat_map(|c| {
-                [
-                    json!({"type": "keyDown", "value": c.to_string()}),
-                    json!({"type": "keyUp", "value": c.to_string()}),
-                ]
-            })
-            .collect();
+    /// Presses a chord on the focused element: every key down in order, then up in reverse (WebDriver key codes,
+    /// e.g. `"\u{E004}"` = Tab, `"\u{E009}\u{E007}"` = Ctrl+Enter).
+    pub(crate) async fn keys(&self, chord: &str) {
+        let down = chord.chars().map(|c| json!({"type": "keyDown", "value": c.to_string()}));
+        let up = chord.chars().rev().map(|c| json!({"type": "keyUp", "value": c.to_string()}));
+        let actions: Vec<Value> = down.chain(up).collect();
         self.post(
             "/actions",
             json!({"actions": [{"type": "key", "id": "kb", "actions": actions}]}),
@@ -255,7 +252,7 @@ impl Browser {
     }
 
     /// Selects the `<option>` with `value` in a `<select>` and fires `change`.
-    pub async fn select(&self, css: &str, value: &str) {
+    pub(crate) async fn select(&self, css: &str, value: &str) {
         let ok = self
             .exec(
                 "const s = document.querySelector(arguments[0]); if (!s) return false; s.value = arguments[1]; \
@@ -267,7 +264,7 @@ impl Browser {
     }
 
     /// Saves a PNG screenshot of the viewport to `path`.
-    pub async fn screenshot(&self, path: &Path) {
+    pub(crate) async fn screenshot(&self, path: &Path) {
         use base64::Engine as _;
         let v = self
             .cmd(reqwest::Method::GET, "/screenshot", None)
@@ -284,7 +281,7 @@ impl Browser {
     }
 
     /// Ends the session (the browser exits); Drop then ends chromedriver.
-    pub async fn quit(self) {
+    pub(crate) async fn quit(self) {
         let _ = self.cmd(reqwest::Method::DELETE, "", None).await;
     }
 }
@@ -294,7 +291,7 @@ impl Drop for Browser {
         // The group we created in `start`: chromedriver and the Chromium it launched. Nothing else.
         let pgid = self.driver.id();
         let _ = Command::new("kill")
-            .args(["-KILL", &format!("-{pgid}")])
+            .args(["-s", "KILL", "--", &format!("-{pgid}")])
             .stderr(Stdio::null())
             .status();
         let _ = self.driver.wait();
