@@ -117,12 +117,11 @@ function s(tag, attrs, ...children) {
   for (const c of children) el.append(c instanceof Node ? c : document.createTextNode(String(c)));
   return el;
 }
-function fmt(n) {
+function fmt(n, unit) {
   if (!isFinite(n)) return '0';
+  if (unit === 'neuron') return n === 0 ? '0 0G' : (n / 1e18).toPrecision(3) + ' 0G';
   const a = Math.abs(n);
-  if (a >= 1e15) return (n / 1e18).toPrecision(3) + ' 0G';
-  if (a >= 1e6) return (n / 1e6).toPrecision(3) + 'M';
-  if (a >= 1e3) return (n / 1e3).toPrecision(3) + 'k';
+  for (const [d, u] of [[1e12, 'T'], [1e9, 'B'], [1e6, 'M'], [1e3, 'k']]) if (a >= d) return (n / d).toPrecision(3) + u;
   return String(Math.round(n * 100) / 100);
 }
 /** Vertical bars: [{label, value}]. A hidden table carries the same numbers for screen readers. */
@@ -137,12 +136,12 @@ function barChart(title, data, unit) {
     const bh = (H - pad * 2) * (d.value / max);
     const x = pad + i * bw + bw * 0.15;
     svg.append(s('rect', { x, y: H - pad - bh, width: bw * 0.7, height: Math.max(bh, d.value > 0 ? 1 : 0), fill: '#1d4ed8', rx: 2 },
-      s('title', {}, `${d.label}: ${fmt(d.value)} ${unit}`)));
-    if (n <= 16) svg.append(s('text', { x: x + bw * 0.35, y: H - pad + 13, 'text-anchor': 'middle' }, d.label));
+      s('title', {}, `${d.label}: ${fmt(d.value, unit)}`)));
+    if (n <= 8 || i % Math.ceil(n / 7) === 0 || i === n - 1) svg.append(s('text', { x: x + bw * 0.35, y: H - pad + 14, 'text-anchor': 'middle' }, d.label));
   });
-  svg.append(s('text', { x: pad, y: 14 }, `max ${fmt(max)} ${unit}`));
+  svg.append(s('text', { x: pad, y: 14 }, `max ${fmt(max, unit)}`));
   return h('figure', { style: 'margin:0' }, h('figcaption', { class: 'muted' }, title), svg,
-    table(['', unit], data.map((d) => h('tr', {}, h('td', {}, d.label), h('td', {}, fmt(d.value)))), { class: 'sr-only' }));
+    table(['', unit], data.map((d) => h('tr', {}, h('td', {}, d.label), h('td', {}, fmt(d.value, unit)))), { class: 'sr-only' }));
 }
 /** Lines over time: series [{name, color, points: [[t, v]]}]. */
 function lineChart(title, series, unit) {
@@ -161,9 +160,9 @@ function lineChart(title, series, unit) {
   series.forEach((x, i) => {
     if (!x.points.length) return;
     svg.append(s('polyline', { fill: 'none', stroke: x.color, 'stroke-width': 2, points: x.points.map((p) => `${X(p[0]).toFixed(1)},${Y(p[1]).toFixed(1)}`).join(' ') }));
-    svg.append(s('text', { x: W - pad, y: 14 + i * 13, 'text-anchor': 'end', fill: x.color }, `${x.name}: ${fmt(x.points[x.points.length - 1][1])}`));
+    svg.append(s('text', { x: W - pad, y: 14 + i * 13, 'text-anchor': 'end', fill: x.color }, `${x.name}: ${fmt(x.points[x.points.length - 1][1], unit)}`));
   });
-  svg.append(s('text', { x: pad, y: 14 }, `max ${fmt(max)} ${unit}`));
+  svg.append(s('text', { x: pad, y: 14 }, `max ${fmt(max, unit)}`));
   svg.append(s('text', { x: pad, y: H - 8 }, new Date(t0 * 1000).toLocaleTimeString()));
   svg.append(s('text', { x: W - pad, y: H - 8, 'text-anchor': 'end' }, new Date(t1 * 1000).toLocaleTimeString()));
   return h('figure', { style: 'margin:0' }, h('figcaption', { class: 'muted' }, title), svg);
@@ -379,7 +378,7 @@ function renderReport(x, r) {
     h('dt', {}, 'MRTD'), h('dd', { class: 'mono' }, rep.mrtd || '—'),
     h('dt', {}, 'RTMR3'), h('dd', { class: 'mono' }, rep.rtmr3 || '—')));
   const checks = (rep.checks || []).map((c) => h('tr', { class: c.ok ? 'check-ok' : 'check-fail' },
-    h('td', {}, c.ok ? h('span', { class: 'ok' }, '✓ ok') : h('span', { class: 'bad' }, '✗ FAIL')),
+    h('td', {}, c.ok ? h('span', { class: 'ok' }, '✓ ok') : c.required ? h('span', { class: 'bad' }, '✗ FAIL') : h('span', { class: 'muted' }, '– not met')),
     h('td', { class: 'mono' }, c.name),
     h('td', { class: 'mono' }, c.expected),
     h('td', { class: 'mono' }, c.found),

@@ -89,6 +89,7 @@ async fn every_page_in_headless_chromium() {
     let err = b.wait_text("#tx-error", "available", T).await;
     assert!(err.contains("Retrieve"), "the error names the fix: {err}");
     assert_eq!(env.ledger().await, Some((zg(3), zg(5))), "nothing was sent");
+    b.exec("window.scrollTo(0, 0); return true", vec![]).await;
     b.screenshot(&shots.join("account.png")).await;
 
     // ---- Providers: Verify renders the report with the SIMULATED banner and every check.
@@ -156,6 +157,17 @@ async fn every_page_in_headless_chromium() {
         .unwrap()
         .to_owned();
     assert!(owed.contains(&fee), "running cost {owed} shows the fee {fee}");
+
+    // A second message (the button this time): its request carries the voucher over the first answer's fee.
+    let input = b.find("#chat-input", T).await;
+    b.type_into(&input, "and who pays for gas?").await;
+    b.click(&b.find("#chat-send", T).await).await;
+    b.wait_text("#chat-cost", "2 receipts", T).await;
+    let receipts = b
+        .exec("return document.querySelectorAll('.verified-receipt').length", vec![])
+        .await;
+    assert_eq!(receipts, json!(2));
+    b.exec("window.scrollTo(0, 0); return true", vec![]).await;
     b.screenshot(&shots.join("chat.png")).await;
 
     // A session secret for the official SDK.
@@ -179,12 +191,16 @@ async fn every_page_in_headless_chromium() {
     };
     assert!(secret.starts_with("app-sk-"), "{secret}");
 
-    // ---- Provider view: the metrics count the chat.
+    // ---- Provider view: the metrics count both chats; the provider settles the vouched fee on chain and the
+    // settlement history (VoucherSettled events) shows exactly the first answer's fee paid.
+    let report = env.running.as_ref().unwrap().settle(true).await.unwrap();
+    eprintln!("settlement: {report:?}");
     b.click(&b.find("nav a[data-page='provider']", T).await).await;
     b.find("#page-provider[data-ready] #pv-cards", T).await;
-    b.wait_text("#pv-requests", "1", T).await;
-    let earned = b.wait_text("#pv-earned", "0G", T).await;
-    assert!(earned.contains(&fee), "earned {earned} = the one fee {fee}");
+    b.wait_text("#pv-requests", "2", T).await;
+    b.wait_text("#pv-earned", "0G", T).await;
+    let history = b.wait_text("#pv-settlements", "success", T).await;
+    assert!(history.contains(&fee), "settlement history {history} pays the vouched fee {fee}");
     b.screenshot(&shots.join("provider.png")).await;
 
     // ---- Fine-tuning: the services table renders from the chain.
