@@ -127,7 +127,8 @@ function fmt(n, unit) {
 /** Vertical bars: [{label, value}]. A hidden table carries the same numbers for screen readers. */
 function barChart(title, data, unit) {
   const W = 480, H = 170, pad = 28, n = Math.max(1, data.length);
-  const max = Math.max(1e-9, ...data.map((d) => d.value));
+  const top = Math.max(0, ...data.map((d) => d.value));
+  const max = top || 1;
   const bw = (W - pad * 2) / n;
   const svg = s('svg', { class: 'chart', viewBox: `0 0 ${W} ${H}`, role: 'img', 'aria-label': title });
   svg.append(s('title', {}, title));
@@ -137,9 +138,9 @@ function barChart(title, data, unit) {
     const x = pad + i * bw + bw * 0.15;
     svg.append(s('rect', { x, y: H - pad - bh, width: bw * 0.7, height: Math.max(bh, d.value > 0 ? 1 : 0), fill: '#1d4ed8', rx: 2 },
       s('title', {}, `${d.label}: ${fmt(d.value, unit)}`)));
-    if (n <= 8 || i % Math.ceil(n / 7) === 0 || i === n - 1) svg.append(s('text', { x: x + bw * 0.35, y: H - pad + 14, 'text-anchor': 'middle' }, d.label));
+    if (n <= 8 || (n - 1 - i) % Math.ceil(n / 7) === 0) svg.append(s('text', { x: x + bw * 0.35, y: H - pad + 14, 'text-anchor': 'middle' }, d.label));
   });
-  svg.append(s('text', { x: pad, y: 14 }, `max ${fmt(max, unit)}`));
+  svg.append(s('text', { x: pad, y: 14 }, top ? `max ${fmt(top, unit)}` : 'nothing yet'));
   return h('figure', { style: 'margin:0' }, h('figcaption', { class: 'muted' }, title), svg,
     table(['', unit], data.map((d) => h('tr', {}, h('td', {}, d.label), h('td', {}, fmt(d.value, unit)))), { class: 'sr-only' }));
 }
@@ -154,7 +155,8 @@ function lineChart(title, series, unit) {
     return h('figure', { style: 'margin:0' }, h('figcaption', { class: 'muted' }, title), svg);
   }
   const t0 = Math.min(...pts.map((p) => p[0])), t1 = Math.max(...pts.map((p) => p[0]), t0 + 1);
-  const max = Math.max(1e-9, ...pts.map((p) => p[1]));
+  const top = Math.max(0, ...pts.map((p) => p[1]));
+  const max = top || 1;
   const X = (t) => pad + (W - pad * 2) * (t - t0) / (t1 - t0), Y = (v) => H - pad - (H - pad * 2) * v / max;
   svg.append(s('line', { x1: pad, y1: H - pad, x2: W - pad, y2: H - pad, stroke: '#aab3bd' }));
   series.forEach((x, i) => {
@@ -162,7 +164,7 @@ function lineChart(title, series, unit) {
     svg.append(s('polyline', { fill: 'none', stroke: x.color, 'stroke-width': 2, points: x.points.map((p) => `${X(p[0]).toFixed(1)},${Y(p[1]).toFixed(1)}`).join(' ') }));
     svg.append(s('text', { x: W - pad, y: 14 + i * 13, 'text-anchor': 'end', fill: x.color }, `${x.name}: ${fmt(x.points[x.points.length - 1][1], unit)}`));
   });
-  svg.append(s('text', { x: pad, y: 14 }, `max ${fmt(max, unit)}`));
+  svg.append(s('text', { x: pad, y: 14 }, `max ${fmt(top, unit)}`));
   svg.append(s('text', { x: pad, y: H - 8 }, new Date(t0 * 1000).toLocaleTimeString()));
   svg.append(s('text', { x: W - pad, y: H - 8, 'text-anchor': 'end' }, new Date(t1 * 1000).toLocaleTimeString()));
   return h('figure', { style: 'margin:0' }, h('figcaption', { class: 'muted' }, title), svg);
@@ -210,17 +212,22 @@ async function pageAccount(root) {
   parts.push(h('section', { class: 'panel', 'aria-labelledby': 'spend-h' },
     h('h2', { id: 'spend-h' }, 'Spend (verified receipts)'),
     h('div', { class: 'charts' },
-      barChart('Spend per day, last 14 days (neuron)', days, 'neuron'),
+      barChart('Spend per day, last 14 days (0G)', days, 'neuron'),
       barChart('Tokens per provider', perProv.length ? perProv : [{ label: 'none yet', value: 0 }], 'tokens'))));
   // Actions.
   parts.push(await txForm(acct));
   body.replaceChildren(...parts);
 }
 
+/** 0G rounded to 6 decimals for the big number (the exact neuron amount is shown under it). */
+function zgShort(a) {
+  const [w, f = ''] = a.zg.split('.');
+  return f.length > 6 ? `≈ ${w}.${f.slice(0, 6)} 0G` : a.zg + ' 0G';
+}
 function card(label, amount, id) {
   return h('div', { class: 'card', id: 'card-' + id },
     h('div', { class: 'label' }, label),
-    h('div', { class: 'value' }, amount ? zg(amount) : '—'),
+    h('div', { class: 'value' }, amount ? zgShort(amount) : '—'),
     h('div', { class: 'sub' }, amount ? neuron(amount) : ''));
 }
 

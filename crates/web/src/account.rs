@@ -290,7 +290,8 @@ fn parse_service(v: Option<&str>) -> Result<ServiceKind> {
 }
 
 fn parse_amount(v: Option<&str>) -> Result<Amount> {
-    let v = v.ok_or_else(|| Error::BadRequest("amount is missing (e.g. 1.5 or 1.5 0G or 5 neuron)".into()))?;
+    let v =
+        v.ok_or_else(|| Error::BadRequest("amount is missing (e.g. 1.5 or 1.5 0G or 5 neuron)".into()))?;
     let a: Amount = v
         .parse()
         .map_err(|e| Error::BadRequest(format!("amount {v:?}: {e}")))?;
@@ -305,9 +306,9 @@ async fn check(s: &AppState, r: &TxRequest) -> Result<Tx> {
     let chain = s.client.chain();
     let me = s.client.address();
     let insufficient = |e: zg_chain::Error, hint: &str| match e {
-        zg_chain::Error::InsufficientLedgerBalance { available, .. } => Error::BadRequest(format!(
-            "your ledger has only {available} available: {hint}"
-        )),
+        zg_chain::Error::InsufficientLedgerBalance { available, .. } => {
+            Error::BadRequest(format!("your ledger has only {available} available: {hint}"))
+        }
         other => other.into(),
     };
     Ok(match r.action.as_str() {
@@ -327,9 +328,11 @@ async fn check(s: &AppState, r: &TxRequest) -> Result<Tx> {
         }
         "refund" => {
             let a = parse_amount(r.amount.as_deref())?;
-            chain.ledger().ensure_available(me, a).await.map_err(|e| {
-                insufficient(e, "funds in sub-accounts come back with Retrieve first")
-            })?;
+            chain
+                .ledger()
+                .ensure_available(me, a)
+                .await
+                .map_err(|e| insufficient(e, "funds in sub-accounts come back with Retrieve first"))?;
             Tx::Refund(a)
         }
         "transfer" => {
@@ -375,7 +378,13 @@ async fn estimate(s: &AppState, tx: &Tx) -> Result<u64> {
     let me = s.client.address();
     let c = LedgerManagerContract::new(chain.addresses().ledger, chain.provider().clone());
     let r = match tx {
-        Tx::AddAccount(a) => c.addLedger(String::new()).value(a.0).from(me).estimate_gas().await,
+        Tx::AddAccount(a) => {
+            c.addLedger(String::new())
+                .value(a.0)
+                .from(me)
+                .estimate_gas()
+                .await
+        }
         Tx::Deposit(a) => c.depositFund().value(a.0).from(me).estimate_gas().await,
         Tx::Refund(a) => c.refund(a.0).from(me).estimate_gas().await,
         Tx::Transfer(p, k, a) => {
@@ -392,11 +401,7 @@ async fn estimate(s: &AppState, tx: &Tx) -> Result<u64> {
         }
     };
     r.map_err(|e| match e.as_revert_data() {
-        Some(data) => Error::BadRequest(format!(
-            "{} would revert: {}",
-            tx.name(),
-            Revert::decode(&data)
-        )),
+        Some(data) => Error::BadRequest(format!("{} would revert: {}", tx.name(), Revert::decode(&data))),
         None => Error::Upstream {
             what: format!("estimating gas for {}", tx.name()),
             reason: e.to_string(),
@@ -442,7 +447,9 @@ pub(crate) async fn send(State(s): State<AppState>, Json(r): Json<TxRequest>) ->
         Tx::Retrieve(ps, k) => ledger.retrieve_fund(ps.clone(), *k).await?,
     };
     tracing::info!(action = tx.name(), tx = %outcome.tx, gas = outcome.gas_used, "dashboard transaction mined");
-    Ok(Json(json!({"action": tx.name(), "description": tx.describe(), "tx": outcome})))
+    Ok(Json(
+        json!({"action": tx.name(), "description": tx.describe(), "tx": outcome}),
+    ))
 }
 
 #[cfg(test)]
@@ -475,7 +482,10 @@ mod tests {
 
     #[test]
     fn amounts_are_exact_and_named() {
-        assert_eq!(parse_amount(Some("1.5")).unwrap().0, U256::from(1_500_000_000_000_000_000u128));
+        assert_eq!(
+            parse_amount(Some("1.5")).unwrap().0,
+            U256::from(1_500_000_000_000_000_000u128)
+        );
         assert_eq!(parse_amount(Some("7 neuron")).unwrap().0, U256::from(7));
         let e = parse_amount(Some("abc")).unwrap_err().to_string();
         assert!(e.contains("abc"), "{e}");

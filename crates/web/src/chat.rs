@@ -124,7 +124,10 @@ pub(crate) async fn chat(
             match st.next().await {
                 Some(Ok(ev @ StreamEvent::Data(_))) => {
                     if let Some(t) = ev.delta_text().filter(|t| !t.is_empty()) {
-                        return Some((Ok::<Bytes, std::io::Error>(sse("delta", &json!({"text": t}))), Some(st)));
+                        return Some((
+                            Ok::<Bytes, std::io::Error>(sse("delta", &json!({"text": t}))),
+                            Some(st),
+                        ));
                     }
                 }
                 Some(Ok(StreamEvent::Receipt(r))) => {
@@ -163,7 +166,10 @@ pub(crate) async fn chat(
 fn sse_response(body: Body) -> Response {
     (
         [
-            (header::CONTENT_TYPE, HeaderValue::from_static("text/event-stream")),
+            (
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("text/event-stream"),
+            ),
             (header::CACHE_CONTROL, HeaderValue::from_static("no-store")),
         ],
         body,
@@ -212,7 +218,9 @@ pub(crate) async fn secret(
         .client
         .session_token(p, r.token_id, r.duration_secs.map(std::time::Duration::from_secs))
         .await?;
-    Ok(Json(json!({"provider": p, "token_id": r.token_id, "duration_secs": r.duration_secs, "secret": secret})))
+    Ok(Json(
+        json!({"provider": p, "token_id": r.token_id, "duration_secs": r.duration_secs, "secret": secret}),
+    ))
 }
 
 /// `POST /api/tokens/{addr}/revoke` body.
@@ -243,7 +251,9 @@ mod tests {
 
     #[test]
     fn bodies_are_bounded_and_streamed() {
-        let b = req(json!({"messages": [{"role": "user", "content": "hi"}]})).body().unwrap();
+        let b = req(json!({"messages": [{"role": "user", "content": "hi"}]}))
+            .body()
+            .unwrap();
         let v: Value = serde_json::from_str(&b).unwrap();
         assert_eq!(v["stream"], true);
         assert_eq!(v["max_tokens"], 256);

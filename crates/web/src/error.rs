@@ -10,7 +10,9 @@ use axum::response::{IntoResponse, Response};
 #[non_exhaustive]
 pub enum Error {
     /// The port could not be bound.
-    #[error("cannot listen on 127.0.0.1:{port}: {source} (pick another --port / ZG_WEB_PORT, or 0 for any free port)")]
+    #[error(
+        "cannot listen on 127.0.0.1:{port}: {source} (pick another --port / ZG_WEB_PORT, or 0 for any free port)"
+    )]
     Bind {
         /// The port asked for.
         port: u16,

@@ -79,7 +79,9 @@ impl Refusal {
             Refusal::Host => {
                 "refused: the Host header does not name this dashboard (open it at http://127.0.0.1:PORT/)"
             }
-            Refusal::Origin => "refused: cross-origin request (only this dashboard's own pages may call its API)",
+            Refusal::Origin => {
+                "refused: cross-origin request (only this dashboard's own pages may call its API)"
+            }
             Refusal::CrossSite => "refused: cross-site request",
             Refusal::Token => {
                 "refused: missing or wrong session token (open the URL `zg web` printed; it carries the token)"
@@ -136,7 +138,7 @@ impl GuardRules {
     pub fn check(&self, method: &Method, path: &str, h: &HeaderMap) -> Result<(), Refusal> {
         let get = |n: header::HeaderName| h.get(n).and_then(|v| v.to_str().ok());
         let host = get(header::HOST).unwrap_or_default().to_ascii_lowercase();
-        if !self.hosts.iter().any(|ok| *ok == host) {
+        if !self.hosts.contains(&host) {
             return Err(Refusal::Host);
         }
         if let Some(origin) = get(header::ORIGIN)
@@ -144,8 +146,7 @@ impl GuardRules {
         {
             return Err(Refusal::Origin);
         }
-        if h
-            .get("sec-fetch-site")
+        if h.get("sec-fetch-site")
             .and_then(|v| v.to_str().ok())
             .is_some_and(|s| s == "cross-site")
         {
@@ -206,7 +207,10 @@ fn security_headers(h: &mut HeaderMap, no_store: bool) {
         ),
     );
     h.insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
-    h.insert(header::X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff"));
+    h.insert(
+        header::X_CONTENT_TYPE_OPTIONS,
+        HeaderValue::from_static("nosniff"),
+    );
     h.insert(header::REFERRER_POLICY, HeaderValue::from_static("no-referrer"));
     h.insert(
         "cross-origin-resource-policy",
@@ -233,7 +237,11 @@ mod tests {
     #[track_caller]
     fn check(method: Method, path: &str, pairs: &[(&'static str, &str)], want: Result<(), Refusal>) {
         let rules = GuardRules::new(4000, "t0ken");
-        assert_eq!(rules.check(&method, path, &headers(pairs)), want, "{method} {path} {pairs:?}");
+        assert_eq!(
+            rules.check(&method, path, &headers(pairs)),
+            want,
+            "{method} {path} {pairs:?}"
+        );
     }
 
     #[test]
@@ -246,8 +254,18 @@ mod tests {
         ];
         check(Method::POST, "/api/tx/send", &ok_post, Ok(()));
         check(Method::GET, "/", &[("host", "localhost:4000")], Ok(()));
-        check(Method::GET, "/", &[("host", "evil.example:4000")], Err(Refusal::Host));
-        check(Method::GET, "/", &[("host", "127.0.0.1:4001")], Err(Refusal::Host));
+        check(
+            Method::GET,
+            "/",
+            &[("host", "evil.example:4000")],
+            Err(Refusal::Host),
+        );
+        check(
+            Method::GET,
+            "/",
+            &[("host", "127.0.0.1:4001")],
+            Err(Refusal::Host),
+        );
         check(Method::GET, "/", &[], Err(Refusal::Host));
         check(
             Method::POST,
@@ -300,7 +318,11 @@ mod tests {
         check(
             Method::GET,
             "/api/account",
-            &[("host", "127.0.0.1:4000"), ("sec-fetch-site", "cross-site"), (TOKEN_HEADER, "Bearer t0ken")],
+            &[
+                ("host", "127.0.0.1:4000"),
+                ("sec-fetch-site", "cross-site"),
+                (TOKEN_HEADER, "Bearer t0ken"),
+            ],
             Err(Refusal::CrossSite),
         );
         check(
@@ -309,7 +331,12 @@ mod tests {
             &[("host", "127.0.0.1:4000"), ("origin", "http://127.0.0.1:4000")],
             Err(Refusal::Preflight),
         );
-        check(Method::GET, "/api/account", &[("host", "127.0.0.1:4000")], Err(Refusal::Token));
+        check(
+            Method::GET,
+            "/api/account",
+            &[("host", "127.0.0.1:4000")],
+            Err(Refusal::Token),
+        );
     }
 
     #[test]

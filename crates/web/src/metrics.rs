@@ -82,7 +82,11 @@ pub(crate) fn parse_prometheus(text: &str) -> BTreeMap<String, f64> {
             continue;
         }
         let name = series.split('{').next().unwrap_or(series);
-        if name.is_empty() || !name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == ':') {
+        if name.is_empty()
+            || !name
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == ':')
+        {
             continue;
         }
         if series.len() != name.len() {
@@ -188,7 +192,9 @@ pub(crate) fn spawn_sampler(s: AppState) {
 /// The provider's address, from its `/v1/service` next to `/metrics`.
 async fn provider_of(s: &AppState, metrics_url: &str) -> Option<Address> {
     let base = metrics_url.strip_suffix("/metrics")?;
-    let text = get_bounded(s, &format!("{base}/v1/service"), 64 * 1024).await.ok()?;
+    let text = get_bounded(s, &format!("{base}/v1/service"), 64 * 1024)
+        .await
+        .ok()?;
     let v: Value = serde_json::from_str(&text).ok()?;
     v.get("provider")?.as_str()?.parse().ok()
 }
@@ -259,7 +265,12 @@ pub(crate) async fn view(State(s): State<AppState>) -> Result<Json<Value>> {
             .view
             .lock()
             .map_err(|_| Error::BadRequest("provider view state poisoned".into()))?;
-        (v.target.clone(), v.samples.iter().cloned().collect::<Vec<_>>(), v.latest.clone(), v.last_error.clone())
+        (
+            v.target.clone(),
+            v.samples.iter().cloned().collect::<Vec<_>>(),
+            v.latest.clone(),
+            v.last_error.clone(),
+        )
     };
     let Some(target) = target else {
         return Ok(Json(json!({"target": null})));
@@ -326,7 +337,10 @@ mod tests {
              bad line\nzg_provider_inflight NaN\n<script> 1\n",
         );
         assert_eq!(m["zg_provider_requests_total"], 5.0);
-        assert_eq!(m["zg_provider_requests_total{route=\"chat\",status=\"402\"}"], 2.0);
+        assert_eq!(
+            m["zg_provider_requests_total{route=\"chat\",status=\"402\"}"],
+            2.0
+        );
         assert_eq!(m["zg_provider_fees_neuron_total"], 1000.0);
         assert!(!m.contains_key("zg_provider_inflight"));
         assert!(!m.keys().any(|k| k.contains("script")));

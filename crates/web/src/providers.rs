@@ -36,7 +36,9 @@ async fn probe(s: &AppState, url: &str) -> Value {
     match r {
         Ok(r) if r.status().is_success() => json!({"ok": true, "latency_ms": ms}),
         Ok(r) => json!({"ok": false, "latency_ms": ms, "error": format!("HTTP {}", r.status().as_u16())}),
-        Err(e) => json!({"ok": false, "error": if e.is_timeout() { "timed out".to_owned() } else { "unreachable".to_owned() }}),
+        Err(e) => {
+            json!({"ok": false, "error": if e.is_timeout() { "timed out".to_owned() } else { "unreachable".to_owned() }})
+        }
     }
 }
 
@@ -49,7 +51,12 @@ pub(crate) async fn list(State(s): State<AppState>) -> Result<Json<Value>> {
     let inference = futures::future::join_all(services.into_iter().map(|svc| {
         let s = s.clone();
         async move {
-            let url = s.client.config().url_override.clone().unwrap_or_else(|| svc.url.clone());
+            let url = s
+                .client
+                .config()
+                .url_override
+                .clone()
+                .unwrap_or_else(|| svc.url.clone());
             let inference = s.client.chain().inference();
             let (health, acct) = tokio::join!(probe(&s, &url), inference.get_account(me, svc.provider));
             let acct = acct.ok().flatten();
@@ -74,23 +81,25 @@ pub(crate) async fn list(State(s): State<AppState>) -> Result<Json<Value>> {
     .await;
     let ft = FineTuningServingContract::new(chain.addresses().fine_tuning, chain.provider().clone());
     let fine_tuning = match ft.getAllServices().call().await {
-        Ok(list) => futures::future::join_all(list.into_iter().map(|svc| {
-            let s = s.clone();
-            async move {
-                let health = probe(&s, &svc.url).await;
-                json!({
-                    "provider": svc.provider,
-                    "url": svc.url,
-                    "models": svc.models,
-                    "price_per_token": Amount(svc.pricePerToken),
-                    "occupied": svc.occupied,
-                    "tee_signer": svc.teeSignerAddress,
-                    "owner_acknowledged": svc.teeSignerAcknowledged,
-                    "health": health,
-                })
-            }
-        }))
-        .await,
+        Ok(list) => {
+            futures::future::join_all(list.into_iter().map(|svc| {
+                let s = s.clone();
+                async move {
+                    let health = probe(&s, &svc.url).await;
+                    json!({
+                        "provider": svc.provider,
+                        "url": svc.url,
+                        "models": svc.models,
+                        "price_per_token": Amount(svc.pricePerToken),
+                        "occupied": svc.occupied,
+                        "tee_signer": svc.teeSignerAddress,
+                        "owner_acknowledged": svc.teeSignerAcknowledged,
+                        "health": health,
+                    })
+                }
+            }))
+            .await
+        }
         Err(e) => {
             tracing::warn!(error = %e, "FineTuningServing.getAllServices failed");
             Vec::new()
@@ -127,5 +136,7 @@ pub(crate) async fn verify(State(s): State<AppState>, Path(addr): Path<String>) 
 pub(crate) async fn acknowledge(State(s): State<AppState>, Path(addr): Path<String>) -> Result<Json<Value>> {
     let p = provider(&addr)?;
     let (v, tx) = s.client.acknowledge_provider(p).await?;
-    Ok(Json(json!({"ok": true, "verification": v, "report": v.report, "tx": tx})))
+    Ok(Json(
+        json!({"ok": true, "verification": v, "report": v.report, "tx": tx}),
+    ))
 }

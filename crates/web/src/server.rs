@@ -72,7 +72,9 @@ pub struct Dashboard {
 
 impl std::fmt::Debug for Dashboard {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Dashboard").field("addr", &self.addr).finish_non_exhaustive()
+        f.debug_struct("Dashboard")
+            .field("addr", &self.addr)
+            .finish_non_exhaustive()
     }
 }
 

@@ -61,7 +61,10 @@ async fn zg_web_unlocks_the_keystore_once_and_serves_loopback_with_a_token() {
     let http = reqwest::Client::new();
     let page = http.get(format!("{base}/")).send().await.unwrap();
     assert_eq!(page.status().as_u16(), 200);
-    let csp = page.headers()["content-security-policy"].to_str().unwrap().to_owned();
+    let csp = page.headers()["content-security-policy"]
+        .to_str()
+        .unwrap()
+        .to_owned();
     assert!(csp.contains("script-src 'self'"), "{csp}");
     assert!(page.text().await.unwrap().contains("/app.js"));
     let no_token = http.get(format!("{base}/api/session")).send().await.unwrap();
@@ -76,7 +79,11 @@ async fn zg_web_unlocks_the_keystore_once_and_serves_loopback_with_a_token() {
         .await
         .unwrap();
     let s: serde_json::Value = serde_json::from_str(&s).unwrap();
-    assert_eq!(s["customer"], serde_json::json!(customer.address()), "signs as the keystore's key");
+    assert_eq!(
+        s["customer"],
+        serde_json::json!(customer.address()),
+        "signs as the keystore's key"
+    );
     assert_eq!(s["allow_simulated"], true);
     let text = serde_json::to_string(&s).unwrap();
     assert!(

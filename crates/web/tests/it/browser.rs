@@ -77,7 +77,11 @@ async fn every_page_in_headless_chromium() {
     assert_eq!(env.sub_balance().await, zg(2), "the form funded the sub-account");
     assert_eq!(env.ledger().await, Some((zg(3), zg(5))));
     let row = b
-        .wait_text(&format!("#sub-accounts tr[data-provider='{provider}' i]"), "2 0G", T)
+        .wait_text(
+            &format!("#sub-accounts tr[data-provider='{provider}' i]"),
+            "2 0G",
+            T,
+        )
         .await;
     assert!(row.contains("inference"), "{row}");
 
@@ -89,14 +93,15 @@ async fn every_page_in_headless_chromium() {
     let err = b.wait_text("#tx-error", "available", T).await;
     assert!(err.contains("Retrieve"), "the error names the fix: {err}");
     assert_eq!(env.ledger().await, Some((zg(3), zg(5))), "nothing was sent");
-    b.exec("window.scrollTo(0, 0); return true", vec![]).await;
-    b.screenshot(&shots.join("account.png")).await;
 
     // ---- Providers: Verify renders the report with the SIMULATED banner and every check.
     b.click(&b.find("nav a[data-page='providers']", T).await).await;
     b.find("#page-providers[data-ready] #providers", T).await;
-    b.click(&b.find(&format!("button.verify[data-provider='{provider}' i]"), T).await)
-        .await;
+    b.click(
+        &b.find(&format!("button.verify[data-provider='{provider}' i]"), T)
+            .await,
+    )
+    .await;
     let banner = b.wait_text("#sim-banner", "SIMULATED", T).await;
     assert!(banner.contains("--allow-simulated"), "{banner}");
     assert_eq!(b.wait_text("#verdict", "PASS", T).await, "PASS");
@@ -123,8 +128,11 @@ async fn every_page_in_headless_chromium() {
     b.screenshot(&shots.join("providers.png")).await;
 
     // Acknowledge records the signer on chain for this customer.
-    b.click(&b.find(&format!("button.ack[data-provider='{provider}' i]"), T).await)
-        .await;
+    b.click(
+        &b.find(&format!("button.ack[data-provider='{provider}' i]"), T)
+            .await,
+    )
+    .await;
     b.wait_text("#ack-done", "Acknowledged", T).await;
     let c = env.devnet.client(None).await.unwrap();
     let acct = c
@@ -136,7 +144,8 @@ async fn every_page_in_headless_chromium() {
     assert!(acct.acknowledged, "the page's Acknowledge reached the chain");
 
     // ---- Chat: a streamed answer, shown verified with its receipt; the running cost counts it.
-    b.goto(&format!("{}/#/chat?provider={provider}", env.base())).await;
+    b.goto(&format!("{}/#/chat?provider={provider}", env.base()))
+        .await;
     b.find("#page-chat[data-ready] #chat-input", T).await;
     let input = b.find("#chat-input", T).await;
     b.type_into(&input, "how are fees settled?").await;
@@ -145,7 +154,10 @@ async fn every_page_in_headless_chromium() {
     let receipt = b.wait_text(".verified-receipt", "receipt verified", T).await;
     assert!(receipt.contains("neuron"), "{receipt}");
     let answer = b
-        .exec("return document.querySelector('.msg.assistant .text').textContent", vec![])
+        .exec(
+            "return document.querySelector('.msg.assistant .text').textContent",
+            vec![],
+        )
         .await;
     assert!(!answer.as_str().unwrap().is_empty(), "the answer streamed in");
     // The fee the page shows is the one the client recorded from the verified receipt.
@@ -164,7 +176,10 @@ async fn every_page_in_headless_chromium() {
     b.click(&b.find("#chat-send", T).await).await;
     b.wait_text("#chat-cost", "2 receipts", T).await;
     let receipts = b
-        .exec("return document.querySelectorAll('.verified-receipt').length", vec![])
+        .exec(
+            "return document.querySelectorAll('.verified-receipt').length",
+            vec![],
+        )
         .await;
     assert_eq!(receipts, json!(2));
     b.exec("window.scrollTo(0, 0); return true", vec![]).await;
@@ -200,13 +215,55 @@ async fn every_page_in_headless_chromium() {
     b.wait_text("#pv-requests", "2", T).await;
     b.wait_text("#pv-earned", "0G", T).await;
     let history = b.wait_text("#pv-settlements", "success", T).await;
-    assert!(history.contains(&fee), "settlement history {history} pays the vouched fee {fee}");
+    assert!(
+        history.contains(&fee),
+        "settlement history {history} pays the vouched fee {fee}"
+    );
     b.screenshot(&shots.join("provider.png")).await;
 
     // ---- Fine-tuning: the services table renders from the chain.
     b.click(&b.find("nav a[data-page='fine-tuning']", T).await).await;
     b.find("#page-fine-tuning[data-ready] #ft-services", T).await;
     b.screenshot(&shots.join("fine-tuning.png")).await;
+
+    // ---- Account again: spend charts from the verified receipts; Retrieve 1 0G leaves a pending refund whose
+    // unlock time (request time + the contract's lock time) is shown.
+    b.click(&b.find("nav a[data-page='account']", T).await).await;
+    b.find("#page-account[data-ready] #card-wallet", T).await;
+    let tokens = b
+        .exec(
+            "return [...document.querySelectorAll('#page-account figure table')].map(t => t.textContent)",
+            vec![],
+        )
+        .await;
+    assert!(
+        tokens.to_string().contains("0x3c44cd"),
+        "tokens per provider lists the provider: {tokens}"
+    );
+    let preview = move_funds(&b, "retrieve", "", Some(&provider)).await;
+    assert!(preview.contains("retrieve-fund"), "{preview}");
+    let row = b
+        .wait_text(
+            &format!("#sub-accounts tr[data-provider='{provider}' i]"),
+            "unlocks",
+            T,
+        )
+        .await;
+    let lock = c.inference().lock_time().await.unwrap();
+    assert!(lock > 0);
+    assert!(row.contains("(in "), "the time left is shown: {row}");
+    let acct = c
+        .inference()
+        .get_account(env.customer.address(), env.provider)
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(
+        !acct.pending_refund.0.is_zero(),
+        "the form's Retrieve requested a refund on chain"
+    );
+    b.exec("window.scrollTo(0, 0); return true", vec![]).await;
+    b.screenshot(&shots.join("account.png")).await;
 
     // Keyboard: the skip link is the first Tab stop and moves focus to the content.
     b.goto(&format!("{}/#/account", env.base())).await;
@@ -217,7 +274,11 @@ async fn every_page_in_headless_chromium() {
     assert_eq!(focused, json!("skip"));
     b.keys("\u{E007}").await;
     let focused = b.exec("return document.activeElement.id", vec![]).await;
-    assert_eq!(focused, json!("main"), "Enter on the skip link moves focus to the content");
+    assert_eq!(
+        focused,
+        json!("main"),
+        "Enter on the skip link moves focus to the content"
+    );
 
     b.quit().await;
     env.stop().await;

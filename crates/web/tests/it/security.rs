@@ -46,7 +46,11 @@ async fn cross_origin_tokenless_and_rebinding_requests_are_refused() {
         deposit,
     )
     .await;
-    assert_eq!((status, body["error"]["code"].as_str()), (403, Some("bad_origin")), "{body}");
+    assert_eq!(
+        (status, body["error"]["code"].as_str()),
+        (403, Some("bad_origin")),
+        "{body}"
+    );
 
     // Same origin, no session token: refused.
     let (status, body) = post(
@@ -55,13 +59,21 @@ async fn cross_origin_tokenless_and_rebinding_requests_are_refused() {
         deposit,
     )
     .await;
-    assert_eq!((status, body["error"]["code"].as_str()), (401, Some("bad_token")), "{body}");
+    assert_eq!(
+        (status, body["error"]["code"].as_str()),
+        (401, Some("bad_token")),
+        "{body}"
+    );
 
     // A wrong token of the right length: refused.
     let wrong = format!("Bearer {}", "0".repeat(64));
     let (status, _) = post(
         &env,
-        &[("origin", &origin), ("authorization", &wrong), ("content-type", "application/json")],
+        &[
+            ("origin", &origin),
+            ("authorization", &wrong),
+            ("content-type", "application/json"),
+        ],
         deposit,
     )
     .await;
@@ -78,23 +90,39 @@ async fn cross_origin_tokenless_and_rebinding_requests_are_refused() {
         deposit,
     )
     .await;
-    assert_eq!((status, body["error"]["code"].as_str()), (421, Some("bad_host")), "{body}");
+    assert_eq!(
+        (status, body["error"]["code"].as_str()),
+        (421, Some("bad_host")),
+        "{body}"
+    );
     let page = reqwest::Client::new()
         .get(format!("{}/", env.base()))
         .header("host", format!("rebind.example:{}", env.port))
         .send()
         .await
         .unwrap();
-    assert_eq!(page.status().as_u16(), 421, "the app shell is not served to a rebinding page");
+    assert_eq!(
+        page.status().as_u16(),
+        421,
+        "the app shell is not served to a rebinding page"
+    );
 
     // A form-style POST (what an HTML form on any site can send): refused.
     let (status, body) = post(
         &env,
-        &[("origin", &origin), ("authorization", &bearer), ("content-type", "text/plain")],
+        &[
+            ("origin", &origin),
+            ("authorization", &bearer),
+            ("content-type", "text/plain"),
+        ],
         deposit,
     )
     .await;
-    assert_eq!((status, body["error"]["code"].as_str()), (415, Some("bad_content_type")), "{body}");
+    assert_eq!(
+        (status, body["error"]["code"].as_str()),
+        (415, Some("bad_content_type")),
+        "{body}"
+    );
 
     // CORS preflight: never granted.
     let pre = reqwest::Client::new()
@@ -178,7 +206,10 @@ async fn a_real_browser_cannot_spend_cross_origin_or_by_rebinding_and_provider_h
         if text.contains("bad_origin") {
             break;
         }
-        assert!(std::time::Instant::now() < deadline, "no refusal shown; page: {text}");
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no refusal shown; page: {text}"
+        );
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
     assert_eq!(env.ledger().await, None, "the cross-origin page moved no funds");
@@ -219,15 +250,24 @@ async fn a_real_browser_cannot_spend_cross_origin_or_by_rebinding_and_provider_h
     b.goto(&env.web).await;
     b.goto(&format!("{}/#/providers", env.base())).await;
     let table = b.wait_text("#providers", evil_model, T).await;
-    assert!(table.contains("javascript:window.__pwned=2"), "the URL is shown as text: {table}");
+    assert!(
+        table.contains("javascript:window.__pwned=2"),
+        "the URL is shown as text: {table}"
+    );
     let pwned = b.exec("return window.__pwned === undefined", vec![]).await;
     assert_eq!(pwned, json!(true), "no provider-supplied script ran");
     let links = b
-        .exec("return [...document.querySelectorAll('a')].filter(a => a.href.startsWith('javascript')).length", vec![])
+        .exec(
+            "return [...document.querySelectorAll('a')].filter(a => a.href.startsWith('javascript')).length",
+            vec![],
+        )
         .await;
     assert_eq!(links, json!(0));
     let imgs = b
-        .exec("return document.querySelectorAll('#providers img').length", vec![])
+        .exec(
+            "return document.querySelectorAll('#providers img').length",
+            vec![],
+        )
         .await;
     assert_eq!(imgs, json!(0), "provider text never becomes markup");
 

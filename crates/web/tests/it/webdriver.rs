@@ -15,7 +15,9 @@ use serde_json::{Value, json};
 const ELEMENT_KEY: &str = "element-6066-11e4-a52e-4f735466cecf";
 
 fn tool(env: &str, default: &str) -> PathBuf {
-    let p = std::env::var_os(env).map(PathBuf::from).unwrap_or_else(|| PathBuf::from(default));
+    let p = std::env::var_os(env)
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(default));
     assert!(
         p.is_file(),
         "{} is missing: install Debian's chromium and chromium-driver (`just setup-test`, or `apt-get install \
@@ -89,7 +91,11 @@ impl Browser {
             {
                 break;
             }
-            assert!(Instant::now() < deadline, "chromedriver did not become ready (log: {})", log.display());
+            assert!(
+                Instant::now() < deadline,
+                "chromedriver did not become ready (log: {})",
+                log.display()
+            );
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
         let mut args = vec![
@@ -161,7 +167,8 @@ impl Browser {
 
     /// Runs `script` (a function body; `arguments` available) and returns its value.
     pub(crate) async fn exec(&self, script: &str, args: Vec<Value>) -> Value {
-        self.post("/execute/sync", json!({"script": script, "args": args})).await
+        self.post("/execute/sync", json!({"script": script, "args": args}))
+            .await
     }
 
     /// The first element matching `css`, waiting up to `timeout` for it to exist.
@@ -188,10 +195,13 @@ impl Browser {
 
     /// Whether an element matching `css` exists now.
     pub(crate) async fn exists(&self, css: &str) -> bool {
-        self.exec("return document.querySelector(arguments[0]) !== null", vec![json!(css)])
-            .await
-            .as_bool()
-            .unwrap_or(false)
+        self.exec(
+            "return document.querySelector(arguments[0]) !== null",
+            vec![json!(css)],
+        )
+        .await
+        .as_bool()
+        .unwrap_or(false)
     }
 
     /// Waits until the text of `css` contains `needle`; returns that text.
@@ -211,7 +221,9 @@ impl Browser {
             }
             if Instant::now() >= deadline {
                 let page = self.body_text().await;
-                panic!("{css:?} never contained {needle:?} within {timeout:?} (now {t}); the page says:\n{page}");
+                panic!(
+                    "{css:?} never contained {needle:?} within {timeout:?} (now {t}); the page says:\n{page}"
+                );
             }
             tokio::time::sleep(Duration::from_millis(150)).await;
         }
@@ -234,14 +246,20 @@ impl Browser {
     /// Replaces an input's value by typing `text`.
     pub(crate) async fn type_into(&self, el: &El, text: &str) {
         self.post(&format!("/element/{}/clear", el.0), json!({})).await;
-        self.post(&format!("/element/{}/value", el.0), json!({"text": text})).await;
+        self.post(&format!("/element/{}/value", el.0), json!({"text": text}))
+            .await;
     }
 
     /// Presses a chord on the focused element: every key down in order, then up in reverse (WebDriver key codes,
     /// e.g. `"\u{E004}"` = Tab, `"\u{E009}\u{E007}"` = Ctrl+Enter).
     pub(crate) async fn keys(&self, chord: &str) {
-        let down = chord.chars().map(|c| json!({"type": "keyDown", "value": c.to_string()}));
-        let up = chord.chars().rev().map(|c| json!({"type": "keyUp", "value": c.to_string()}));
+        let down = chord
+            .chars()
+            .map(|c| json!({"type": "keyDown", "value": c.to_string()}));
+        let up = chord
+            .chars()
+            .rev()
+            .map(|c| json!({"type": "keyUp", "value": c.to_string()}));
         let actions: Vec<Value> = down.chain(up).collect();
         self.post(
             "/actions",
