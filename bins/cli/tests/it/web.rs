@@ -1,7 +1,7 @@
 //! `zg web` as a process: the keystore is unlocked once at start, the dashboard listens on 127.0.0.1 only, prints a
 //! URL whose fragment carries the session token, signs as the keystore's address, and refuses the API without it.
 
-use std::io::{BufRead as _, BufReader};
+use std::io::BufReader;
 use std::process::{Command, Stdio};
 
 use zg_chain::{Devnet, DevnetConfig};
@@ -44,14 +44,16 @@ async fn zg_web_unlocks_the_keystore_once_and_serves_loopback_with_a_token() {
         .unwrap();
     let mut child = KillOnDrop(child);
     let stdout = child.0.stdout.take().unwrap();
-    let line = tokio::task::spawn_blocking(move || {
-        let mut l = String::new();
-        BufReader::new(stdout).read_line(&mut l).unwrap();
-        l
+    // The one JSON document `--json` prints before serving (the process keeps running).
+    let v: serde_json::Value = tokio::task::spawn_blocking(move || {
+        serde_json::Deserializer::from_reader(BufReader::new(stdout))
+            .into_iter::<serde_json::Value>()
+            .next()
+            .expect("zg web printed a JSON document")
+            .expect("valid JSON")
     })
     .await
     .unwrap();
-    let v: serde_json::Value = serde_json::from_str(&line).unwrap_or_else(|e| panic!("{e}: {line:?}"));
     let url = v["url"].as_str().unwrap();
     assert_eq!(v["customer"], serde_json::json!(customer.address()));
     let (base, token) = url.split_once("/#token=").unwrap();
