@@ -70,7 +70,7 @@ impl ServeArgs {
 }
 
 /// Ctrl-C or SIGTERM.
-pub(crate) async fn shutdown_signal() {
+async fn shutdown_signal() {
     let term = async {
         match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
             Ok(mut s) => {

@@ -46,7 +46,23 @@ impl WebArgs {
                 web.url()
             ))?;
         }
-        web.serve(super::serve::shutdown_signal()).await?;
+        web.serve(shutdown_signal()).await?;
         Ok(ExitCode::SUCCESS)
+    }
+}
+
+/// Ctrl-C or SIGTERM.
+async fn shutdown_signal() {
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term => {}
     }
 }
