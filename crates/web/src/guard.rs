@@ -122,10 +122,14 @@ fn ct_eq(a: &[u8], b: &[u8]) -> bool {
 impl GuardRules {
     /// Rules for a server on loopback `port`, with `token` as the session token.
     pub fn new(port: u16, token: &str) -> Self {
-        let hosts: Vec<String> = ["127.0.0.1", "localhost", "[::1]"]
+        let mut hosts: Vec<String> = ["127.0.0.1", "localhost", "[::1]"]
             .iter()
             .map(|h| format!("{h}:{port}"))
             .collect();
+        if port == 80 {
+            // Browsers leave the default port out of Host and Origin.
+            hosts.extend(["127.0.0.1", "localhost", "[::1]"].map(str::to_owned));
+        }
         let origins = hosts.iter().map(|h| format!("http://{h}")).collect::<Vec<_>>();
         Self {
             hosts: hosts.into(),
@@ -336,6 +340,23 @@ mod tests {
             "/api/account",
             &[("host", "127.0.0.1:4000")],
             Err(Refusal::Token),
+        );
+    }
+
+    #[test]
+    fn port_80_accepts_a_portless_host_and_no_other_port_does() {
+        let h = |v: &str| headers(&[("host", v)]);
+        assert_eq!(
+            GuardRules::new(80, "t").check(&Method::GET, "/", &h("127.0.0.1")),
+            Ok(())
+        );
+        assert_eq!(
+            GuardRules::new(80, "t").check(&Method::GET, "/", &h("localhost:80")),
+            Ok(())
+        );
+        assert_eq!(
+            GuardRules::new(4000, "t").check(&Method::GET, "/", &h("127.0.0.1")),
+            Err(Refusal::Host)
         );
     }
 
