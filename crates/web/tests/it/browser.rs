@@ -205,6 +205,19 @@ async fn every_page_in_headless_chromium() {
         }
     };
     assert!(secret.starts_with("app-sk-"), "{secret}");
+    // Revoke that token id on chain, through the confirmation dialog.
+    b.click(&b.find("#tok-revoke", T).await).await;
+    b.find("#confirm[open]", T).await;
+    b.click(&b.find("#confirm-ok", T).await).await;
+    b.wait_text("#tok-revoked", "Revoked token id 255", T).await;
+    let bitmap = c
+        .inference()
+        .get_account(env.customer.address(), env.provider)
+        .await
+        .unwrap()
+        .unwrap()
+        .revoked_bitmap;
+    assert!(bitmap.bit(255), "token id 255 is revoked on chain");
 
     // ---- Provider view: the metrics count both chats; the provider settles the vouched fee on chain and the
     // settlement history (VoucherSettled events) shows exactly the first answer's fee paid.
