@@ -219,10 +219,11 @@ async function pageAccount(root) {
   body.replaceChildren(...parts);
 }
 
-/** 0G rounded to 6 decimals for the big number (the exact neuron amount is shown under it). */
+/** 0G rounded to 6 decimals for big numbers (the exact neuron amount is shown under it). */
 function zgShort(a) {
   const [w, f = ''] = a.zg.split('.');
-  return f.length > 6 ? `≈ ${w}.${f.slice(0, 6)} 0G` : a.zg + ' 0G';
+  // Shortened only when there is a whole part: small amounts (fees) stay exact.
+  return w !== '0' && f.length > 6 ? `≈ ${w}.${f.slice(0, 6)} 0G` : a.zg + ' 0G';
 }
 function card(label, amount, id) {
   return h('div', { class: 'card', id: 'card-' + id },
@@ -619,6 +620,17 @@ async function pageProvider(root) {
   providerTimer = setInterval(load, 5000);
 }
 
+/** The sum of what the chain's VoucherSettled events paid (exact, BigInt), not the provider's own counter. */
+function paidCard(list) {
+  const sum = list.reduce((a, x) => a + BigInt(x.paid.neuron), 0n);
+  return h('div', { class: 'card' }, h('div', { class: 'label' }, 'Paid on chain (settlements below)'),
+    h('div', { class: 'value', id: 'pv-paid' }, zgShort(neuronToAmount(sum))), h('div', { class: 'sub' }, `${sum} neuron · ${list.length} settlements`));
+}
+function neuronToAmount(n) {
+  const w = n / 10n ** 18n, f = (n % 10n ** 18n).toString().padStart(18, '0').replace(/0+$/, '');
+  return { zg: f ? `${w}.${f}` : `${w}`, neuron: n.toString() };
+}
+
 function renderProviderView(v) {
   if (!v.target) return [h('p', { class: 'muted', id: 'pv-empty' }, 'No metrics endpoint yet: enter one above (or start `zg web --provider-metrics URL`).')];
   const t = v.totals;
@@ -628,13 +640,13 @@ function renderProviderView(v) {
     h('div', { class: 'card' }, h('div', { class: 'label' }, 'Requests'), h('div', { class: 'value', id: 'pv-requests' }, String(t.requests)), h('div', { class: 'sub' }, `${t.inflight} in flight`)),
     h('div', { class: 'card' }, h('div', { class: 'label' }, 'Tokens billed'), h('div', { class: 'value', id: 'pv-tokens' }, String(t.prompt_tokens + t.completion_tokens)), h('div', { class: 'sub' }, `${t.prompt_tokens} prompt + ${t.completion_tokens} completion`)),
     h('div', { class: 'card' }, h('div', { class: 'label' }, 'Earned (metered)'), h('div', { class: 'value', id: 'pv-earned' }, zg(t.earned)), h('div', { class: 'sub' }, neuron(t.earned))),
-    h('div', { class: 'card' }, h('div', { class: 'label' }, 'Settled on chain'), h('div', { class: 'value' }, zg(t.settled)), h('div', { class: 'sub' }, neuron(t.settled))),
+    paidCard(v.settlements || []),
     h('div', { class: 'card' }, h('div', { class: 'label' }, 'Unsettled fees'), h('div', { class: 'value', id: 'pv-unsettled' }, zg(t.unsettled)), h('div', { class: 'sub' }, neuron(t.unsettled)))));
   const pts = (k) => v.samples.map((x) => [x.at, x[k]]);
   out.push(h('section', { class: 'panel' }, h('h2', {}, 'Over time'), h('div', { class: 'charts' },
     lineChart('Requests (cumulative)', [{ name: 'requests', color: '#1d4ed8', points: pts('requests') }], 'requests'),
     lineChart('Tokens (cumulative)', [{ name: 'prompt', color: '#0f7b3f', points: pts('prompt_tokens') }, { name: 'completion', color: '#b45309', points: pts('completion_tokens') }], 'tokens'),
-    lineChart('Earnings (neuron)', [{ name: 'earned', color: '#1d4ed8', points: pts('fees_neuron') }, { name: 'settled', color: '#0f7b3f', points: pts('settled_neuron') }, { name: 'unsettled', color: '#b42318', points: pts('unsettled_neuron') }], 'neuron'))));
+    lineChart('Earnings (neuron)', [{ name: 'earned', color: '#1d4ed8', points: pts('fees_neuron') }, { name: 'settled (provider)', color: '#0f7b3f', points: pts('settled_neuron') }, { name: 'unsettled', color: '#b42318', points: pts('unsettled_neuron') }], 'neuron'))));
   const routes = Object.entries(v.requests_by_route || {}).map(([k, n]) => h('tr', {}, h('td', { class: 'mono' }, k.replace('zg_provider_requests_total', '')), h('td', {}, String(n))));
   if (routes.length) out.push(h('section', { class: 'panel' }, h('h2', {}, 'Requests by route and status'), table(['Series', 'Count'], routes)));
   const st = (v.settlements || []).map((x) => h('tr', {},

@@ -232,6 +232,11 @@ async fn every_page_in_headless_chromium() {
         history.contains(&fee),
         "settlement history {history} pays the vouched fee {fee}"
     );
+    let paid = b.wait_text("#pv-paid", "0G", T).await;
+    assert!(
+        paid.contains(&fee),
+        "paid on chain {paid} = the settled fee {fee}"
+    );
     b.screenshot(&shots.join("provider.png")).await;
 
     // ---- Fine-tuning: the services table renders from the chain.
