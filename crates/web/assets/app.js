@@ -245,7 +245,7 @@ async function txForm(acct) {
     h('option', { value: 'retrieve' }, 'Retrieve (sub-account → ledger, after the lock time)'),
     h('option', { value: 'refund' }, 'Refund (ledger → wallet)'));
   const amount = h('input', { id: 'tx-amount', type: 'text', inputmode: 'decimal', value: '1', size: 14, autocomplete: 'off' });
-  const unit = h('select', { id: 'tx-unit' }, h('option', { value: '0G' }, '0G'), h('option', { value: 'neuron' }, 'neuron'));
+  const unit = h('select', { id: 'tx-unit', 'aria-label': 'Unit' }, h('option', { value: '0G' }, '0G'), h('option', { value: 'neuron' }, 'neuron'));
   const provider = h('input', { id: 'tx-provider', type: 'text', list: 'tx-providers', size: 44, placeholder: '0x… provider address', autocomplete: 'off', class: 'mono' });
   const dl = h('datalist', { id: 'tx-providers' }, known.map((k) => h('option', { value: k.p }, k.label)));
   if (known.length) provider.value = known[0].p;

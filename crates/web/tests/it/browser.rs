@@ -17,6 +17,29 @@ fn zg(n: u64) -> U256 {
     U256::from(n) * U256::from(1_000_000_000_000_000_000u128)
 }
 
+/// Accessibility basics on the current page: every form control has a label (or aria-label), every button and
+/// link has a name, every image has alt text, and exactly one h1.
+async fn assert_accessible(b: &Browser, page: &str) {
+    let v = b
+        .exec(
+            "const bad = [];\n\
+             for (const e of document.querySelectorAll('input, select, textarea')) {\n\
+               if (e.type === 'hidden') continue;\n\
+               if (!(e.labels && e.labels.length) && !e.getAttribute('aria-label')) bad.push('unlabelled ' + (e.id || e.outerHTML.slice(0, 60)));\n\
+             }\n\
+             for (const e of document.querySelectorAll('button, a[href]')) {\n\
+               if (!(e.textContent.trim() || e.getAttribute('aria-label'))) bad.push('nameless ' + e.outerHTML.slice(0, 60));\n\
+             }\n\
+             for (const e of document.querySelectorAll('img')) if (!e.hasAttribute('alt')) bad.push('no alt ' + e.src);\n\
+             const h1 = document.querySelectorAll('main h1').length;\n\
+             if (h1 !== 1) bad.push(h1 + ' h1 elements');\n\
+             return bad;",
+            vec![],
+        )
+        .await;
+    assert_eq!(v, json!([]), "{page}: accessibility problems");
+}
+
 /// Fills the Move-funds form and confirms in the dialog; returns the preview's text.
 async fn move_funds(b: &Browser, action: &str, amount: &str, provider: Option<&str>) -> String {
     b.select("#tx-action", action).await;
@@ -63,6 +86,7 @@ async fn every_page_in_headless_chromium() {
     );
     assert!(b.exists("#sub-accounts").await);
     assert_eq!(env.ledger().await, None, "no ledger before the form");
+    assert_accessible(&b, "account").await;
 
     // Deposit creates the ledger: the preview shows 0G, neuron and gas; the chain then holds exactly 5 0G.
     let preview = move_funds(&b, "deposit", "5", None).await;
@@ -97,6 +121,7 @@ async fn every_page_in_headless_chromium() {
     // ---- Providers: Verify renders the report with the SIMULATED banner and every check.
     b.click(&b.find("nav a[data-page='providers']", T).await).await;
     b.find("#page-providers[data-ready] #providers", T).await;
+    assert_accessible(&b, "providers").await;
     b.click(
         &b.find(&format!("button.verify[data-provider='{provider}' i]"), T)
             .await,
@@ -147,6 +172,7 @@ async fn every_page_in_headless_chromium() {
     b.goto(&format!("{}/#/chat?provider={provider}", env.base()))
         .await;
     b.find("#page-chat[data-ready] #chat-input", T).await;
+    assert_accessible(&b, "chat").await;
     let input = b.find("#chat-input", T).await;
     b.type_into(&input, "how are fees settled?").await;
     // Keyboard: Ctrl+Enter sends.
@@ -225,6 +251,7 @@ async fn every_page_in_headless_chromium() {
     eprintln!("settlement: {report:?}");
     b.click(&b.find("nav a[data-page='provider']", T).await).await;
     b.find("#page-provider[data-ready] #pv-cards", T).await;
+    assert_accessible(&b, "provider view").await;
     b.wait_text("#pv-requests", "2", T).await;
     b.wait_text("#pv-earned", "0G", T).await;
     let history = b.wait_text("#pv-settlements", "success", T).await;
