@@ -9,6 +9,7 @@
 mod decrypt_model;
 mod inference;
 mod ledger;
+mod official_cli;
 mod owner;
 mod web;
 
