@@ -393,15 +393,23 @@ function renderReport(x, r) {
     h('td', {}, c.required ? 'required' : 'info')));
   out.push(h('h3', {}, `Checks (${(rep.checks || []).length})`),
     table(['Result', 'Check', 'Expected', 'Found', 'Counts'], checks, { id: 'checks' }));
-  // GPU evidence: whatever the verifier reported, plus the gpu.* checks above.
+  // GPU evidence: the GPUs the verifier covered, and the status of its gpu.* checks (listed above too).
+  const gpus = rep.gpus || (rep.gpu ? [rep.gpu] : []);
   const gpuChecks = (rep.checks || []).filter((c) => c.name.startsWith('gpu'));
+  const failed = gpuChecks.filter((c) => !c.ok && c.required);
   let gpuStatus;
-  if (!rep.gpu && !gpuChecks.length) gpuStatus = 'No GPU evidence presented: the GPU is not attested (CPU TEE only).';
-  else if (gpuChecks.length && gpuChecks.every((c) => c.ok)) gpuStatus = `GPU evidence verified (${gpuChecks.length} checks).`;
-  else if (gpuChecks.some((c) => !c.ok)) gpuStatus = 'GPU evidence FAILED: see the gpu checks above.';
-  else gpuStatus = 'GPU evidence present but not checked by this verifier.';
+  if (!gpus.length && !gpuChecks.some((c) => c.ok && c.name !== 'gpu.present')) gpuStatus = 'No GPU evidence verified: the GPU is not attested (CPU TEE only).';
+  else if (failed.length) gpuStatus = `GPU evidence FAILED: ${failed.map((c) => c.name).join(', ')}.`;
+  else gpuStatus = `GPU evidence verified: ${gpus.length} GPU(s), ${gpuChecks.filter((c) => c.ok).length} gpu checks passed${gpus.some((g) => g.simulated) ? ' (SIMULATED GPU)' : ''}.`;
   out.push(h('h3', {}, 'GPU evidence'), h('p', { id: 'gpu-status' }, gpuStatus));
-  if (rep.gpu) out.push(h('pre', { class: 'log' }, JSON.stringify(rep.gpu, null, 2)));
+  if (gpus.length) {
+    out.push(table(['GPU', 'Device', 'Driver', 'VBIOS', 'Simulated'], gpus.map((g) => h('tr', {},
+      h('td', {}, String(g.index ?? '')), h('td', {}, String(g.device ?? '')), h('td', {}, String(g.driver_version ?? '—')),
+      h('td', {}, String(g.vbios_version ?? '—')), h('td', {}, g.simulated ? h('span', { class: 'bad' }, 'yes') : 'no'))), { id: 'gpus' }));
+  }
+  if (rep.allowlist_matches && rep.allowlist_matches.length) {
+    out.push(h('h3', {}, 'Allow-list'), h('ul', { id: 'allowlist' }, rep.allowlist_matches.map((t) => h('li', {}, t))));
+  }
   if (rep.not_verified && rep.not_verified.length) {
     out.push(h('h3', {}, 'Not established by this verification'), h('ul', {}, rep.not_verified.map((t) => h('li', {}, t))));
   }

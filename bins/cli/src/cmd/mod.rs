@@ -79,7 +79,7 @@ enum Command {
     /// Open the local web dashboard (account, providers, verified chat, fine-tuning, provider metrics).
     ///
     /// Serves on 127.0.0.1 only and prints the URL to open, which carries a per-session token. Example:
-    /// `zg web --port 4000 --allow-simulated`.
+    /// `zg web --port 4000 --allow-simulated --policy deploy/policy.simulated.toml`.
     Web(web::WebArgs),
 }
 

@@ -69,7 +69,14 @@ impl Env {
 
         let chain = devnet.client(Some(customer.clone())).await.unwrap();
         let key = zg_billing::EthSigner::from_bytes(&B256::from(customer.to_bytes())).unwrap();
-        let cfg = ClientConfig::new(dir.path().join("client")).dangerous_allow_simulated(true);
+        // The simulated provider's image named explicitly (an empty allow-list fails), and the simulated opt-in.
+        let mut cfg = ClientConfig::new(dir.path().join("client"));
+        cfg.policy = zg_attestation::AttestationPolicy::from_file(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../../deploy/policy.simulated.toml"
+        ))
+        .unwrap();
+        let cfg = cfg.dangerous_allow_simulated(true);
         let client = Client::new(chain, key, cfg).unwrap();
         let web = Dashboard::bind(
             client,
