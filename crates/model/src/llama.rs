@@ -452,7 +452,7 @@ mod tests {
     #[test]
     fn q4_1_split_matches_q4_1() {
         let dev = Device::Cpu;
-        let w = Tensor::randn(0f32, 1.0, (64, 96), &dev).unwrap();
+        let w = Tensor::randn(0f32, 1.0, (64, 128), &dev).unwrap();
         let q = QTensor::quantize(&w, GgmlDType::Q4_1).unwrap();
         let want = q.dequantize(&dev).unwrap();
         let plain = Lin::new(QTensor::quantize(&w, GgmlDType::Q4_1).unwrap(), false).unwrap();
@@ -460,7 +460,7 @@ mod tests {
         assert!(matches!(split, Lin::Q41 { .. }));
         let diff = (split.dense().unwrap() - &want).unwrap().abs().unwrap().max_all().unwrap().to_scalar::<f32>().unwrap();
         assert!(diff < 1e-5, "dequantized split differs by {diff}");
-        let x = Tensor::randn(0f32, 1.0, (1, 3, 96), &dev).unwrap();
+        let x = Tensor::randn(0f32, 1.0, (1, 3, 128), &dev).unwrap();
         let a = plain.forward(&x).unwrap();
         let b = split.forward(&x).unwrap();
         let rel = ((a.clone() - b).unwrap().abs().unwrap().max_all().unwrap().to_scalar::<f32>().unwrap())

@@ -21,6 +21,9 @@ const TOKEN_TYPE_CONTROL: i32 = 3;
 /// GGUF `tokenizer.ggml.token_type` value of user-defined added tokens.
 const TOKEN_TYPE_USER_DEFINED: i32 = 4;
 
+/// Marks a byte that has no token.
+const NO_TOKEN: u32 = u32::MAX;
+
 /// The GPT-2 pre-tokenizer regex without its `\s+(?!\S)` look-ahead, which the `regex` crate does not support;
 /// [`split_gpt2`] restores that alternative's effect by hand.
 const GPT2_SPLIT: &str = r"'s|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+";
@@ -110,12 +113,13 @@ impl Tokenizer {
         for (b, c) in table.iter().enumerate() {
             decode.insert(*c, b as u8);
         }
-        let mut byte_ids = [0u32; 256];
+        // Some vocabularies lack a few bytes (SmolLM2: 0x04, 0x06, 0x13, ..., 0xc0, 0xf1, ...). Like Hugging Face's BPE
+        // without an unknown token, and like llama.cpp, such bytes are dropped.
+        let mut byte_ids = [NO_TOKEN; 256];
         for (b, c) in table.iter().enumerate() {
-            let id = ids
-                .get(&c.to_string())
-                .ok_or_else(|| Error::Tokenizer(format!("byte {b:#04x} ({c:?}) has no token")))?;
-            byte_ids[b] = *id;
+            if let Some(id) = ids.get(&c.to_string()) {
+                byte_ids[b] = *id;
+            }
         }
         let mut merges = HashMap::with_capacity(spec.merges.len());
         for (rank, m) in spec.merges.iter().enumerate() {
@@ -281,16 +285,17 @@ impl Tokenizer {
 
     /// Merges the bytes of one pre-token by rank (lowest first, leftmost on ties), as HF's BPE does.
     fn bpe(&self, bytes: &[u8], out: &mut Vec<u32>) {
-        match bytes.len() {
+        let mut id: Vec<u32> =
+            bytes.iter().map(|b| self.byte_ids[*b as usize]).filter(|id| *id != NO_TOKEN).collect();
+        match id.len() {
             0 => return,
             1 => {
-                out.push(self.byte_ids[bytes[0] as usize]);
+                out.push(id[0]);
                 return;
             }
             _ => {}
         }
-        let n = bytes.len();
-        let mut id: Vec<u32> = bytes.iter().map(|b| self.byte_ids[*b as usize]).collect();
+        let n = id.len();
         let mut next: Vec<usize> = (1..=n).collect(); // n = none
         let mut prev: Vec<usize> = (0..n).map(|i| i.wrapping_sub(1)).collect(); // usize::MAX = none
         let mut alive = vec![true; n];

@@ -41,6 +41,7 @@ TEXTS = [
     "URL: https://example.com/path?q=1&r=two#frag",
     "\n\n\n",
     "Tabs\tand\r\nCRLF line endings\r\n",
+    "bytes without a token: \x04\x06 and \U00040000 dropped",
 ]
 
 CHATS = [
