@@ -22,17 +22,20 @@ use crate::template::ChatMessage;
 /// Largest dataset accepted, in examples.
 pub const MAX_EXAMPLES: usize = 1_000_000;
 
-/// One training conversation; the last message is the assistant's answer that the loss is computed on.
+/// One training example.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct TrainExample {
-    /// The conversation, ending with an `assistant` message.
-    pub messages: Vec<ChatMessage>,
+pub enum TrainExample {
+    /// A conversation ending with the `assistant` answer the loss is computed on (rendered with the chat template).
+    Chat(Vec<ChatMessage>),
+    /// Plain text, learned whole (no template; the end-of-sequence token is appended).
+    Text(String),
 }
 
 /// Parses a JSONL dataset. Each non-empty line is one of:
 /// - chat: `{"messages": [{"role": "user", "content": …}, …, {"role": "assistant", "content": …}]}`;
 /// - instruction (Alpaca, as 0G's examples): `{"instruction": …, "input": …, "output": …}` (`input` optional);
-/// - `{"prompt": …, "completion": …}`.
+/// - `{"prompt": …, "completion": …}`;
+/// - `{"text": …}` (plain text).
 pub fn parse_dataset(jsonl: &str) -> Result<Vec<TrainExample>> {
     #[derive(Deserialize)]
     struct Line {
@@ -42,6 +45,7 @@ pub fn parse_dataset(jsonl: &str) -> Result<Vec<TrainExample>> {
         output: Option<String>,
         prompt: Option<String>,
         completion: Option<String>,
+        text: Option<String>,
     }
     let mut out = Vec::new();
     for (i, line) in jsonl.lines().enumerate() {
@@ -63,10 +67,16 @@ pub fn parse_dataset(jsonl: &str) -> Result<Vec<TrainExample>> {
             vec![ChatMessage::new("user", user), ChatMessage::new("assistant", outp)]
         } else if let (Some(p), Some(c)) = (l.prompt, l.completion) {
             vec![ChatMessage::new("user", p), ChatMessage::new("assistant", c)]
+        } else if let Some(t) = l.text {
+            if t.is_empty() {
+                return Err(Error::Dataset { line: n, reason: "empty \"text\"".into() });
+            }
+            out.push(TrainExample::Text(t));
+            continue;
         } else {
             return Err(Error::Dataset {
                 line: n,
-                reason: "expected \"messages\", \"instruction\"+\"output\" or \"prompt\"+\"completion\"".into(),
+                reason: "expected \"messages\", \"instruction\"+\"output\", \"prompt\"+\"completion\" or \"text\"".into(),
             });
         };
         match messages.last() {
@@ -78,12 +88,16 @@ pub fn parse_dataset(jsonl: &str) -> Result<Vec<TrainExample>> {
                 });
             }
         }
-        out.push(TrainExample { messages });
+        out.push(TrainExample::Chat(messages));
     }
     if out.is_empty() {
         return Err(Error::Dataset { line: 0, reason: "no examples".into() });
     }
     Ok(out)
+}
+
+fn nullable_steps<'de, De: serde::Deserializer<'de>>(d: De) -> std::result::Result<i64, De::Error> {
+    Ok(Option::<i64>::deserialize(d)?.unwrap_or(0))
 }
 
 fn default_rank() -> usize {
@@ -174,7 +188,8 @@ pub struct TrainParams {
     #[serde(default = "default_epochs")]
     pub num_train_epochs: f64,
     /// If positive, exactly this many optimizer steps (cycling the data as needed), overriding the epochs.
-    #[serde(default)]
+    /// `null`, 0 and -1 mean none.
+    #[serde(default, deserialize_with = "nullable_steps")]
     pub max_steps: i64,
     /// Examples per optimizer step (`per_device_train_batch_size`; default 1).
     #[serde(default = "default_batch", alias = "per_device_train_batch_size")]
@@ -186,7 +201,7 @@ pub struct TrainParams {
     #[serde(default = "default_seq", alias = "max_seq_length", alias = "cutoff_len")]
     pub max_seq_len: usize,
     /// Share of the examples held out to measure generalisation (default 0.1; at least one when there are two or more).
-    #[serde(default = "default_eval", alias = "val_set_size_ratio")]
+    #[serde(default = "default_eval", alias = "validation_split", alias = "val_set_size_ratio")]
     pub eval_fraction: f64,
     /// Evaluate the held-out loss every this many steps (0 = five times per run, plus first and last).
     #[serde(default)]
@@ -210,12 +225,19 @@ impl TrainParams {
     /// Parses a 0G training config (JSON text) and checks the ranges.
     pub fn from_json(text: &str) -> Result<Self> {
         let bad = |reason: String| Error::InvalidParam { name: "trainingParams", reason };
-        let raw: serde_json::Value = serde_json::from_str(text).map_err(|e| bad(e.to_string()))?;
-        let obj = raw.as_object().ok_or_else(|| bad("not a JSON object".into()))?;
+        let mut raw: serde_json::Value = serde_json::from_str(text).map_err(|e| bad(e.to_string()))?;
+        let obj = raw.as_object_mut().ok_or_else(|| bad("not a JSON object".into()))?;
+        // zg-finetune's params.json keeps keys it does not model (LoRA shape, ...) under "extra".
+        if let Some(serde_json::Value::Object(extra)) = obj.remove("extra") {
+            for (k, v) in extra {
+                obj.entry(k).or_insert(v);
+            }
+        }
+        let obj = &*obj;
         let known = [
             "lora_rank", "lora_r", "r", "lora_alpha", "target_modules", "lora_target_modules", "learning_rate",
             "num_train_epochs", "max_steps", "batch_size", "per_device_train_batch_size", "seed", "max_seq_len",
-            "max_seq_length", "cutoff_len", "eval_fraction", "val_set_size_ratio", "eval_steps", "weight_decay",
+            "max_seq_length", "cutoff_len", "eval_fraction", "validation_split", "val_set_size_ratio", "eval_steps", "weight_decay",
         ];
         let ignored = obj.keys().filter(|k| !known.contains(&k.as_str())).cloned().collect();
         let mut p: Self = serde_json::from_value(raw).map_err(|e| bad(e.to_string()))?;
@@ -306,9 +328,18 @@ struct Encoded {
 }
 
 fn encode(model: &Model, ex: &TrainExample, max_len: usize) -> Result<Option<Encoded>> {
-    let (prompt_msgs, _) = ex.messages.split_at(ex.messages.len().saturating_sub(1));
+    let messages = match ex {
+        TrainExample::Chat(m) => m,
+        TrainExample::Text(t) => {
+            let mut ids = model.tokenizer().encode(t);
+            ids.push(model.tokenizer().eos_token_id());
+            ids.truncate(max_len);
+            return Ok((ids.len() >= 2).then_some(Encoded { ids, answer_start: 1 }));
+        }
+    };
+    let (prompt_msgs, _) = messages.split_at(messages.len().saturating_sub(1));
     let prompt = model.render_chat(prompt_msgs, true)?;
-    let full = model.render_chat(&ex.messages, false)?;
+    let full = model.render_chat(messages, false)?;
     let tok = model.tokenizer();
     let p = tok.encode(&prompt);
     let mut ids = tok.encode(&full);
@@ -554,8 +585,9 @@ mod tests {
         ))
         .unwrap();
         assert_eq!(d.len(), 3);
-        assert_eq!(d[1].messages[0].content, "add\n\n1 1");
-        let e = parse_dataset("{\"instruction\":\"x\",\"output\":\"y\"}\n{\"text\":\"t\"}\n").unwrap_err();
+        assert!(matches!(&d[1], TrainExample::Chat(m) if m[0].content == "add\n\n1 1"));
+        assert_eq!(parse_dataset("{\"text\":\"t\"}").unwrap(), vec![TrainExample::Text("t".into())]);
+        let e = parse_dataset("{\"instruction\":\"x\",\"output\":\"y\"}\n{\"data\":\"t\"}\n").unwrap_err();
         assert!(matches!(e, Error::Dataset { line: 2, .. }), "{e}");
         let e = parse_dataset("{\"messages\":[{\"role\":\"user\",\"content\":\"hi\"}]}").unwrap_err();
         assert!(matches!(e, Error::Dataset { line: 1, .. }), "{e}");
@@ -576,5 +608,12 @@ mod tests {
         let e = TrainParams::from_json(r#"{"target_modules": ["lm_head"]}"#).unwrap_err();
         assert!(e.to_string().contains("lm_head"), "{e}");
         assert_eq!(TrainParams::default().lora_rank, 8);
+        // zg-finetune's params.json shape: nullable max_steps, validation_split, extras nested.
+        let p = TrainParams::from_json(
+            r#"{"num_train_epochs":1,"learning_rate":0.0002,"per_device_train_batch_size":2,"max_steps":null,"seed":1,"validation_split":0.2,"extra":{"lora_rank":4,"neftune_noise_alpha":5}}"#,
+        )
+        .unwrap();
+        assert_eq!((p.max_steps, p.eval_fraction, p.lora_rank), (0, 0.2, 4));
+        assert_eq!(p.ignored, vec!["neftune_noise_alpha".to_string()]);
     }
 }
