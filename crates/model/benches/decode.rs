@@ -7,7 +7,12 @@
 //! after the first / time after the first, 128 tokens per stream, end-of-turn ignored; 4 streams = 4 concurrent
 //! sequences, aggregate tokens/s over the wall time of the decode phase; RSS = VmRSS after the 1-stream run.
 
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::print_stdout, clippy::print_stderr)]
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::print_stdout,
+    clippy::print_stderr
+)]
 
 use std::ops::ControlFlow;
 use std::path::PathBuf;
@@ -35,7 +40,11 @@ fn req(max_tokens: usize) -> GenerateRequest {
     GenerateRequest {
         model: None,
         prompt: Prompt::Chat(vec![ChatMessage::new("user", PROMPT)]),
-        params: SamplingParams { max_tokens, ignore_eos: true, ..SamplingParams::default() },
+        params: SamplingParams {
+            max_tokens,
+            ignore_eos: true,
+            ..SamplingParams::default()
+        },
     }
 }
 
@@ -49,8 +58,14 @@ fn median(mut v: Vec<Duration>) -> Duration {
 }
 
 fn main() {
-    let threads: usize = std::env::var("ZG_BENCH_THREADS").ok().and_then(|v| v.parse().ok()).unwrap_or(2);
-    rayon::ThreadPoolBuilder::new().num_threads(threads).build_global().unwrap();
+    let threads: usize = std::env::var("ZG_BENCH_THREADS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(2);
+    rayon::ThreadPoolBuilder::new()
+        .num_threads(threads)
+        .build_global()
+        .unwrap();
     let path = std::env::var_os("ZG_MODEL_DIR")
         .map(PathBuf::from)
         .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../models"))
@@ -62,7 +77,11 @@ fn main() {
     let prompt_tokens = model.prompt_tokens(&req(1).prompt).unwrap().len();
     // Warm-up (page in weights, kernels' lazy init).
     model.generate(&req(4), none).unwrap();
-    let ttft = median((0..5).map(|_| model.generate(&req(1), none).unwrap().time_to_first_token).collect());
+    let ttft = median(
+        (0..5)
+            .map(|_| model.generate(&req(1), none).unwrap().time_to_first_token)
+            .collect(),
+    );
     let one = model.generate(&req(TOKENS), none).unwrap();
     let rate1 = decode_rate(&one);
     let (rss, hwm) = rss_mb();
@@ -71,15 +90,22 @@ fn main() {
         let hs: Vec<_> = (0..4)
             .map(|_| {
                 let m = model.clone();
-                s.spawn(move || m.generate(&req(TOKENS), &mut |_| ControlFlow::Continue(())).unwrap())
+                s.spawn(move || {
+                    m.generate(&req(TOKENS), &mut |_| ControlFlow::Continue(()))
+                        .unwrap()
+                })
             })
             .collect();
         hs.into_iter().map(|h| h.join().unwrap()).collect()
     });
     let wall = wall.elapsed();
     let first = outs.iter().map(|c| c.time_to_first_token).max().unwrap();
-    let rate4 = outs.iter().map(|c| (c.completion_tokens - 1) as f64).sum::<f64>() / (wall - first).as_secs_f64();
-    println!("zg-model: threads {threads}, prompt {prompt_tokens} tokens, load {:.2} s", load.as_secs_f64());
+    let rate4 =
+        outs.iter().map(|c| (c.completion_tokens - 1) as f64).sum::<f64>() / (wall - first).as_secs_f64();
+    println!(
+        "zg-model: threads {threads}, prompt {prompt_tokens} tokens, load {:.2} s",
+        load.as_secs_f64()
+    );
     let ours = [rate1, rate4, ttft.as_secs_f64() * 1000.0, rss, hwm];
 
     let theirs = std::env::var_os("ZG_LLAMA_CPP_PYTHON").map(|py| {
@@ -92,15 +118,35 @@ fn main() {
             .arg(PROMPT)
             .output()
             .expect("run llama_cpp_bench.py");
-        assert!(out.status.success(), "llama.cpp bench failed: {}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "llama.cpp bench failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
         let f = |k: &str| v[k].as_f64().unwrap();
-        assert_eq!(v["prompt_tokens"].as_u64(), Some(prompt_tokens as u64), "same prompt on both sides");
-        [f("decode_1"), f("decode_4"), f("ttft_ms"), f("rss_mb"), f("hwm_mb")]
+        assert_eq!(
+            v["prompt_tokens"].as_u64(),
+            Some(prompt_tokens as u64),
+            "same prompt on both sides"
+        );
+        [
+            f("decode_1"),
+            f("decode_4"),
+            f("ttft_ms"),
+            f("rss_mb"),
+            f("hwm_mb"),
+        ]
     });
     println!("| metric | zg-model (candle) | llama.cpp | ratio |");
     println!("| --- | --- | --- | --- |");
-    let names = ["decode tok/s, 1 stream", "decode tok/s, 4 streams (sum)", "TTFT ms", "RSS MB", "peak RSS MB"];
+    let names = [
+        "decode tok/s, 1 stream",
+        "decode tok/s, 4 streams (sum)",
+        "TTFT ms",
+        "RSS MB",
+        "peak RSS MB",
+    ];
     for (i, n) in names.iter().enumerate() {
         match &theirs {
             Some(t) => println!("| {n} | {:.1} | {:.1} | {:.2} |", ours[i], t[i], ours[i] / t[i]),

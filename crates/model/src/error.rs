@@ -34,7 +34,9 @@ pub enum Error {
     #[error("chat template: {0}")]
     ChatTemplate(String),
     /// The prompt plus the requested completion does not fit the model's context window.
-    #[error("context window exceeded: {prompt_tokens} prompt tokens + {max_tokens} max_tokens > {context} (lower max_tokens or shorten the prompt)")]
+    #[error(
+        "context window exceeded: {prompt_tokens} prompt tokens + {max_tokens} max_tokens > {context} (lower max_tokens or shorten the prompt)"
+    )]
     ContextWindow {
         /// Tokens in the prompt.
         prompt_tokens: usize,
@@ -68,7 +70,9 @@ pub enum Error {
         reason: String,
     },
     /// The adapter's tensors do not fit this base model: it was trained for a different architecture or size.
-    #[error("adapter tensor `{tensor}` has shape {got:?}, the base model needs {want:?}: it was trained for another base")]
+    #[error(
+        "adapter tensor `{tensor}` has shape {got:?}, the base model needs {want:?}: it was trained for another base"
+    )]
     AdapterShapeMismatch {
         /// The PEFT tensor name.
         tensor: String,
@@ -117,6 +121,9 @@ impl Error {
     }
 
     pub(crate) fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Self {
-        Self::Io { path: path.into(), source }
+        Self::Io {
+            path: path.into(),
+            source,
+        }
     }
 }

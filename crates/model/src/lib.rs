@@ -17,12 +17,12 @@ pub use crate::lora::{
     ADAPTER_CONFIG_FILE, ADAPTER_WEIGHTS_FILE, LoraAdapter, LoraConfig, MAX_ADAPTER_BYTES, MAX_RANK, Target,
 };
 pub use crate::model::{
-    Completion, DeviceKind, FinishReason, GenerateRequest, LoadOptions, MAX_STOP, MAX_STOP_BYTES, Model, Prompt,
-    SMOLLM2_135M_INSTRUCT, SMOLLM2_GGUF_FILE, SamplingParams,
+    Completion, DeviceKind, FinishReason, GenerateRequest, LoadOptions, MAX_STOP, MAX_STOP_BYTES, Model,
+    Prompt, SMOLLM2_135M_INSTRUCT, SMOLLM2_GGUF_FILE, SamplingParams,
 };
 pub use crate::template::{ChatMessage, ChatTemplate};
 pub use crate::tokenizer::Tokenizer;
 pub use crate::train::{
-    MAX_EXAMPLES, TrainExample, TrainOutcome, TrainParams, TrainProgress, Targets, dataset_loss, parse_dataset,
-    train_lora,
+    MAX_EXAMPLES, Targets, TrainExample, TrainOutcome, TrainParams, TrainProgress, dataset_loss,
+    parse_dataset, train_lora,
 };

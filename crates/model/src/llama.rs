@@ -110,7 +110,10 @@ impl Lin {
                     QMatMul::Tensor(t) | QMatMul::TensorF16(t) => t.to_dtype(DType::F32)?,
                 };
                 let (n, k) = w.dims2()?;
-                let off = offsets.unsqueeze(2)?.broadcast_as((n, k / 32, 32))?.reshape((n, k))?;
+                let off = offsets
+                    .unsqueeze(2)?
+                    .broadcast_as((n, k / 32, 32))?
+                    .reshape((n, k))?;
                 Ok((w + off)?)
             }
         }
@@ -244,7 +247,16 @@ impl Llama {
         }
         let norm = dense(src.get("output_norm.weight")?)?;
         let (cos, sin) = rope_tables(&cfg, device)?;
-        Ok(Self { cfg, embed: Embed::Quant(Arc::new(embed_q)), layers, norm, output, cos, sin, train: false })
+        Ok(Self {
+            cfg,
+            embed: Embed::Quant(Arc::new(embed_q)),
+            layers,
+            norm,
+            output,
+            cos,
+            sin,
+            train: false,
+        })
     }
 
     /// A copy with every matrix dequantized to f32 and differentiable kernels, for LoRA training.
@@ -294,7 +306,9 @@ impl Llama {
 
     /// Fresh per-layer KV caches for one sequence of up to `max_len` tokens.
     pub(crate) fn new_cache(&self, max_len: usize) -> Vec<KvCache> {
-        (0..self.cfg.n_layer).map(|_| KvCache::new(2, max_len.max(1))).collect()
+        (0..self.cfg.n_layer)
+            .map(|_| KvCache::new(2, max_len.max(1)))
+            .collect()
     }
 
     fn embed(&self, ids: &Tensor) -> Result<Tensor> {
@@ -302,7 +316,8 @@ impl Llama {
             Embed::Quant(q) => Ok(q.embedding(ids)?),
             Embed::Dense(w) => {
                 let (b, t) = ids.dims2()?;
-                Ok(w.index_select(&ids.flatten_all()?, 0)?.reshape((b, t, self.cfg.hidden))?)
+                Ok(w.index_select(&ids.flatten_all()?, 0)?
+                    .reshape((b, t, self.cfg.hidden))?)
             }
         }
     }
@@ -339,7 +354,11 @@ impl Llama {
         let last_only = caches.is_some();
         let x = self.hidden(ids, pos, caches, lora)?;
         let logits = self.head(&x)?;
-        if last_only { Ok(logits.squeeze(1)?) } else { Ok(logits) }
+        if last_only {
+            Ok(logits.squeeze(1)?)
+        } else {
+            Ok(logits)
+        }
     }
 
     /// The output projection of final hidden states (any leading shape).
@@ -362,13 +381,26 @@ impl Llama {
         let mut x = self.embed(ids)?;
         let cos = self.cos.narrow(0, pos, t)?;
         let sin = self.sin.narrow(0, pos, t)?;
-        let mask = if t > 1 { Some(causal_mask(t, pos, x.device())?) } else { None };
+        let mask = if t > 1 {
+            Some(causal_mask(t, pos, x.device())?)
+        } else {
+            None
+        };
         for i in 0..cfg.n_layer {
             let layer = &self.layers[i];
             let h = self.rms(&x, &layer.attn_norm)?;
-            let q = self.lin(i, Target::Q, &h, lora)?.reshape((b, t, cfg.n_head, hd))?.transpose(1, 2)?;
-            let k = self.lin(i, Target::K, &h, lora)?.reshape((b, t, cfg.n_kv_head, hd))?.transpose(1, 2)?;
-            let v = self.lin(i, Target::V, &h, lora)?.reshape((b, t, cfg.n_kv_head, hd))?.transpose(1, 2)?;
+            let q = self
+                .lin(i, Target::Q, &h, lora)?
+                .reshape((b, t, cfg.n_head, hd))?
+                .transpose(1, 2)?;
+            let k = self
+                .lin(i, Target::K, &h, lora)?
+                .reshape((b, t, cfg.n_kv_head, hd))?
+                .transpose(1, 2)?;
+            let v = self
+                .lin(i, Target::V, &h, lora)?
+                .reshape((b, t, cfg.n_kv_head, hd))?
+                .transpose(1, 2)?;
             let (q, k) = if self.train {
                 (
                     candle_nn::rotary_emb::rope_i_slow(&q.contiguous()?, &cos, &sin)?,
@@ -398,14 +430,21 @@ impl Llama {
             } else {
                 candle_nn::ops::softmax_last_dim(&att)?
             };
-            let y = att.matmul(&v.contiguous()?)?.transpose(1, 2)?.reshape((b, t, cfg.hidden))?;
+            let y = att
+                .matmul(&v.contiguous()?)?
+                .transpose(1, 2)?
+                .reshape((b, t, cfg.hidden))?;
             x = (x + self.lin(i, Target::O, &y, lora)?)?;
             let h = self.rms(&x, &layer.ffn_norm)?;
             let gate = candle_nn::ops::silu(&self.lin(i, Target::Gate, &h, lora)?)?;
             let up = self.lin(i, Target::Up, &h, lora)?;
             x = (x + self.lin(i, Target::Down, &(gate * up)?, lora)?)?;
         }
-        let x = if caches.is_some() { x.narrow(1, t - 1, 1)? } else { x };
+        let x = if caches.is_some() {
+            x.narrow(1, t - 1, 1)?
+        } else {
+            x
+        };
         self.rms(&x, &self.norm)
     }
 }
@@ -413,8 +452,9 @@ impl Llama {
 /// `[t, pos + t]` additive mask: query `i` (at `pos + i`) sees keys `0..=pos + i`.
 fn causal_mask(t: usize, pos: usize, device: &Device) -> Result<Tensor> {
     let cols = pos + t;
-    let mask: Vec<f32> =
-        (0..t).flat_map(|i| (0..cols).map(move |j| if j > pos + i { f32::NEG_INFINITY } else { 0.0 })).collect();
+    let mask: Vec<f32> = (0..t)
+        .flat_map(|i| (0..cols).map(move |j| if j > pos + i { f32::NEG_INFINITY } else { 0.0 }))
+        .collect();
     Ok(Tensor::from_vec(mask, (t, cols), device)?)
 }
 
@@ -424,14 +464,20 @@ fn repeat_kv(x: Tensor, rep: usize) -> Result<Tensor> {
         return Ok(x);
     }
     let (b, h, t, d) = x.dims4()?;
-    Ok(x.unsqueeze(2)?.expand((b, h, rep, t, d))?.reshape((b, h * rep, t, d))?)
+    Ok(x.unsqueeze(2)?
+        .expand((b, h, rep, t, d))?
+        .reshape((b, h * rep, t, d))?)
 }
 
 fn rope_tables(cfg: &LlamaConfig, device: &Device) -> Result<(Tensor, Tensor)> {
     let hd = cfg.head_dim();
-    let inv: Vec<f32> = (0..hd / 2).map(|i| 1.0 / cfg.rope_theta.powf((2 * i) as f32 / hd as f32)).collect();
+    let inv: Vec<f32> = (0..hd / 2)
+        .map(|i| 1.0 / cfg.rope_theta.powf((2 * i) as f32 / hd as f32))
+        .collect();
     let inv = Tensor::from_vec(inv, (1, hd / 2), device)?;
-    let pos = Tensor::arange(0u32, cfg.context as u32, device)?.to_dtype(DType::F32)?.reshape((cfg.context, 1))?;
+    let pos = Tensor::arange(0u32, cfg.context as u32, device)?
+        .to_dtype(DType::F32)?
+        .reshape((cfg.context, 1))?;
     let freqs = pos.broadcast_mul(&inv)?;
     Ok((freqs.cos()?, freqs.sin()?))
 }
@@ -458,12 +504,26 @@ mod tests {
         let plain = Lin::new(QTensor::quantize(&w, GgmlDType::Q4_1).unwrap(), false).unwrap();
         let split = Lin::new(q, true).unwrap();
         assert!(matches!(split, Lin::Q41 { .. }));
-        let diff = (split.dense().unwrap() - &want).unwrap().abs().unwrap().max_all().unwrap().to_scalar::<f32>().unwrap();
+        let diff = (split.dense().unwrap() - &want)
+            .unwrap()
+            .abs()
+            .unwrap()
+            .max_all()
+            .unwrap()
+            .to_scalar::<f32>()
+            .unwrap();
         assert!(diff < 1e-5, "dequantized split differs by {diff}");
         let x = Tensor::randn(0f32, 1.0, (1, 3, 128), &dev).unwrap();
         let a = plain.forward(&x).unwrap();
         let b = split.forward(&x).unwrap();
-        let rel = ((a.clone() - b).unwrap().abs().unwrap().max_all().unwrap().to_scalar::<f32>().unwrap())
+        let rel = ((a.clone() - b)
+            .unwrap()
+            .abs()
+            .unwrap()
+            .max_all()
+            .unwrap()
+            .to_scalar::<f32>()
+            .unwrap())
             / a.abs().unwrap().max_all().unwrap().to_scalar::<f32>().unwrap();
         assert!(rel < 0.02, "split matmul differs by {rel} (relative)");
     }

@@ -50,8 +50,15 @@ pub enum Target {
 
 impl Target {
     /// Every target, in layer order.
-    pub const ALL: [Target; 7] =
-        [Target::Q, Target::K, Target::V, Target::O, Target::Gate, Target::Up, Target::Down];
+    pub const ALL: [Target; 7] = [
+        Target::Q,
+        Target::K,
+        Target::V,
+        Target::O,
+        Target::Gate,
+        Target::Up,
+        Target::Down,
+    ];
 
     /// The Hugging Face module name (`q_proj`, ...), as in PEFT's `target_modules`.
     pub fn hf_name(self) -> &'static str {
@@ -139,12 +146,21 @@ impl LoraConfig {
 
     /// The factor applied to `B A x`.
     pub fn scale(&self) -> f64 {
-        if self.use_rslora { self.lora_alpha / (self.r as f64).sqrt() } else { self.lora_alpha / self.r as f64 }
+        if self.use_rslora {
+            self.lora_alpha / (self.r as f64).sqrt()
+        } else {
+            self.lora_alpha / self.r as f64
+        }
     }
 
     /// Refuses PEFT options this crate cannot apply, naming them.
     fn check(&self, path: &Path) -> Result<()> {
-        let bad = |reason: String| Err(Error::BadAdapter { path: path.to_path_buf(), reason });
+        let bad = |reason: String| {
+            Err(Error::BadAdapter {
+                path: path.to_path_buf(),
+                reason,
+            })
+        };
         if self.peft_type != "LORA" {
             return bad(format!("peft_type {:?}: only LORA is supported", self.peft_type));
         }
@@ -161,7 +177,12 @@ impl LoraConfig {
                 ));
             }
         }
-        let flag = |k: &str| self.extra.get(k).and_then(serde_json::Value::as_bool).unwrap_or(false);
+        let flag = |k: &str| {
+            self.extra
+                .get(k)
+                .and_then(serde_json::Value::as_bool)
+                .unwrap_or(false)
+        };
         if flag("fan_in_fan_out") {
             return bad("fan_in_fan_out = true is not supported (llama weights are not Conv1D)".into());
         }
@@ -181,7 +202,9 @@ impl LoraConfig {
         };
         for k in ["modules_to_save", "rank_pattern", "alpha_pattern"] {
             if nonempty(k) {
-                return bad(format!("{k} is set; per-module ranks and saved modules are not supported"));
+                return bad(format!(
+                    "{k} is set; per-module ranks and saved modules are not supported"
+                ));
             }
         }
         Ok(())
@@ -228,23 +251,38 @@ impl LoraAdapter {
         let dir = dir.as_ref();
         let cfg_path = dir.join(ADAPTER_CONFIG_FILE);
         let raw = read_bounded(&cfg_path, MAX_CONFIG_BYTES)?;
-        let config: LoraConfig = serde_json::from_slice(&raw)
-            .map_err(|e| Error::BadAdapter { path: cfg_path.clone(), reason: e.to_string() })?;
+        let config: LoraConfig = serde_json::from_slice(&raw).map_err(|e| Error::BadAdapter {
+            path: cfg_path.clone(),
+            reason: e.to_string(),
+        })?;
         config.check(&cfg_path)?;
         let w_path = dir.join(ADAPTER_WEIGHTS_FILE);
         let raw = read_bounded(&w_path, MAX_ADAPTER_BYTES)?;
-        let bad = |reason: String| Error::BadAdapter { path: w_path.clone(), reason };
-        let tensors = candle_core::safetensors::load_buffer(&raw, &Device::Cpu).map_err(|e| bad(e.to_string()))?;
+        let bad = |reason: String| Error::BadAdapter {
+            path: w_path.clone(),
+            reason,
+        };
+        let tensors =
+            candle_core::safetensors::load_buffer(&raw, &Device::Cpu).map_err(|e| bad(e.to_string()))?;
         let mut halves: BTreeMap<(usize, Target), (Option<Tensor>, Option<Tensor>)> = BTreeMap::new();
         for (name, t) in tensors {
             let (layer, target, is_b) = parse_key(&name).ok_or_else(|| {
-                bad(format!("tensor {name:?} is not a LoRA A/B of a llama attention or MLP projection"))
+                bad(format!(
+                    "tensor {name:?} is not a LoRA A/B of a llama attention or MLP projection"
+                ))
             })?;
             if !config.target_modules.iter().any(|m| m == target.hf_name()) {
-                return Err(bad(format!("tensor {name:?} adapts {}, which target_modules omits", target.hf_name())));
+                return Err(bad(format!(
+                    "tensor {name:?} adapts {}, which target_modules omits",
+                    target.hf_name()
+                )));
             }
             if t.rank() != 2 {
-                return Err(Error::AdapterShapeMismatch { tensor: name, got: t.dims().to_vec(), want: vec![] });
+                return Err(Error::AdapterShapeMismatch {
+                    tensor: name,
+                    got: t.dims().to_vec(),
+                    want: vec![],
+                });
             }
             let t = t.to_dtype(DType::F32)?;
             let slot = halves.entry((layer, target)).or_default();
@@ -256,7 +294,12 @@ impl LoraAdapter {
                 (Some(a), Some(b)) => {
                     weights.insert((layer, target), (a, b));
                 }
-                _ => return Err(bad(format!("layer {layer} {} has only one of lora_A/lora_B", target.hf_name()))),
+                _ => {
+                    return Err(bad(format!(
+                        "layer {layer} {} has only one of lora_A/lora_B",
+                        target.hf_name()
+                    )));
+                }
             }
         }
         if weights.is_empty() {
@@ -269,8 +312,10 @@ impl LoraAdapter {
     pub fn save(&self, dir: impl AsRef<Path>) -> Result<()> {
         let dir = dir.as_ref();
         std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
-        let cfg = serde_json::to_vec_pretty(&self.config)
-            .map_err(|e| Error::BadAdapter { path: dir.to_path_buf(), reason: e.to_string() })?;
+        let cfg = serde_json::to_vec_pretty(&self.config).map_err(|e| Error::BadAdapter {
+            path: dir.to_path_buf(),
+            reason: e.to_string(),
+        })?;
         let cfg_path = dir.join(ADAPTER_CONFIG_FILE);
         std::fs::write(&cfg_path, cfg).map_err(|e| Error::io(&cfg_path, e))?;
         let mut map = HashMap::new();
@@ -287,7 +332,10 @@ impl LoraAdapter {
 fn read_bounded(path: &Path, max: u64) -> Result<Vec<u8>> {
     let meta = std::fs::metadata(path).map_err(|e| Error::io(path, e))?;
     if meta.len() > max {
-        return Err(Error::BadAdapter { path: path.to_path_buf(), reason: format!("{} bytes > limit {max}", meta.len()) });
+        return Err(Error::BadAdapter {
+            path: path.to_path_buf(),
+            reason: format!("{} bytes > limit {max}", meta.len()),
+        });
     }
     std::fs::read(path).map_err(|e| Error::io(path, e))
 }
@@ -339,7 +387,9 @@ impl LoraSet {
     }
 
     pub(crate) fn empty(n_layer: usize) -> Self {
-        Self { layers: (0..n_layer).map(|_| Default::default()).collect() }
+        Self {
+            layers: (0..n_layer).map(|_| Default::default()).collect(),
+        }
     }
 
     pub(crate) fn set(&mut self, layer: usize, t: Target, ab: LoraAb) {
@@ -357,7 +407,11 @@ impl LoraSet {
             let (out, inp) = cfg.target_shape(*target);
             let check = |t: &Tensor, is_b: bool, want: [usize; 2]| -> Result<()> {
                 if *layer >= cfg.n_layer || t.dims() != want {
-                    let want = if *layer >= cfg.n_layer { vec![] } else { want.to_vec() };
+                    let want = if *layer >= cfg.n_layer {
+                        vec![]
+                    } else {
+                        want.to_vec()
+                    };
                     return Err(Error::AdapterShapeMismatch {
                         tensor: target.peft_key(*layer, is_b),
                         got: t.dims().to_vec(),
@@ -373,7 +427,15 @@ impl LoraSet {
                 Target::K => permute_rows(b, cfg.n_kv_head, false)?,
                 _ => b.clone(),
             };
-            set.set(*layer, *target, LoraAb { a: a.to_device(device)?, b: b.to_device(device)?, scale });
+            set.set(
+                *layer,
+                *target,
+                LoraAb {
+                    a: a.to_device(device)?,
+                    b: b.to_device(device)?,
+                    scale,
+                },
+            );
         }
         Ok(set)
     }
@@ -418,13 +480,19 @@ mod tests {
             parse_key("base_model.model.model.layers.3.self_attn.v_proj.lora_B.default.weight"),
             Some((3, Target::V, true))
         );
-        assert_eq!(parse_key("base_model.model.model.layers.3.mlp.q_proj.lora_A.weight"), None);
+        assert_eq!(
+            parse_key("base_model.model.model.layers.3.mlp.q_proj.lora_A.weight"),
+            None
+        );
         assert_eq!(parse_key("base_model.model.lm_head.lora_A.weight"), None);
     }
 
     #[test]
     fn permutation_inverts() {
-        let t = Tensor::arange(0f32, 24.0, &Device::Cpu).unwrap().reshape((12, 2)).unwrap();
+        let t = Tensor::arange(0f32, 24.0, &Device::Cpu)
+            .unwrap()
+            .reshape((12, 2))
+            .unwrap();
         let g = permute_rows(&t, 2, false).unwrap();
         assert_ne!(g.to_vec2::<f32>().unwrap(), t.to_vec2::<f32>().unwrap());
         // Head 0 (rows 0..6, hd 6, half 3): GGUF rows are HF rows 0,3,1,4,2,5.
@@ -442,6 +510,11 @@ mod tests {
         assert!(e.contains("use_dora"), "{e}");
         let mut c = LoraConfig::new(4, 8.0, &[Target::Q], "b");
         c.target_modules.push("lm_head".into());
-        assert!(c.check(Path::new("x")).unwrap_err().to_string().contains("lm_head"));
+        assert!(
+            c.check(Path::new("x"))
+                .unwrap_err()
+                .to_string()
+                .contains("lm_head")
+        );
     }
 }

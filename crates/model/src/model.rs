@@ -8,8 +8,8 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 
-use candle_core::quantized::gguf_file::{Content, Value};
 use candle_core::quantized::QTensor;
+use candle_core::quantized::gguf_file::{Content, Value};
 use candle_core::{Device, Tensor};
 use serde::{Deserialize, Serialize};
 
@@ -70,7 +70,14 @@ pub struct SamplingParams {
 
 impl Default for SamplingParams {
     fn default() -> Self {
-        Self { max_tokens: 256, temperature: 0.0, top_p: 1.0, seed: 0, stop: Vec::new(), ignore_eos: false }
+        Self {
+            max_tokens: 256,
+            temperature: 0.0,
+            top_p: 1.0,
+            seed: 0,
+            stop: Vec::new(),
+            ignore_eos: false,
+        }
     }
 }
 
@@ -87,7 +94,10 @@ impl SamplingParams {
             return bad("top_p", format!("{} is outside (0, 1]", self.top_p));
         }
         if self.stop.len() > MAX_STOP {
-            return bad("stop", format!("{} stop strings, at most {MAX_STOP}", self.stop.len()));
+            return bad(
+                "stop",
+                format!("{} stop strings, at most {MAX_STOP}", self.stop.len()),
+            );
         }
         if self.stop.iter().any(|s| s.is_empty() || s.len() > MAX_STOP_BYTES) {
             return bad("stop", format!("stop strings must be 1..={MAX_STOP_BYTES} bytes"));
@@ -176,7 +186,10 @@ struct GgufSource<'a> {
 impl TensorSource for GgufSource<'_> {
     fn get(&mut self, name: &str) -> Result<QTensor> {
         if !self.has(name) {
-            return Err(Error::BadModel { path: self.path.to_path_buf(), reason: format!("no tensor {name}") });
+            return Err(Error::BadModel {
+                path: self.path.to_path_buf(),
+                reason: format!("no tensor {name}"),
+            });
         }
         Ok(self.content.tensor(&mut self.reader, name, &self.device)?)
     }
@@ -198,7 +211,13 @@ fn default_name(path: &Path) -> String {
 /// Compares model names on their last path segment, case-insensitively
 /// (`HuggingFaceTB/SmolLM2-135M-Instruct` = `smollm2-135m-instruct`).
 pub(crate) fn same_model_name(a: &str, b: &str) -> bool {
-    let last = |s: &str| s.trim_end_matches('/').rsplit('/').next().unwrap_or("").to_ascii_lowercase();
+    let last = |s: &str| {
+        s.trim_end_matches('/')
+            .rsplit('/')
+            .next()
+            .unwrap_or("")
+            .to_ascii_lowercase()
+    };
     last(a) == last(b)
 }
 
@@ -212,9 +231,14 @@ impl Model {
         };
         let file = File::open(path).map_err(|e| Error::io(path, e))?;
         let mut reader = BufReader::new(file);
-        let content = Content::read(&mut reader)
-            .map_err(|e| Error::BadModel { path: path.to_path_buf(), reason: e.to_string() })?;
-        let meta = Meta { md: &content.metadata, path };
+        let content = Content::read(&mut reader).map_err(|e| Error::BadModel {
+            path: path.to_path_buf(),
+            reason: e.to_string(),
+        })?;
+        let meta = Meta {
+            md: &content.metadata,
+            path,
+        };
         let arch = meta.string("general.architecture")?;
         if arch != "llama" {
             return Err(Error::BadModel {
@@ -230,7 +254,10 @@ impl Model {
             merges: meta.strings("tokenizer.ggml.merges")?,
             bos: meta.opt_u32("tokenizer.ggml.bos_token_id"),
             eos: meta.u32("tokenizer.ggml.eos_token_id")?,
-            add_bos: matches!(content.metadata.get("tokenizer.ggml.add_bos_token"), Some(Value::Bool(true))),
+            add_bos: matches!(
+                content.metadata.get("tokenizer.ggml.add_bos_token"),
+                Some(Value::Bool(true))
+            ),
         };
         let tokenizer = Tokenizer::from_spec(spec)?;
         let cfg = LlamaConfig {
@@ -255,16 +282,28 @@ impl Model {
             && cfg.context > 0
             && cfg.context <= 1 << 20;
         if !sane {
-            return Err(Error::BadModel { path: path.to_path_buf(), reason: format!("inconsistent shape {cfg:?}") });
+            return Err(Error::BadModel {
+                path: path.to_path_buf(),
+                reason: format!("inconsistent shape {cfg:?}"),
+            });
         }
         let template = match meta.opt_string("tokenizer.chat_template") {
             Some(src) => {
                 let tok = |id: Option<u32>| id.and_then(|i| tokenizer.token(i)).unwrap_or("").to_string();
-                Some(ChatTemplate::new(&src, &tok(tokenizer.bos_token_id()), &tok(Some(tokenizer.eos_token_id())))?)
+                Some(ChatTemplate::new(
+                    &src,
+                    &tok(tokenizer.bos_token_id()),
+                    &tok(Some(tokenizer.eos_token_id())),
+                )?)
             }
             None => None,
         };
-        let mut src = GgufSource { content: &content, reader, device: device.clone(), path };
+        let mut src = GgufSource {
+            content: &content,
+            reader,
+            device: device.clone(),
+            path,
+        };
         let llama = Llama::load(cfg, &mut src, &device)?;
         let name = opts.name.unwrap_or_else(|| default_name(path));
         Ok(Self {
@@ -313,7 +352,9 @@ impl Model {
     pub fn render_chat(&self, messages: &[ChatMessage], add_generation_prompt: bool) -> Result<String> {
         match &self.inner.template {
             Some(t) => t.render(messages, add_generation_prompt),
-            None => Err(Error::ChatTemplate("the model has no tokenizer.chat_template".into())),
+            None => Err(Error::ChatTemplate(
+                "the model has no tokenizer.chat_template".into(),
+            )),
         }
     }
 
@@ -326,7 +367,10 @@ impl Model {
         };
         let vocab = self.inner.tokenizer.vocab_size();
         if let Some(bad) = ids.iter().find(|i| **i as usize >= vocab) {
-            return Err(Error::InvalidParam { name: "prompt", reason: format!("token id {bad} ≥ vocabulary {vocab}") });
+            return Err(Error::InvalidParam {
+                name: "prompt",
+                reason: format!("token id {bad} ≥ vocabulary {vocab}"),
+            });
         }
         Ok(ids)
     }
@@ -337,7 +381,10 @@ impl Model {
     /// [`Error::AdapterShapeMismatch`] if any tensor's shape does not fit. Replaces an adapter of the same name.
     pub fn add_adapter(&self, name: &str, adapter: &LoraAdapter) -> Result<()> {
         if name.is_empty() || same_model_name(name, &self.inner.name) {
-            return Err(Error::InvalidParam { name: "adapter name", reason: format!("{name:?} is the base's name") });
+            return Err(Error::InvalidParam {
+                name: "adapter name",
+                reason: format!("{name:?} is the base's name"),
+            });
         }
         match &adapter.config().base_model_name_or_path {
             Some(b) if same_model_name(b, &self.inner.name) => {}
@@ -349,21 +396,35 @@ impl Model {
             }
         }
         let set = LoraSet::prepare(adapter, &self.inner.llama.cfg, &self.inner.device)?;
-        let mut map = self.inner.adapters.write().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let mut map = self
+            .inner
+            .adapters
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
         map.insert(name.to_string(), (Arc::new(set), adapter.config().clone()));
         Ok(())
     }
 
     /// Detaches adapter `name`; false if there was none.
     pub fn remove_adapter(&self, name: &str) -> bool {
-        let mut map = self.inner.adapters.write().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let mut map = self
+            .inner
+            .adapters
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
         map.remove(name).is_some()
     }
 
     /// The names requests can use: the base's, then the adapters'.
     pub fn served_models(&self) -> Vec<String> {
-        let map = self.inner.adapters.read().unwrap_or_else(std::sync::PoisonError::into_inner);
-        std::iter::once(self.inner.name.clone()).chain(map.keys().cloned()).collect()
+        let map = self
+            .inner
+            .adapters
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        std::iter::once(self.inner.name.clone())
+            .chain(map.keys().cloned())
+            .collect()
     }
 
     /// `None` = the base; `Some` = the named adapter.
@@ -372,10 +433,17 @@ impl Model {
         if same_model_name(m, &self.inner.name) {
             return Ok(None);
         }
-        let map = self.inner.adapters.read().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let map = self
+            .inner
+            .adapters
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
         match map.get(m) {
             Some((set, _)) => Ok(Some(set.clone())),
-            None => Err(Error::UnknownModel { requested: m.to_string(), served: self.served_models().join(", ") }),
+            None => Err(Error::UnknownModel {
+                requested: m.to_string(),
+                served: self.served_models().join(", "),
+            }),
         }
     }
 
@@ -383,12 +451,32 @@ impl Model {
     pub fn logits(&self, ids: &[u32], model: Option<&str>) -> Result<Vec<f32>> {
         let lora = self.resolve(model)?;
         if ids.is_empty() || ids.len() > self.config().context {
-            return Err(Error::InvalidParam { name: "prompt", reason: format!("{} tokens", ids.len()) });
+            return Err(Error::InvalidParam {
+                name: "prompt",
+                reason: format!("{} tokens", ids.len()),
+            });
         }
         let mut caches = self.inner.llama.new_cache(ids.len());
         let input = Tensor::new(ids, &self.inner.device)?.unsqueeze(0)?;
-        let logits = self.inner.llama.forward(&input, 0, Some(&mut caches), lora.as_deref())?;
+        let logits = self
+            .inner
+            .llama
+            .forward(&input, 0, Some(&mut caches), lora.as_deref())?;
         Ok(logits.squeeze(0)?.to_vec1::<f32>()?)
+    }
+
+    /// The next-token logits after every prefix of `ids` (one forward pass; row `i` follows `ids[..=i]`).
+    pub fn sequence_logits(&self, ids: &[u32], model: Option<&str>) -> Result<Vec<Vec<f32>>> {
+        let lora = self.resolve(model)?;
+        if ids.is_empty() || ids.len() > self.config().context {
+            return Err(Error::InvalidParam {
+                name: "prompt",
+                reason: format!("{} tokens", ids.len()),
+            });
+        }
+        let input = Tensor::new(ids, &self.inner.device)?.unsqueeze(0)?;
+        let logits = self.inner.llama.forward(&input, 0, None, lora.as_deref())?;
+        Ok(logits.squeeze(0)?.to_vec2::<f32>()?)
     }
 
     /// Generates a completion, calling `on_text` with each new piece of text as soon as it is final (stop strings
@@ -406,12 +494,19 @@ impl Model {
         let lora = self.resolve(req.model.as_deref())?;
         let prompt = self.prompt_tokens(&req.prompt)?;
         if prompt.is_empty() {
-            return Err(Error::InvalidParam { name: "prompt", reason: "empty".into() });
+            return Err(Error::InvalidParam {
+                name: "prompt",
+                reason: "empty".into(),
+            });
         }
         let context = self.config().context;
         let max_tokens = req.params.max_tokens;
         if prompt.len() + max_tokens > context {
-            return Err(Error::ContextWindow { prompt_tokens: prompt.len(), max_tokens, context });
+            return Err(Error::ContextWindow {
+                prompt_tokens: prompt.len(),
+                max_tokens,
+                context,
+            });
         }
         let llama = &self.inner.llama;
         let tok = &self.inner.tokenizer;
@@ -437,7 +532,11 @@ impl Model {
                 }
                 break FinishReason::Stop;
             }
-            let bytes = if tok.is_control(next) { &[][..] } else { tok.token_bytes(next) };
+            let bytes = if tok.is_control(next) {
+                &[][..]
+            } else {
+                tok.token_bytes(next)
+            };
             match out.push(bytes, on_text) {
                 Push::More => {}
                 Push::Stop => break FinishReason::Stop,
@@ -482,7 +581,12 @@ struct TextOut<'a> {
 
 impl<'a> TextOut<'a> {
     fn new(stop: &'a [String]) -> Self {
-        Self { stop, bytes: Vec::new(), held: String::new(), text: String::new() }
+        Self {
+            stop,
+            bytes: Vec::new(),
+            held: String::new(),
+            text: String::new(),
+        }
     }
 
     fn push(&mut self, token: &[u8], on_text: &mut dyn FnMut(&str) -> ControlFlow<()>) -> Push {
@@ -497,7 +601,8 @@ impl<'a> TextOut<'a> {
                 Err(e) => {
                     let valid = e.valid_up_to();
                     // Infallible: the prefix up to valid_up_to is valid UTF-8.
-                    self.held.push_str(std::str::from_utf8(&self.bytes[..valid]).unwrap_or(""));
+                    self.held
+                        .push_str(std::str::from_utf8(&self.bytes[..valid]).unwrap_or(""));
                     match e.error_len() {
                         Some(n) => {
                             self.held.push('\u{FFFD}');
@@ -515,20 +620,32 @@ impl<'a> TextOut<'a> {
         if let Some(at) = self.stop.iter().filter_map(|s| self.held.find(s.as_str())).min() {
             self.held.truncate(at);
             let rest = std::mem::take(&mut self.held);
-            return if self.release(&rest, on_text).is_break() { Push::Cancelled } else { Push::Stop };
+            return if self.release(&rest, on_text).is_break() {
+                Push::Cancelled
+            } else {
+                Push::Stop
+            };
         }
         // Keep back the longest suffix that could still grow into a stop string.
         let keep = self
             .stop
             .iter()
-            .flat_map(|s| (1..s.len()).filter(|n| s.is_char_boundary(*n)).map(move |n| &s[..n]))
+            .flat_map(|s| {
+                (1..s.len())
+                    .filter(|n| s.is_char_boundary(*n))
+                    .map(move |n| &s[..n])
+            })
             .filter(|p| self.held.ends_with(p))
             .map(str::len)
             .max()
             .unwrap_or(0);
         let cut = self.held.len() - keep;
         let ready: String = self.held.drain(..cut).collect();
-        if self.release(&ready, on_text).is_break() { Push::Cancelled } else { Push::More }
+        if self.release(&ready, on_text).is_break() {
+            Push::Cancelled
+        } else {
+            Push::More
+        }
     }
 
     fn release(&mut self, s: &str, on_text: &mut dyn FnMut(&str) -> ControlFlow<()>) -> ControlFlow<()> {
@@ -554,13 +671,19 @@ struct Meta<'a> {
 
 impl Meta<'_> {
     fn err(&self, key: &str, what: &str) -> Error {
-        Error::BadModel { path: self.path.to_path_buf(), reason: format!("metadata {key}: {what}") }
+        Error::BadModel {
+            path: self.path.to_path_buf(),
+            reason: format!("metadata {key}: {what}"),
+        }
     }
     fn get(&self, key: &str) -> Result<&Value> {
         self.md.get(key).ok_or_else(|| self.err(key, "missing"))
     }
     fn string(&self, key: &str) -> Result<String> {
-        self.get(key)?.to_string().cloned().map_err(|_| self.err(key, "not a string"))
+        self.get(key)?
+            .to_string()
+            .cloned()
+            .map_err(|_| self.err(key, "not a string"))
     }
     fn opt_string(&self, key: &str) -> Option<String> {
         self.md.get(key).and_then(|v| v.to_string().ok().cloned())
@@ -577,18 +700,34 @@ impl Meta<'_> {
     }
     fn f32(&self, key: &str) -> Result<f32> {
         let v = self.get(key)?;
-        v.to_f32().or_else(|_| v.to_f64().map(|x| x as f32)).map_err(|_| self.err(key, "not a float"))
+        v.to_f32()
+            .or_else(|_| v.to_f64().map(|x| x as f32))
+            .map_err(|_| self.err(key, "not a float"))
     }
     fn opt_f32(&self, key: &str) -> Option<f32> {
         self.md.contains_key(key).then(|| self.f32(key).ok()).flatten()
     }
     fn strings(&self, key: &str) -> Result<Vec<String>> {
-        let arr = self.get(key)?.to_vec().map_err(|_| self.err(key, "not an array"))?;
-        arr.iter().map(|v| v.to_string().cloned().map_err(|_| self.err(key, "not an array of strings"))).collect()
+        let arr = self
+            .get(key)?
+            .to_vec()
+            .map_err(|_| self.err(key, "not an array"))?;
+        arr.iter()
+            .map(|v| {
+                v.to_string()
+                    .cloned()
+                    .map_err(|_| self.err(key, "not an array of strings"))
+            })
+            .collect()
     }
     fn ints(&self, key: &str) -> Result<Vec<i32>> {
-        let arr = self.get(key)?.to_vec().map_err(|_| self.err(key, "not an array"))?;
-        arr.iter().map(|v| v.to_i32().map_err(|_| self.err(key, "not an array of i32"))).collect()
+        let arr = self
+            .get(key)?
+            .to_vec()
+            .map_err(|_| self.err(key, "not an array"))?;
+        arr.iter()
+            .map(|v| v.to_i32().map_err(|_| self.err(key, "not an array of i32")))
+            .collect()
     }
 }
 
@@ -640,7 +779,13 @@ mod tests {
     #[test]
     fn names_compare_on_last_segment() {
         assert!(same_model_name(SMOLLM2_135M_INSTRUCT, "smollm2-135m-instruct"));
-        assert!(!same_model_name(SMOLLM2_135M_INSTRUCT, "HuggingFaceTB/SmolLM2-135M"));
-        assert_eq!(default_name(Path::new("/m/SmolLM2-135M-Instruct.Q4_1.gguf")), "SmolLM2-135M-Instruct");
+        assert!(!same_model_name(
+            SMOLLM2_135M_INSTRUCT,
+            "HuggingFaceTB/SmolLM2-135M"
+        ));
+        assert_eq!(
+            default_name(Path::new("/m/SmolLM2-135M-Instruct.Q4_1.gguf")),
+            "SmolLM2-135M-Instruct"
+        );
     }
 }

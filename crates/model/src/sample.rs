@@ -44,8 +44,11 @@ pub(crate) fn sample(logits: &[f32], temperature: f32, top_p: f32, rng: &mut Rng
     }
     let t = f64::from(temperature);
     let max = logits.iter().copied().fold(f32::NEG_INFINITY, f32::max) as f64;
-    let mut probs: Vec<(u32, f64)> =
-        logits.iter().enumerate().map(|(i, l)| (i as u32, ((f64::from(*l) - max) / t).exp())).collect();
+    let mut probs: Vec<(u32, f64)> = logits
+        .iter()
+        .enumerate()
+        .map(|(i, l)| (i as u32, ((f64::from(*l) - max) / t).exp()))
+        .collect();
     let total: f64 = probs.iter().map(|p| p.1).sum();
     if top_p < 1.0 {
         // Most likely first; equal probabilities by token id, so the order (and the draw) is deterministic.
@@ -81,7 +84,12 @@ mod tests {
     fn greedy_and_seeded() {
         let logits = [0.0, 3.0, 1.0, 3.0];
         assert_eq!(sample(&logits, 0.0, 1.0, &mut Rng::new(1)), 1);
-        let draw = |seed| (0..64).map(|_| 0).scan(Rng::new(seed), |r, _| Some(sample(&logits, 1.0, 1.0, r))).collect::<Vec<_>>();
+        let draw = |seed| {
+            (0..64)
+                .map(|_| 0)
+                .scan(Rng::new(seed), |r, _| Some(sample(&logits, 1.0, 1.0, r)))
+                .collect::<Vec<_>>()
+        };
         assert_eq!(draw(7), draw(7));
         assert_ne!(draw(7), draw(8));
         // top_p small keeps only the most likely tokens (ids 1 and 3 tie; the cut keeps id 1 alone).

@@ -25,7 +25,10 @@ pub struct ChatMessage {
 impl ChatMessage {
     /// A message with `role` and `content`.
     pub fn new(role: impl Into<String>, content: impl Into<String>) -> Self {
-        Self { role: role.into(), content: content.into() }
+        Self {
+            role: role.into(),
+            content: content.into(),
+        }
     }
 }
 
@@ -43,16 +46,27 @@ impl ChatTemplate {
         let mut env = Environment::new();
         env.set_fuel(Some(TEMPLATE_FUEL));
         // Hugging Face templates call raise_exception(msg) to reject conversations they cannot render.
-        env.add_function("raise_exception", |msg: String| -> Result<Value, minijinja::Error> {
-            Err(minijinja::Error::new(ErrorKind::InvalidOperation, msg))
-        });
-        env.add_template_owned("chat", source.to_owned()).map_err(|e| Error::ChatTemplate(e.to_string()))?;
-        Ok(Self { env, bos: bos.to_owned(), eos: eos.to_owned() })
+        env.add_function(
+            "raise_exception",
+            |msg: String| -> Result<Value, minijinja::Error> {
+                Err(minijinja::Error::new(ErrorKind::InvalidOperation, msg))
+            },
+        );
+        env.add_template_owned("chat", source.to_owned())
+            .map_err(|e| Error::ChatTemplate(e.to_string()))?;
+        Ok(Self {
+            env,
+            bos: bos.to_owned(),
+            eos: eos.to_owned(),
+        })
     }
 
     /// Renders `messages`; with `add_generation_prompt` the text ends where the assistant's answer starts.
     pub fn render(&self, messages: &[ChatMessage], add_generation_prompt: bool) -> Result<String> {
-        let tmpl = self.env.get_template("chat").map_err(|e| Error::ChatTemplate(e.to_string()))?;
+        let tmpl = self
+            .env
+            .get_template("chat")
+            .map_err(|e| Error::ChatTemplate(e.to_string()))?;
         let msgs: Vec<Value> = messages
             .iter()
             .map(|m| {
@@ -64,10 +78,14 @@ impl ChatTemplate {
             .collect();
         let mut ctx = BTreeMap::new();
         ctx.insert("messages".to_string(), Value::from(msgs));
-        ctx.insert("add_generation_prompt".to_string(), Value::from(add_generation_prompt));
+        ctx.insert(
+            "add_generation_prompt".to_string(),
+            Value::from(add_generation_prompt),
+        );
         ctx.insert("bos_token".to_string(), Value::from(self.bos.clone()));
         ctx.insert("eos_token".to_string(), Value::from(self.eos.clone()));
-        tmpl.render(Value::from(ctx)).map_err(|e| Error::ChatTemplate(e.to_string()))
+        tmpl.render(Value::from(ctx))
+            .map_err(|e| Error::ChatTemplate(e.to_string()))
     }
 }
 
@@ -85,8 +103,12 @@ mod tests {
         .unwrap();
         let s = t.render(&[ChatMessage::new("user", "hi")], true).unwrap();
         assert_eq!(s, "<user>hi<a>");
-        let looping = ChatTemplate::new("{% for i in range(100000) %}{% for j in range(100000) %}x{% endfor %}{% endfor %}", "", "")
-            .unwrap();
+        let looping = ChatTemplate::new(
+            "{% for i in range(100000) %}{% for j in range(100000) %}x{% endfor %}{% endfor %}",
+            "",
+            "",
+        )
+        .unwrap();
         assert!(matches!(looping.render(&[], true), Err(Error::ChatTemplate(_))));
         let raising = ChatTemplate::new("{{ raise_exception('roles must alternate') }}", "", "").unwrap();
         let err = raising.render(&[], true).unwrap_err().to_string();

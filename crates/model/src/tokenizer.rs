@@ -127,7 +127,9 @@ impl Tokenizer {
                 .split_once(' ')
                 .ok_or_else(|| Error::Tokenizer(format!("merge {rank} {m:?} is not \"left right\"")))?;
             let id = |s: &str| {
-                ids.get(s).copied().ok_or_else(|| Error::Tokenizer(format!("merge {rank} {m:?} names unknown {s:?}")))
+                ids.get(s)
+                    .copied()
+                    .ok_or_else(|| Error::Tokenizer(format!("merge {rank} {m:?} names unknown {s:?}")))
             };
             let merged = id(&format!("{a}{b}"))?;
             merges.entry((id(a)?, id(b)?)).or_insert((rank as u32, merged));
@@ -160,12 +162,17 @@ impl Tokenizer {
             })
             .collect();
         if spec.eos as usize >= n {
-            return Err(Error::Tokenizer(format!("eos token id {} outside the vocabulary", spec.eos)));
+            return Err(Error::Tokenizer(format!(
+                "eos token id {} outside the vocabulary",
+                spec.eos
+            )));
         }
         if let Some(b) = spec.bos
             && b as usize >= n
         {
-            return Err(Error::Tokenizer(format!("bos token id {b} outside the vocabulary")));
+            return Err(Error::Tokenizer(format!(
+                "bos token id {b} outside the vocabulary"
+            )));
         }
         // Infallible: a constant pattern that the tests compile.
         let split = Regex::new(GPT2_SPLIT).map_err(|e| Error::Tokenizer(e.to_string()))?;
@@ -285,8 +292,11 @@ impl Tokenizer {
 
     /// Merges the bytes of one pre-token by rank (lowest first, leftmost on ties), as HF's BPE does.
     fn bpe(&self, bytes: &[u8], out: &mut Vec<u32>) {
-        let mut id: Vec<u32> =
-            bytes.iter().map(|b| self.byte_ids[*b as usize]).filter(|id| *id != NO_TOKEN).collect();
+        let mut id: Vec<u32> = bytes
+            .iter()
+            .map(|b| self.byte_ids[*b as usize])
+            .filter(|id| *id != NO_TOKEN)
+            .collect();
         match id.len() {
             0 => return,
             1 => {
@@ -313,7 +323,9 @@ impl Tokenizer {
             if !alive[i] || j >= n || id[i] != a || id[j] != b {
                 continue; // stale candidate
             }
-            let Some((_, merged)) = self.merges.get(&(a, b)) else { continue };
+            let Some((_, merged)) = self.merges.get(&(a, b)) else {
+                continue;
+            };
             id[i] = *merged;
             alive[j] = false;
             let k = next[j];
@@ -366,7 +378,12 @@ mod tests {
     fn tiny() -> Tokenizer {
         let table = byte_to_char();
         let mut tokens: Vec<String> = table.iter().map(|c| c.to_string()).collect();
-        tokens.extend(["ab".to_string(), "abc".to_string(), "Ġa".to_string(), "<|im_end|>".to_string()]);
+        tokens.extend([
+            "ab".to_string(),
+            "abc".to_string(),
+            "Ġa".to_string(),
+            "<|im_end|>".to_string(),
+        ]);
         let mut types = vec![1; tokens.len()];
         types[259] = TOKEN_TYPE_CONTROL;
         Tokenizer::from_spec(TokenizerSpec {
@@ -389,7 +406,10 @@ mod tests {
         assert_eq!(t.encode("abc"), vec![abc]);
         // "abcab": one word, ab+c then ab.
         assert_eq!(t.encode("abcab"), vec![abc, 256]);
-        assert_eq!(t.encode("x<|im_end|>abc"), vec![t.byte_ids[b'x' as usize], 259, abc]);
+        assert_eq!(
+            t.encode("x<|im_end|>abc"),
+            vec![t.byte_ids[b'x' as usize], 259, abc]
+        );
         assert_eq!(t.decode(&t.encode("x<|im_end|> abc"), true), "x abc");
         assert_eq!(t.decode(&t.encode("x<|im_end|>"), false), "x<|im_end|>");
     }

@@ -54,9 +54,15 @@ pub fn parse_dataset(jsonl: &str) -> Result<Vec<TrainExample>> {
             continue;
         }
         if out.len() >= MAX_EXAMPLES {
-            return Err(Error::Dataset { line: n, reason: format!("more than {MAX_EXAMPLES} examples") });
+            return Err(Error::Dataset {
+                line: n,
+                reason: format!("more than {MAX_EXAMPLES} examples"),
+            });
         }
-        let l: Line = serde_json::from_str(line).map_err(|e| Error::Dataset { line: n, reason: e.to_string() })?;
+        let l: Line = serde_json::from_str(line).map_err(|e| Error::Dataset {
+            line: n,
+            reason: e.to_string(),
+        })?;
         let messages = if let Some(m) = l.messages {
             m
         } else if let (Some(ins), Some(outp)) = (l.instruction, l.output.clone()) {
@@ -64,19 +70,27 @@ pub fn parse_dataset(jsonl: &str) -> Result<Vec<TrainExample>> {
                 Some(inp) if !inp.is_empty() => format!("{ins}\n\n{inp}"),
                 _ => ins,
             };
-            vec![ChatMessage::new("user", user), ChatMessage::new("assistant", outp)]
+            vec![
+                ChatMessage::new("user", user),
+                ChatMessage::new("assistant", outp),
+            ]
         } else if let (Some(p), Some(c)) = (l.prompt, l.completion) {
             vec![ChatMessage::new("user", p), ChatMessage::new("assistant", c)]
         } else if let Some(t) = l.text {
             if t.is_empty() {
-                return Err(Error::Dataset { line: n, reason: "empty \"text\"".into() });
+                return Err(Error::Dataset {
+                    line: n,
+                    reason: "empty \"text\"".into(),
+                });
             }
             out.push(TrainExample::Text(t));
             continue;
         } else {
             return Err(Error::Dataset {
                 line: n,
-                reason: "expected \"messages\", \"instruction\"+\"output\", \"prompt\"+\"completion\" or \"text\"".into(),
+                reason:
+                    "expected \"messages\", \"instruction\"+\"output\", \"prompt\"+\"completion\" or \"text\""
+                        .into(),
             });
         };
         match messages.last() {
@@ -91,7 +105,10 @@ pub fn parse_dataset(jsonl: &str) -> Result<Vec<TrainExample>> {
         out.push(TrainExample::Chat(messages));
     }
     if out.is_empty() {
-        return Err(Error::Dataset { line: 0, reason: "no examples".into() });
+        return Err(Error::Dataset {
+            line: 0,
+            reason: "no examples".into(),
+        });
     }
     Ok(out)
 }
@@ -141,7 +158,11 @@ impl<'de> Deserialize<'de> for Targets {
             Many(Vec<String>),
         }
         let names: Vec<String> = match Raw::deserialize(d)? {
-            Raw::One(s) => s.split(',').map(|x| x.trim().to_string()).filter(|x| !x.is_empty()).collect(),
+            Raw::One(s) => s
+                .split(',')
+                .map(|x| x.trim().to_string())
+                .filter(|x| !x.is_empty())
+                .collect(),
             Raw::Many(v) => v,
         };
         let mut out = Vec::new();
@@ -201,7 +222,11 @@ pub struct TrainParams {
     #[serde(default = "default_seq", alias = "max_seq_length", alias = "cutoff_len")]
     pub max_seq_len: usize,
     /// Share of the examples held out to measure generalisation (default 0.1; at least one when there are two or more).
-    #[serde(default = "default_eval", alias = "validation_split", alias = "val_set_size_ratio")]
+    #[serde(
+        default = "default_eval",
+        alias = "validation_split",
+        alias = "val_set_size_ratio"
+    )]
     pub eval_fraction: f64,
     /// Evaluate the held-out loss every this many steps (0 = five times per run, plus first and last).
     #[serde(default)]
@@ -224,9 +249,14 @@ impl Default for TrainParams {
 impl TrainParams {
     /// Parses a 0G training config (JSON text) and checks the ranges.
     pub fn from_json(text: &str) -> Result<Self> {
-        let bad = |reason: String| Error::InvalidParam { name: "trainingParams", reason };
+        let bad = |reason: String| Error::InvalidParam {
+            name: "trainingParams",
+            reason,
+        };
         let mut raw: serde_json::Value = serde_json::from_str(text).map_err(|e| bad(e.to_string()))?;
-        let obj = raw.as_object_mut().ok_or_else(|| bad("not a JSON object".into()))?;
+        let obj = raw
+            .as_object_mut()
+            .ok_or_else(|| bad("not a JSON object".into()))?;
         // zg-finetune's params.json keeps keys it does not model (LoRA shape, ...) under "extra".
         if let Some(serde_json::Value::Object(extra)) = obj.remove("extra") {
             for (k, v) in extra {
@@ -235,11 +265,32 @@ impl TrainParams {
         }
         let obj = &*obj;
         let known = [
-            "lora_rank", "lora_r", "r", "lora_alpha", "target_modules", "lora_target_modules", "learning_rate",
-            "num_train_epochs", "max_steps", "batch_size", "per_device_train_batch_size", "seed", "max_seq_len",
-            "max_seq_length", "cutoff_len", "eval_fraction", "validation_split", "val_set_size_ratio", "eval_steps", "weight_decay",
+            "lora_rank",
+            "lora_r",
+            "r",
+            "lora_alpha",
+            "target_modules",
+            "lora_target_modules",
+            "learning_rate",
+            "num_train_epochs",
+            "max_steps",
+            "batch_size",
+            "per_device_train_batch_size",
+            "seed",
+            "max_seq_len",
+            "max_seq_length",
+            "cutoff_len",
+            "eval_fraction",
+            "validation_split",
+            "val_set_size_ratio",
+            "eval_steps",
+            "weight_decay",
         ];
-        let ignored = obj.keys().filter(|k| !known.contains(&k.as_str())).cloned().collect();
+        let ignored = obj
+            .keys()
+            .filter(|k| !known.contains(&k.as_str()))
+            .cloned()
+            .collect();
         let mut p: Self = serde_json::from_value(raw).map_err(|e| bad(e.to_string()))?;
         p.ignored = ignored;
         p.check()?;
@@ -258,20 +309,32 @@ impl TrainParams {
         if !(self.learning_rate.is_finite() && self.learning_rate > 0.0 && self.learning_rate < 1.0) {
             return bad("learning_rate", format!("{} outside (0, 1)", self.learning_rate));
         }
-        if !(self.num_train_epochs.is_finite() && self.num_train_epochs > 0.0 && self.num_train_epochs <= 1000.0) {
-            return bad("num_train_epochs", format!("{} outside (0, 1000]", self.num_train_epochs));
+        if !(self.num_train_epochs.is_finite()
+            && self.num_train_epochs > 0.0
+            && self.num_train_epochs <= 1000.0)
+        {
+            return bad(
+                "num_train_epochs",
+                format!("{} outside (0, 1000]", self.num_train_epochs),
+            );
         }
         if self.max_steps > 1_000_000 {
             return bad("max_steps", format!("{} > 1000000", self.max_steps));
         }
         if self.batch_size == 0 || self.batch_size > 64 {
-            return bad("per_device_train_batch_size", format!("{} outside 1..=64", self.batch_size));
+            return bad(
+                "per_device_train_batch_size",
+                format!("{} outside 1..=64", self.batch_size),
+            );
         }
         if self.max_seq_len < 8 || self.max_seq_len > 8192 {
             return bad("max_seq_len", format!("{} outside 8..=8192", self.max_seq_len));
         }
         if !(0.0..0.9).contains(&self.eval_fraction) {
-            return bad("eval_fraction", format!("{} outside [0, 0.9)", self.eval_fraction));
+            return bad(
+                "eval_fraction",
+                format!("{} outside [0, 0.9)", self.eval_fraction),
+            );
         }
         if !(self.weight_decay.is_finite() && self.weight_decay >= 0.0) {
             return bad("weight_decay", format!("{} must be ≥ 0", self.weight_decay));
@@ -368,7 +431,15 @@ impl Vars {
             } else {
                 (a.as_tensor().clone(), b.as_tensor().clone())
             };
-            set.set(*l, *t, LoraAb { a, b, scale: self.scale });
+            set.set(
+                *l,
+                *t,
+                LoraAb {
+                    a,
+                    b,
+                    scale: self.scale,
+                },
+            );
         }
         set
     }
@@ -418,7 +489,11 @@ fn mean_loss(llama: &Llama, data: &[Encoded], lora: &LoraSet, pad: u32, batch: u
         total += f64::from(loss.to_scalar::<f32>()?) * chunk.len() as f64;
         n += chunk.len();
     }
-    Ok(if n == 0 { f32::NAN } else { (total / n as f64) as f32 })
+    Ok(if n == 0 {
+        f32::NAN
+    } else {
+        (total / n as f64) as f32
+    })
 }
 
 /// Mean answer-token loss of `examples` under `model` with `adapter` (or the base). Used to measure training.
@@ -429,7 +504,10 @@ pub fn dataset_loss(
     max_seq_len: usize,
 ) -> Result<f32> {
     let llama = model.llama();
-    let data: Vec<Encoded> = examples.iter().filter_map(|e| encode(model, e, max_seq_len).transpose()).collect::<Result<_>>()?;
+    let data: Vec<Encoded> = examples
+        .iter()
+        .filter_map(|e| encode(model, e, max_seq_len).transpose())
+        .collect::<Result<_>>()?;
     let lora = match adapter {
         Some(a) => LoraSet::prepare(a, &llama.cfg, model.device())?,
         None => LoraSet::empty(llama.cfg.n_layer),
@@ -458,7 +536,10 @@ pub fn train_lora(
         }
     }
     if data.is_empty() {
-        return Err(Error::Dataset { line: 0, reason: "no example has answer tokens within max_seq_len".into() });
+        return Err(Error::Dataset {
+            line: 0,
+            reason: "no example has answer tokens within max_seq_len".into(),
+        });
     }
     // Held-out split: a seeded shuffle, then the first share.
     shuffle(&mut data, &mut rng);
@@ -475,21 +556,34 @@ pub fn train_lora(
     let dev = model.device().clone();
     let targets = &params.target_modules.0;
     let r = params.lora_rank;
-    let mut vars = Vars { vars: BTreeMap::new(), scale: params.lora_alpha / r as f64 };
+    let mut vars = Vars {
+        vars: BTreeMap::new(),
+        scale: params.lora_alpha / r as f64,
+    };
     for layer in 0..cfg.n_layer {
         for t in targets {
             let (out, inp) = cfg.target_shape(*t);
             let bound = 1.0 / (inp as f64).sqrt();
-            let a: Vec<f32> = (0..r * inp).map(|_| ((rng.next_f64() * 2.0 - 1.0) * bound) as f32).collect();
+            let a: Vec<f32> = (0..r * inp)
+                .map(|_| ((rng.next_f64() * 2.0 - 1.0) * bound) as f32)
+                .collect();
             let a = Var::from_tensor(&Tensor::from_vec(a, (r, inp), &dev)?)?;
             let b = Var::zeros((out, r), DType::F32, &dev)?;
             vars.vars.insert((layer, *t), (a, b));
         }
     }
-    let all: Vec<Var> = vars.vars.values().flat_map(|(a, b)| [a.clone(), b.clone()]).collect();
+    let all: Vec<Var> = vars
+        .vars
+        .values()
+        .flat_map(|(a, b)| [a.clone(), b.clone()])
+        .collect();
     let mut opt = AdamW::new(
         all,
-        ParamsAdamW { lr: params.learning_rate, weight_decay: params.weight_decay, ..ParamsAdamW::default() },
+        ParamsAdamW {
+            lr: params.learning_rate,
+            weight_decay: params.weight_decay,
+            ..ParamsAdamW::default()
+        },
     )?;
 
     let bs = params.batch_size.min(train.len());
@@ -499,10 +593,17 @@ pub fn train_lora(
     } else {
         ((steps_per_epoch as f64 * params.num_train_epochs).ceil() as usize).max(1)
     };
-    let eval_every = if params.eval_steps > 0 { params.eval_steps } else { total.div_ceil(5).max(1) };
+    let eval_every = if params.eval_steps > 0 {
+        params.eval_steps
+    } else {
+        total.div_ceil(5).max(1)
+    };
     let pad = model.tokenizer().eos_token_id();
-    let held_out_before =
-        if eval.is_empty() { None } else { Some(mean_loss(&base, &eval, &vars.set(cfg.n_layer, true), pad, bs)?) };
+    let held_out_before = if eval.is_empty() {
+        None
+    } else {
+        Some(mean_loss(&base, &eval, &vars.set(cfg.n_layer, true), pad, bs)?)
+    };
     let mut held_out_after = held_out_before;
     let mut tokens_total = 0;
     let mut cursor = steps_per_epoch; // forces a shuffle before the first step
@@ -586,7 +687,10 @@ mod tests {
         .unwrap();
         assert_eq!(d.len(), 3);
         assert!(matches!(&d[1], TrainExample::Chat(m) if m[0].content == "add\n\n1 1"));
-        assert_eq!(parse_dataset("{\"text\":\"t\"}").unwrap(), vec![TrainExample::Text("t".into())]);
+        assert_eq!(
+            parse_dataset("{\"text\":\"t\"}").unwrap(),
+            vec![TrainExample::Text("t".into())]
+        );
         let e = parse_dataset("{\"instruction\":\"x\",\"output\":\"y\"}\n{\"data\":\"t\"}\n").unwrap_err();
         assert!(matches!(e, Error::Dataset { line: 2, .. }), "{e}");
         let e = parse_dataset("{\"messages\":[{\"role\":\"user\",\"content\":\"hi\"}]}").unwrap_err();
@@ -600,11 +704,23 @@ mod tests {
             r#"{"neftune_noise_alpha":5,"num_train_epochs":2,"per_device_train_batch_size":2,"learning_rate":0.0002,"max_steps":3,"lora_r":4,"target_modules":"q_proj,k_proj"}"#,
         )
         .unwrap();
-        assert_eq!((p.batch_size, p.max_steps, p.lora_rank, p.num_train_epochs), (2, 3, 4, 2.0));
+        assert_eq!(
+            (p.batch_size, p.max_steps, p.lora_rank, p.num_train_epochs),
+            (2, 3, 4, 2.0)
+        );
         assert_eq!(p.target_modules.0, vec![Target::Q, Target::K]);
         assert_eq!(p.ignored, vec!["neftune_noise_alpha".to_string()]);
         let e = TrainParams::from_json(r#"{"learning_rate": 5}"#).unwrap_err();
-        assert!(matches!(e, Error::InvalidParam { name: "learning_rate", .. }), "{e}");
+        assert!(
+            matches!(
+                e,
+                Error::InvalidParam {
+                    name: "learning_rate",
+                    ..
+                }
+            ),
+            "{e}"
+        );
         let e = TrainParams::from_json(r#"{"target_modules": ["lm_head"]}"#).unwrap_err();
         assert!(e.to_string().contains("lm_head"), "{e}");
         assert_eq!(TrainParams::default().lora_rank, 8);

@@ -11,7 +11,11 @@ pub(crate) fn model_path() -> PathBuf {
         .map(PathBuf::from)
         .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../models"));
     let path = dir.join(SMOLLM2_GGUF_FILE);
-    assert!(path.is_file(), "{} is missing: run `just setup` (scripts/fetch-model.sh)", path.display());
+    assert!(
+        path.is_file(),
+        "{} is missing: run `just setup` (scripts/fetch-model.sh)",
+        path.display()
+    );
     path
 }
 
@@ -41,11 +45,16 @@ pub(crate) struct GreedyRef {
     pub(crate) prompt: String,
     pub(crate) prompt_ids: Vec<u32>,
     pub(crate) tokens: Vec<u32>,
+    /// llama.cpp's five best `[token, logit]` at each step of its greedy path.
+    pub(crate) top5: Vec<Vec<(u32, f32)>>,
 }
 
 pub(crate) fn reference() -> Reference {
     let raw = include_str!("../reference/reference.json");
     let r: Reference = serde_json::from_str(raw).unwrap();
-    assert_eq!(r.gguf_sha256, "b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53");
+    assert_eq!(
+        r.gguf_sha256,
+        "b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53"
+    );
     r
 }

@@ -9,8 +9,14 @@ use crate::common::model;
 /// Eight short conversations that teach one habit: answers open with "Ahoy!".
 fn pirate_dataset() -> Vec<TrainExample> {
     let qs = [
-        ("What is the capital of France?", "Ahoy! The capital of France be Paris."),
-        ("How many legs does a spider have?", "Ahoy! A spider has eight legs, matey."),
+        (
+            "What is the capital of France?",
+            "Ahoy! The capital of France be Paris.",
+        ),
+        (
+            "How many legs does a spider have?",
+            "Ahoy! A spider has eight legs, matey.",
+        ),
         ("What color is the sky?", "Ahoy! The sky be blue on a fair day."),
         ("Name a large ocean.", "Ahoy! The Pacific be the largest ocean."),
         ("What is 2 + 2?", "Ahoy! Two and two make four."),
@@ -39,7 +45,14 @@ fn slow_twenty_steps_lower_the_training_loss_and_the_adapter_round_trips() {
     let data = pirate_dataset();
     let before = dataset_loss(m, &data, None, 96).unwrap();
     let mut log = Vec::new();
-    let out = train_lora(m, &data, &params(20), &mut |p| log.push(p.clone()), &AtomicBool::new(false)).unwrap();
+    let out = train_lora(
+        m,
+        &data,
+        &params(20),
+        &mut |p| log.push(p.clone()),
+        &AtomicBool::new(false),
+    )
+    .unwrap();
     let after = dataset_loss(m, &data, Some(&out.adapter), 96).unwrap();
     let secs = out.elapsed.as_secs_f64();
     eprintln!(
@@ -50,9 +63,15 @@ fn slow_twenty_steps_lower_the_training_loss_and_the_adapter_round_trips() {
     );
     assert_eq!(out.steps, 20);
     assert_eq!(log.len(), 20);
-    assert!(log.iter().all(|p| p.loss.is_finite() && p.tokens_per_sec > 0.0 && p.total_steps == 20));
+    assert!(
+        log.iter()
+            .all(|p| p.loss.is_finite() && p.tokens_per_sec > 0.0 && p.total_steps == 20)
+    );
     assert_eq!(log.last().map(|p| p.step), Some(20));
-    assert!(after < before * 0.7, "training loss must drop: {before} → {after}");
+    assert!(
+        after < before * 0.7,
+        "training loss must drop: {before} → {after}"
+    );
 
     // Save as PEFT, load back: the same logits as the adapter in memory.
     let dir = tempfile::tempdir().unwrap();
@@ -60,15 +79,23 @@ fn slow_twenty_steps_lower_the_training_loss_and_the_adapter_round_trips() {
     let loaded = LoraAdapter::load(dir.path()).unwrap();
     m.add_adapter("ft-mem", &out.adapter).unwrap();
     m.add_adapter("ft-disk", &loaded).unwrap();
-    let ids = m.tokenizer().encode("<|im_start|>user\nWhat is the capital of Spain?<|im_end|>\n<|im_start|>assistant\n");
-    assert_eq!(m.logits(&ids, Some("ft-mem")).unwrap(), m.logits(&ids, Some("ft-disk")).unwrap());
+    let ids = m
+        .tokenizer()
+        .encode("<|im_start|>user\nWhat is the capital of Spain?<|im_end|>\n<|im_start|>assistant\n");
+    assert_eq!(
+        m.logits(&ids, Some("ft-mem")).unwrap(),
+        m.logits(&ids, Some("ft-disk")).unwrap()
+    );
     // And it learned the habit: the greedy answer now opens like the dataset's.
     let c = m
         .generate(
             &zg_model::GenerateRequest {
                 model: Some("ft-disk".into()),
                 prompt: zg_model::Prompt::Tokens(ids),
-                params: zg_model::SamplingParams { max_tokens: 4, ..Default::default() },
+                params: zg_model::SamplingParams {
+                    max_tokens: 4,
+                    ..Default::default()
+                },
             },
             &mut |_| std::ops::ControlFlow::Continue(()),
         )
@@ -84,7 +111,14 @@ fn training_is_deterministic_held_out_is_reported_and_cancel_stops() {
     p.eval_fraction = 0.25;
     let run = || {
         let mut log = Vec::new();
-        let out = train_lora(m, &data, &p, &mut |x| log.push(x.clone()), &AtomicBool::new(false)).unwrap();
+        let out = train_lora(
+            m,
+            &data,
+            &p,
+            &mut |x| log.push(x.clone()),
+            &AtomicBool::new(false),
+        )
+        .unwrap();
         (out, log)
     };
     let (a, log) = run();

@@ -7,7 +7,9 @@ Two independent references:
     special tokens = GGUF token_type 3) built from the GGUF's vocabulary and merges, and from llama.cpp's
     tokenizer (llama-cpp-python, `special=True`); the script fails unless both agree on every string;
   * greedy continuations from llama.cpp (llama-cpp-python) on the same GGUF: argmax over its logits, one token
-    at a time, from a prompt rendered with the GGUF's chat template (jinja2, as llama-cpp-python does).
+    at a time, from a prompt rendered with the GGUF's chat template (jinja2, as llama-cpp-python does), with
+    llama.cpp's top-5 logits at every step (the test compares logits along this path, teacher-forced, since two
+    correct implementations may break a near-tie differently).
 
 Run (versions used are written into the output):
   python3 -m venv /tmp/refvenv && /tmp/refvenv/bin/pip install llama-cpp-python tokenizers gguf numpy jinja2
@@ -53,6 +55,11 @@ CHATS = [
     ],
 ]
 GREEDY_TOKENS = 24
+
+
+def last_logits(m):
+    """Logits of the last evaluated token (with logits_all=False llama-cpp-python keeps no copy in `scores`)."""
+    return np.ctypeslib.as_array(m._ctx.get_logits(), shape=(m.n_vocab(),)).astype(np.float32)
 
 
 def field(reader, key):
@@ -103,9 +110,12 @@ def main():
         llm.reset()
         llm.eval(ids)
         gen = []
+        top = []
         for _ in range(GREEDY_TOKENS):
-            logits = np.array(llm.eval_logits[-1], dtype=np.float32)
+            logits = last_logits(llm)
             nxt = int(np.argmax(logits))
+            best = np.argsort(-logits)[:5]
+            top.append([[int(i), round(float(logits[i]), 4)] for i in best])
             gen.append(nxt)
             if nxt == llm.token_eos():
                 break
@@ -116,6 +126,7 @@ def main():
                 "prompt": prompt,
                 "prompt_ids": ids,
                 "tokens": gen,
+                "top5": top,
                 "text": hf.decode(gen, skip_special_tokens=True),
             }
         )
