@@ -276,9 +276,9 @@ impl Model {
         let sane = cfg.n_layer > 0
             && cfg.n_head > 0
             && cfg.n_kv_head > 0
-            && cfg.n_head % cfg.n_kv_head == 0
-            && cfg.hidden % cfg.n_head == 0
-            && cfg.head_dim() % 2 == 0
+            && cfg.n_head.is_multiple_of(cfg.n_kv_head)
+            && cfg.hidden.is_multiple_of(cfg.n_head)
+            && cfg.head_dim().is_multiple_of(2)
             && cfg.context > 0
             && cfg.context <= 1 << 20;
         if !sane {
@@ -741,15 +741,12 @@ mod tests {
         let mut pieces = Vec::new();
         let mut stopped = false;
         for t in tokens {
-            match out.push(t, &mut |s| {
+            if let Push::Stop = out.push(t, &mut |s| {
                 pieces.push(s.to_string());
                 ControlFlow::Continue(())
             }) {
-                Push::Stop => {
-                    stopped = true;
-                    break;
-                }
-                _ => {}
+                stopped = true;
+                break;
             }
         }
         if !stopped {
