@@ -1,8 +1,10 @@
 //! Decode throughput, time to first token and RSS of zg-model on SmolLM2-135M-Instruct (Q4_1), side by side with
 //! llama.cpp (llama-cpp-python) on the same GGUF and thread count.
 //!
-//! `cargo bench -p zg-model --bench decode` (threads: `ZG_BENCH_THREADS`, default 2; llama.cpp side: set
-//! `ZG_LLAMA_CPP_PYTHON` to a Python with `llama_cpp`, e.g. the venv `tests/reference/make_reference.py` names).
+//! `CANDLE_NUM_THREADS=2 RAYON_NUM_THREADS=2 cargo bench -p zg-model --bench decode` (threads: `ZG_BENCH_THREADS`,
+//! default 2, passed to llama.cpp and rayon; candle's quantized matmul pool reads `CANDLE_NUM_THREADS`, which a
+//! program cannot set for itself safely, so set it to the same number; llama.cpp side: set `ZG_LLAMA_CPP_PYTHON`
+//! to a Python with `llama_cpp`, e.g. the venv `tests/reference/make_reference.py` names).
 //! Protocol, both sides: a fixed chat prompt; TTFT = median of 5 prefill+first-token runs; decode tokens/s = tokens
 //! after the first / time after the first, 128 tokens per stream, end-of-turn ignored; 4 streams = 4 concurrent
 //! sequences, aggregate tokens/s over the wall time of the decode phase; RSS = VmRSS after the 1-stream run.
