@@ -55,6 +55,15 @@ async fn decrypt_model_reads_the_revealed_key_from_chain_after_settlement() {
         .transfer_fund(provider, ServiceKind::FineTuning, zg_amount("5"))
         .await
         .unwrap();
+    // As 0G's onboarding: the owner and the customer acknowledge the TEE signer (settleFees needs both: issue 9).
+    devnet
+        .acknowledge_tee_signer(
+            ServiceKind::FineTuning,
+            provider,
+            std::slice::from_ref(&customer_key),
+        )
+        .await
+        .unwrap();
 
     // Inside the TEE: seal the model under a fresh key and wrap that key for the customer.
     let dir = tempfile::tempdir().unwrap();
@@ -192,6 +201,35 @@ async fn decrypt_model_reads_the_revealed_key_from_chain_after_settlement() {
     let v: serde_json::Value = serde_json::from_str(&stdout(&o)).unwrap();
     assert_eq!(v["bytes"], weights.len());
     assert_eq!(v["signer"], tee_key.address().to_string());
+    assert_eq!(std::fs::read(&out).unwrap(), weights);
+
+    // The same with the customer's encrypted keystore instead of a raw key in the environment (issue 9): the
+    // key flags every other verb takes. A wrong password is refused and writes nothing.
+    let keystore = zg_chain::save_keystore(&customer_key, dir.path(), "customer.json", "pw").unwrap();
+    std::fs::remove_file(&out).unwrap();
+    let with_keystore = |password: &str| {
+        zg(
+            &[
+                "decrypt-model",
+                "--encrypted-model",
+                sealed_arg,
+                "--output",
+                out_arg,
+                "--provider",
+                &provider_arg,
+                "--task-id",
+                "task-1",
+                "--keystore",
+                keystore.to_str().unwrap(),
+            ],
+            &[("ZG_RPC_URL", rpc.as_str()), ("ZG_KEYSTORE_PASSWORD", password)],
+        )
+    };
+    let o = with_keystore("wrong");
+    assert!(!o.status.success());
+    assert!(!out.exists());
+    let o = with_keystore("pw");
+    assert!(o.status.success(), "{}", stderr(&o));
     assert_eq!(std::fs::read(&out).unwrap(), weights);
 
     // The key was revealed to this customer's task only: another key has no such task.

@@ -9,6 +9,8 @@
 mod decrypt_model;
 mod inference;
 mod ledger;
+mod official_cli;
+mod owner;
 
 use std::process::Output;
 
