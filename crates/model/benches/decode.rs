@@ -24,6 +24,7 @@ use std::time::{Duration, Instant};
 use zg_model::{ChatMessage, GenerateRequest, LoadOptions, Model, Prompt, SamplingParams};
 
 const PROMPT: &str = "Explain in detail how a steam engine works, step by step, for a curious student.";
+/// Tokens per stream (`ZG_BENCH_TOKENS` overrides).
 const TOKENS: usize = 128;
 
 fn rss_mb() -> (f64, f64) {
@@ -64,6 +65,10 @@ fn main() {
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(2);
+    let tokens: usize = std::env::var("ZG_BENCH_TOKENS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(TOKENS);
     rayon::ThreadPoolBuilder::new()
         .num_threads(threads)
         .build_global()
@@ -84,7 +89,7 @@ fn main() {
             .map(|_| model.generate(&req(1), none).unwrap().time_to_first_token)
             .collect(),
     );
-    let one = model.generate(&req(TOKENS), none).unwrap();
+    let one = model.generate(&req(tokens), none).unwrap();
     let rate1 = decode_rate(&one);
     let (rss, hwm) = rss_mb();
     let wall = Instant::now();
@@ -116,7 +121,7 @@ fn main() {
             .arg(script)
             .arg(&path)
             .arg(threads.to_string())
-            .arg(TOKENS.to_string())
+            .arg(tokens.to_string())
             .arg(PROMPT)
             .output()
             .expect("run llama_cpp_bench.py");
