@@ -210,7 +210,7 @@ async fn attestation_report(State(s): State<Provider>) -> Response {
         "signing_address": q["signing_address"],
         "signing_algo": "ecdsa",
         "intel_quote": q["quote"],
-        "nvidia_payload": "",
+        "nvidia_payload": q["nvidia_payload"],
         "event_log": q["event_log"],
         "report_data": q["report_data"],
         "tcb_info": q["tcb_info"],

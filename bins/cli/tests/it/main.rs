@@ -6,6 +6,8 @@
     reason = "test helpers: a failure is a test failure"
 )]
 
+/// `zg attest verify`: GPU evidence, allow-list.
+mod attest;
 mod decrypt_model;
 mod inference;
 mod ledger;

@@ -4,6 +4,7 @@
 use alloy_primitives::{Address, U256};
 use base64::Engine as _;
 use serde_json::{Value, json};
+use sha2::Digest as _;
 use zg_billing::{ChainAccount, EthSigner, Request, TokenState, ZgReceipt, body_hash};
 use zg_provider::{RECEIPT_EVENT, ReceiptJson, now_ms};
 
@@ -494,6 +495,12 @@ async fn quote_attestation_models_embeddings_and_completions() {
         .await
         .unwrap();
     assert_eq!(r.status(), 200);
+    // 0G's nvidia_payload: GPU evidence whose reports bind SHA-256 of the quote's REPORTDATA.
+    let report: Value = r.json_value().await;
+    assert_eq!(report["nvidia_payload"], q["nvidia_payload"]);
+    let payload = zg_attestation::GpuEvidence::from_json(q["nvidia_payload"].as_str().unwrap()).unwrap();
+    let spdm = zg_attestation::SpdmReport::parse(&payload.devices[0].report).unwrap();
+    assert_eq!(spdm.request_nonce, <[u8; 32]>::from(sha2::Sha256::digest(&rd)));
     let nonce = hex::encode([5u8; 32]);
     let a: Value = http()
         .get(format!("{}/v1/attestation?nonce={nonce}", o.url))
@@ -504,14 +511,21 @@ async fn quote_attestation_models_embeddings_and_completions() {
         .await;
     assert_eq!(a["nonce"], nonce);
     let ev = zg_attestation::Evidence::from_document(a.to_string().as_bytes()).unwrap();
+    // The simulated TD's image, named explicitly (deploy/policy.simulated.toml), and the simulated opt-in.
     let policy = zg_attestation::AttestationPolicy {
         dangerous_allow_simulated: true,
-        ..Default::default()
+        ..zg_attestation::AttestationPolicy::from_file(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../../deploy/policy.simulated.toml"
+        ))
+        .unwrap()
     }
     .with_nonce([5u8; 32]);
     let report =
         zg_attestation::Verifier::new_prod().verify(&ev, &policy, None, zg_attestation::Timestamp::now());
     assert!(report.passed(), "{report}");
+    assert_eq!(report.gpus.len(), 1, "{report}");
+    assert!(report.check("gpu.nonce").unwrap().ok && report.check("gpu.simulated.allowed").unwrap().ok);
     assert_eq!(
         http()
             .get(format!("{}/v1/attestation", o.url))
