@@ -1,11 +1,11 @@
 //! LoRA fine-tuning on the CPU: the base dequantized to f32 and frozen, A/B trained with AdamW on real gradients,
 //! loss on the assistant's tokens only (supervised fine-tuning), deterministic for a seed.
 //!
-//! [`train_lora`] is synchronous and CPU-bound; it reports every step to a callback and checks a cancel flag between
-//! steps, so a fine-tuning executor can run it on a blocking thread, stream its log and stop it.
+//! [`train_lora`] is synchronous and CPU-bound; it reports every step to a callback and asks a stop predicate before
+//! every step, so a fine-tuning executor can run it on a blocking thread, stream its log, and stop it on cancel or
+//! deadline (e.g. `&|| ctx.checkpoint().is_err()` with zg-finetune's `TrainContext`).
 
 use std::collections::BTreeMap;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use candle_core::{D, DType, Tensor, Var};
@@ -518,13 +518,14 @@ pub fn dataset_loss(
 /// Trains a LoRA adapter for `model` on `examples` (see [`TrainParams`] for every knob).
 ///
 /// Deterministic: the same model, examples, params and seed give the same adapter bit for bit on one machine.
-/// `on_progress` is called after every step; `cancel` is checked before every step ([`Error::Cancelled`]).
+/// `on_progress` is called after every step; `should_stop` is asked before every step and ends the run with
+/// [`Error::Cancelled`] when it says true (a cancel flag, a deadline).
 pub fn train_lora(
     model: &Model,
     examples: &[TrainExample],
     params: &TrainParams,
     on_progress: &mut dyn FnMut(&TrainProgress),
-    cancel: &AtomicBool,
+    should_stop: &dyn Fn() -> bool,
 ) -> Result<TrainOutcome> {
     params.check()?;
     let start = Instant::now();
@@ -608,7 +609,7 @@ pub fn train_lora(
     let mut tokens_total = 0;
     let mut cursor = steps_per_epoch; // forces a shuffle before the first step
     for step in 1..=total {
-        if cancel.load(Ordering::Relaxed) {
+        if should_stop() {
             return Err(Error::Cancelled);
         }
         if cursor >= steps_per_epoch {

@@ -1,7 +1,5 @@
 //! LoRA training on the CPU: loss goes down, runs are deterministic and cancellable, output round-trips as PEFT.
 
-use std::sync::atomic::AtomicBool;
-
 use zg_model::{Error, LoraAdapter, TrainExample, TrainParams, dataset_loss, parse_dataset, train_lora};
 
 use crate::common::model;
@@ -45,14 +43,7 @@ fn slow_twenty_steps_lower_the_training_loss_and_the_adapter_round_trips() {
     let data = pirate_dataset();
     let before = dataset_loss(m, &data, None, 96).unwrap();
     let mut log = Vec::new();
-    let out = train_lora(
-        m,
-        &data,
-        &params(20),
-        &mut |p| log.push(p.clone()),
-        &AtomicBool::new(false),
-    )
-    .unwrap();
+    let out = train_lora(m, &data, &params(20), &mut |p| log.push(p.clone()), &|| false).unwrap();
     let after = dataset_loss(m, &data, Some(&out.adapter), 96).unwrap();
     let secs = out.elapsed.as_secs_f64();
     eprintln!(
@@ -111,14 +102,7 @@ fn training_is_deterministic_held_out_is_reported_and_cancel_stops() {
     p.eval_fraction = 0.25;
     let run = || {
         let mut log = Vec::new();
-        let out = train_lora(
-            m,
-            &data,
-            &p,
-            &mut |x| log.push(x.clone()),
-            &AtomicBool::new(false),
-        )
-        .unwrap();
+        let out = train_lora(m, &data, &p, &mut |x| log.push(x.clone()), &|| false).unwrap();
         (out, log)
     };
     let (a, log) = run();
@@ -133,6 +117,6 @@ fn training_is_deterministic_held_out_is_reported_and_cancel_stops() {
             assert_eq!(ab.to_vec2::<f32>().unwrap(), bb.to_vec2::<f32>().unwrap());
         }
     }
-    let e = train_lora(m, &data, &p, &mut |_| {}, &AtomicBool::new(true)).unwrap_err();
+    let e = train_lora(m, &data, &p, &mut |_| {}, &|| true).unwrap_err();
     assert!(matches!(e, Error::Cancelled), "{e}");
 }
