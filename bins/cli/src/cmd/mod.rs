@@ -11,6 +11,7 @@ mod owner;
 mod sealing;
 mod serve;
 mod storage;
+mod web;
 
 use clap::{Parser, Subcommand};
 use std::process::ExitCode;
@@ -75,6 +76,11 @@ enum Command {
     /// Contract owner: acknowledge (or revoke) a provider's TEE signer, as in 0G's provider onboarding.
     #[command(subcommand)]
     Owner(owner::OwnerCommand),
+    /// Open the local web dashboard (account, providers, verified chat, fine-tuning, provider metrics).
+    ///
+    /// Serves on 127.0.0.1 only and prints the URL to open, which carries a per-session token. Example:
+    /// `zg web --port 4000 --allow-simulated --policy deploy/policy.simulated.toml`.
+    Web(web::WebArgs),
 }
 
 impl Cli {
@@ -99,6 +105,7 @@ impl Cli {
             Command::Inference(c) => c.run(g).await,
             Command::Serve(a) => a.run(g).await,
             Command::Owner(c) => c.run(g).await,
+            Command::Web(a) => a.run(g).await,
         }
     }
 }
