@@ -18,6 +18,14 @@ pub const SESSION_TOKEN_PREFIX: &str = "app-sk-";
 pub const EPHEMERAL_TOKEN_ID: u8 = 255;
 /// Longest lifetime of an ephemeral token: 24 h, the SDK default.
 pub const MAX_EPHEMERAL_LIFETIME_MS: u64 = 24 * 60 * 60 * 1000;
+/// Default age limit of never-expiring tokens (`expiresAt = 0`, API keys): 90 days.
+///
+/// 0G's token format carries no chain id or contract address (its key order and fields are fixed by the SDK), so a
+/// token is bound only to the provider address: the same token is valid on every deployment where that provider
+/// address serves and the customer has an account. Ephemeral tokens live at most 24 h; API keys are revocable on
+/// chain, per deployment, and a provider refuses those older than this policy, which bounds how long a leaked or
+/// cross-deployment key can be replayed.
+pub const DEFAULT_MAX_UNEXPIRING_AGE_MS: u64 = 90 * 24 * 60 * 60 * 1000;
 
 /// The claims of a 0G session token, in the SDK's key order:
 /// `address, provider, timestamp, expiresAt, nonce, generation, tokenId`.
@@ -225,6 +233,20 @@ impl SessionToken {
         Ok(())
     }
 
+    /// Refuses a never-expiring token (`expiresAt = 0`) issued more than `max_age_ms` before `now_ms`
+    /// (see [`DEFAULT_MAX_UNEXPIRING_AGE_MS`] for why).
+    pub fn check_unexpiring_age(&self, now_ms: u64, max_age_ms: u64) -> Result<()> {
+        let c = &self.claims;
+        if c.expires_at == 0 && now_ms.saturating_sub(c.timestamp) > max_age_ms {
+            return Err(Error::TokenTooOld {
+                timestamp_ms: c.timestamp,
+                max_age_ms,
+                now_ms,
+            });
+        }
+        Ok(())
+    }
+
     /// Checks generation and revocation against the account's on-chain state.
     pub fn check_chain_state(&self, state: &TokenState) -> Result<()> {
         if U256::from(self.claims.generation) != state.generation {
@@ -250,6 +272,7 @@ impl SessionToken {
 pub struct SessionVerifier {
     provider: Address,
     max_skew_ms: u64,
+    max_unexpiring_age_ms: u64,
     capacity: usize,
     cache: Mutex<HashMap<Box<str>, Arc<SessionToken>>>,
 }
@@ -260,9 +283,24 @@ impl SessionVerifier {
         Self {
             provider,
             max_skew_ms,
+            max_unexpiring_age_ms: DEFAULT_MAX_UNEXPIRING_AGE_MS,
             capacity: 100_000,
             cache: Mutex::new(HashMap::new()),
         }
+    }
+
+    /// Sets the age limit of never-expiring tokens (default [`DEFAULT_MAX_UNEXPIRING_AGE_MS`]).
+    pub fn with_max_unexpiring_age(mut self, max_age_ms: u64) -> Self {
+        self.max_unexpiring_age_ms = max_age_ms;
+        self
+    }
+
+    /// The checks that need no chain state: provider, time, ephemeral lifetime and the age of never-expiring
+    /// tokens. A provider runs them before it reads the customer's account, so stale or foreign tokens cost no
+    /// chain call.
+    pub fn check_stateless(&self, token: &SessionToken, now_ms: u64) -> Result<()> {
+        token.check_time_and_provider(self.provider, now_ms, self.max_skew_ms)?;
+        token.check_unexpiring_age(now_ms, self.max_unexpiring_age_ms)
     }
 
     /// The provider this verifier accepts tokens for.
@@ -279,7 +317,7 @@ impl SessionVerifier {
         state: impl FnOnce(Address) -> Option<TokenState>,
     ) -> Result<Arc<SessionToken>> {
         let token = self.authenticate(authorization)?;
-        token.check_time_and_provider(self.provider, now_ms, self.max_skew_ms)?;
+        self.check_stateless(&token, now_ms)?;
         let user = token.user();
         let st = state(user).ok_or(Error::UnknownAccount { user })?;
         token.check_chain_state(&st)?;
@@ -417,7 +455,18 @@ mod tests {
             t.check_time_and_provider(provider(), now, 0),
             Err(Error::TokenLifetime { lifetime_ms: None })
         ));
-        never.token_id = 3; // API keys may never expire
+        never.token_id = 3; // API keys may never expire, within the age policy
+        let (old, _) = SessionToken::create(&s, &never).unwrap();
+        old.check_unexpiring_age(now, now - never.timestamp).unwrap();
+        assert!(matches!(
+            old.check_unexpiring_age(now, now - never.timestamp - 1),
+            Err(Error::TokenTooOld { .. })
+        ));
+        let v = SessionVerifier::new(provider(), 0).with_max_unexpiring_age(0);
+        assert!(matches!(
+            v.check_stateless(&old, now),
+            Err(Error::TokenTooOld { .. })
+        ));
         let (t, _) = SessionToken::create(&s, &never).unwrap();
         t.check_time_and_provider(provider(), u64::MAX, 0).unwrap();
 
