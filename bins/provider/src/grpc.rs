@@ -108,8 +108,14 @@ impl ProviderRpc for GrpcService {
         &self,
         req: Request<GetAttestationRequest>,
     ) -> Result<Response<GetAttestationResponse>, Status> {
+        // Anyone may ask: a fresh quote is TEE work, so each peer gets a small allowance (as over HTTP).
+        let peer = req
+            .remote_addr()
+            .map(|a| a.ip())
+            .unwrap_or(std::net::IpAddr::from([0, 0, 0, 0]));
         let nonce = <[u8; 32]>::try_from(req.into_inner().nonce.as_slice())
             .map_err(|_| Status::from(Error::BadRequest("nonce must be exactly 32 bytes".into())))?;
+        let _quote = self.p.quote_permit(peer)?;
         let doc = crate::http::fresh_evidence(&self.p, nonce).await?;
         let s = |k: &str| doc.get(k).and_then(|v| v.as_str()).unwrap_or_default().to_owned();
         Ok(Response::new(GetAttestationResponse {
