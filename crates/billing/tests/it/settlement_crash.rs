@@ -152,15 +152,17 @@ async fn scenario(fault: Option<Fault>, session: bool) {
 }
 
 async fn check(ledger: &Ledger, chain: &MockChain, addrs: &[Address], totals: &[u64], all: u64) {
-    let s = chain.state.lock().unwrap();
-    assert_eq!(s.provider_earned, U256::from(all), "paid exactly once");
-    for (u, t) in addrs.iter().zip(totals) {
-        assert_eq!(
-            s.accounts[u].balance,
-            U256::from(DEPOSIT - t),
-            "exact balance of {u}"
-        );
-        assert_eq!(ledger.unsettled_fee(*u), U256::ZERO);
+    {
+        let s = chain.state.lock().unwrap();
+        assert_eq!(s.provider_earned, U256::from(all), "paid exactly once");
+        for (u, t) in addrs.iter().zip(totals) {
+            assert_eq!(
+                s.accounts[u].balance,
+                U256::from(DEPOSIT - t),
+                "exact balance of {u}"
+            );
+            assert_eq!(ledger.unsettled_fee(*u), U256::ZERO);
+        }
     }
     assert!(ledger.open_settlements().await.unwrap().is_empty());
 }
