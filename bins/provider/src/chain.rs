@@ -42,3 +42,24 @@ pub async fn register(
             reason: "no service right after a successful addOrUpdateService".into(),
         })
 }
+
+/// Logs a warning (with the exact `zg owner acknowledge-tee-signer` command) while the contract owner has not
+/// acknowledged `provider`'s TEE signer; returns whether it is acknowledged.
+pub async fn warn_unless_owner_acknowledged(client: &Client, provider: Address) -> bool {
+    match client.inference().get_service(provider).await {
+        Ok(Some(s)) if s.tee_signer_acknowledged => true,
+        Ok(Some(s)) => {
+            let command = client.owner_acknowledge_command(zg_chain::ServiceKind::Inference, provider);
+            tracing::warn!(signer = %s.tee_signer, %command, "the TEE signer waits for the contract owner's acknowledgement: TEE-signed settlements are refused and 0G clients refuse this provider until the owner runs the command");
+            false
+        }
+        Ok(None) => {
+            tracing::warn!(%provider, "no inference service registered for this provider");
+            false
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot read whether the owner acknowledged the TEE signer");
+            false
+        }
+    }
+}

@@ -17,7 +17,7 @@ mod run;
 mod tee;
 mod upstream;
 
-pub use crate::chain::register;
+pub use crate::chain::{register, warn_unless_owner_acknowledged};
 pub use crate::config::{CONFIG_TEMPLATE, RunArgs, Settings};
 pub use crate::core::{
     AccountSource, Authorized, CoreConfig, Credentials, Exchange, ExchangeBody, Limits, Provider,

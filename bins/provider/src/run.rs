@@ -138,9 +138,7 @@ pub async fn start(s: Settings) -> Result<Running> {
     let service = crate::chain::register(&client, provider, &params, stake)
         .await
         .map_err(chain_err("addOrUpdateService"))?;
-    if !service.tee_signer_acknowledged {
-        tracing::warn!(signer = %tee.signer(), "the contract owner has not acknowledged this TEE signer yet: 0G clients will refuse it");
-    }
+    crate::chain::warn_unless_owner_acknowledged(&client, provider).await;
     tracing::info!(%provider, signer = %tee.signer(), url = %s.public_url, model = %s.model, "service registered");
     let domains = Domains::new(client.chain_id(), s.contracts.inference);
     let ledger = Ledger::open(LedgerConfig::new(
@@ -176,6 +174,7 @@ pub async fn start(s: Settings) -> Result<Running> {
         Arc::new(adapter.clone()),
         Arc::clone(&metrics),
     );
+    let owner_ack_watch = (client.clone(), provider);
     let settler = Arc::new(Settler::new(
         ledger,
         adapter,
@@ -246,6 +245,7 @@ pub async fn start(s: Settings) -> Result<Running> {
             rx.clone(),
             s.settle_interval,
         );
+        let trust = owner_ack_watch;
         tasks.push(tokio::spawn(async move {
             let mut tick = tokio::time::interval(every);
             tick.tick().await;
@@ -257,6 +257,7 @@ pub async fn start(s: Settings) -> Result<Running> {
                 if stop {
                     break;
                 }
+                crate::chain::warn_unless_owner_acknowledged(&trust.0, trust.1).await;
                 settle_round(&settler, &metrics, false).await;
             }
         }));

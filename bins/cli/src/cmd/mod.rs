@@ -7,6 +7,7 @@ mod devnet;
 mod inference;
 mod key;
 mod opts;
+mod owner;
 mod sealing;
 mod serve;
 mod storage;
@@ -71,6 +72,9 @@ enum Command {
     /// Point any OpenAI client at it (`OPENAI_BASE_URL=http://127.0.0.1:3001/v1`); receipts come back in
     /// `ZG-Receipt` headers. Example: `zg serve --provider 0x… --allow-simulated --port 3001`.
     Serve(serve::ServeArgs),
+    /// Contract owner: acknowledge (or revoke) a provider's TEE signer, as in 0G's provider onboarding.
+    #[command(subcommand)]
+    Owner(owner::OwnerCommand),
 }
 
 impl Cli {
@@ -94,6 +98,7 @@ impl Cli {
             Command::DecryptModel(a) => a.run(g).await,
             Command::Inference(c) => c.run(g).await,
             Command::Serve(a) => a.run(g).await,
+            Command::Owner(c) => c.run(g).await,
         }
     }
 }

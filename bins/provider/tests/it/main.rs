@@ -15,3 +15,5 @@ mod api;
 mod anvil;
 // Issue 9, written as the attacks (free inference, over-charging, stalling the provider).
 mod attacks;
+// Issue 9: the log names the owner's command while the TEE signer waits for it.
+mod owner_ack_log;
