@@ -397,9 +397,12 @@ impl Provider {
     }
 
     /// Makes sure the ledger has a fresh copy of the customer's on-chain account: the cached one while younger
-    /// than the TTL, else one chain read (at most [`Limits::max_account_lookups`] at once). An address without
-    /// an account is remembered for [`Limits::unknown_account_ttl`]; nothing is stored for it in the ledger.
-    async fn refresh_account(&self, user: Address) -> Result<()> {
+    /// than the TTL, else one chain read (at most [`Limits::max_account_lookups`] at once). For billed requests
+    /// (`negative`) an address without an account is remembered for [`Limits::unknown_account_ttl`]; the 0G
+    /// `unsettledfee` call, which the SDK makes before it funds a new sub-account, always asks the chain, so the
+    /// request that follows the funding is not refused from the cache. Nothing is stored in the ledger for an
+    /// unknown address.
+    async fn refresh_account(&self, user: Address, negative: bool) -> Result<()> {
         let limits = &self.0.config.limits;
         let cached = self
             .0
@@ -414,7 +417,7 @@ impl Provider {
             {
                 return Ok(());
             }
-            Some((at, false)) if at.elapsed() < limits.unknown_account_ttl => {
+            Some((at, false)) if negative && at.elapsed() < limits.unknown_account_ttl => {
                 return Err(zg_billing::Error::UnknownAccount { user }.into());
             }
             _ => {}
@@ -441,7 +444,9 @@ impl Provider {
                 Ok(())
             }
             Ok(None) => {
-                remember(false);
+                if negative {
+                    remember(false);
+                }
                 Err(zg_billing::Error::UnknownAccount { user }.into())
             }
             Err(e) if self.0.ledger.chain_account(user).is_some() => {
@@ -458,28 +463,32 @@ impl Provider {
     /// Authenticates a 0G session token: signature, provider, time and age first (no chain call), then
     /// generation and revocation against the account read from the chain.
     pub async fn authenticate(&self, authorization: &str) -> Result<Arc<SessionToken>> {
+        self.authenticate_with(authorization, true).await
+    }
+
+    async fn authenticate_with(&self, authorization: &str, negative: bool) -> Result<Arc<SessionToken>> {
         let token = self.0.verifier.authenticate(authorization)?;
         self.0.verifier.check_stateless(&token, now_ms())?;
-        self.refresh_account(token.user()).await?;
+        self.refresh_account(token.user(), negative).await?;
         let ledger = &self.0.ledger;
         Ok(self
             .0
             .verifier
-            .verify(authorization, now_ms(), |u| ledger.token_state(u))?)
+            .accept(authorization, token, now_ms(), |u| ledger.token_state(u))?)
     }
 
     /// Checks a native envelope's signatures (no chain call), then reads the customer's account.
     async fn authenticate_native(&self, envelope: &str) -> Result<VerifiedRequest> {
         let signed = SignedRequest::from_header(envelope)?;
         let verified = self.0.ledger.verify_native(&signed)?;
-        self.refresh_account(signed.request.user).await?;
+        self.refresh_account(signed.request.user, true).await?;
         Ok(verified)
     }
 
     /// `unsettledfee`: fees `user` owes that are not settled yet, for an authenticated caller.
     pub async fn unsettled_fee(&self, creds: &Credentials, user: &str) -> Result<U256> {
         let auth = creds.authorization.as_deref().ok_or(Error::NoCredentials)?;
-        let token = self.authenticate(auth).await?;
+        let token = self.authenticate_with(auth, false).await?;
         let asked: Address = user
             .parse()
             .map_err(|_| Error::BadRequest(format!("{user:?} is not an address")))?;
@@ -490,6 +499,13 @@ impl Provider {
             });
         }
         Ok(self.0.ledger.unsettled_fee(asked))
+    }
+
+    /// gRPC `GetUnsettledFee`: the token's own customer and what it owes (same checks as [`Provider::unsettled_fee`]).
+    pub async fn own_unsettled_fee(&self, authorization: &str) -> Result<(Address, U256)> {
+        let token = self.authenticate_with(authorization, false).await?;
+        let user = token.user();
+        Ok((user, self.0.ledger.unsettled_fee(user)))
     }
 
     /// Authenticates a billed request from its credentials alone, before its body is read: signatures and
@@ -507,7 +523,7 @@ impl Provider {
                 .into());
             }
             let verified = self.0.ledger.verify_native(&signed)?;
-            self.refresh_account(signed.request.user).await?;
+            self.refresh_account(signed.request.user, true).await?;
             return Ok(Authorized::Native(Box::new(verified)));
         }
         let auth = creds.authorization.as_deref().ok_or(Error::NoCredentials)?;

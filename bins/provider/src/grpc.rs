@@ -200,11 +200,10 @@ impl ProviderRpc for GrpcService {
         req: Request<GetUnsettledFeeRequest>,
     ) -> Result<Response<GetUnsettledFeeResponse>, Status> {
         let auth = req.into_inner().authorization;
-        let token = self.p.authenticate(&auth).await?;
-        let user = token.user();
+        let (user, fee) = self.p.own_unsettled_fee(&auth).await?;
         Ok(Response::new(GetUnsettledFeeResponse {
             user: user.to_checksum(None),
-            unsettled_fee: self.p.ledger().unsettled_fee(user).to_string(),
+            unsettled_fee: fee.to_string(),
         }))
     }
 }

@@ -317,26 +317,46 @@ impl SessionVerifier {
         state: impl FnOnce(Address) -> Option<TokenState>,
     ) -> Result<Arc<SessionToken>> {
         let token = self.authenticate(authorization)?;
+        self.accept(authorization, token, now_ms, state)
+    }
+
+    /// Finishes [`SessionVerifier::verify`] for a token [`SessionVerifier::authenticate`] returned (a provider
+    /// reads the account from the chain in between): the stateless rules and the on-chain state, then the token is
+    /// cached. Only tokens that passed everything are cached, so keys without an account (anyone can make one)
+    /// cannot fill the cache.
+    pub fn accept(
+        &self,
+        authorization: &str,
+        token: Arc<SessionToken>,
+        now_ms: u64,
+        state: impl FnOnce(Address) -> Option<TokenState>,
+    ) -> Result<Arc<SessionToken>> {
         self.check_stateless(&token, now_ms)?;
         let user = token.user();
         let st = state(user).ok_or(Error::UnknownAccount { user })?;
         token.check_chain_state(&st)?;
-        Ok(token)
-    }
-
-    /// Parses and signature-checks a header, using the cache.
-    pub fn authenticate(&self, authorization: &str) -> Result<Arc<SessionToken>> {
-        if let Some(t) = self.cache.lock().ok().and_then(|c| c.get(authorization).cloned()) {
-            return Ok(t);
-        }
-        let token = Arc::new(SessionToken::parse(authorization)?);
-        if let Ok(mut c) = self.cache.lock() {
+        if let Ok(mut c) = self.cache.lock()
+            && !c.contains_key(authorization)
+        {
             if c.len() >= self.capacity {
                 c.clear();
             }
             c.insert(authorization.into(), Arc::clone(&token));
         }
         Ok(token)
+    }
+
+    /// Number of tokens remembered (each passed every check once).
+    pub fn cached_tokens(&self) -> usize {
+        self.cache.lock().map(|c| c.len()).unwrap_or(0)
+    }
+
+    /// Parses and signature-checks a header, or finds it among the tokens already accepted.
+    pub fn authenticate(&self, authorization: &str) -> Result<Arc<SessionToken>> {
+        if let Some(t) = self.cache.lock().ok().and_then(|c| c.get(authorization).cloned()) {
+            return Ok(t);
+        }
+        Ok(Arc::new(SessionToken::parse(authorization)?))
     }
 }
 
@@ -544,5 +564,18 @@ mod tests {
             v.verify(&header, 1_700_000_000_002, |_| None),
             Err(Error::UnknownAccount { .. })
         ));
+        assert_eq!(v.cached_tokens(), 1);
+    }
+
+    /// Anyone can sign a token with a fresh key: only tokens whose account is known are remembered.
+    #[test]
+    fn tokens_of_unknown_accounts_are_not_cached() {
+        let v = SessionVerifier::new(provider(), 0);
+        for _ in 0..10 {
+            let s = EthSigner::random();
+            let (_, header) = SessionToken::create(&s, &claims(s.address())).unwrap();
+            assert!(v.verify(&header, 1_700_000_000_001, |_| None).is_err());
+        }
+        assert_eq!(v.cached_tokens(), 0);
     }
 }

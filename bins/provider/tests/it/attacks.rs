@@ -361,6 +361,31 @@ async fn garbage_envelopes_cost_no_chain_calls_and_unknown_accounts_are_cached()
     assert_eq!(calls(&fake), 0);
 }
 
+/// The official SDK asks for `unsettledfee` before it funds a new sub-account: that call must not leave a negative
+/// cache entry that refuses the request right after the funding.
+#[tokio::test]
+async fn unsettledfee_before_funding_does_not_refuse_the_first_request() {
+    let (_fake, o) = with_fake(64).await;
+    let c = EthSigner::random();
+    let t = token(&c, o.me, 1, now_ms() + 60_000, 0);
+    let r = http()
+        .get(format!("{}/v1/user/{}/unsettledfee", o.url, c.address()))
+        .header("authorization", &t)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 402, "no sub-account yet");
+    o.accounts.set(
+        c.address(),
+        ChainAccount {
+            balance: U256::from(10u128.pow(18)),
+            ..Default::default()
+        },
+    );
+    let r = post_session(&o, &t, r#"{"model":"ok","messages":[],"max_tokens":8}"#).await;
+    assert_eq!(r.status(), 200);
+}
+
 /// Opens a connection that sends a streaming request and then never reads: a receive window of ~zero.
 async fn zero_window_reader(addr: std::net::SocketAddr, token: String) -> tokio::net::TcpStream {
     let sock = tokio::net::TcpSocket::new_v4().unwrap();
