@@ -467,14 +467,14 @@ impl Provider {
     }
 
     async fn authenticate_with(&self, authorization: &str, negative: bool) -> Result<Arc<SessionToken>> {
-        let token = self.0.verifier.authenticate(authorization)?;
+        let (token, cached) = self.0.verifier.lookup_or_parse(authorization)?;
         self.0.verifier.check_stateless(&token, now_ms())?;
         self.refresh_account(token.user(), negative).await?;
         let ledger = &self.0.ledger;
         Ok(self
             .0
             .verifier
-            .accept(authorization, token, now_ms(), |u| ledger.token_state(u))?)
+            .accept(authorization, token, cached, now_ms(), |u| ledger.token_state(u))?)
     }
 
     /// Checks a native envelope's signatures (no chain call), then reads the customer's account.

@@ -316,18 +316,19 @@ impl SessionVerifier {
         now_ms: u64,
         state: impl FnOnce(Address) -> Option<TokenState>,
     ) -> Result<Arc<SessionToken>> {
-        let token = self.authenticate(authorization)?;
-        self.accept(authorization, token, now_ms, state)
+        let (token, cached) = self.lookup_or_parse(authorization)?;
+        self.accept(authorization, token, cached, now_ms, state)
     }
 
-    /// Finishes [`SessionVerifier::verify`] for a token [`SessionVerifier::authenticate`] returned (a provider
+    /// Finishes [`SessionVerifier::verify`] for a token [`SessionVerifier::lookup_or_parse`] returned (a provider
     /// reads the account from the chain in between): the stateless rules and the on-chain state, then the token is
-    /// cached. Only tokens that passed everything are cached, so keys without an account (anyone can make one)
-    /// cannot fill the cache.
+    /// cached unless it came from the cache (`cached`). Only tokens that passed everything are cached, so keys
+    /// without an account (anyone can make one) cannot fill the cache.
     pub fn accept(
         &self,
         authorization: &str,
         token: Arc<SessionToken>,
+        cached: bool,
         now_ms: u64,
         state: impl FnOnce(Address) -> Option<TokenState>,
     ) -> Result<Arc<SessionToken>> {
@@ -335,9 +336,7 @@ impl SessionVerifier {
         let user = token.user();
         let st = state(user).ok_or(Error::UnknownAccount { user })?;
         token.check_chain_state(&st)?;
-        if let Ok(mut c) = self.cache.lock()
-            && !c.contains_key(authorization)
-        {
+        if !cached && let Ok(mut c) = self.cache.lock() {
             if c.len() >= self.capacity {
                 c.clear();
             }
@@ -353,10 +352,16 @@ impl SessionVerifier {
 
     /// Parses and signature-checks a header, or finds it among the tokens already accepted.
     pub fn authenticate(&self, authorization: &str) -> Result<Arc<SessionToken>> {
+        self.lookup_or_parse(authorization).map(|(t, _)| t)
+    }
+
+    /// [`SessionVerifier::authenticate`], also telling whether the token came from the cache (pass that to
+    /// [`SessionVerifier::accept`]).
+    pub fn lookup_or_parse(&self, authorization: &str) -> Result<(Arc<SessionToken>, bool)> {
         if let Some(t) = self.cache.lock().ok().and_then(|c| c.get(authorization).cloned()) {
-            return Ok(t);
+            return Ok((t, true));
         }
-        Ok(Arc::new(SessionToken::parse(authorization)?))
+        Ok((Arc::new(SessionToken::parse(authorization)?), false))
     }
 }
 
