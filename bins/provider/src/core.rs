@@ -248,6 +248,8 @@ struct Inner {
     accounts: Arc<dyn AccountSource>,
     account_cache: Mutex<AccountCache>,
     lookups: Semaphore,
+    /// When an admission refused for balance last re-read the customer's account (one re-read per TTL).
+    reread: Mutex<HashMap<Address, Instant>>,
     quotes: Mutex<QuoteBuckets>,
     quote_slots: Arc<Semaphore>,
     limiter: Arc<Semaphore>,
@@ -358,6 +360,7 @@ impl Provider {
             accounts,
             account_cache: Mutex::new(AccountCache::default()),
             lookups,
+            reread: Mutex::new(HashMap::new()),
             quotes: Mutex::new(QuoteBuckets::default()),
             // Quote generation is slow (TDX: tens of ms, a socket round trip on dstack): two at a time.
             quote_slots: Arc::new(Semaphore::new(2)),
@@ -530,6 +533,33 @@ impl Provider {
         Ok(Authorized::Session(self.authenticate(auth).await?))
     }
 
+    /// After a refusal for balance, reads the account from chain again (true) unless that was already done
+    /// within the account TTL (false). The official 0G SDK calls `unsettledfee` (which caches the account),
+    /// tops the sub-account up with `transferFund`, then sends the request at once: without the re-read the
+    /// request is refused on the balance from before the top-up. Callers are authenticated (a verified token
+    /// or signed request for an existing account), and the limit keeps an empty account from turning every
+    /// request into an RPC: at most two `getAccount` per customer per TTL.
+    async fn reread_account(&self, user: Address) -> Result<bool> {
+        let ttl = self.0.config.account_ttl;
+        {
+            let Ok(mut m) = self.0.reread.lock() else {
+                return Ok(false);
+            };
+            if m.get(&user).is_some_and(|t| t.elapsed() < ttl) {
+                return Ok(false);
+            }
+            if m.len() >= ACCOUNT_CACHE_CAPACITY {
+                m.clear();
+            }
+            m.insert(user, Instant::now());
+        }
+        if let Ok(mut c) = self.0.account_cache.lock() {
+            c.read_at.remove(&user);
+        }
+        self.refresh_account(user, true).await?;
+        Ok(true)
+    }
+
     /// A concurrency slot, or [`Error::Saturated`].
     pub fn slot(&self) -> Result<Slot> {
         let permit = Arc::clone(&self.0.limiter)
@@ -568,9 +598,21 @@ impl Provider {
         let up_body = upstream_body(endpoint, &body, self.0.config.default_max_tokens)?;
         let bound = up_body.bound.fee(&self.0.config.prices)?;
         let now = now_ms();
-        let admission = match &auth {
-            Authorized::Native(v) => self.0.ledger.admit_verified(v, &body, bound, now).await?,
-            Authorized::Session(token) => self.0.ledger.admit_session(token, bound, now).await?,
+        let admit = || async {
+            match &auth {
+                Authorized::Native(v) => self.0.ledger.admit_verified(v, &body, bound, now).await,
+                Authorized::Session(token) => self.0.ledger.admit_session(token, bound, now).await,
+            }
+        };
+        let user = match &auth {
+            Authorized::Native(v) => v.request().user,
+            Authorized::Session(token) => token.user(),
+        };
+        let admission = match admit().await {
+            Err(zg_billing::Error::InsufficientBalance { .. }) if self.reread_account(user).await? => {
+                admit().await?
+            }
+            r => r?,
         };
         let forward = up_body.rewritten.map(Bytes::from).unwrap_or_else(|| body.clone());
         let native = admission.nonce.is_some();

@@ -1,5 +1,6 @@
 //! Test helpers shared by zg-compute's crates (dev-only): testdata loaders, the anvil devnet guard, loopback
-//! servers (a fake OpenAI-compatible upstream), free ports and well-known devnet keys.
+//! servers (a fake OpenAI-compatible upstream), free ports, well-known devnet keys, and the runner for the pinned
+//! JavaScript tools (the official 0G CLI/SDK, eciesjs).
 //!
 //! # Example
 //! ```
@@ -12,5 +13,6 @@
 pub mod fake_upstream;
 pub mod keys;
 pub mod net;
+pub mod node;
 pub mod testdata;
 pub mod tools;

@@ -32,6 +32,7 @@ async fn with_fake_limits(
         upstream: Some(fake.base.clone()),
         max_concurrency,
         limits,
+        ..Opts::default()
     })
     .await;
     (fake, o)

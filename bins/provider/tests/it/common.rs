@@ -31,6 +31,8 @@ pub struct Opts {
     pub upstream: Option<String>,
     pub max_concurrency: usize,
     pub limits: Limits,
+    /// How long a read account is trusted (zero: read on every request).
+    pub account_ttl: Duration,
 }
 
 impl Default for Opts {
@@ -43,6 +45,7 @@ impl Default for Opts {
                 unknown_account_ttl: Duration::from_secs(60),
                 ..Limits::default()
             },
+            account_ttl: Duration::ZERO,
         }
     }
 }
@@ -101,7 +104,7 @@ pub async fn offline(opts: Opts) -> Offline {
             max_concurrency: opts.max_concurrency,
             retry_after_secs: 2,
             upstream_timeout: Duration::from_secs(5),
-            account_ttl: Duration::ZERO,
+            account_ttl: opts.account_ttl,
             default_max_tokens: 256,
             max_skew_ms: 60_000,
             limits: opts.limits.clone(),
