@@ -658,27 +658,24 @@ impl Client {
         Ok(transferred)
     }
 
-    /// The fee cap of a request: every byte of the body bounds one prompt token (the provider's own rule),
-    /// `max_tokens` (or the configured default) bounds the completion.
+    /// The fee cap of a request: its worst-case fee by zg-billing's one rule ([`zg_billing::worst_case_fee`]: body
+    /// bytes bound the prompt, `max_tokens` in any form or the default × `n`/`best_of` the completion), which the
+    /// provider refuses to go below.
     pub(crate) fn fee_cap(&self, t: &Target, route: Route, body: &[u8]) -> Result<U256> {
-        let v: serde_json::Value = serde_json::from_slice(body)
-            .map_err(|e| Error::InvalidInput(format!("request body is not JSON: {e}")))?;
-        if !v.is_object() {
-            return Err(Error::InvalidInput("request body must be a JSON object".into()));
-        }
-        let completion = match route {
-            Route::Embeddings => 0,
-            _ => v
-                .get("max_completion_tokens")
-                .or_else(|| v.get("max_tokens"))
-                .and_then(serde_json::Value::as_u64)
-                .unwrap_or(self.0.cfg.default_max_tokens),
+        let endpoint = match route {
+            Route::Chat => zg_billing::Endpoint::Chat,
+            Route::Completions => zg_billing::Endpoint::Completions,
+            Route::Embeddings => zg_billing::Endpoint::Embeddings,
         };
-        let bound = zg_billing::Usage {
-            prompt_tokens: body.len() as u64,
-            completion_tokens: completion,
-        };
-        Ok(t.prices.fee(&bound)?)
+        zg_billing::worst_case_fee(&t.prices, endpoint, body, self.0.cfg.default_max_tokens).map_err(|e| {
+            // A body the provider would refuse (not JSON, a non-boolean `stream`, a bad `max_tokens`) is the
+            // caller's input error.
+            if e.is_client_fault() {
+                Error::InvalidInput(e.to_string())
+            } else {
+                Error::Signing(e)
+            }
+        })
     }
 
     /// Reserves a fresh nonce durably and signs the request and a voucher over everything owed so far.
