@@ -71,15 +71,26 @@ pub struct ClientConfig {
     pub top_up: TopUpPolicy,
     /// Completion tokens assumed for the fee cap when a request sets no `max_tokens`.
     pub default_max_tokens: u64,
-    /// Per-request HTTP timeout (to the response head; streams may run longer).
+    /// Per-request HTTP timeout: connecting and the response head, and then the whole body of a
+    /// non-streamed answer, an attestation document or an error.
     pub timeout: Duration,
+    /// A streamed answer must end (with its receipt) within this.
+    pub stream_timeout: Duration,
+    /// Largest body read from a provider: an answer, a whole stream, an attestation document. A provider is
+    /// anyone registered on chain, so nothing it sends is read without a bound.
+    pub max_response_bytes: u64,
+    /// How often the on-chain `teeSignerAddress` of a provider in use is read again (also after every
+    /// receipt that fails verification). When it changed, nothing is sent or topped up until a fresh
+    /// attestation binds the new signer.
+    pub signer_check_interval: Duration,
     /// Use this base URL instead of the registered service URL (tests, SSH tunnels). The attestation is
     /// still checked against the on-chain signer, so a wrong URL cannot impersonate a provider.
     pub url_override: Option<String>,
 }
 
 impl ClientConfig {
-    /// Defaults for `data_dir`: production policy, top-up on, 1024 tokens, 120 s.
+    /// Defaults for `data_dir`: production policy, top-up on, 1024 tokens, 120 s per request, 10 min per
+    /// stream, 64 MiB per body, the on-chain signer re-read every 30 s.
     pub fn new(data_dir: impl Into<PathBuf>) -> Self {
         Self {
             data_dir: data_dir.into(),
@@ -88,6 +99,9 @@ impl ClientConfig {
             top_up: TopUpPolicy::default(),
             default_max_tokens: 1024,
             timeout: Duration::from_secs(120),
+            stream_timeout: Duration::from_secs(600),
+            max_response_bytes: 64 * 1024 * 1024,
+            signer_check_interval: Duration::from_secs(30),
             url_override: None,
         }
     }
@@ -601,7 +615,7 @@ impl Client {
     }
 
     /// The local state kept for a provider (nonces, amounts, verified keys).
-    pub fn state(&self, provider: Address) -> Result<ProviderState> {
+    pub async fn state(&self, provider: Address) -> Result<ProviderState> {
         self.0.store.load(provider)
     }
 

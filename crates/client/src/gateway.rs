@@ -22,6 +22,7 @@ use serde_json::json;
 
 use crate::client::{Client, Route};
 use crate::error::Error;
+use crate::guard::{LocalGuard, refusal_response};
 use crate::receipt::VerifiedReceipt;
 use crate::stream::StreamEvent;
 
@@ -55,8 +56,9 @@ impl Gw {
 }
 
 /// The gateway's router for one provider: `/v1/chat/completions` (plain and SSE), `/v1/completions`,
-/// `/v1/embeddings`, `/v1/models`, plus `/zg/v1/receipts/{key}`, `/zg/v1/status` and `/healthz`.
-pub fn gateway_router(client: Client, provider: Address) -> Router {
+/// `/v1/embeddings`, `/v1/models`, plus `/zg/v1/receipts/{key}`, `/zg/v1/status` and `/healthz`, all
+/// behind `guard` (`/healthz` is public: it answers `ok` and nothing else).
+pub fn gateway_router(client: Client, provider: Address, guard: LocalGuard) -> Router {
     let gw = Gw {
         client,
         provider,
@@ -65,7 +67,7 @@ pub fn gateway_router(client: Client, provider: Address) -> Router {
     let billed = |route: Route| {
         post(move |State(g): State<Gw>, body: Bytes| async move { forward(g, route, body).await })
     };
-    Router::new()
+    let router = Router::new()
         .route("/v1/chat/completions", billed(Route::Chat))
         .route("/chat/completions", billed(Route::Chat))
         .route("/v1/completions", billed(Route::Completions))
@@ -74,7 +76,8 @@ pub fn gateway_router(client: Client, provider: Address) -> Router {
         .route("/zg/v1/receipts/{key}", get(receipt))
         .route("/zg/v1/status", get(status))
         .route("/healthz", get(|| async { "ok" }))
-        .with_state(gw)
+        .with_state(gw);
+    guard.public_path("/healthz").apply(router)
 }
 
 /// An OpenAI-style error response.
@@ -84,7 +87,11 @@ fn error_response(e: &Error) -> Response {
             StatusCode::from_u16(*status).unwrap_or(StatusCode::BAD_GATEWAY),
             kind.as_str(),
         ),
+        Error::Refused(r) => return refusal_response(r),
         Error::InvalidInput(_) => (StatusCode::BAD_REQUEST, "invalid_request_error"),
+        Error::SignerChanged { .. } => (StatusCode::FORBIDDEN, "tee_signer_changed"),
+        Error::ResponseTooLarge { .. } => (StatusCode::BAD_GATEWAY, "provider_response_too_large"),
+        Error::ResponseTimeout { .. } => (StatusCode::GATEWAY_TIMEOUT, "provider_timeout"),
         e if e.is_verification_failure() => (StatusCode::BAD_GATEWAY, "verification_failed"),
         e if e.is_insufficient_balance() => (StatusCode::PAYMENT_REQUIRED, "insufficient_balance"),
         Error::Http { .. } | Error::StreamIncomplete(_) => (StatusCode::BAD_GATEWAY, "provider_unreachable"),

@@ -5,6 +5,8 @@ mod client;
 mod error;
 #[cfg(feature = "gateway")]
 mod gateway;
+#[cfg(feature = "gateway")]
+mod guard;
 mod receipt;
 mod store;
 mod stream;
@@ -12,9 +14,11 @@ mod stream;
 pub use crate::client::{
     Balance, ChatResponse, Client, ClientConfig, ProviderVerification, Route, TopUpPolicy,
 };
-pub use crate::error::{Error, Result};
+pub use crate::error::{Error, Refusal, Result};
 #[cfg(feature = "gateway")]
 pub use crate::gateway::gateway_router;
+#[cfg(feature = "gateway")]
+pub use crate::guard::{ApiKey, LocalGuard};
 pub use crate::receipt::{
     RECEIPT_EVENT, RECEIPT_HEADER, REQUEST_HEADER, RES_KEY_HEADER, ReceiptJson, UsageJson, VerifiedReceipt,
     parse_receipt_header, verify_receipt,

@@ -225,3 +225,50 @@ async fn handle(
     }
     (status, out_headers, Body::from(bytes)).into_response()
 }
+
+impl Env {
+    /// The provider re-registers its service with `signer` as its TEE signer (what a provider operator can
+    /// do at any time; the running provider keeps its attested keys).
+    pub async fn register_signer(&self, signer: Address) {
+        let c = self
+            .devnet
+            .client(Some(self.devnet.keys()[2].clone()))
+            .await
+            .unwrap();
+        let s = c.inference().get_service(self.provider).await.unwrap().unwrap();
+        let params = zg_chain::ServiceParams {
+            service_type: s.service_type,
+            url: s.url,
+            model: s.model,
+            verifiability: s.verifiability,
+            input_price: s.input_price,
+            output_price: s.output_price,
+            additional_info: s.additional_info,
+            tee_signer: signer,
+        };
+        c.inference()
+            .add_or_update_service(&params, Amount(U256::ZERO))
+            .await
+            .unwrap();
+    }
+
+    /// The on-chain TEE signer of the provider.
+    pub async fn tee_signer(&self) -> Address {
+        let c = self.devnet.client(None).await.unwrap();
+        c.inference().get_service(self.provider).await.unwrap().unwrap().tee_signer
+    }
+
+    /// How many transactions `who` has sent (`eth_getTransactionCount`, latest).
+    pub async fn tx_count(&self, who: Address) -> u64 {
+        let v: serde_json::Value = reqwest::Client::new()
+            .post(self.devnet.rpc_url())
+            .json(&serde_json::json!({"jsonrpc": "2.0", "id": 1, "method": "eth_getTransactionCount", "params": [who, "latest"]}))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        u64::from_str_radix(v["result"].as_str().unwrap().trim_start_matches("0x"), 16).unwrap()
+    }
+}

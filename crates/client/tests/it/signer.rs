@@ -1,0 +1,168 @@
+//! The provider changes its on-chain TEE signer in the middle of a session (issue 9, item 2): the client
+//! notices (on its re-read interval, or at once after a receipt fails verification), refuses the next
+//! request with a named error, and moves no funds to the provider until a fresh attestation binds the new
+//! signer.
+
+use std::time::Duration;
+
+use alloy_primitives::{Address, U256};
+use zg_chain::Amount;
+use zg_client::{ClientConfig, Error, TopUpPolicy};
+
+use crate::common::{Tamper, chat_body, env, proxy};
+use crate::gateway::serve;
+
+/// A top-up policy under which every request moves funds (the headroom is larger than one refill), so a
+/// request that is let through is visible as a `transferFund` transaction.
+fn eager_top_up() -> TopUpPolicy {
+    TopUpPolicy {
+        enabled: true,
+        min_headroom: Amount::from_zg(3).0,
+        refill: Amount::from_zg(1).0,
+    }
+}
+
+#[tokio::test]
+async fn signer_rotation_refuses_the_next_request_and_sends_no_transfer() {
+    let e = env(20).await;
+    let cfg = ClientConfig {
+        top_up: eager_top_up(),
+        signer_check_interval: Duration::ZERO,
+        ..e.config()
+    };
+    let client = e.client_with(cfg).await;
+    let me = e.customer.address();
+    let old = e.tee_signer().await;
+
+    // Two requests before the rotation: each one tops up (one transferFund each), so a third that got
+    // through would be visible.
+    let t0 = e.tx_count(me).await;
+    client.chat(e.provider, chat_body("one", 8, false)).await.unwrap();
+    let t1 = e.tx_count(me).await;
+    client.chat(e.provider, chat_body("two", 8, false)).await.unwrap();
+    let t2 = e.tx_count(me).await;
+    assert!(t1 > t0 && t2 > t1, "every request tops up: {t0} {t1} {t2}");
+    let gw = serve(client.clone(), e.provider).await;
+
+    // The operator registers a signer no attested TEE of ours holds.
+    let new = Address::repeat_byte(0x5e);
+    e.register_signer(new).await;
+    let before = (e.tx_count(me).await, e.sub_balance().await, client.state(e.provider).await.unwrap());
+
+    let err = client
+        .chat(e.provider, chat_body("three", 8, false))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(err, Error::SignerChanged { provider, verified, on_chain }
+            if provider == e.provider && verified == old && on_chain == new),
+        "{err}"
+    );
+    assert!(err.to_string().contains("zg inference verify"), "{err}");
+    // Refused again (streams and top-ups too), not once.
+    let err = client
+        .chat_stream(e.provider, chat_body("four", 8, true))
+        .await
+        .unwrap_err();
+    assert!(matches!(err, Error::SignerChanged { .. }), "{err}");
+    let err = client.ensure_funded(e.provider, U256::from(1)).await.unwrap_err();
+    assert!(matches!(err, Error::SignerChanged { .. }), "{err}");
+    // Through zg serve: a named 403, before anything is paid.
+    let resp = reqwest::Client::new()
+        .post(format!("{}/v1/chat/completions", gw.url))
+        .bearer_auth(&gw.key)
+        .header("content-type", "application/json")
+        .body(chat_body("five", 8, false))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status().as_u16(), 403);
+    let v: serde_json::Value = resp.json().await.unwrap();
+    assert_eq!(v["error"]["type"], "tee_signer_changed", "{v}");
+    // A new process on the same data dir refuses too (it does not silently re-verify).
+    let fresh = e
+        .client_with(ClientConfig {
+            top_up: eager_top_up(),
+            ..e.config()
+        })
+        .await;
+    let err = fresh
+        .chat(e.provider, chat_body("six", 8, false))
+        .await
+        .unwrap_err();
+    assert!(matches!(err, Error::SignerChanged { .. }), "{err}");
+
+    // No transferFund (no transaction at all), no nonce used, nothing owed.
+    let after = (e.tx_count(me).await, e.sub_balance().await, client.state(e.provider).await.unwrap());
+    assert_eq!(after, before);
+
+    // Verifying again cannot pass: the provider's attested key is still the old one, not the new signer.
+    let err = client.verify_provider(e.provider).await.unwrap_err();
+    assert!(matches!(err, Error::AttestationFailed { .. }), "{err}");
+    assert!(matches!(
+        client.chat(e.provider, chat_body("seven", 8, false)).await.unwrap_err(),
+        Error::SignerChanged { .. }
+    ));
+
+    // The operator puts the attested signer back: the keys verified earlier match again, service resumes.
+    e.register_signer(old).await;
+    let r = client.chat(e.provider, chat_body("eight", 8, false)).await.unwrap();
+    assert!(r.receipt.fee > U256::ZERO);
+    assert!(e.tx_count(me).await > after.0, "funding resumed");
+}
+
+#[tokio::test]
+async fn a_failed_receipt_rereads_the_signer_before_the_next_request() {
+    let e = env(20).await;
+    let p = proxy(&e.provider_url).await;
+    // An hour between scheduled re-reads: only a receipt failure can trigger the re-read we expect.
+    let cfg = ClientConfig {
+        top_up: eager_top_up(),
+        signer_check_interval: Duration::from_secs(3600),
+        url_override: Some(p.url.clone()),
+        ..e.config()
+    };
+    let client = e.client_with(cfg).await;
+    let me = e.customer.address();
+    let attested = e.tee_signer().await;
+    client.chat(e.provider, chat_body("one", 8, false)).await.unwrap();
+
+    // Plain: the signer changes, the next answer fails verification (the proxy flips a byte)...
+    e.register_signer(Address::repeat_byte(0x77)).await;
+    *p.mode.lock().unwrap() = Tamper::Body;
+    let err = client
+        .chat(e.provider, chat_body("two", 8, false))
+        .await
+        .unwrap_err();
+    assert!(err.is_verification_failure(), "{err}");
+    // ...so the signer is read again before the next request, which is refused without a transfer.
+    *p.mode.lock().unwrap() = Tamper::None;
+    let before = (e.tx_count(me).await, e.sub_balance().await);
+    let err = client
+        .chat(e.provider, chat_body("three", 8, false))
+        .await
+        .unwrap_err();
+    assert!(matches!(err, Error::SignerChanged { .. }), "{err}");
+    assert_eq!((e.tx_count(me).await, e.sub_balance().await), before);
+
+    // Back to the attested signer: served again (the keys verified earlier match the chain again).
+    e.register_signer(attested).await;
+    client.chat(e.provider, chat_body("four", 8, false)).await.unwrap();
+
+    // Streamed: same, a stream whose receipt fails triggers the re-read.
+    e.register_signer(Address::repeat_byte(0x78)).await;
+    *p.mode.lock().unwrap() = Tamper::Body;
+    let s = client
+        .chat_stream(e.provider, chat_body("five", 16, true))
+        .await
+        .unwrap();
+    assert!(s.collect_text().await.unwrap_err().is_verification_failure());
+    *p.mode.lock().unwrap() = Tamper::None;
+    let before = (e.tx_count(me).await, e.sub_balance().await);
+    let err = client
+        .chat(e.provider, chat_body("six", 8, false))
+        .await
+        .unwrap_err();
+    assert!(matches!(err, Error::SignerChanged { .. }), "{err}");
+    assert_eq!((e.tx_count(me).await, e.sub_balance().await), before);
+}
