@@ -233,7 +233,9 @@ pub enum Refusal {
         content_type: String,
     },
     /// The gateway requires an API key and none was sent.
-    #[error("no API key: send `Authorization: Bearer <key>` (the key `zg serve` printed at start, e.g. OPENAI_API_KEY)")]
+    #[error(
+        "no API key: send `Authorization: Bearer <key>` (the key `zg serve` printed at start, e.g. OPENAI_API_KEY)"
+    )]
     MissingApiKey,
     /// The API key sent is not the gateway's.
     #[error("wrong API key (use the key `zg serve` printed at start, or the one in ZG_SERVE_API_KEY)")]

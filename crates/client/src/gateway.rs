@@ -7,6 +7,15 @@
 //! followed by an SSE comment `: zg-receipt <json>` (ignored by OpenAI clients); if verification fails the
 //! stream ends with an error event instead. `GET /zg/v1/receipts/{res_key}` returns a verified receipt
 //! later (streams expose `ZG-Res-Key` as a header).
+//!
+//! # Who can call it
+//!
+//! Every route sits behind a [`LocalGuard`]: only a caller on the bound address (`Host`), not a foreign
+//! web page (`Origin`, `Sec-Fetch-Site`), with a JSON body on POSTs and, unless the operator turned it off,
+//! the API key. What such a caller can do is written on each route below; the worst is spending the
+//! customer's funds with this one provider at the prices registered on chain, bounded by the ledger
+//! balance and by each request's signed fee cap. Nothing reaches a provider whose on-chain TEE signer is not
+//! the one verified ([`Error::SignerChanged`] → 403 `tee_signer_changed`).
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex};
@@ -55,9 +64,19 @@ impl Gw {
     }
 }
 
-/// The gateway's router for one provider: `/v1/chat/completions` (plain and SSE), `/v1/completions`,
-/// `/v1/embeddings`, `/v1/models`, plus `/zg/v1/receipts/{key}`, `/zg/v1/status` and `/healthz`, all
-/// behind `guard` (`/healthz` is public: it answers `ok` and nothing else).
+/// The gateway's router for one provider, every route behind `guard`:
+///
+/// | route | a caller the guard lets through can | worst case |
+/// |---|---|---|
+/// | `POST /v1/chat/completions` (and `/chat/completions`), `/v1/completions`, `/v1/embeddings` | send a request, signed and paid by the customer | spend the customer's funds with this provider (each request bounded by its fee cap, the total by the ledger) |
+/// | `GET /v1/models` | read the provider's on-chain model | none (public chain data) |
+/// | `GET /zg/v1/receipts/{key}` | read a verified receipt kept in memory (last 4,096) | learn token counts and fees of earlier answers |
+/// | `GET /zg/v1/status` | read the customer's balance with this provider | learn balances (public on chain) and receipt counts |
+/// | `GET /healthz` | public (no key): `ok` | learn that a gateway runs |
+///
+/// The guard answers refused requests itself (named error `type`: `forbidden_host`, `forbidden_origin`,
+/// `forbidden_cross_site`, `unsupported_media_type`, `missing_api_key`, `invalid_api_key`) before any
+/// body is read; handlers never see them.
 pub fn gateway_router(client: Client, provider: Address, guard: LocalGuard) -> Router {
     let gw = Gw {
         client,
@@ -119,11 +138,13 @@ fn receipt_headers(h: &mut HeaderMap, r: &VerifiedReceipt) {
     set("zg-verified", "true");
 }
 
+/// Whether the request asks for a stream: any `stream` value other than absent, `null` or `false` (vLLM and
+/// the provider's meter treat `1` or `"true"` as streaming too, so the answer would come as SSE).
 fn wants_stream(body: &[u8]) -> bool {
     serde_json::from_slice::<serde_json::Value>(body)
         .ok()
-        .and_then(|v| v.get("stream").and_then(serde_json::Value::as_bool))
-        .unwrap_or(false)
+        .and_then(|v| v.get("stream").cloned())
+        .is_some_and(|s| !s.is_null() && s != serde_json::Value::Bool(false))
 }
 
 async fn forward(g: Gw, route: Route, body: Bytes) -> Response {

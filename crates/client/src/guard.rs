@@ -81,7 +81,10 @@ impl ApiKey {
 
     /// Constant-time comparison with a presented key (hashes first, so the length leaks nothing either).
     fn matches(&self, presented: &str) -> bool {
-        let (a, b) = (Sha256::digest(self.0.as_bytes()), Sha256::digest(presented.as_bytes()));
+        let (a, b) = (
+            Sha256::digest(self.0.as_bytes()),
+            Sha256::digest(presented.as_bytes()),
+        );
         a.iter().zip(b.iter()).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
     }
 }
@@ -159,7 +162,65 @@ impl LocalGuard {
 
     /// Decides one request from its method, URI, headers (the body is never looked at).
     pub fn check<B>(&self, req: &axum::http::Request<B>) -> Result<(), Refusal> {
-        let _ = req;
+        let headers = req.headers();
+        let lossy = |v: &header::HeaderValue| String::from_utf8_lossy(v.as_bytes()).trim().to_owned();
+        // 1. Host: every Host value (and an absolute-form authority) must be ours.
+        let mut hosts: Vec<String> = headers.get_all(header::HOST).iter().map(lossy).collect();
+        if let Some(a) = req.uri().authority() {
+            hosts.push(a.as_str().to_owned());
+        }
+        if hosts.is_empty() {
+            return Err(Refusal::MissingHost);
+        }
+        for host in hosts {
+            if !self.hosts.iter().any(|h| h.eq_ignore_ascii_case(&host)) {
+                return Err(Refusal::ForeignHost {
+                    host,
+                    allowed: self.hosts.join(", "),
+                });
+            }
+        }
+        // 2. Origin: browsers send it on every cross-origin request and every POST; `null` included.
+        for origin in headers.get_all(header::ORIGIN).iter().map(lossy) {
+            if !self.origins.iter().any(|o| o.eq_ignore_ascii_case(&origin)) {
+                return Err(Refusal::ForeignOrigin {
+                    origin,
+                    allowed: self.origins.join(", "),
+                });
+            }
+        }
+        // 3. Sec-Fetch-Site: a browser's own verdict; another port of localhost is "same-site", not ours.
+        if let Some(site) = headers.get("sec-fetch-site").map(lossy)
+            && !site.eq_ignore_ascii_case("same-origin")
+            && !site.eq_ignore_ascii_case("none")
+        {
+            return Err(Refusal::CrossSite { site });
+        }
+        // 4. Content-Type: anything that may change state must be JSON, which needs a CORS preflight.
+        let method = req.method();
+        if method != Method::GET && method != Method::HEAD && method != Method::OPTIONS {
+            let ct = headers.get(header::CONTENT_TYPE).map(lossy).unwrap_or_default();
+            let essence = ct.split(';').next().unwrap_or_default().trim();
+            if !essence.eq_ignore_ascii_case("application/json") {
+                return Err(Refusal::UnsupportedMediaType { content_type: ct });
+            }
+        }
+        // 5. The API key, except on public paths.
+        if let Some(key) = &self.api_key
+            && !self.public.iter().any(|p| p == req.uri().path())
+        {
+            let presented = headers
+                .get(header::AUTHORIZATION)
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| {
+                    let (scheme, rest) = v.trim().split_once(' ')?;
+                    scheme.eq_ignore_ascii_case("bearer").then(|| rest.trim())
+                })
+                .ok_or(Refusal::MissingApiKey)?;
+            if !key.matches(presented) {
+                return Err(Refusal::InvalidApiKey);
+            }
+        }
         Ok(())
     }
 
@@ -173,11 +234,7 @@ impl LocalGuard {
     }
 }
 
-async fn guard_layer(
-    State(g): State<std::sync::Arc<LocalGuard>>,
-    req: Request,
-    next: Next,
-) -> Response {
+async fn guard_layer(State(g): State<std::sync::Arc<LocalGuard>>, req: Request, next: Next) -> Response {
     match g.check(&req) {
         Ok(()) => next.run(req).await,
         Err(r) => refusal_response(&r),
@@ -187,8 +244,7 @@ async fn guard_layer(
 /// The OpenAI-style error answer for a refusal.
 pub(crate) fn refusal_response(r: &Refusal) -> Response {
     tracing::warn!(refusal = r.kind(), "refused a request: {r}");
-    let status = axum::http::StatusCode::from_u16(r.status())
-        .unwrap_or(axum::http::StatusCode::FORBIDDEN);
+    let status = axum::http::StatusCode::from_u16(r.status()).unwrap_or(axum::http::StatusCode::FORBIDDEN);
     let body = serde_json::json!({"error": {"message": format!("request refused: {r}"), "type": r.kind(), "code": r.status()}});
     let mut resp = (status, axum::Json(body)).into_response();
     if matches!(r, Refusal::MissingApiKey | Refusal::InvalidApiKey)

@@ -2,19 +2,25 @@
 #![cfg_attr(not(test), warn(unused_crate_dependencies))]
 
 mod client;
+mod clock;
+mod config;
+mod dec;
 mod error;
+mod funding;
 #[cfg(feature = "gateway")]
 mod gateway;
 #[cfg(feature = "gateway")]
 mod guard;
+mod http;
 mod receipt;
 mod store;
 mod stream;
+mod verify;
 
-pub use crate::client::{
-    Balance, ChatResponse, Client, ClientConfig, ProviderVerification, Route, TopUpPolicy,
-};
+pub use crate::client::{ChatResponse, Client, Route};
+pub use crate::config::{ClientConfig, TopUpPolicy};
 pub use crate::error::{Error, Refusal, Result};
+pub use crate::funding::Balance;
 #[cfg(feature = "gateway")]
 pub use crate::gateway::gateway_router;
 #[cfg(feature = "gateway")]
@@ -25,3 +31,4 @@ pub use crate::receipt::{
 };
 pub use crate::store::{ProviderState, VerifiedKeys};
 pub use crate::stream::{ChatStream, StreamEvent};
+pub use crate::verify::ProviderVerification;

@@ -52,7 +52,12 @@ pub(crate) struct ServeArgs {
     )]
     api_key: Option<String>,
     /// Read the API key from this file (first line).
-    #[arg(long, env = "ZG_SERVE_API_KEY_FILE", value_name = "FILE", conflicts_with = "dangerous_no_api_key")]
+    #[arg(
+        long,
+        env = "ZG_SERVE_API_KEY_FILE",
+        value_name = "FILE",
+        conflicts_with = "dangerous_no_api_key"
+    )]
     api_key_file: Option<PathBuf>,
     /// DANGEROUS: require no API key, so every local process of every user can spend your funds. Only
     /// allowed on a loopback --host; browsers are still held off by the Host/Origin/Content-Type rules.

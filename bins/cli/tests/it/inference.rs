@@ -28,10 +28,17 @@ fn curl(args: &[String]) -> (u16, serde_json::Value) {
         .args(args)
         .output()
         .expect("curl is required by this test (apt-get install curl)");
-    assert!(o.status.success(), "curl failed: {}", String::from_utf8_lossy(&o.stderr));
+    assert!(
+        o.status.success(),
+        "curl failed: {}",
+        String::from_utf8_lossy(&o.stderr)
+    );
     let text = String::from_utf8_lossy(&o.stdout).into_owned();
     let (body, status) = text.rsplit_once('\n').unwrap();
-    (status.trim().parse().unwrap(), serde_json::from_str(body).unwrap_or_default())
+    (
+        status.trim().parse().unwrap(),
+        serde_json::from_str(body).unwrap_or_default(),
+    )
 }
 
 /// Starts `zg serve --port 0 --allow-simulated --json` with `env` plus `extra`; returns it and its JSON.
@@ -252,7 +259,10 @@ async fn inference_verbs_and_serve_with_the_official_openai_client() {
     );
     let (child, serve) = start_serve(&env, &[]).await;
     let url = serve["url"].as_str().unwrap().to_owned();
-    let api_key = serve["api_key"].as_str().expect("a generated key is printed once").to_owned();
+    let api_key = serve["api_key"]
+        .as_str()
+        .expect("a generated key is printed once")
+        .to_owned();
     assert!(api_key.starts_with("sk-zg-") && api_key.len() > 40, "{api_key}");
     assert_eq!(serve["api_key_source"], "generated for this run; shown once");
     let port = url
@@ -269,26 +279,65 @@ async fn inference_verbs_and_serve_with_the_official_openai_client() {
     let attacks: Vec<(&str, Vec<&str>, u16, &str)> = vec![
         (
             "cross-origin POST from a web page",
-            vec!["-H", "Origin: https://evil.example", "-H", "Content-Type: application/json", "-H", &bearer, "--data", body, &chat_url],
+            vec![
+                "-H",
+                "Origin: https://evil.example",
+                "-H",
+                "Content-Type: application/json",
+                "-H",
+                &bearer,
+                "--data",
+                body,
+                &chat_url,
+            ],
             403,
             "forbidden_origin",
         ),
         (
             "no-cors form POST (text/plain) from a web page",
-            vec!["-H", "Origin: https://evil.example", "-H", "Sec-Fetch-Site: cross-site", "-H", "Sec-Fetch-Mode: no-cors",
-                 "-H", "Content-Type: text/plain;charset=UTF-8", "--data", body, &chat_url],
+            vec![
+                "-H",
+                "Origin: https://evil.example",
+                "-H",
+                "Sec-Fetch-Site: cross-site",
+                "-H",
+                "Sec-Fetch-Mode: no-cors",
+                "-H",
+                "Content-Type: text/plain;charset=UTF-8",
+                "--data",
+                body,
+                &chat_url,
+            ],
             403,
             "forbidden_origin",
         ),
         (
             "text/plain POST from a local process, even with the key",
-            vec!["-H", "Content-Type: text/plain", "-H", &bearer, "--data", body, &chat_url],
+            vec![
+                "-H",
+                "Content-Type: text/plain",
+                "-H",
+                &bearer,
+                "--data",
+                body,
+                &chat_url,
+            ],
             415,
             "unsupported_media_type",
         ),
         (
             "DNS rebinding: the attacker's name resolving to 127.0.0.1",
-            vec!["--resolve", &resolve, "-H", "Content-Type: application/json", "-H", &bearer, "--data", body, &rebind_url],
+            vec![
+                "--resolve",
+                &resolve,
+                "-H",
+                "Content-Type: application/json",
+                "-H",
+                &bearer,
+                "--data",
+                body,
+                &rebind_url,
+            ],
             403,
             "forbidden_host",
         ),
@@ -300,7 +349,15 @@ async fn inference_verbs_and_serve_with_the_official_openai_client() {
         ),
         (
             "wrong key",
-            vec!["-H", "Content-Type: application/json", "-H", "Authorization: Bearer sk-zg-guessed-wrong-0000000000", "--data", body, &chat_url],
+            vec![
+                "-H",
+                "Content-Type: application/json",
+                "-H",
+                "Authorization: Bearer sk-zg-guessed-wrong-0000000000",
+                "--data",
+                body,
+                &chat_url,
+            ],
             401,
             "invalid_api_key",
         ),
@@ -308,13 +365,25 @@ async fn inference_verbs_and_serve_with_the_official_openai_client() {
     for (what, args, status, kind) in attacks {
         let args: Vec<String> = args.into_iter().map(str::to_owned).collect();
         let (got, v) = tokio::task::spawn_blocking(move || curl(&args)).await.unwrap();
-        assert_eq!((got, v["error"]["type"].as_str().unwrap_or_default()), (status, kind), "{what}: {v}");
+        assert_eq!(
+            (got, v["error"]["type"].as_str().unwrap_or_default()),
+            (status, kind),
+            "{what}: {v}"
+        );
     }
     // The same request with the key, JSON and no foreign origin is served (curl, then the openai client).
-    let args: Vec<String> = ["-H", "Content-Type: application/json", "-H", &bearer, "--data", body, &chat_url]
-        .into_iter()
-        .map(str::to_owned)
-        .collect();
+    let args: Vec<String> = [
+        "-H",
+        "Content-Type: application/json",
+        "-H",
+        &bearer,
+        "--data",
+        body,
+        &chat_url,
+    ]
+    .into_iter()
+    .map(str::to_owned)
+    .collect();
     let (got, v) = tokio::task::spawn_blocking(move || curl(&args)).await.unwrap();
     assert_eq!(got, 200, "{v}");
     let fee_curl = v["usage"]["prompt_tokens"].as_u64().unwrap() as u128 * 1_000_000_000
@@ -382,15 +451,31 @@ print(json.dumps({"model": m, "verified": raw.headers["zg-verified"], "fee": raw
     let (_child2, serve2) = start_serve(&env, &[("ZG_SERVE_API_KEY", own)]).await;
     assert!(serve2["api_key"].is_null(), "{serve2}");
     let models = format!("{}/models", serve2["url"].as_str().unwrap());
-    let args: Vec<String> = vec!["-H".into(), format!("Authorization: Bearer {own}"), models.clone()];
+    let args: Vec<String> = vec![
+        "-H".into(),
+        format!("Authorization: Bearer {own}"),
+        models.clone(),
+    ];
     let (got, v) = tokio::task::spawn_blocking(move || curl(&args)).await.unwrap();
-    assert_eq!((got, v["data"][0]["id"].as_str()), (200, Some(zg_provider::DEMO_MODEL_ID)), "{v}");
-    let (got, _) = tokio::task::spawn_blocking(move || curl(&[models])).await.unwrap();
-    assert_eq!(got, 401);
-    // Turning the key off is refused beyond loopback.
-    let o = run(vec!["serve", "--host", "0.0.0.0", "--dangerous-no-api-key", "--allow-simulated"])
+    assert_eq!(
+        (got, v["data"][0]["id"].as_str()),
+        (200, Some(zg_provider::DEMO_MODEL_ID)),
+        "{v}"
+    );
+    let (got, _) = tokio::task::spawn_blocking(move || curl(&[models]))
         .await
         .unwrap();
+    assert_eq!(got, 401);
+    // Turning the key off is refused beyond loopback.
+    let o = run(vec![
+        "serve",
+        "--host",
+        "0.0.0.0",
+        "--dangerous-no-api-key",
+        "--allow-simulated",
+    ])
+    .await
+    .unwrap();
     assert!(!o.status.success());
     assert!(stderr(&o).contains("not loopback"), "{}", stderr(&o));
 

@@ -255,7 +255,12 @@ impl Env {
     /// The on-chain TEE signer of the provider.
     pub async fn tee_signer(&self) -> Address {
         let c = self.devnet.client(None).await.unwrap();
-        c.inference().get_service(self.provider).await.unwrap().unwrap().tee_signer
+        c.inference()
+            .get_service(self.provider)
+            .await
+            .unwrap()
+            .unwrap()
+            .tee_signer
     }
 
     /// How many transactions `who` has sent (`eth_getTransactionCount`, latest).

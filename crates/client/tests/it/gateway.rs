@@ -86,7 +86,12 @@ async fn gateway_serves_plain_and_streamed_answers_with_receipts_in_headers() {
     assert_eq!(h["zg-fee"].to_str().unwrap(), fee.to_string());
     assert_eq!(h["zg-owed"].to_str().unwrap(), fee.to_string());
     let answer: serde_json::Value = serde_json::from_slice(&bytes).unwrap();
-    assert!(!answer["choices"][0]["message"]["content"].as_str().unwrap().is_empty());
+    assert!(
+        !answer["choices"][0]["message"]["content"]
+            .as_str()
+            .unwrap()
+            .is_empty()
+    );
 
     // Streamed: SSE events, [DONE] only after the receipt verified, then the receipt as an SSE comment;
     // GET /zg/v1/receipts/{ZG-Res-Key} returns the same verified receipt.

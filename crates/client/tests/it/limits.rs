@@ -57,15 +57,25 @@ async fn fake(State(f): State<Fake>, req: Request) -> Response {
     let sse = |b: Body| ([(header::CONTENT_TYPE, "text/event-stream")], b).into_response();
     match mode {
         Mode::EndlessEvidence if path == "/v1/attestation" => {
-            return ([(header::CONTENT_TYPE, "application/json")], endless(&JUNK, Duration::from_millis(5)))
+            return (
+                [(header::CONTENT_TYPE, "application/json")],
+                endless(&JUNK, Duration::from_millis(5)),
+            )
                 .into_response();
         }
         Mode::EndlessAnswer if billed => {
-            return ([(header::CONTENT_TYPE, "application/json")], endless(&JUNK, Duration::from_millis(5)))
+            return (
+                [(header::CONTENT_TYPE, "application/json")],
+                endless(&JUNK, Duration::from_millis(5)),
+            )
                 .into_response();
         }
         Mode::EndlessError if billed => {
-            return (StatusCode::INTERNAL_SERVER_ERROR, endless(&JUNK, Duration::from_millis(5))).into_response();
+            return (
+                StatusCode::INTERNAL_SERVER_ERROR,
+                endless(&JUNK, Duration::from_millis(5)),
+            )
+                .into_response();
         }
         Mode::EndlessStream if billed => {
             let many: &'static [u8] = EVENT.repeat(1024).leak();
@@ -78,7 +88,11 @@ async fn fake(State(f): State<Fake>, req: Request) -> Response {
     // Honest: forward to the real provider.
     let (parts, body) = req.into_parts();
     let body = axum::body::to_bytes(body, usize::MAX).await.unwrap();
-    let url = format!("{}{}", f.real, parts.uri.path_and_query().map(|p| p.as_str()).unwrap_or("/"));
+    let url = format!(
+        "{}{}",
+        f.real,
+        parts.uri.path_and_query().map(|p| p.as_str()).unwrap_or("/")
+    );
     let mut out = f.http.request(parts.method, url).body(body);
     for (k, v) in &parts.headers {
         if k != "host" && k != "content-length" {
@@ -145,14 +159,20 @@ async fn endless_and_dripping_provider_bodies_end_in_named_errors() {
     );
     *mode.lock().unwrap() = Mode::Honest;
     client.verify_provider(e.provider).await.unwrap();
-    let ok = client.chat(e.provider, chat_body("hello", 8, false)).await.unwrap();
+    let ok = client
+        .chat(e.provider, chat_body("hello", 8, false))
+        .await
+        .unwrap();
     let owed = ok.receipt.owed_after;
 
     // A plain answer that never ends.
     *mode.lock().unwrap() = Mode::EndlessAnswer;
     let (r, _) = bounded("answer", client.chat(e.provider, chat_body("hi", 8, false))).await;
     let err = r.unwrap_err();
-    assert!(matches!(err, Error::ResponseTooLarge { what: "answer", .. }), "{err}");
+    assert!(
+        matches!(err, Error::ResponseTooLarge { what: "answer", .. }),
+        "{err}"
+    );
 
     // An error body that never ends: the status is what counts; the message is cut short.
     *mode.lock().unwrap() = Mode::EndlessError;
@@ -166,27 +186,29 @@ async fn endless_and_dripping_provider_bodies_end_in_named_errors() {
     // A stream of valid events that never ends and never brings a receipt.
     *mode.lock().unwrap() = Mode::EndlessStream;
     let (r, _) = bounded("stream", async {
-        let s = client
-            .chat_stream(e.provider, chat_body("hi", 8, true))
-            .await?;
+        let s = client.chat_stream(e.provider, chat_body("hi", 8, true)).await?;
         s.collect_text().await
     })
     .await;
     let err = r.unwrap_err();
-    assert!(matches!(err, Error::ResponseTooLarge { what: "stream", .. }), "{err}");
+    assert!(
+        matches!(err, Error::ResponseTooLarge { what: "stream", .. }),
+        "{err}"
+    );
 
     // A slow drip: each read is quick, the whole body never completes.
     *mode.lock().unwrap() = Mode::Drip;
     let (r, took) = bounded("drip", client.chat(e.provider, chat_body("hi", 8, false))).await;
     let err = r.unwrap_err();
-    assert!(matches!(err, Error::ResponseTimeout { what: "answer", .. }), "{err}");
+    assert!(
+        matches!(err, Error::ResponseTimeout { what: "answer", .. }),
+        "{err}"
+    );
     assert!(took >= Duration::from_secs(2), "{took:?}");
 
     *mode.lock().unwrap() = Mode::DripStream;
     let (r, _) = bounded("drip stream", async {
-        let mut s = client
-            .chat_stream(e.provider, chat_body("hi", 8, true))
-            .await?;
+        let mut s = client.chat_stream(e.provider, chat_body("hi", 8, true)).await?;
         let mut events = 0;
         while let Some(ev) = s.next().await {
             ev?;
@@ -196,11 +218,17 @@ async fn endless_and_dripping_provider_bodies_end_in_named_errors() {
     })
     .await;
     let err = r.unwrap_err();
-    assert!(matches!(err, Error::ResponseTimeout { what: "stream", .. }), "{err}");
+    assert!(
+        matches!(err, Error::ResponseTimeout { what: "stream", .. }),
+        "{err}"
+    );
 
     // None of it was counted as owed, and honest traffic still works.
     assert_eq!(client.state(e.provider).await.unwrap().owed, owed);
     *mode.lock().unwrap() = Mode::Honest;
-    let r = client.chat(e.provider, chat_body("again", 8, false)).await.unwrap();
+    let r = client
+        .chat(e.provider, chat_body("again", 8, false))
+        .await
+        .unwrap();
     assert!(r.receipt.fee > U256::ZERO);
 }

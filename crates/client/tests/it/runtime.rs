@@ -48,7 +48,10 @@ fn ticker() -> Arc<AtomicU32> {
 async fn waiting_for_the_state_file_lock_does_not_block_the_runtime() {
     let e = env(10).await;
     let client = e.client().await;
-    client.chat(e.provider, chat_body("warm up", 4, false)).await.unwrap();
+    client
+        .chat(e.provider, chat_body("warm up", 4, false))
+        .await
+        .unwrap();
     let hold = Duration::from_millis(800);
 
     for what in ["state", "chat"] {
@@ -57,12 +60,20 @@ async fn waiting_for_the_state_file_lock_does_not_block_the_runtime() {
         let t = Instant::now();
         match what {
             "state" => drop(client.state(e.provider).await.unwrap()),
-            _ => drop(client.chat(e.provider, chat_body("while locked", 4, false)).await.unwrap()),
+            _ => drop(
+                client
+                    .chat(e.provider, chat_body("while locked", 4, false))
+                    .await
+                    .unwrap(),
+            ),
         }
         let waited = t.elapsed();
         holder.join().unwrap();
         let n = ticks.load(Ordering::Relaxed);
-        assert!(waited >= Duration::from_millis(600), "{what}: did not wait for the lock ({waited:?})");
+        assert!(
+            waited >= Duration::from_millis(600),
+            "{what}: did not wait for the lock ({waited:?})"
+        );
         // 800 ms of waiting is about 80 ticks on a free runtime; a blocked one manages none.
         assert!(
             n >= 30,

@@ -7,26 +7,26 @@ use std::time::Duration;
 
 use alloy_primitives::{Address, U256};
 use zg_chain::Amount;
-use zg_client::{ClientConfig, Error, TopUpPolicy};
+use zg_client::{ClientConfig, Error};
 
 use crate::common::{Tamper, chat_body, env, proxy};
 use crate::gateway::serve;
 
-/// A top-up policy under which every request moves funds (the headroom is larger than one refill), so a
-/// request that is let through is visible as a `transferFund` transaction.
-fn eager_top_up() -> TopUpPolicy {
-    TopUpPolicy {
-        enabled: true,
-        min_headroom: Amount::from_zg(3).0,
-        refill: Amount::from_zg(1).0,
-    }
+/// A request whose fee cap (2e9 completion tokens at 2 gwei: 4 0G) exceeds what the default top-up leaves
+/// in the sub-account, so it cannot be sent without a `transferFund` first.
+fn needs_top_up(prompt: &str) -> String {
+    chat_body(prompt, 2_000_000_000, false)
+}
+
+/// 4 0G: more than the sub-account holds after the default 2 0G refill.
+fn big_cap() -> U256 {
+    Amount::from_zg(4).0
 }
 
 #[tokio::test]
 async fn signer_rotation_refuses_the_next_request_and_sends_no_transfer() {
     let e = env(20).await;
     let cfg = ClientConfig {
-        top_up: eager_top_up(),
         signer_check_interval: Duration::ZERO,
         ..e.config()
     };
@@ -34,25 +34,24 @@ async fn signer_rotation_refuses_the_next_request_and_sends_no_transfer() {
     let me = e.customer.address();
     let old = e.tee_signer().await;
 
-    // Two requests before the rotation: each one tops up (one transferFund each), so a third that got
-    // through would be visible.
+    // Before the rotation: the first request funds the sub-account (a transferFund), the next ones use it.
     let t0 = e.tx_count(me).await;
     client.chat(e.provider, chat_body("one", 8, false)).await.unwrap();
-    let t1 = e.tx_count(me).await;
+    assert_eq!(e.tx_count(me).await, t0 + 1, "the first request topped up");
     client.chat(e.provider, chat_body("two", 8, false)).await.unwrap();
-    let t2 = e.tx_count(me).await;
-    assert!(t1 > t0 && t2 > t1, "every request tops up: {t0} {t1} {t2}");
+    assert!(e.sub_balance().await < big_cap());
     let gw = serve(client.clone(), e.provider).await;
 
     // The operator registers a signer no attested TEE of ours holds.
     let new = Address::repeat_byte(0x5e);
     e.register_signer(new).await;
-    let before = (e.tx_count(me).await, e.sub_balance().await, client.state(e.provider).await.unwrap());
+    let before = (
+        e.tx_count(me).await,
+        e.sub_balance().await,
+        client.state(e.provider).await.unwrap(),
+    );
 
-    let err = client
-        .chat(e.provider, chat_body("three", 8, false))
-        .await
-        .unwrap_err();
+    let err = client.chat(e.provider, needs_top_up("three")).await.unwrap_err();
     assert!(
         matches!(err, Error::SignerChanged { provider, verified, on_chain }
             if provider == e.provider && verified == old && on_chain == new),
@@ -61,18 +60,18 @@ async fn signer_rotation_refuses_the_next_request_and_sends_no_transfer() {
     assert!(err.to_string().contains("zg inference verify"), "{err}");
     // Refused again (streams and top-ups too), not once.
     let err = client
-        .chat_stream(e.provider, chat_body("four", 8, true))
+        .chat_stream(e.provider, chat_body("four", 2_000_000_000, true))
         .await
         .unwrap_err();
     assert!(matches!(err, Error::SignerChanged { .. }), "{err}");
-    let err = client.ensure_funded(e.provider, U256::from(1)).await.unwrap_err();
+    let err = client.ensure_funded(e.provider, big_cap()).await.unwrap_err();
     assert!(matches!(err, Error::SignerChanged { .. }), "{err}");
     // Through zg serve: a named 403, before anything is paid.
     let resp = reqwest::Client::new()
         .post(format!("{}/v1/chat/completions", gw.url))
         .bearer_auth(&gw.key)
         .header("content-type", "application/json")
-        .body(chat_body("five", 8, false))
+        .body(needs_top_up("five"))
         .send()
         .await
         .unwrap();
@@ -80,35 +79,40 @@ async fn signer_rotation_refuses_the_next_request_and_sends_no_transfer() {
     let v: serde_json::Value = resp.json().await.unwrap();
     assert_eq!(v["error"]["type"], "tee_signer_changed", "{v}");
     // A new process on the same data dir refuses too (it does not silently re-verify).
-    let fresh = e
-        .client_with(ClientConfig {
-            top_up: eager_top_up(),
-            ..e.config()
-        })
-        .await;
-    let err = fresh
-        .chat(e.provider, chat_body("six", 8, false))
-        .await
-        .unwrap_err();
+    let fresh = e.client().await;
+    let err = fresh.chat(e.provider, needs_top_up("six")).await.unwrap_err();
     assert!(matches!(err, Error::SignerChanged { .. }), "{err}");
 
     // No transferFund (no transaction at all), no nonce used, nothing owed.
-    let after = (e.tx_count(me).await, e.sub_balance().await, client.state(e.provider).await.unwrap());
+    let after = (
+        e.tx_count(me).await,
+        e.sub_balance().await,
+        client.state(e.provider).await.unwrap(),
+    );
     assert_eq!(after, before);
 
     // Verifying again cannot pass: the provider's attested key is still the old one, not the new signer.
     let err = client.verify_provider(e.provider).await.unwrap_err();
     assert!(matches!(err, Error::AttestationFailed { .. }), "{err}");
     assert!(matches!(
-        client.chat(e.provider, chat_body("seven", 8, false)).await.unwrap_err(),
+        client.chat(e.provider, needs_top_up("seven")).await.unwrap_err(),
         Error::SignerChanged { .. }
     ));
 
-    // The operator puts the attested signer back: the keys verified earlier match again, service resumes.
+    // The operator puts the attested signer back: the keys verified earlier match again; funding and
+    // service resume.
     e.register_signer(old).await;
-    let r = client.chat(e.provider, chat_body("eight", 8, false)).await.unwrap();
+    let t = e.tx_count(me).await;
+    assert!(
+        client.ensure_funded(e.provider, big_cap()).await.unwrap(),
+        "topped up again"
+    );
+    assert_eq!(e.tx_count(me).await, t + 1);
+    let r = client
+        .chat(e.provider, chat_body("eight", 8, false))
+        .await
+        .unwrap();
     assert!(r.receipt.fee > U256::ZERO);
-    assert!(e.tx_count(me).await > after.0, "funding resumed");
 }
 
 #[tokio::test]
@@ -117,7 +121,6 @@ async fn a_failed_receipt_rereads_the_signer_before_the_next_request() {
     let p = proxy(&e.provider_url).await;
     // An hour between scheduled re-reads: only a receipt failure can trigger the re-read we expect.
     let cfg = ClientConfig {
-        top_up: eager_top_up(),
         signer_check_interval: Duration::from_secs(3600),
         url_override: Some(p.url.clone()),
         ..e.config()
@@ -138,16 +141,16 @@ async fn a_failed_receipt_rereads_the_signer_before_the_next_request() {
     // ...so the signer is read again before the next request, which is refused without a transfer.
     *p.mode.lock().unwrap() = Tamper::None;
     let before = (e.tx_count(me).await, e.sub_balance().await);
-    let err = client
-        .chat(e.provider, chat_body("three", 8, false))
-        .await
-        .unwrap_err();
+    let err = client.chat(e.provider, needs_top_up("three")).await.unwrap_err();
     assert!(matches!(err, Error::SignerChanged { .. }), "{err}");
     assert_eq!((e.tx_count(me).await, e.sub_balance().await), before);
 
     // Back to the attested signer: served again (the keys verified earlier match the chain again).
     e.register_signer(attested).await;
-    client.chat(e.provider, chat_body("four", 8, false)).await.unwrap();
+    client
+        .chat(e.provider, chat_body("four", 8, false))
+        .await
+        .unwrap();
 
     // Streamed: same, a stream whose receipt fails triggers the re-read.
     e.register_signer(Address::repeat_byte(0x78)).await;
@@ -159,10 +162,7 @@ async fn a_failed_receipt_rereads_the_signer_before_the_next_request() {
     assert!(s.collect_text().await.unwrap_err().is_verification_failure());
     *p.mode.lock().unwrap() = Tamper::None;
     let before = (e.tx_count(me).await, e.sub_balance().await);
-    let err = client
-        .chat(e.provider, chat_body("six", 8, false))
-        .await
-        .unwrap_err();
+    let err = client.chat(e.provider, needs_top_up("six")).await.unwrap_err();
     assert!(matches!(err, Error::SignerChanged { .. }), "{err}");
     assert_eq!((e.tx_count(me).await, e.sub_balance().await), before);
 }
