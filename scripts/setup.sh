@@ -34,13 +34,14 @@ if ! command -v cargo-nextest >/dev/null 2>&1 && [ ! -x .tools/bin/cargo-nextest
 fi
 
 # Python venv with the official OpenAI client, pinned, for the `zg serve` compatibility test and the demo.
-# Skipped (with a note) when python3 has no venv module; the test then says why it skipped.
+# When python3 has no venv module this warns; the `zg serve` test (bins/cli/tests/it/inference.rs) then FAILS,
+# naming this script: it never skips.
 OPENAI_VERSION=3.57.0
 if [ ! -x .tools/venv/bin/python ] || ! .tools/venv/bin/python -c "import openai,sys; sys.exit(openai.__version__ != '$OPENAI_VERSION')" 2>/dev/null; then
   if python3 -m venv .tools/venv >/dev/null 2>&1; then
     echo "setup: installing openai $OPENAI_VERSION into .tools/venv (PyPI)" >&2
     .tools/venv/bin/pip install --quiet --disable-pip-version-check "openai==$OPENAI_VERSION" >&2
   else
-    echo "setup: python3 -m venv is unavailable (apt-get install python3-venv); the OpenAI-client test will skip" >&2
+    echo "setup: python3 -m venv is unavailable (apt-get install python3-venv); the zg serve OpenAI-client test will fail until it is" >&2
   fi
 fi

@@ -147,6 +147,11 @@ fn wants_stream(body: &[u8]) -> bool {
         .is_some_and(|s| !s.is_null() && s != serde_json::Value::Bool(false))
 }
 
+/// `POST /v1/chat/completions`, `/chat/completions`, `/v1/completions`, `/v1/embeddings`.
+///
+/// Caller: whoever passed the guard (the key holder on this machine). Worst case: spends the customer's
+/// funds with this provider, each request bounded by the fee cap it signs (prompt bytes and `max_tokens` at
+/// the on-chain prices) and all of them by the ledger; the body is parsed only as JSON for the fee cap.
 async fn forward(g: Gw, route: Route, body: Bytes) -> Response {
     if route != Route::Embeddings && wants_stream(&body) {
         return forward_stream(g, route, body).await;
@@ -169,6 +174,8 @@ async fn forward(g: Gw, route: Route, body: Bytes) -> Response {
     }
 }
 
+/// The streamed form of [`forward`]: same caller, same worst case; the stream is bounded by
+/// [`crate::ClientConfig::max_response_bytes`] and [`crate::ClientConfig::stream_timeout`].
 async fn forward_stream(g: Gw, route: Route, body: Bytes) -> Response {
     let stream = match g.client.request_stream(g.provider, route, body).await {
         Ok(s) => s,
@@ -230,6 +237,8 @@ async fn forward_stream(g: Gw, route: Route, body: Bytes) -> Response {
     (StatusCode::OK, h, Body::from_stream(out)).into_response()
 }
 
+/// `GET /v1/models`: the provider's model from the chain. Caller: whoever passed the guard. Worst case:
+/// one chain read per call (public data).
 async fn models(State(g): State<Gw>) -> Response {
     match g.client.service(g.provider).await {
         Ok(s) => Json(json!({
@@ -241,6 +250,8 @@ async fn models(State(g): State<Gw>) -> Response {
     }
 }
 
+/// `GET /zg/v1/receipts/{key}`: a verified receipt kept in memory. Caller: whoever passed the guard.
+/// Worst case: reads token counts and fees of earlier answers (never the prompts or answers).
 async fn receipt(State(g): State<Gw>, Path(key): Path<String>) -> Response {
     let r = g.receipts.lock().ok().and_then(|m| m.0.get(&key).cloned());
     match r {
@@ -253,6 +264,8 @@ async fn receipt(State(g): State<Gw>, Path(key): Path<String>) -> Response {
     }
 }
 
+/// `GET /zg/v1/status`: the customer's balance with the provider. Caller: whoever passed the guard. Worst
+/// case: reads balances (public on chain) and receipt counts; three chain reads per call.
 async fn status(State(g): State<Gw>) -> Response {
     match g.client.balance(g.provider).await {
         Ok(b) => Json(json!({"provider": g.provider, "customer": g.client.address(), "balance": b}))

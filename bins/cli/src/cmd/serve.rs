@@ -48,9 +48,10 @@ pub(crate) struct ServeArgs {
         env = "ZG_SERVE_API_KEY",
         value_name = "KEY",
         hide_env_values = true,
+        value_parser = parse_api_key,
         conflicts_with_all = ["api_key_file", "dangerous_no_api_key"]
     )]
-    api_key: Option<String>,
+    api_key: Option<ApiKey>,
     /// Read the API key from this file (first line).
     #[arg(
         long,
@@ -68,6 +69,11 @@ pub(crate) struct ServeArgs {
     allow_host: Vec<String>,
     #[command(flatten)]
     client: ClientOpts,
+}
+
+/// `--api-key` / `ZG_SERVE_API_KEY`, validated at parse time (and redacted in `Debug`).
+fn parse_api_key(s: &str) -> Result<ApiKey, String> {
+    ApiKey::new(s)
 }
 
 /// Where the API key came from: the user (not printed) or generated here (printed once).
@@ -89,9 +95,7 @@ impl ServeArgs {
             return Ok(KeySource::None);
         }
         if let Some(k) = &self.api_key {
-            return ApiKey::new(k)
-                .map(KeySource::User)
-                .map_err(|e| anyhow::anyhow!("{e} (--api-key / ZG_SERVE_API_KEY)"));
+            return Ok(KeySource::User(k.clone()));
         }
         if let Some(p) = &self.api_key_file {
             let text = std::fs::read_to_string(p)
@@ -124,6 +128,13 @@ impl ServeArgs {
         let mut guard = LocalGuard::new(local);
         for h in &self.allow_host {
             guard = guard.allow_host(h);
+        }
+        if self.host.is_unspecified() && self.allow_host.is_empty() {
+            tracing::warn!(
+                %local,
+                "listening on {} but only Host {local} is accepted: name the host clients use with --allow-host HOST:PORT",
+                self.host
+            );
         }
         let (shown, from) = match key {
             KeySource::User(k) => {

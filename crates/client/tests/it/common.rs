@@ -15,6 +15,8 @@ use zg_provider::{RunArgs, Running, Settings};
 pub struct Env {
     pub devnet: Devnet,
     pub running: Option<Running>,
+    /// What the provider was started with (to restart it).
+    pub settings: Settings,
     pub provider: Address,
     pub customer: PrivateKeySigner,
     pub provider_url: String,
@@ -64,7 +66,7 @@ pub async fn env(ledger_zg: u64) -> Env {
     })
     .unwrap();
     settings.settle_threshold = U256::from(1);
-    let running = zg_provider::start(settings).await.unwrap();
+    let running = zg_provider::start(settings.clone()).await.unwrap();
     if ledger_zg > 0 {
         let c = devnet.client(Some(customer.clone())).await.unwrap();
         c.ledger()
@@ -76,6 +78,7 @@ pub async fn env(ledger_zg: u64) -> Env {
         provider: prov.address(),
         provider_url: format!("http://127.0.0.1:{port}"),
         running: Some(running),
+        settings,
         devnet,
         customer,
         dir,
@@ -250,6 +253,14 @@ impl Env {
             .add_or_update_service(&params, Amount(U256::ZERO))
             .await
             .unwrap();
+    }
+
+    /// Stops the provider, deletes its simulated TEE keys and starts it again on the same address: it comes
+    /// back with new keys and registers the new signer on chain (what a TEE redeploy does).
+    pub async fn restart_provider_with_new_keys(&mut self) {
+        self.running.take().unwrap().shutdown().await;
+        std::fs::remove_file(self.settings.data_dir.join("tee-keys.simulated.json")).unwrap();
+        self.running = Some(zg_provider::start(self.settings.clone()).await.unwrap());
     }
 
     /// The on-chain TEE signer of the provider.

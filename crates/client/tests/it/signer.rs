@@ -166,3 +166,41 @@ async fn a_failed_receipt_rereads_the_signer_before_the_next_request() {
     assert!(matches!(err, Error::SignerChanged { .. }), "{err}");
     assert_eq!((e.tx_count(me).await, e.sub_balance().await), before);
 }
+
+#[tokio::test]
+async fn a_provider_redeployed_with_new_keys_is_served_again_after_a_fresh_verification() {
+    let mut e = env(20).await;
+    // A long-running client (zg serve) re-reading the signer before every request.
+    let long = e
+        .client_with(ClientConfig {
+            signer_check_interval: Duration::ZERO,
+            ..e.config()
+        })
+        .await;
+    long.chat(e.provider, chat_body("before", 8, false)).await.unwrap();
+    let old = e.tee_signer().await;
+
+    e.restart_provider_with_new_keys().await;
+    let new = e.tee_signer().await;
+    assert_ne!(old, new, "the redeployed provider registered its new signer");
+    let me = e.customer.address();
+    let before = e.tx_count(me).await;
+    let err = long
+        .chat(e.provider, needs_top_up("after"))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(err, Error::SignerChanged { verified, on_chain, .. } if verified == old && on_chain == new),
+        "{err}"
+    );
+    assert_eq!(e.tx_count(me).await, before);
+
+    // The customer verifies the new signer from another process on the same data dir
+    // (`zg inference verify`): a fresh attestation binding the new on-chain signer.
+    let v = e.client().await.verify_provider(e.provider).await.unwrap();
+    assert_eq!(v.signer, new);
+    // The long-running client resumes without a restart, checking receipts under the new response key.
+    let r = long.chat(e.provider, chat_body("resumed", 8, false)).await.unwrap();
+    assert_eq!(r.receipt.receipt.response_key, v.response_key);
+    assert_eq!(long.state(e.provider).await.unwrap().verified.unwrap().signer, new);
+}
