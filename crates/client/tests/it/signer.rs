@@ -177,7 +177,9 @@ async fn a_provider_redeployed_with_new_keys_is_served_again_after_a_fresh_verif
             ..e.config()
         })
         .await;
-    long.chat(e.provider, chat_body("before", 8, false)).await.unwrap();
+    long.chat(e.provider, chat_body("before", 8, false))
+        .await
+        .unwrap();
     let old = e.tee_signer().await;
 
     e.restart_provider_with_new_keys().await;
@@ -185,10 +187,7 @@ async fn a_provider_redeployed_with_new_keys_is_served_again_after_a_fresh_verif
     assert_ne!(old, new, "the redeployed provider registered its new signer");
     let me = e.customer.address();
     let before = e.tx_count(me).await;
-    let err = long
-        .chat(e.provider, needs_top_up("after"))
-        .await
-        .unwrap_err();
+    let err = long.chat(e.provider, needs_top_up("after")).await.unwrap_err();
     assert!(
         matches!(err, Error::SignerChanged { verified, on_chain, .. } if verified == old && on_chain == new),
         "{err}"
@@ -200,7 +199,13 @@ async fn a_provider_redeployed_with_new_keys_is_served_again_after_a_fresh_verif
     let v = e.client().await.verify_provider(e.provider).await.unwrap();
     assert_eq!(v.signer, new);
     // The long-running client resumes without a restart, checking receipts under the new response key.
-    let r = long.chat(e.provider, chat_body("resumed", 8, false)).await.unwrap();
+    let r = long
+        .chat(e.provider, chat_body("resumed", 8, false))
+        .await
+        .unwrap();
     assert_eq!(r.receipt.receipt.response_key, v.response_key);
-    assert_eq!(long.state(e.provider).await.unwrap().verified.unwrap().signer, new);
+    assert_eq!(
+        long.state(e.provider).await.unwrap().verified.unwrap().signer,
+        new
+    );
 }
