@@ -9,16 +9,20 @@ export PATH := root / "node_modules/@foundry-rs/anvil-linux-amd64/bin" + ":" + r
 default:
     @just --list
 
-# Install the pinned tools (solc-js, anvil, forge, cast from npm; cargo-deny, cargo-nextest from crates.io). Idempotent.
+# Install the pinned tools the demo needs (solc-js, anvil, forge, cast, the 0G SDK from npm; openai from PyPI). Idempotent.
 setup:
     scripts/setup.sh
+
+# `setup` plus the test-only tools (cargo-deny, and cargo-nextest if missing, from crates.io). Idempotent.
+setup-test:
+    scripts/setup.sh --test
 
 # Compile the Solidity contracts with the pinned solc and refresh the committed artifacts.
 contracts: setup
     cd contracts && forge build && node scripts/artifacts.mjs write
 
 # The whole test suite: contracts, artifact and ABI checks, Rust tests against anvil, doctests, dependency policy.
-test: setup
+test: setup-test
     cargo fmt --all --check
     cd contracts && node scripts/artifacts.mjs check && node scripts/check-abi.mjs
     cd contracts && forge test

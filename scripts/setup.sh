@@ -1,10 +1,15 @@
 #!/usr/bin/env bash
 # Installs zg-compute's pinned tools into the repository (git-ignored), idempotently:
 #   node_modules/  solc-js 0.8.37 and Foundry 1.7.1 (anvil, forge, cast) from npm, pinned by package-lock.json
-#   .tools/bin/    cargo-deny (and cargo-nextest if the machine lacks it) from crates.io
+#   .tools/venv/   the official OpenAI Python client, pinned (the demo and the `zg serve` compatibility test use it)
+#   .tools/bin/    with `--test` only: cargo-deny (and cargo-nextest if the machine lacks it) from crates.io, which
+#                  only `just test` needs (building cargo-deny takes minutes, so `just demo` does not wait for it)
 # Nothing is downloaded from anywhere but the package registries.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+
+with_test_tools=false
+[ "${1:-}" = "--test" ] && with_test_tools=true
 
 need() { command -v "$1" >/dev/null 2>&1 || { echo "setup: '$1' is required but not installed ($2)" >&2; exit 1; }; }
 need node "install Node.js 20+ (e.g. apt-get install nodejs npm)"
@@ -20,28 +25,27 @@ if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$want" ] || [ ! -x node_modules/
   echo "$want" > "$stamp"
 fi
 
-# Rust tools, pinned versions, built from crates.io into .tools/.
-DENY_VERSION=0.20.2
-NEXTEST_VERSION=0.9.143
-mkdir -p .tools/bin
-if ! .tools/bin/cargo-deny --version 2>/dev/null | grep -q "$DENY_VERSION"; then
-  echo "setup: building cargo-deny $DENY_VERSION (once, about 3-5 minutes)" >&2
-  cargo install --locked --quiet --root .tools cargo-deny --version "$DENY_VERSION" >&2
-fi
-if ! command -v cargo-nextest >/dev/null 2>&1 && [ ! -x .tools/bin/cargo-nextest ]; then
-  echo "setup: building cargo-nextest $NEXTEST_VERSION (once)" >&2
-  cargo install --locked --quiet --root .tools cargo-nextest --version "$NEXTEST_VERSION" >&2
-fi
-
 # Python venv with the official OpenAI client, pinned, for the `zg serve` compatibility test and the demo.
-# When python3 has no venv module this warns; the `zg serve` test (bins/cli/tests/it/inference.rs) then FAILS,
-# naming this script: it never skips.
 OPENAI_VERSION=3.57.0
 if [ ! -x .tools/venv/bin/python ] || ! .tools/venv/bin/python -c "import openai,sys; sys.exit(openai.__version__ != '$OPENAI_VERSION')" 2>/dev/null; then
-  if python3 -m venv .tools/venv >/dev/null 2>&1; then
-    echo "setup: installing openai $OPENAI_VERSION into .tools/venv (PyPI)" >&2
-    .tools/venv/bin/pip install --quiet --disable-pip-version-check "openai==$OPENAI_VERSION" >&2
-  else
-    echo "setup: python3 -m venv is unavailable (apt-get install python3-venv); the zg serve OpenAI-client test will fail until it is" >&2
+  python3 -m venv .tools/venv >/dev/null 2>&1 \
+    || { echo "setup: python3 -m venv is unavailable: install it (apt-get install python3-venv)" >&2; exit 1; }
+  echo "setup: installing openai $OPENAI_VERSION into .tools/venv (PyPI)" >&2
+  .tools/venv/bin/pip install --quiet --disable-pip-version-check "openai==$OPENAI_VERSION" >&2
+fi
+
+# Test-only Rust tools, pinned versions, built from crates.io into .tools/ (`just test` passes --test).
+# Built without the upstream's fat LTO: the same binary behaviour, a fraction of the build time.
+if $with_test_tools; then
+  DENY_VERSION=0.20.2
+  NEXTEST_VERSION=0.9.143
+  mkdir -p .tools/bin
+  if ! .tools/bin/cargo-deny --version 2>/dev/null | grep -q "$DENY_VERSION"; then
+    echo "setup: building cargo-deny $DENY_VERSION (once, about 3-5 minutes)" >&2
+    CARGO_PROFILE_RELEASE_LTO=false cargo install --locked --quiet --root .tools cargo-deny --version "$DENY_VERSION" >&2
+  fi
+  if ! command -v cargo-nextest >/dev/null 2>&1 && [ ! -x .tools/bin/cargo-nextest ]; then
+    echo "setup: building cargo-nextest $NEXTEST_VERSION (once)" >&2
+    CARGO_PROFILE_RELEASE_LTO=false cargo install --locked --quiet --root .tools cargo-nextest --version "$NEXTEST_VERSION" >&2
   fi
 fi
