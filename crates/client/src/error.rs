@@ -192,7 +192,7 @@ pub enum Error {
     },
     /// A local gateway refused a request before doing anything for it (see [`Refusal`]).
     #[error("request refused: {0}")]
-    Refused(Refusal),
+    Refused(#[from] Refusal),
 }
 
 /// Why a local gateway ([`crate::LocalGuard`]) refused a request. Each has a stable [`Refusal::kind`] name

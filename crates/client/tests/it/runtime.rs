@@ -74,9 +74,9 @@ async fn waiting_for_the_state_file_lock_does_not_block_the_runtime() {
             waited >= Duration::from_millis(600),
             "{what}: did not wait for the lock ({waited:?})"
         );
-        // 800 ms of waiting is about 80 ticks on a free runtime; a blocked one manages none.
+        // 800 ms of waiting is about 80 ticks on a free runtime (fewer on a loaded machine); a blocked one, none.
         assert!(
-            n >= 30,
+            n >= 15,
             "{what}: the runtime stalled while the client waited for the file lock: {n} ticks in {waited:?}"
         );
     }
