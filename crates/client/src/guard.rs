@@ -110,12 +110,18 @@ impl LocalGuard {
     /// [`LocalGuard::with_api_key`].
     pub fn new(bound: SocketAddr) -> Self {
         let port = bound.port();
-        let mut hosts = vec![match bound {
-            SocketAddr::V4(a) => format!("{}:{port}", a.ip()),
-            SocketAddr::V6(a) => format!("[{}]:{port}", a.ip()),
-        }];
+        let ip = match bound {
+            SocketAddr::V4(a) => a.ip().to_string(),
+            SocketAddr::V6(a) => format!("[{}]", a.ip()),
+        };
+        let mut names = vec![ip];
         if bound.ip().is_loopback() {
-            hosts.push(format!("localhost:{port}"));
+            names.push("localhost".into());
+        }
+        let mut hosts: Vec<String> = names.iter().map(|n| format!("{n}:{port}")).collect();
+        if port == 80 {
+            // Browsers and curl leave the default port out of Host and Origin.
+            hosts.extend(names);
         }
         let mut g = Self {
             hosts: Vec::new(),
@@ -253,4 +259,90 @@ pub(crate) fn refusal_response(r: &Refusal) -> Response {
         resp.headers_mut().insert(header::WWW_AUTHENTICATE, v);
     }
     resp
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    fn get(path: &str, headers: &[(&str, &str)]) -> axum::http::Request<()> {
+        let mut r = axum::http::Request::get(path);
+        for (k, v) in headers {
+            r = r.header(*k, *v);
+        }
+        r.body(()).unwrap()
+    }
+
+    #[test]
+    fn hosts_for_ipv6_and_the_default_port() {
+        let g = LocalGuard::new("[::1]:8080".parse().unwrap());
+        assert_eq!(g.allowed_hosts(), ["[::1]:8080", "localhost:8080"]);
+        let g = LocalGuard::new("127.0.0.1:80".parse().unwrap());
+        assert!(
+            g.check(&get(
+                "/",
+                &[("host", "localhost"), ("origin", "http://localhost")]
+            ))
+            .is_ok()
+        );
+        // Beyond loopback only the bound address, and what the operator names.
+        let g = LocalGuard::new("10.0.0.5:3001".parse().unwrap()).allow_host("gpu-box:3001");
+        assert_eq!(g.allowed_hosts(), ["10.0.0.5:3001", "gpu-box:3001"]);
+    }
+
+    #[test]
+    fn every_host_and_origin_value_counts_and_public_paths_skip_only_the_key() {
+        let g = LocalGuard::new("127.0.0.1:3001".parse().unwrap())
+            .with_api_key(ApiKey::new("sk-zg-0123456789abcdef").unwrap())
+            .public_path("/healthz");
+        let two_hosts = get(
+            "/healthz",
+            &[("host", "127.0.0.1:3001"), ("host", "evil.example:3001")],
+        );
+        assert_eq!(g.check(&two_hosts).unwrap_err().kind(), "forbidden_host");
+        let no_host = get("/healthz", &[]);
+        assert_eq!(g.check(&no_host), Err(Refusal::MissingHost));
+        let two_origins = get(
+            "/healthz",
+            &[
+                ("host", "127.0.0.1:3001"),
+                ("origin", "http://127.0.0.1:3001"),
+                ("origin", "null"),
+            ],
+        );
+        assert_eq!(g.check(&two_origins).unwrap_err().kind(), "forbidden_origin");
+        assert!(g.check(&get("/healthz", &[("host", "127.0.0.1:3001")])).is_ok());
+        assert_eq!(
+            g.check(&get("/zg/v1/status", &[("host", "127.0.0.1:3001")])),
+            Err(Refusal::MissingApiKey)
+        );
+        let ok = get(
+            "/zg/v1/status",
+            &[
+                ("host", "LOCALHOST:3001"),
+                ("authorization", "bearer  sk-zg-0123456789abcdef "),
+            ],
+        );
+        assert!(g.check(&ok).is_ok());
+        let prefix = get(
+            "/zg/v1/status",
+            &[
+                ("host", "127.0.0.1:3001"),
+                ("authorization", "Bearer sk-zg-0123456789abcde"),
+            ],
+        );
+        assert_eq!(g.check(&prefix), Err(Refusal::InvalidApiKey));
+    }
+
+    #[test]
+    fn keys_are_long_printable_and_never_shown_by_debug() {
+        assert!(ApiKey::new("short").is_err());
+        assert!(ApiKey::new("sk-zg-has a space in it").is_err());
+        let k = ApiKey::generate();
+        assert!(k.expose().starts_with("sk-zg-") && k.expose().len() == 6 + 43);
+        assert_ne!(k, ApiKey::generate());
+        assert!(!format!("{k:?}").contains(k.expose()));
+        assert!(k.matches(k.expose()) && !k.matches(""));
+    }
 }
