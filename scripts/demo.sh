@@ -2,7 +2,9 @@
 # `just demo`: one machine, end to end. A devnet; a provider (simulated TEE, built-in model) as a real process;
 # a customer who funds a ledger, verifies the provider, chats through the native path and through `zg serve`
 # with the official `openai` Python client; every receipt verified; settlement; balances before and after,
-# with the provider's earnings equal to the sum of the receipts. Exits non-zero as soon as any step fails.
+# with the provider's earnings equal to the sum of the receipts. As in 0G's onboarding, the contract owner (the
+# devnet deployer, account 0) acknowledges the provider's TEE signer and the customer acknowledges it too.
+# Exits non-zero as soon as any step fails.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -45,7 +47,9 @@ customer_key=$(json "$work/devnet.json" 'd["accounts"][1]["private_key"]')
 customer=$(json "$work/devnet.json" 'd["accounts"][1]["address"]')
 provider_key=$(json "$work/devnet.json" 'd["accounts"][2]["private_key"]')
 provider=$(json "$work/devnet.json" 'd["accounts"][2]["address"]')
-echo "rpc $ZG_RPC_URL  customer $customer  provider $provider" >&2
+owner_key=$(json "$work/devnet.json" 'd["accounts"][0]["private_key"]')
+owner=$(json "$work/devnet.json" 'd["accounts"][0]["address"]')
+echo "rpc $ZG_RPC_URL  owner $owner  customer $customer  provider $provider" >&2
 
 step "starting zg-provider $provider (SIMULATED TEE, built-in demo model, settlement every 2 s)"
 port=$(free_port)
@@ -69,6 +73,25 @@ export ZG_PRIVATE_KEY="$customer_key" ZG_DATA_DIR="$work/client" ZG_PROVIDER="$p
 step "the provider's service on chain"
 "$ZG" inference list-providers
 
+step "the provider's log: its TEE signer waits for the contract owner's acknowledgement"
+for _ in $(seq 1 50); do grep -q "waits for the contract owner" "$work/provider.log" && break; sleep 0.2; done
+grep -m1 "waits for the contract owner" "$work/provider.log" >&2 \
+  || fail "zg-provider does not say that its TEE signer waits for the owner"
+
+step "the contract owner (the devnet deployer, account 0 = $owner) checks the attestation, then acknowledges the signer"
+signer=$("$ZG" inference list-providers --json \
+  | python3 -c 'import json,sys; print([r for r in json.load(sys.stdin) if r["provider"].lower() == sys.argv[1].lower()][0]["tee_signer"])' "$provider")
+ZG_PRIVATE_KEY="$owner_key" ZG_DATA_DIR="$work/owner" "$ZG" inference verify --provider "$provider" --allow-simulated >/dev/null \
+  || fail "the owner's attestation check failed"
+echo "anyone but the owner is refused, and told who the owner is (expected to fail):" >&2
+if ZG_PRIVATE_KEY="$customer_key" "$ZG" owner acknowledge-tee-signer --provider "$provider" --service inference; then
+  fail "a non-owner acknowledged a TEE signer"
+fi
+ZG_PRIVATE_KEY="$owner_key" "$ZG" owner acknowledge-tee-signer --provider "$provider" --service inference --signer "$signer"
+acked=$("$ZG" inference list-providers --json \
+  | python3 -c 'import json,sys; print([r for r in json.load(sys.stdin) if r["provider"].lower() == sys.argv[1].lower()][0]["tee_signer_acknowledged"])' "$provider")
+[ "$acked" = "True" ] || fail "the owner's acknowledgement is not on chain"
+
 step "customer $customer opens a ledger with 10 0G and funds the provider's sub-account with 3 0G"
 "$ZG" add-account --amount 10 >/dev/null
 echo "an over-transfer is refused before sending, with the fix (expected to fail):" >&2
@@ -85,6 +108,12 @@ cat "$work/refused.txt" >&2
 step "verify the provider with --allow-simulated: fresh nonce, key binding, on-chain signer"
 "$ZG" inference verify --allow-simulated
 export ZG_ALLOW_SIMULATED=1
+
+step "the customer acknowledges the verified TEE signer for its sub-account (its address is recorded on chain)"
+"$ZG" inference acknowledge-provider >/dev/null
+"$ZG" get-sub-account --provider "$provider" --json > "$work/sub.json"
+[ "$(json "$work/sub.json" 'd["acknowledged"]')" = "True" ] || fail "the customer's acknowledgement is not on chain"
+echo "customer $customer acknowledged TEE signer $signer of $provider" >&2
 
 step "native chat (signed request + voucher; receipt verified before the answer is printed)"
 "$ZG" inference chat --max-tokens 40 "how does the provider settle fees on chain?"

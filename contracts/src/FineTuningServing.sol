@@ -141,6 +141,12 @@ contract FineTuningServing is ServingBase, EIP712 {
     error TooManyModels(uint256 count, uint256 max);
     /// @notice The service has no TEE signer to acknowledge.
     error NoTEESigner(address provider);
+    /// @notice `settleFees`: the contract owner does not acknowledge `teeSigner`, the provider's current TEE
+    ///         signer (never did, revoked it, or the provider registered another signer since).
+    error TEESignerNotAcknowledgedByOwner(address provider, address teeSigner);
+    /// @notice `settleFees`: the customer did not acknowledge `teeSigner`, the provider's current TEE signer;
+    ///         `acknowledgedSigner` is the one it acknowledged (zero if none).
+    error TEESignerNotAcknowledgedByUser(address user, address provider, address teeSigner, address acknowledgedSigner);
 
     // ------------------------------------------------------------------ events
 
@@ -338,7 +344,13 @@ contract FineTuningServing is ServingBase, EIP712 {
 
     /// @notice Provider: settles one deliverable with the TEE's signature. If the customer acknowledged
     ///         it, the full `taskFee` is charged and `encryptedSecret` is stored (revealed); otherwise
-    ///         `taskFee * penaltyPercentage / 100` is charged and the secret must be empty.
+    ///         `taskFee * penaltyPercentage / 100` is charged and the secret must be empty. Either way the
+    ///         signature must come from the provider's current TEE signer, which the owner acknowledges
+    ///         (`TEESignerNotAcknowledgedByOwner`) and the customer acknowledged by address
+    ///         (`TEESignerNotAcknowledgedByUser`).
+    /// @dev Who: any provider, for its own customers' deliverables. Worst case: it charges a customer up
+    ///      to the sub-account balance with a fee its acknowledged TEE signed; a signer the customer or the
+    ///      owner did not acknowledge can neither charge nor reveal anything.
     function settleFees(VerifierInput calldata verifierInput) external nonReentrant {
         address user = verifierInput.user;
         AccountState storage acc = _existing(user, msg.sender);
@@ -367,8 +379,7 @@ contract FineTuningServing is ServingBase, EIP712 {
         returns (bool acknowledged)
     {
         if (d.settled) revert DeliverableAlreadySettled(v.id);
-        address signer = _services[msg.sender].teeSignerAddress;
-        if (signer == address(0)) revert InvalidVerifierInput("provider has no service or no TEE signer");
+        address signer = _acknowledgedSigner(acc, v.user);
         if (v.nonce <= acc.nonce) revert InvalidVerifierInput("nonce must be greater than the account nonce");
         if (keccak256(v.modelRootHash) != keccak256(d.modelRootHash)) {
             revert InvalidVerifierInput("modelRootHash does not match the deliverable");
@@ -381,6 +392,17 @@ contract FineTuningServing is ServingBase, EIP712 {
         if (ECDSA.tryRecoverCalldata(digest, v.signature) != signer) {
             revert InvalidVerifierInput("signature does not recover to the TEE signer");
         }
+    }
+
+    /// @dev The caller's (a provider's) TEE signer, after checking that the owner acknowledges it and that
+    ///      `user` acknowledged that same address.
+    function _acknowledgedSigner(AccountState storage acc, address user) private view returns (address signer) {
+        StoredService storage s = _services[msg.sender];
+        signer = s.teeSignerAddress;
+        if (signer == address(0)) revert InvalidVerifierInput("provider has no service or no TEE signer");
+        if (!s.teeSignerAcknowledged) revert TEESignerNotAcknowledgedByOwner(msg.sender, signer);
+        address acked = acc.acknowledgedSigner;
+        if (acked != signer) revert TEESignerNotAcknowledgedByUser(user, msg.sender, signer, acked);
     }
 
     /// @notice The EIP-712 digest the TEE signs for `settleFees` (for clients and tests).
@@ -464,7 +486,7 @@ contract FineTuningServing is ServingBase, EIP712 {
             validRefundsLength: acc.refunds.length,
             deliverablesHead: 0,
             deliverablesCount: deliverables.length,
-            acknowledged: acc.acknowledged
+            acknowledged: _userAcknowledged(acc, provider)
         });
     }
 
@@ -582,6 +604,11 @@ contract FineTuningServing is ServingBase, EIP712 {
         return _service(provider).teeSignerAddress;
     }
 
+    function _currentTEESigner(address provider) internal view override returns (address, bool) {
+        StoredService storage s = _services[provider];
+        return (s.teeSignerAddress, s.teeSignerAcknowledged);
+    }
+
     function _setTEESignerAcknowledged(address provider, bool acknowledged) internal override {
         _services[provider].teeSignerAcknowledged = acknowledged;
     }
@@ -619,7 +646,7 @@ contract FineTuningServing is ServingBase, EIP712 {
             additionalInfo: acc.additionalInfo,
             validRefundsLength: acc.refunds.length,
             deliverablesCount: _order[user][provider].length,
-            acknowledged: acc.acknowledged
+            acknowledged: _userAcknowledged(acc, provider)
         });
     }
 }

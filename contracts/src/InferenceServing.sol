@@ -33,7 +33,8 @@ struct Service {
 }
 
 /// @notice A sub-account as returned by the views (0G layout). `nonce` is the last accepted TEE
-///         settlement nonce; `acknowledged` is the customer's acknowledgement of the TEE signer.
+///         settlement nonce; `acknowledged` is true while the TEE signer the customer acknowledged is the
+///         provider's current one (`getTEESignerAcknowledgements` returns the recorded address).
 struct Account {
     address user;
     address provider;
@@ -91,6 +92,13 @@ contract InferenceServing is ServingBase {
     uint8 public constant STATUS_INVALID_SIGNATURE = 5;
     /// @notice Voucher status: `cumulativeAmount` is below what was already paid for this pair.
     uint8 public constant STATUS_AMOUNT_BELOW_PAID = 6;
+    /// @notice TEE status: the contract owner does not acknowledge the provider's current TEE signer
+    ///         (never did, revoked it, or the provider registered another signer since).
+    uint8 public constant STATUS_SIGNER_NOT_ACKNOWLEDGED_BY_OWNER = 7;
+    /// @notice TEE status: the customer did not acknowledge the provider's current TEE signer
+    ///         (`acknowledgeTEESigner(provider, true)` was never called, was withdrawn, or named the
+    ///         signer the provider had before).
+    uint8 public constant STATUS_SIGNER_NOT_ACKNOWLEDGED_BY_USER = 8;
 
     /// @notice Items per `settleFeesWithTEE` / `settleVouchers` call.
     uint256 public constant MAX_SETTLEMENTS_PER_BATCH = 100;
@@ -274,7 +282,12 @@ contract InferenceServing is ServingBase {
     // ------------------------------------------------------------------ provider: settlement
 
     /// @notice Settles TEE-signed fee claims; the caller must be the provider of every item. Returns one
-    ///         status per item (see STATUS_*); the provider is paid once, at the end.
+    ///         status per item (see STATUS_*); the provider is paid once, at the end. An item pays only if
+    ///         it is signed by the provider's current TEE signer, the owner acknowledges that signer, and
+    ///         the customer acknowledged that same signer address (`acknowledgeTEESigner`).
+    /// @dev Who: any address, for items naming itself as provider. Worst case: a provider charges a
+    ///      customer up to its sub-account balance with fees its own TEE signed; a signer the customer or
+    ///      the owner did not acknowledge (e.g. a key the operator swapped in) is refused (status 7/8).
     function settleFeesWithTEE(TEESettlementData[] calldata settlements)
         external
         nonReentrant
@@ -320,7 +333,7 @@ contract InferenceServing is ServingBase {
     }
 
     /// @notice What `settleFeesWithTEE` would do if `msg.sender` called it now, each item evaluated
-    ///         alone against the current state: items that would fail (status 2-5) and items that would
+    ///         alone against the current state: items that would fail (status 2-5, 7, 8) and items that would
     ///         be partial (with the amount left unpaid).
     function previewSettlementResults(TEESettlementData[] calldata settlements)
         external
@@ -549,9 +562,12 @@ contract InferenceServing is ServingBase {
     /// @dev Status and payable fee of one TEE settlement item, without writing anything.
     function _checkTEE(TEESettlementData calldata d) private view returns (uint8 status, uint256 fee) {
         if (d.provider != msg.sender) return (STATUS_PROVIDER_MISMATCH, 0);
-        address signer = _services[d.provider].teeSignerAddress;
+        StoredService storage s = _services[d.provider];
+        address signer = s.teeSignerAddress;
         if (signer == address(0)) return (STATUS_NO_TEE_SIGNER, 0);
+        if (!s.teeSignerAcknowledged) return (STATUS_SIGNER_NOT_ACKNOWLEDGED_BY_OWNER, 0);
         AccountState storage acc = _accounts[d.user][d.provider];
+        if (acc.acknowledgedSigner != signer) return (STATUS_SIGNER_NOT_ACKNOWLEDGED_BY_USER, 0);
         if (d.nonce <= acc.nonce) return (STATUS_INVALID_NONCE, 0);
         bytes32 digest = teeSettlementDigest(d.requestsHash, d.nonce, d.provider, d.user, d.totalFee);
         if (ECDSA.tryRecoverCalldata(digest, d.signature) != signer) return (STATUS_INVALID_SIGNATURE, 0);
@@ -568,6 +584,11 @@ contract InferenceServing is ServingBase {
 
     function _teeSigner(address provider) internal view override returns (address) {
         return _service(provider).teeSignerAddress;
+    }
+
+    function _currentTEESigner(address provider) internal view override returns (address, bool) {
+        StoredService storage s = _services[provider];
+        return (s.teeSignerAddress, s.teeSignerAcknowledged);
     }
 
     function _setTEESignerAcknowledged(address provider, bool acknowledged) internal override {
@@ -612,7 +633,7 @@ contract InferenceServing is ServingBase {
             pendingRefund: acc.pendingRefund,
             refunds: _refundViews(acc),
             additionalInfo: acc.additionalInfo,
-            acknowledged: acc.acknowledged,
+            acknowledged: _userAcknowledged(acc, provider),
             validRefundsLength: acc.refunds.length,
             generation: acc.generation,
             revokedBitmap: acc.revokedBitmap

@@ -45,9 +45,12 @@ abstract contract ServingBase is IServing, Ownable, ReentrancyGuard {
         // slot 3-4: session-token revocation (InferenceServing)
         uint256 generation;
         uint256 revokedBitmap;
-        // slot 5
+        // slot 5: `acknowledgedSigner` is the TEE signer the customer acknowledged with
+        // `acknowledgeTEESigner(provider, true)` (zero: none). TEE settlement pays only while it equals
+        // the provider's current, owner-acknowledged signer. The 0G ABI's `acknowledged` is derived
+        // from it (see `_userAcknowledged`), so the ABI stays 0G's.
         bool exists;
-        bool acknowledged;
+        address acknowledgedSigner;
         uint32 refundSeq;
         string additionalInfo;
         StoredRefund[] refunds;
@@ -91,6 +94,9 @@ abstract contract ServingBase is IServing, Ownable, ReentrancyGuard {
     error TransferFailed();
     /// @notice A constructor parameter is out of range: `parameter` names it, `value` is what was given.
     error InvalidConfig(string parameter, uint256 value);
+    /// @notice `expected` is no longer `provider`'s TEE signer (it is `current`): check the attestation of
+    ///         the current signer before acknowledging it.
+    error TEESignerChanged(address provider, address expected, address current);
 
     // ------------------------------------------------------------------ events
 
@@ -110,8 +116,12 @@ abstract contract ServingBase is IServing, Ownable, ReentrancyGuard {
     event ProviderStakeReturned(address indexed provider, uint256 amount);
     /// @notice The owner (`acknowledged` true) vouched for, or withdrew trust in, a provider's TEE signer.
     event ProviderTEESignerAcknowledged(address indexed provider, address indexed teeSignerAddress, bool acknowledged);
-    /// @notice A customer acknowledged (or un-acknowledged) a provider's TEE signer for its sub-account.
-    event UserTEESignerAcknowledged(address indexed user, address indexed provider, bool acknowledged);
+    /// @notice A customer acknowledged (`acknowledged` true) `teeSignerAddress`, the provider's TEE signer
+    ///         at that moment, for its sub-account; or withdrew its acknowledgement of `teeSignerAddress`
+    ///         (the one recorded before; zero if none).
+    event UserTEESignerAcknowledged(
+        address indexed user, address indexed provider, address indexed teeSignerAddress, bool acknowledged
+    );
 
     // ------------------------------------------------------------------ configuration
 
@@ -203,11 +213,21 @@ abstract contract ServingBase is IServing, Ownable, ReentrancyGuard {
     // ------------------------------------------------------------------ owner: TEE signer trust
 
     /// @notice Owner: vouches for `provider`'s current TEE signer (after checking its attestation).
+    /// @dev Acknowledges whatever signer is current when the transaction runs: a provider that swaps its
+    ///      signer between the owner's check and this call gets the new one acknowledged. Prefer
+    ///      `acknowledgeTEESignerAddressByOwner`, which names the signer that was checked.
     function acknowledgeTEESignerByOwner(address provider) external onlyOwner {
         address signer = _teeSigner(provider);
         if (signer == address(0)) _revertNoTEESigner(provider);
-        _setTEESignerAcknowledged(provider, true);
-        emit ProviderTEESignerAcknowledged(provider, signer, true);
+        _ownerAcknowledge(provider, signer);
+    }
+
+    /// @notice Owner: vouches for `teeSigner` as `provider`'s TEE signer; reverts
+    ///         `TEESignerChanged(provider, teeSigner, current)` unless it is still the current one, so a
+    ///         signer swapped in after the owner checked the attestation is never acknowledged by mistake.
+    /// @dev Who: the owner only. Worst case: the owner vouches for a signer it did not check (its job).
+    function acknowledgeTEESignerAddressByOwner(address provider, address teeSigner) external onlyOwner {
+        _ownerAcknowledge(provider, _requireCurrentSigner(provider, teeSigner));
     }
 
     /// @notice Owner: withdraws the acknowledgement of `provider`'s TEE signer.
@@ -215,6 +235,19 @@ abstract contract ServingBase is IServing, Ownable, ReentrancyGuard {
         address signer = _teeSigner(provider);
         _setTEESignerAcknowledged(provider, false);
         emit ProviderTEESignerAcknowledged(provider, signer, false);
+    }
+
+    function _ownerAcknowledge(address provider, address signer) private {
+        _setTEESignerAcknowledged(provider, true);
+        emit ProviderTEESignerAcknowledged(provider, signer, true);
+    }
+
+    /// @dev `teeSigner` if it is `provider`'s current, non-zero signer; reverts otherwise.
+    function _requireCurrentSigner(address provider, address teeSigner) private view returns (address) {
+        address current = _teeSigner(provider);
+        if (current == address(0)) _revertNoTEESigner(provider);
+        if (current != teeSigner) revert TEESignerChanged(provider, teeSigner, current);
+        return current;
     }
 
     // ------------------------------------------------------------------ ledger-only
@@ -306,7 +339,7 @@ abstract contract ServingBase is IServing, Ownable, ReentrancyGuard {
         AccountState storage acc = _existing(user, provider);
         if (acc.balance != 0) revert CannotRevokeWithNonZeroBalance(user, provider, acc.balance);
         acc.exists = false;
-        acc.acknowledged = false;
+        acc.acknowledgedSigner = address(0);
         delete acc.additionalInfo;
         delete acc.refunds;
         _onAccountDeleted(user, provider);
@@ -328,11 +361,65 @@ abstract contract ServingBase is IServing, Ownable, ReentrancyGuard {
 
     // ------------------------------------------------------------------ customer
 
-    /// @notice The caller (a customer) acknowledges, or stops acknowledging, `provider`'s TEE signer.
+    /// @notice The caller (a customer) acknowledges `provider`'s current TEE signer (`acknowledged` true):
+    ///         the signer's address is recorded, and TEE-signed settlements of this sub-account pay only
+    ///         while that address is still the provider's signer and the owner acknowledges it. If the
+    ///         provider later registers another signer, `getAccount(..).acknowledged` reads false again
+    ///         and the customer must acknowledge the new one. With `acknowledged` false the record is
+    ///         cleared; while it still names the current signer this needs an empty sub-account
+    ///         (`CannotRevokeWithNonZeroBalance`), as 0G's client requires: funds that signer may still
+    ///         charge for served requests leave through a refund (its lock time lets the provider settle).
+    /// @dev Who: any customer, for its own sub-account only. Worst cases: acknowledging exposes the
+    ///      sub-account's balance to that signer's settlements (the customer's consent, checked against
+    ///      the attestation first); withdrawing it early would let a customer stop payment for requests
+    ///      already served, hence the empty-account rule. A compromised acknowledged signer is stopped by
+    ///      the owner (`revokeTEESignerAcknowledgement`) or by the provider registering another one.
     function acknowledgeTEESigner(address provider, bool acknowledged) external {
         AccountState storage acc = _existing(msg.sender, provider);
-        acc.acknowledged = acknowledged;
-        emit UserTEESignerAcknowledged(msg.sender, provider, acknowledged);
+        if (acknowledged) {
+            address current = _teeSigner(provider);
+            if (current == address(0)) _revertNoTEESigner(provider);
+            _userAcknowledge(acc, provider, current);
+            return;
+        }
+        address signer = acc.acknowledgedSigner;
+        if (signer != address(0) && acc.balance != 0) {
+            (address current,) = _currentTEESigner(provider);
+            if (current == signer) revert CannotRevokeWithNonZeroBalance(msg.sender, provider, acc.balance);
+        }
+        acc.acknowledgedSigner = address(0);
+        emit UserTEESignerAcknowledged(msg.sender, provider, signer, false);
+    }
+
+    /// @notice The caller (a customer) acknowledges `teeSigner` as `provider`'s TEE signer, as
+    ///         `acknowledgeTEESigner(provider, true)` does, but reverts `TEESignerChanged(provider, teeSigner,
+    ///         current)` unless it is still the provider's current signer: a client that verified the
+    ///         attestation of `teeSigner` never acknowledges a signer swapped in meanwhile.
+    /// @dev Who: any customer, for its own sub-account only (see `acknowledgeTEESigner`).
+    function acknowledgeTEESignerAddress(address provider, address teeSigner) external {
+        AccountState storage acc = _existing(msg.sender, provider);
+        _userAcknowledge(acc, provider, _requireCurrentSigner(provider, teeSigner));
+    }
+
+    function _userAcknowledge(AccountState storage acc, address provider, address signer) private {
+        acc.acknowledgedSigner = signer;
+        emit UserTEESignerAcknowledged(msg.sender, provider, signer, true);
+    }
+
+    /// @notice Who vouches for `provider`'s TEE signer, and whether a TEE-signed settlement of the
+    ///         (`user`, `provider`) sub-account would pass the acknowledgement checks now: `teeSigner` is the
+    ///         provider's current signer (zero if it has no service or no signer), `ownerAcknowledged` the
+    ///         owner's acknowledgement of it, `userAcknowledgedSigner` the signer the customer acknowledged
+    ///         (zero if none), and `settleable` is `teeSigner != 0 && ownerAcknowledged &&
+    ///         userAcknowledgedSigner == teeSigner`.
+    function getTEESignerAcknowledgements(address user, address provider)
+        external
+        view
+        returns (address teeSigner, bool ownerAcknowledged, address userAcknowledgedSigner, bool settleable)
+    {
+        (teeSigner, ownerAcknowledged) = _currentTEESigner(provider);
+        userAcknowledgedSigner = _accounts[user][provider].acknowledgedSigner;
+        settleable = teeSigner != address(0) && ownerAcknowledged && userAcknowledgedSigner == teeSigner;
     }
 
     // ------------------------------------------------------------------ hooks
@@ -346,6 +433,10 @@ abstract contract ServingBase is IServing, Ownable, ReentrancyGuard {
 
     /// @dev `provider`'s TEE signer (zero if none); reverts `ServiceNotExist` if it has no service.
     function _teeSigner(address provider) internal view virtual returns (address);
+
+    /// @dev `provider`'s current TEE signer and the owner's acknowledgement of it (zero and false if it
+    ///      has no service); never reverts.
+    function _currentTEESigner(address provider) internal view virtual returns (address signer, bool ownerAcknowledged);
 
     /// @dev Records the owner's acknowledgement of `provider`'s TEE signer (the service exists).
     function _setTEESignerAcknowledged(address provider, bool acknowledged) internal virtual;
@@ -405,6 +496,16 @@ abstract contract ServingBase is IServing, Ownable, ReentrancyGuard {
             }
         }
         acc.pendingRefund = uint128(uint256(acc.pendingRefund) - (amount - remaining));
+    }
+
+    /// @dev The 0G ABI's `Account.acknowledged`: true only while the signer the customer acknowledged is the
+    ///      provider's current one (so 0G's client, which re-acknowledges when it reads false, does so
+    ///      after the provider swapped its signer).
+    function _userAcknowledged(AccountState storage acc, address provider) internal view returns (bool) {
+        address acked = acc.acknowledgedSigner;
+        if (acked == address(0)) return false;
+        (address signer,) = _currentTEESigner(provider);
+        return acked == signer;
     }
 
     function _refundViews(AccountState storage acc) internal view returns (Refund[] memory out) {

@@ -24,6 +24,9 @@ contract FineTuningServingTest is Fixture {
         addFtService(provider, tee);
         fundLedger(alice, 20 ether);
         transfer(alice, provider, FINE_TUNING, 10 ether);
+        // Settlement needs the provider's TEE signer acknowledged by the owner and by the customer.
+        ownerAckFt(provider);
+        userAckFt(alice, provider);
     }
 
     function addDeliverable(string memory id) internal {
@@ -334,6 +337,111 @@ contract FineTuningServingTest is Fixture {
             )
         );
         ft.settleFees(v);
+    }
+
+    // ------------------------------------------------------------------ issue 9: whose signer may charge
+
+    /// @notice Issue 9 item 2 (regression): after the provider swaps in a key of its choosing, a settlement
+    ///         signed by that key neither pays nor reveals anything until the owner and the customer
+    ///         acknowledge the new address; then it pays.
+    function test_issue9_signer_swap_refused_until_both_acknowledge() public {
+        addDeliverable("t");
+        ack("t");
+        uint256 rogueKey = 0xBAD;
+        address rogue = vm.addr(rogueKey);
+        string[] memory models = new string[](0);
+        vm.prank(provider);
+        ft.addOrUpdateService("https://ft.example", quota(), 1e9, false, models, rogue);
+        assertTrue(!ft.getService(provider).teeSignerAcknowledged, "swap clears the owner's ack");
+        assertTrue(!ft.getAccount(alice, provider).acknowledged, "the ABI's ack reads false after a swap");
+
+        VerifierInput memory v;
+        v.id = "t";
+        v.encryptedSecret = SECRET;
+        v.modelRootHash = ROOT;
+        v.nonce = 1;
+        v.taskFee = 5 ether;
+        v.user = alice;
+        v.signature = sig(rogueKey, ft.verifierMessageDigest("t", SECRET, ROOT, 1, 5 ether, alice));
+        vm.prank(provider);
+        vm.expectRevert(
+            abi.encodeWithSelector(FineTuningServing.TEESignerNotAcknowledgedByOwner.selector, provider, rogue)
+        );
+        ft.settleFees(v);
+        ownerAckFt(provider);
+        vm.prank(provider);
+        vm.expectRevert(
+            abi.encodeWithSelector(
+                FineTuningServing.TEESignerNotAcknowledgedByUser.selector, alice, provider, rogue, tee
+            )
+        );
+        ft.settleFees(v);
+        Deliverable memory d = ft.getDeliverable(alice, provider, "t");
+        assertTrue(!d.settled && d.encryptedSecret.length == 0, "not settled, nothing revealed");
+        assertEq(ft.getAccount(alice, provider).balance, 10 ether, "untouched");
+
+        userAckFt(alice, provider);
+        uint256 before = provider.balance;
+        settle(v);
+        assertEq(provider.balance, before + 5 ether, "pays once both acknowledge the current signer");
+        assertEq(ft.getDeliverable(alice, provider, "t").encryptedSecret, SECRET, "revealed");
+    }
+
+    /// @notice Issue 9: the owner's revocation refuses fine-tuning settlement (the penalty path too).
+    function test_issue9_owner_revocation_refuses_settlement() public {
+        addDeliverable("t");
+        vm.prank(owner);
+        ft.revokeTEESignerAcknowledgement(provider);
+        VerifierInput memory v = verifierInput(alice, "t", "", ROOT, 1, 1 ether);
+        vm.prank(provider);
+        vm.expectRevert(
+            abi.encodeWithSelector(FineTuningServing.TEESignerNotAcknowledgedByOwner.selector, provider, tee)
+        );
+        ft.settleFees(v);
+        ownerAckFt(provider);
+        settle(v);
+        assertEq(ft.getAccount(alice, provider).balance, 10 ether - 0.3 ether, "penalty charged once allowed");
+    }
+
+    /// @notice Issue 9: a customer who never acknowledged the TEE signer cannot be charged, not even the
+    ///         penalty for an unacknowledged deliverable.
+    function test_issue9_customer_without_signer_ack_cannot_be_charged() public {
+        address bob = userAddr(2);
+        fundLedger(bob, 10 ether);
+        transfer(bob, provider, FINE_TUNING, 5 ether);
+        vm.prank(provider);
+        ft.addDeliverable(bob, "b", ROOT);
+        VerifierInput memory v = verifierInput(bob, "b", "", ROOT, 1, 1 ether);
+        vm.prank(provider);
+        vm.expectRevert(
+            abi.encodeWithSelector(
+                FineTuningServing.TEESignerNotAcknowledgedByUser.selector, bob, provider, tee, address(0)
+            )
+        );
+        ft.settleFees(v);
+        userAckFt(bob, provider);
+        settle(v);
+        assertEq(ft.getAccount(bob, provider).balance, 5 ether - 0.3 ether, "penalty after the customer's ack");
+    }
+
+    /// @notice Issue 9: the pinned acknowledgements work on fine-tuning too.
+    function test_issue9_pinned_acknowledgements() public {
+        address rogue = vm.addr(0xBAD);
+        vm.prank(provider);
+        ft.addOrUpdateService("https://ft.example", quota(), 1e9, false, new string[](0), rogue);
+        vm.prank(owner);
+        vm.expectRevert(abi.encodeWithSelector(ServingBase.TEESignerChanged.selector, provider, tee, rogue));
+        ft.acknowledgeTEESignerAddressByOwner(provider, tee);
+        vm.prank(alice);
+        vm.expectRevert(abi.encodeWithSelector(ServingBase.TEESignerChanged.selector, provider, tee, rogue));
+        ft.acknowledgeTEESignerAddress(provider, tee);
+        vm.prank(owner);
+        ft.acknowledgeTEESignerAddressByOwner(provider, rogue);
+        vm.prank(alice);
+        ft.acknowledgeTEESignerAddress(provider, rogue);
+        (,,, bool settleable) = ft.getTEESignerAcknowledgements(alice, provider);
+        assertTrue(settleable, "settleable");
+        assertTrue(ft.getAccount(alice, provider).acknowledged, "acknowledged");
     }
 
     function test_settle_needs_tee_signer() public {

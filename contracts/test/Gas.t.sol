@@ -18,11 +18,15 @@ contract GasReportTest is Fixture {
     function setUp() public override {
         super.setUp();
         addInferenceService(provider, tee);
+        ownerAckInference(provider);
     }
 
-    function customers(uint256 n) internal {
+    /// @dev `n` funded customers; with `ackSigner` each also acknowledges the TEE signer (TEE batches
+    ///      refuse customers who did not: issue 9).
+    function customers(uint256 n, bool ackSigner) internal {
         for (uint256 i; i < n; ++i) {
-            inferenceCustomer(100 + i, 100 ether, 50 ether);
+            if (ackSigner) teeCustomer(100 + i, 100 ether, 50 ether);
+            else inferenceCustomer(100 + i, 100 ether, 50 ether);
         }
     }
 
@@ -59,7 +63,7 @@ contract GasReportTest is Fixture {
     }
 
     function measureVouchers(uint256 n) internal returns (uint256 exec, uint256 total) {
-        customers(n);
+        customers(n, false);
         settleVs(vouchers(n, 1)); // first settlement: slots become non-zero
         Voucher[] memory vs = vouchers(n, 2);
         bytes memory data = abi.encodeCall(InferenceServing.settleVouchers, (vs));
@@ -77,7 +81,7 @@ contract GasReportTest is Fixture {
     }
 
     function measureTEE(uint256 n) internal returns (uint256 exec, uint256 total) {
-        customers(n);
+        customers(n, true);
         settleTs(settlements(n, 1));
         TEESettlementData[] memory ds = settlements(n, 2);
         bytes memory data = abi.encodeCall(InferenceServing.settleFeesWithTEE, (ds));

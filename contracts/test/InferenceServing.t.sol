@@ -170,12 +170,221 @@ contract InferenceServingTest is Fixture {
         vm.expectRevert(abi.encodeWithSelector(ServingBase.AccountNotExists.selector, alice, provider));
         inference.acknowledgeTEESigner(provider, true);
         inferenceCustomer(1, 10 ether, 5 ether);
+        vm.expectEmit(true, true, true, true, address(inference));
+        emit ServingBase.UserTEESignerAcknowledged(alice, provider, tee, true);
         vm.prank(alice);
         inference.acknowledgeTEESigner(provider, true);
         assertTrue(inference.getAccount(alice, provider).acknowledged, "acked");
+        (,, address recorded,) = inference.getTEESignerAcknowledgements(alice, provider);
+        assertEq(recorded, tee, "the signer's address is recorded");
+        // Withdrawing a live acknowledgement needs an empty sub-account (as 0G's client requires).
+        vm.prank(alice);
+        vm.expectRevert(
+            abi.encodeWithSelector(ServingBase.CannotRevokeWithNonZeroBalance.selector, alice, provider, 5 ether)
+        );
+        inference.acknowledgeTEESigner(provider, false);
+        emptySubAccount(alice);
+        vm.expectEmit(true, true, true, true, address(inference));
+        emit ServingBase.UserTEESignerAcknowledged(alice, provider, tee, false);
         vm.prank(alice);
         inference.acknowledgeTEESigner(provider, false);
         assertTrue(!inference.getAccount(alice, provider).acknowledged, "unacked");
+        (,, recorded,) = inference.getTEESignerAcknowledgements(alice, provider);
+        assertEq(recorded, address(0), "record cleared");
+    }
+
+    /// @dev Moves everything out of `user`'s inference sub-account with `provider` (refund + lock time).
+    function emptySubAccount(address user) internal {
+        address[] memory ps = new address[](1);
+        ps[0] = provider;
+        vm.prank(user);
+        ledger.retrieveFund(ps, INFERENCE);
+        vm.warp(block.timestamp + LOCK);
+        vm.prank(user);
+        ledger.retrieveFund(ps, INFERENCE);
+        assertEq(inference.getAccount(user, provider).balance, 0, "emptied");
+    }
+
+    // ------------------------------------------------------------------ issue 9: whose signer may charge
+
+    /// @notice Issue 9 item 2 (regression): a provider registered a key of its choosing after the customer
+    ///         acknowledged the attested one. Nothing signed by the new key pays, even once the owner
+    ///         acknowledges it, until the customer acknowledges the new address.
+    function test_issue9_signer_swapped_after_customer_ack_is_refused() public {
+        ownerAckInference(provider);
+        teeCustomer(1, 10 ether, 5 ether);
+        assertEq(settleT(teeSettlement(alice, 1 ether, 1)), 0, "the acknowledged signer pays");
+
+        uint256 rogueKey = 0xBAD;
+        address rogue = vm.addr(rogueKey);
+        ServiceParams memory p = serviceParams(rogue);
+        vm.prank(provider);
+        inference.addOrUpdateService(p);
+        assertTrue(!inference.getService(provider).teeSignerAcknowledged, "swap clears the owner's ack");
+        assertTrue(!inference.getAccount(alice, provider).acknowledged, "the ABI's ack reads false after a swap");
+
+        TEESettlementData memory d = teeSettlement(alice, 4 ether, 2);
+        d.signature = sig(rogueKey, inference.teeSettlementDigest(d.requestsHash, 2, provider, alice, 4 ether));
+        uint256 before = provider.balance;
+        assertEq(settleT(d), 7, "refused: the owner has not acknowledged the new signer");
+        ownerAckInference(provider);
+        assertEq(settleT(d), 8, "refused: the customer acknowledged the old signer, not this one");
+        vm.prank(provider);
+        (address[] memory failed, uint8[] memory reasons,,) = inference.previewSettlementResults(one(d));
+        assertEq(failed.length, 1, "preview agrees");
+        assertEq(reasons[0], 8, "preview names why");
+        assertEq(provider.balance, before, "nothing paid");
+        assertEq(inference.getAccount(alice, provider).balance, 4 ether, "balance untouched");
+        assertEq(inference.getAccount(alice, provider).nonce, 1, "nonce untouched");
+
+        // The customer acknowledges the new signer after the owner did: now it pays.
+        userAckInference(alice, provider);
+        assertTrue(inference.getAccount(alice, provider).acknowledged, "acked again");
+        assertEq(settleT(d), 0, "pays once both acknowledge the current signer");
+        assertEq(provider.balance, before + 4 ether, "paid");
+    }
+
+    /// @notice Issue 9: an item signed by the old (acknowledged) key after a swap is refused too: only the
+    ///         current signer counts.
+    function test_issue9_old_signer_after_swap_is_refused() public {
+        ownerAckInference(provider);
+        teeCustomer(1, 10 ether, 5 ether);
+        vm.prank(provider);
+        inference.addOrUpdateService(serviceParams(vm.addr(0xBAD)));
+        ownerAckInference(provider);
+        // Signed by TEE_KEY, the signer the customer acknowledged, which is no longer the provider's.
+        assertEq(settleT(teeSettlement(alice, 1 ether, 1)), 8, "not the current signer for this customer");
+        userAckInference(alice, provider);
+        assertEq(settleT(teeSettlement(alice, 1 ether, 1)), 5, "and its signature is not the current signer's");
+        assertEq(inference.getAccount(alice, provider).balance, 5 ether, "untouched");
+    }
+
+    /// @notice Issue 9: the owner's revocation stops TEE settlement at once; re-acknowledging restores it.
+    function test_issue9_owner_revocation_refuses_tee_settlement() public {
+        ownerAckInference(provider);
+        teeCustomer(1, 10 ether, 5 ether);
+        vm.prank(owner);
+        inference.revokeTEESignerAcknowledgement(provider);
+        uint256 before = provider.balance;
+        assertEq(settleT(teeSettlement(alice, 1 ether, 1)), 7, "owner revoked");
+        assertEq(provider.balance, before, "nothing paid");
+        (address signer, bool ownerAck, address userSigner, bool settleable) =
+            inference.getTEESignerAcknowledgements(alice, provider);
+        assertEq(signer, tee, "signer");
+        assertTrue(!ownerAck, "owner ack off");
+        assertEq(userSigner, tee, "customer's record kept");
+        assertTrue(!settleable, "not settleable");
+        ownerAckInference(provider);
+        (,,, settleable) = inference.getTEESignerAcknowledgements(alice, provider);
+        assertTrue(settleable, "settleable again");
+        assertEq(settleT(teeSettlement(alice, 1 ether, 1)), 0, "pays after the owner acknowledges again");
+    }
+
+    /// @notice Issue 9: a customer who only signed vouchers (never acknowledged the signer) cannot be
+    ///         charged by a TEE batch, whatever the TEE signs; its vouchers still settle.
+    function test_issue9_voucher_only_customer_cannot_be_charged_by_tee() public {
+        ownerAckInference(provider);
+        inferenceCustomer(1, 10 ether, 5 ether);
+        uint256 before = provider.balance;
+        assertEq(settleT(teeSettlement(alice, 5 ether, 1)), 8, "customer never acknowledged");
+        assertEq(provider.balance, before, "nothing paid");
+        assertEq(settleV(voucher(aliceKey, provider, 1 ether, 1)), 0, "vouchers are unaffected");
+        assertEq(provider.balance, before + 1 ether, "exactly the voucher");
+    }
+
+    /// @notice Issue 9: the customer may acknowledge before the owner does; settlement waits for both.
+    function test_issue9_customer_ack_before_owner_ack() public {
+        teeCustomer(1, 10 ether, 5 ether);
+        assertEq(settleT(teeSettlement(alice, 1 ether, 1)), 7, "owner not yet");
+        ownerAckInference(provider);
+        assertEq(settleT(teeSettlement(alice, 1 ether, 1)), 0, "both now");
+    }
+
+    /// @notice Issue 9: acknowledging needs a signer to acknowledge; a stale acknowledgement (of a signer
+    ///         the provider replaced) can be withdrawn with funds in the account, a live one cannot.
+    function test_issue9_user_ack_edge_cases() public {
+        address p2 = vm.addr(0xC0C);
+        addInferenceService(p2, address(0));
+        address bob = userAddr(2);
+        fundLedger(bob, 10 ether);
+        transfer(bob, p2, INFERENCE, 2 ether);
+        vm.prank(bob);
+        vm.expectRevert(abi.encodeWithSelector(InferenceServing.NoTEESigner.selector, p2));
+        inference.acknowledgeTEESigner(p2, true);
+        vm.prank(bob);
+        inference.acknowledgeTEESigner(p2, false); // nothing recorded: always allowed
+
+        teeCustomer(1, 10 ether, 5 ether);
+        vm.prank(provider);
+        inference.addOrUpdateService(serviceParams(vm.addr(0xBAD)));
+        vm.prank(alice);
+        inference.acknowledgeTEESigner(provider, false); // stale: allowed with a balance
+        (,, address recorded,) = inference.getTEESignerAcknowledgements(alice, provider);
+        assertEq(recorded, address(0), "stale record cleared");
+
+        // A provider without a service: nothing to acknowledge.
+        vm.prank(provider);
+        inference.removeService();
+        vm.prank(alice);
+        vm.expectRevert(abi.encodeWithSelector(ServingBase.ServiceNotExist.selector, provider));
+        inference.acknowledgeTEESigner(provider, true);
+        (address signer, bool ownerAck,, bool settleable) = inference.getTEESignerAcknowledgements(alice, provider);
+        assertTrue(signer == address(0) && !ownerAck && !settleable, "no service: nothing settleable");
+    }
+
+    /// @notice Issue 9: the pinned acknowledgements name the signer that was checked, so a signer swapped in
+    ///         between the attestation check and the transaction (a front-run) is never acknowledged.
+    function test_issue9_pinned_acknowledgements_refuse_a_front_run_swap() public {
+        inferenceCustomer(1, 10 ether, 5 ether);
+        address rogue = vm.addr(0xBAD);
+        // The provider swaps right before the owner's and the customer's transactions.
+        vm.prank(provider);
+        inference.addOrUpdateService(serviceParams(rogue));
+        vm.prank(owner);
+        vm.expectRevert(abi.encodeWithSelector(ServingBase.TEESignerChanged.selector, provider, tee, rogue));
+        inference.acknowledgeTEESignerAddressByOwner(provider, tee);
+        vm.prank(alice);
+        vm.expectRevert(abi.encodeWithSelector(ServingBase.TEESignerChanged.selector, provider, tee, rogue));
+        inference.acknowledgeTEESignerAddress(provider, tee);
+        (address signer, bool ownerAck, address userSigner,) = inference.getTEESignerAcknowledgements(alice, provider);
+        assertTrue(signer == rogue && !ownerAck && userSigner == address(0), "nothing acknowledged");
+
+        // Only the owner; only a signer that exists.
+        vm.prank(alice);
+        vm.expectRevert(abi.encodeWithSelector(Ownable.NotOwner.selector, alice, owner));
+        inference.acknowledgeTEESignerAddressByOwner(provider, rogue);
+        address p2 = address(0xC0C);
+        addInferenceService(p2, address(0));
+        vm.prank(owner);
+        vm.expectRevert(abi.encodeWithSelector(InferenceServing.NoTEESigner.selector, p2));
+        inference.acknowledgeTEESignerAddressByOwner(p2, address(0));
+
+        // Naming the current signer works, with the same events as the unpinned calls.
+        vm.expectEmit(true, true, false, true, address(inference));
+        emit ServingBase.ProviderTEESignerAcknowledged(provider, rogue, true);
+        vm.prank(owner);
+        inference.acknowledgeTEESignerAddressByOwner(provider, rogue);
+        vm.expectEmit(true, true, true, true, address(inference));
+        emit ServingBase.UserTEESignerAcknowledged(alice, provider, rogue, true);
+        vm.prank(alice);
+        inference.acknowledgeTEESignerAddress(provider, rogue);
+        (,,, bool settleable) = inference.getTEESignerAcknowledgements(alice, provider);
+        assertTrue(settleable, "both acknowledged the signer they named");
+        vm.prank(userAddr(7));
+        vm.expectRevert(abi.encodeWithSelector(ServingBase.AccountNotExists.selector, userAddr(7), provider));
+        inference.acknowledgeTEESignerAddress(provider, rogue);
+    }
+
+    /// @notice Issue 9: removing and re-creating the service with the same key needs the owner again.
+    function test_issue9_service_recreated_needs_owner_again() public {
+        ownerAckInference(provider);
+        teeCustomer(1, 10 ether, 5 ether);
+        vm.prank(provider);
+        inference.removeService();
+        addInferenceService(provider, tee);
+        assertEq(settleT(teeSettlement(alice, 1 ether, 1)), 7, "re-created service is not owner-acknowledged");
+        ownerAckInference(provider);
+        assertEq(settleT(teeSettlement(alice, 1 ether, 1)), 0, "the customer's record of the same key still holds");
     }
 
     // ------------------------------------------------------------------ tokens
@@ -279,7 +488,8 @@ contract InferenceServingTest is Fixture {
     // ------------------------------------------------------------------ TEE settlement
 
     function test_settleFeesWithTEE_success() public {
-        inferenceCustomer(1, 10 ether, 5 ether);
+        ownerAckInference(provider);
+        teeCustomer(1, 10 ether, 5 ether);
         uint256 before = provider.balance;
         uint8[] memory st = settleTs(one(teeSettlement(alice, 1 ether, 7)));
         assertEq(st[0], 0, "status");
@@ -292,8 +502,9 @@ contract InferenceServingTest is Fixture {
     }
 
     function test_settleFeesWithTEE_statuses() public {
-        inferenceCustomer(1, 10 ether, 5 ether);
-        address bob = inferenceCustomer(2, 10 ether, 1 ether);
+        ownerAckInference(provider);
+        teeCustomer(1, 10 ether, 5 ether);
+        address bob = teeCustomer(2, 10 ether, 1 ether);
         TEESettlementData[] memory ds = new TEESettlementData[](6);
         ds[0] = teeSettlement(alice, 1 ether, 1); // ok
         ds[1] = teeSettlement(bob, 3 ether, 1); // partial: 1 paid, 2 unsettled
@@ -359,7 +570,8 @@ contract InferenceServingTest is Fixture {
     }
 
     function test_settlement_draws_pending_refunds_newest_first() public {
-        inferenceCustomer(1, 10 ether, 2 ether);
+        ownerAckInference(provider);
+        teeCustomer(1, 10 ether, 2 ether);
         // Build two refunds by hand (the ledger cancels pending refunds on deposit, so use it directly).
         vm.deal(address(ledger), 10 ether);
         vm.startPrank(address(ledger));
@@ -382,7 +594,8 @@ contract InferenceServingTest is Fixture {
     function testFuzz_teeSettlement_caps_at_balance(uint96 sub, uint96 fee, uint64 nonce) public {
         uint256 s = bound(sub, MIN_TRANSFER, 1000 ether);
         uint256 n = bound(nonce, 1, type(uint64).max);
-        inferenceCustomer(1, s + MIN_BALANCE, s);
+        ownerAckInference(provider);
+        teeCustomer(1, s + MIN_BALANCE, s);
         uint256 before = provider.balance;
         uint8[] memory st = settleTs(one(teeSettlement(alice, fee, n)));
         uint256 paid = provider.balance - before;
@@ -567,7 +780,8 @@ contract InferenceServingTest is Fixture {
     }
 
     function test_voucher_state_survives_account_deletion() public {
-        inferenceCustomer(1, 10 ether, 2 ether);
+        ownerAckInference(provider);
+        teeCustomer(1, 10 ether, 2 ether);
         Voucher memory v = voucher(aliceKey, provider, 1 ether, 1);
         settleV(v);
         settleT(teeSettlement(alice, 0.5 ether, 9));
@@ -586,6 +800,11 @@ contract InferenceServingTest is Fixture {
         inferenceCustomer(1, 10 ether, 2 ether);
         uint8[] memory st = settleVs(one(v));
         assertEq(st[0], 4, "voucher replay after recreate");
+        // Deleting the account cleared the customer's acknowledgement; with it renewed, the old nonce
+        // is still refused.
+        st = settleTs(one(teeSettlement(alice, 0.5 ether, 9)));
+        assertEq(st[0], 8, "acknowledgement cleared by the deletion");
+        userAckInference(alice, provider);
         st = settleTs(one(teeSettlement(alice, 0.5 ether, 9)));
         assertEq(st[0], 4, "tee replay after recreate");
         assertEq(inference.getAccount(alice, provider).balance, 2 ether, "untouched");

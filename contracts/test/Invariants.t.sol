@@ -5,7 +5,7 @@ import {Test} from "./utils/Test.sol";
 import {LedgerManager} from "../src/LedgerManager.sol";
 import {InferenceServing, ServiceParams, TEESettlementData, Voucher, Account} from "../src/InferenceServing.sol";
 import {FineTuningServing, Quota, VerifierInput, Deliverable} from "../src/FineTuningServing.sol";
-import {Refund} from "../src/ServingBase.sol";
+import {Refund, ServingBase} from "../src/ServingBase.sol";
 
 /// @notice Drives random sequences of customer, provider and owner actions against the wired contracts
 ///         and records ghost state for the invariants. Every violation it can see directly (a replay
@@ -16,6 +16,9 @@ contract Handler is Test {
     FineTuningServing internal ft;
 
     uint256 internal constant TEE_KEY = 0x7EE;
+    /// @dev The key an operator swaps in (issue 9): it may sign anything; it must never charge a customer
+    ///      who did not acknowledge it.
+    uint256 internal constant ROGUE_KEY = 0xBAD5;
     uint256 internal constant N_USERS = 3;
     uint256 internal constant N_PROVIDERS = 2;
     uint256 internal constant STAKE = 1 ether;
@@ -34,12 +37,21 @@ contract Handler is Test {
     mapping(address => mapping(address => mapping(uint256 => bool))) public refundRequestedAt;
     mapping(address => bool) public inferenceService;
     mapping(address => bool) public ftService;
+    // Signer trust, per serving contract (index 0 inference, 1 fine-tuning), as the handler set it.
+    mapping(uint256 => mapping(address => uint256)) internal signerKey; // provider's current key
+    mapping(uint256 => mapping(address => bool)) internal ownerAcked;
+    mapping(uint256 => mapping(address => mapping(address => address))) internal userAckedSigner;
+    /// @dev Per (user, provider): TEE and fine-tuning fees paid, and what signers the customer had
+    ///      acknowledged signed (counted at signing time, accepted or not).
+    mapping(address => mapping(address => uint256)) public teePaidGhost;
+    mapping(address => mapping(address => uint256)) public ackedSignerSigned;
     uint256 public ftDeliverableSeq;
     string[] internal ftIds;
     mapping(bytes32 => address) internal ftIdUser;
     mapping(bytes32 => address) internal ftIdProvider;
 
     string public violation;
+    bool internal initialized;
     uint256 public calls;
     // Coverage counters: how many calls reached the interesting paths.
     uint256 public transfers;
@@ -47,6 +59,8 @@ contract Handler is Test {
     uint256 public teePayments;
     uint256 public ftSettlements;
     uint256 public maturedRetrievals;
+    uint256 public signerSwaps;
+    uint256 public refusedUnacknowledged;
 
     constructor(LedgerManager l, InferenceServing i, FineTuningServing f) {
         ledger = l;
@@ -63,9 +77,16 @@ contract Handler is Test {
 
     /// @notice Starts every provider with an inference and a fine-tuning service (called from setUp).
     function init() external {
+        // Once only: the fuzzer may call it too, and a second run would reset `calls`.
+        if (initialized) return;
+        initialized = true;
         for (uint256 k; k < N_PROVIDERS; ++k) {
+            signerKey[0][providers[k]] = TEE_KEY;
+            signerKey[1][providers[k]] = TEE_KEY;
             this.toggleInferenceService(k);
             this.toggleFtService(k);
+            _ownerAck(providers[k], 0, true);
+            _ownerAck(providers[k], 1, true);
         }
         calls = 0;
     }
@@ -144,8 +165,98 @@ contract Handler is Test {
 
     function deleteLedger(uint256 u) external {
         ++calls;
-        vm.prank(users[u % N_USERS]);
-        try ledger.deleteLedger() {} catch {}
+        address user = users[u % N_USERS];
+        vm.prank(user);
+        try ledger.deleteLedger() {
+            // Deleting the sub-accounts clears the customer's acknowledgements.
+            for (uint256 j; j < N_PROVIDERS; ++j) {
+                userAckedSigner[0][user][providers[j]] = address(0);
+                userAckedSigner[1][user][providers[j]] = address(0);
+            }
+        } catch {}
+    }
+
+    // ------------------------------------------------------------------ signer trust (issue 9)
+
+    /// @notice The owner acknowledges (or revokes) a provider's current signer on one serving contract.
+    function ownerAck(uint256 p, uint256 c, bool acknowledged) external {
+        ++calls;
+        _ownerAck(providers[p % N_PROVIDERS], c % 2, acknowledged);
+    }
+
+    /// @dev Serving contract `c`: 0 inference, 1 fine-tuning (the acknowledgement calls are shared).
+    function _serving(uint256 c) internal view returns (ServingBase) {
+        return c == 0 ? ServingBase(payable(address(inference))) : ServingBase(payable(address(ft)));
+    }
+
+    function _ownerAck(address prov, uint256 c, bool acknowledged) internal {
+        ServingBase target = _serving(c);
+        vm.prank(inference.owner());
+        if (acknowledged) {
+            try target.acknowledgeTEESignerByOwner(prov) {
+                ownerAcked[c][prov] = true;
+            } catch {}
+        } else {
+            try target.revokeTEESignerAcknowledgement(prov) {
+                ownerAcked[c][prov] = false;
+            } catch {}
+        }
+    }
+
+    /// @notice A customer acknowledges (or withdraws its acknowledgement of) a provider's current signer.
+    function userAck(uint256 u, uint256 p, uint256 c, bool acknowledged) external {
+        ++calls;
+        _userAck(users[u % N_USERS], providers[p % N_PROVIDERS], c % 2, acknowledged);
+    }
+
+    function _userAck(address user, address prov, uint256 c, bool acknowledged) internal {
+        ServingBase target = _serving(c);
+        vm.prank(user);
+        try target.acknowledgeTEESigner(prov, acknowledged) {
+            userAckedSigner[c][user][prov] = acknowledged ? vm.addr(signerKey[c][prov]) : address(0);
+        } catch {}
+    }
+
+    /// @notice The provider swaps its TEE signer between the attested key and a key of its choosing.
+    function swapSigner(uint256 p, uint256 c) external {
+        ++calls;
+        address prov = providers[p % N_PROVIDERS];
+        c %= 2;
+        uint256 next = signerKey[c][prov] == TEE_KEY ? ROGUE_KEY : TEE_KEY;
+        if (c == 0) {
+            if (!inferenceService[prov]) return;
+            vm.prank(prov);
+            inference.addOrUpdateService(ServiceParams("chatbot", "https://p", "m", "TeeML", 1, 1, "", vm.addr(next)));
+        } else {
+            if (!ftService[prov]) return;
+            vm.prank(prov);
+            ft.addOrUpdateService("https://p", Quota(1, 1, 1, 1, "H100"), 1, false, new string[](0), vm.addr(next));
+        }
+        signerKey[c][prov] = next;
+        ownerAcked[c][prov] = false;
+        ++signerSwaps;
+    }
+
+    /// @dev Unless bits 0-1 of `r` are both set the customer acknowledges the current signer; unless bits
+    ///      2-3 are, the owner does (3 times in 4 each).
+    function _maybeAck(uint256 c, address user, address prov, uint256 r) internal {
+        if (r % 4 != 3) _userAck(user, prov, c, true);
+        if ((r >> 2) % 4 != 3) _ownerAck(prov, c, true);
+    }
+
+    /// @dev Whether a settlement signed by `key` may charge `user` now: it is the provider's current
+    ///      signer, the owner acknowledges it, and the customer acknowledged that same address.
+    function _trusted(uint256 c, address user, address prov, uint256 key) internal view returns (bool) {
+        address a = vm.addr(key);
+        return a == vm.addr(signerKey[c][prov]) && ownerAcked[c][prov] && userAckedSigner[c][user][prov] == a;
+    }
+
+    /// @dev Records what a key the customer acknowledged signed (the invariant's allowance).
+    function _countSigned(uint256 c, address user, address prov, uint256 key, uint256 fee) internal {
+        address a = vm.addr(key);
+        if (userAckedSigner[c][user][prov] == a && a == vm.addr(signerKey[c][prov])) {
+            ackedSignerSigned[user][prov] += fee;
+        }
     }
 
     function warp(uint256 secs) external {
@@ -162,13 +273,15 @@ contract Handler is Test {
             vm.prank(prov);
             inference.removeService();
             inferenceService[prov] = false;
+            ownerAcked[0][prov] = false;
         } else {
             vm.deal(prov, prov.balance + STAKE);
             vm.prank(prov);
             inference.addOrUpdateService{value: STAKE}(
-                ServiceParams("chatbot", "https://p", "m", "TeeML", 1, 1, "", vm.addr(TEE_KEY))
+                ServiceParams("chatbot", "https://p", "m", "TeeML", 1, 1, "", vm.addr(signerKey[0][prov]))
             );
             inferenceService[prov] = true;
+            ownerAcked[0][prov] = false;
         }
     }
 
@@ -179,13 +292,15 @@ contract Handler is Test {
             vm.prank(prov);
             ft.removeService();
             ftService[prov] = false;
+            ownerAcked[1][prov] = false;
         } else {
             vm.deal(prov, prov.balance + STAKE);
             vm.prank(prov);
             ft.addOrUpdateService{value: STAKE}(
-                "https://p", Quota(1, 1, 1, 1, "H100"), 1, false, new string[](0), vm.addr(TEE_KEY)
+                "https://p", Quota(1, 1, 1, 1, "H100"), 1, false, new string[](0), vm.addr(signerKey[1][prov])
             );
             ftService[prov] = true;
+            ownerAcked[1][prov] = false;
         }
     }
 
@@ -231,22 +346,32 @@ contract Handler is Test {
         d.user = users[u % N_USERS];
         d.provider = providers[p % N_PROVIDERS];
         if (nonceSeed % 8 != 0) _ensureAccount(d.user, d.provider, true);
+        // Half the time the customer, and independently the owner, acknowledge the current signer first
+        // (so that TEE payments happen between swaps and revocations).
+        _maybeAck(0, d.user, d.provider, uint256(keccak256(abi.encode(nonceSeed, fee))));
         uint256 last = lastTeeNonce[d.user][d.provider];
         d.nonce = nonceSeed % 2 == 0 ? last + 1 + (nonceSeed % 5) : (last == 0 ? 0 : nonceSeed % (last + 1));
         d.totalFee = bound(fee, 0, 30 ether);
         d.requestsHash = keccak256(abi.encode(nonceSeed));
-        d.signature =
-            _sig(TEE_KEY, inference.teeSettlementDigest(d.requestsHash, d.nonce, d.provider, d.user, d.totalFee));
-        _runTee(ds, last);
+        // Mostly the provider's current key; sometimes the other one (the attested key after a swap, or
+        // the operator's own key).
+        uint256 current = signerKey[0][d.provider];
+        uint256 key = nonceSeed % 3 == 0 ? (current == TEE_KEY ? ROGUE_KEY : TEE_KEY) : current;
+        d.signature = _sig(key, inference.teeSettlementDigest(d.requestsHash, d.nonce, d.provider, d.user, d.totalFee));
+        _countSigned(0, d.user, d.provider, key, d.totalFee);
+        _runTee(ds, last, _trusted(0, d.user, d.provider, key));
     }
 
-    function _runTee(TEESettlementData[] memory ds, uint256 last) internal {
+    function _runTee(TEESettlementData[] memory ds, uint256 last, bool trusted) internal {
         TEESettlementData memory d = ds[0];
         uint256 before = d.provider.balance;
         vm.prank(d.provider);
         uint8[] memory st = inference.settleFeesWithTEE(ds);
         uint256 paid = d.provider.balance - before;
         if (paid > d.totalFee) fail("TEE settlement paid more than signed");
+        if (st[0] <= 1 && !trusted) fail("TEE paid via an unacknowledged signer");
+        if (st[0] >= 7) ++refusedUnacknowledged;
+        teePaidGhost[d.user][d.provider] += paid;
         if (paid != 0) ++teePayments;
         if (st[0] <= 1) {
             if (d.nonce <= last) fail("TEE nonce accepted twice");
@@ -300,27 +425,42 @@ contract Handler is Test {
         } catch {
             return;
         }
-        uint256 nonce = nonceSeed % 4 == 0 ? nonceSeed % 3 : ft.getAccount(user, prov).nonce + 1;
+        _maybeAck(1, user, prov, uint256(keccak256(abi.encode(nonceSeed, fee))));
         uint256 lastNonce = ft.getAccount(user, prov).nonce;
         VerifierInput memory v;
         v.id = id;
         v.encryptedSecret = acked ? bytes(hex"5ec2e7") : bytes("");
         v.modelRootHash = hex"abcd";
-        v.nonce = nonce;
+        v.nonce = nonceSeed % 4 == 0 ? nonceSeed % 3 : lastNonce + 1;
         v.taskFee = bound(fee, 0, 5 ether);
         v.user = user;
-        v.signature =
-            _sig(TEE_KEY, ft.verifierMessageDigest(id, v.encryptedSecret, v.modelRootHash, nonce, v.taskFee, user));
+        // Mostly the provider's current key; sometimes the other one.
+        uint256 current = signerKey[1][prov];
+        uint256 key = nonceSeed % 3 == 0 ? (current == TEE_KEY ? ROGUE_KEY : TEE_KEY) : current;
+        v.signature = _sig(key, _verifierDigest(v));
+        _countSigned(1, user, prov, key, acked ? v.taskFee : v.taskFee * ft.penaltyPercentage() / 100);
+        _runFt(v, prov, acked, wasSettled, lastNonce, _trusted(1, user, prov, key));
+    }
+
+    function _verifierDigest(VerifierInput memory v) internal view returns (bytes32) {
+        return ft.verifierMessageDigest(v.id, v.encryptedSecret, v.modelRootHash, v.nonce, v.taskFee, v.user);
+    }
+
+    function _runFt(VerifierInput memory v, address prov, bool acked, bool wasSettled, uint256 lastNonce, bool trusted)
+        internal
+    {
         uint256 before = prov.balance;
         vm.prank(prov);
         try ft.settleFees(v) {
             uint256 paid = prov.balance - before;
+            teePaidGhost[v.user][prov] += paid;
             ++ftSettlements;
+            if (!trusted) fail("FT paid via an unacknowledged signer");
             if (wasSettled) fail("deliverable settled twice");
-            if (nonce <= lastNonce) fail("FT nonce accepted twice");
+            if (v.nonce <= lastNonce) fail("FT nonce accepted twice");
             if (paid > v.taskFee) fail("FT settlement paid more than signed");
             if (!acked && paid != v.taskFee * ft.penaltyPercentage() / 100) fail("FT penalty wrong");
-            if (!acked && ft.getDeliverable(user, prov, id).encryptedSecret.length != 0) {
+            if (!acked && ft.getDeliverable(v.user, prov, v.id).encryptedSecret.length != 0) {
                 fail("secret stored without ack");
             }
         } catch {}
@@ -353,67 +493,6 @@ contract Handler is Test {
     function _sig(uint256 key, bytes32 digest) internal pure returns (bytes memory) {
         (uint8 v, bytes32 r, bytes32 s) = vm.sign(key, digest);
         return abi.encodePacked(r, s, v);
-    }
-
-    function sumAvailable() external view returns (uint256 sum) {
-        for (uint256 k; k < N_USERS; ++k) {
-            sum += _available(users[k]);
-        }
-    }
-
-    function sumInference() external view returns (uint256 sum) {
-        for (uint256 k; k < N_USERS; ++k) {
-            for (uint256 j; j < N_PROVIDERS; ++j) {
-                if (inference.accountExists(users[k], providers[j])) {
-                    sum += inference.getAccount(users[k], providers[j]).balance;
-                }
-            }
-        }
-        for (uint256 j; j < N_PROVIDERS; ++j) {
-            if (inferenceService[providers[j]]) sum += STAKE;
-        }
-    }
-
-    function sumFt() external view returns (uint256 sum) {
-        for (uint256 k; k < N_USERS; ++k) {
-            for (uint256 j; j < N_PROVIDERS; ++j) {
-                if (ft.accountExists(users[k], providers[j])) sum += ft.getAccount(users[k], providers[j]).balance;
-            }
-        }
-        for (uint256 j; j < N_PROVIDERS; ++j) {
-            if (ftService[providers[j]]) sum += STAKE;
-        }
-    }
-
-    /// @dev The ledger's totalBalance of every user equals available + all sub-account balances.
-    function ledgerTotalsConsistent() external view returns (bool) {
-        for (uint256 k; k < N_USERS; ++k) {
-            address user = users[k];
-            uint256 total;
-            uint256 sub;
-            try ledger.getLedger(user) returns (LedgerManager.Ledger memory l) {
-                total = l.totalBalance;
-                sub = l.availableBalance;
-            } catch {}
-            for (uint256 j; j < N_PROVIDERS; ++j) {
-                if (inference.accountExists(user, providers[j])) {
-                    sub += inference.getAccount(user, providers[j]).balance;
-                }
-                if (ft.accountExists(user, providers[j])) sub += ft.getAccount(user, providers[j]).balance;
-            }
-            if (sub != total) return false;
-        }
-        return true;
-    }
-
-    function vouchersWithinSigned() external view returns (bool) {
-        for (uint256 k; k < N_USERS; ++k) {
-            for (uint256 j; j < N_PROVIDERS; ++j) {
-                (uint256 paid,) = inference.getVoucherState(users[k], providers[j]);
-                if (paid > maxVoucherSigned[users[k]][providers[j]]) return false;
-            }
-        }
-        return true;
     }
 }
 
@@ -464,7 +543,139 @@ contract InvariantsTest is Test {
                     handler.maturedRetrievals()
                 )
             );
+        (ok,) = address(0x000000000000000000636F6e736F6c652e6c6f67)
+            .staticcall(
+                abi.encodeWithSignature(
+                    "log(string,uint256,uint256,uint256)",
+                    "calls / signer swaps / items refused for want of acknowledgement",
+                    handler.calls(),
+                    handler.signerSwaps(),
+                    handler.refusedUnacknowledged()
+                )
+            );
         ok;
+    }
+
+    // ------------------------------------------------------------------ views over the handler's state
+    // (here rather than in the handler, which would exceed the contract size limit)
+
+    uint256 internal constant N_USERS = 3;
+    uint256 internal constant N_PROVIDERS = 2;
+    uint256 internal constant STAKE = 1 ether;
+
+    function _available(address user) internal view returns (uint256) {
+        try ledger.getLedger(user) returns (LedgerManager.Ledger memory l) {
+            return l.availableBalance;
+        } catch {
+            return 0;
+        }
+    }
+
+    function sumAvailable() internal view returns (uint256 sum) {
+        for (uint256 k; k < N_USERS; ++k) {
+            sum += _available(handler.users(k));
+        }
+    }
+
+    function sumInference() internal view returns (uint256 sum) {
+        for (uint256 k; k < N_USERS; ++k) {
+            for (uint256 j; j < N_PROVIDERS; ++j) {
+                if (inference.accountExists(handler.users(k), handler.providers(j))) {
+                    sum += inference.getAccount(handler.users(k), handler.providers(j)).balance;
+                }
+            }
+        }
+        for (uint256 j; j < N_PROVIDERS; ++j) {
+            if (handler.inferenceService(handler.providers(j))) sum += STAKE;
+        }
+    }
+
+    function sumFt() internal view returns (uint256 sum) {
+        for (uint256 k; k < N_USERS; ++k) {
+            for (uint256 j; j < N_PROVIDERS; ++j) {
+                if (ft.accountExists(handler.users(k), handler.providers(j))) {
+                    sum += ft.getAccount(handler.users(k), handler.providers(j)).balance;
+                }
+            }
+        }
+        for (uint256 j; j < N_PROVIDERS; ++j) {
+            if (handler.ftService(handler.providers(j))) sum += STAKE;
+        }
+    }
+
+    /// @dev The ledger's totalBalance of every user equals available + all sub-account balances.
+    function ledgerTotalsConsistent() internal view returns (bool) {
+        for (uint256 k; k < N_USERS; ++k) {
+            address user = handler.users(k);
+            uint256 total;
+            uint256 sub;
+            try ledger.getLedger(user) returns (LedgerManager.Ledger memory l) {
+                total = l.totalBalance;
+                sub = l.availableBalance;
+            } catch {}
+            for (uint256 j; j < N_PROVIDERS; ++j) {
+                if (inference.accountExists(user, handler.providers(j))) {
+                    sub += inference.getAccount(user, handler.providers(j)).balance;
+                }
+                if (ft.accountExists(user, handler.providers(j))) {
+                    sub += ft.getAccount(user, handler.providers(j)).balance;
+                }
+            }
+            if (sub != total) return false;
+        }
+        return true;
+    }
+
+    /// @dev Issue 9: per (customer, provider), everything paid through vouchers, TEE batches and fine-tuning
+    ///      settlements is at most the customer's newest voucher plus what signers the customer had
+    ///      acknowledged signed (so a customer who never acknowledged a signer pays at most its vouchers).
+    function paymentsWithinConsent() internal view returns (bool) {
+        for (uint256 k; k < N_USERS; ++k) {
+            for (uint256 j; j < N_PROVIDERS; ++j) {
+                address user = handler.users(k);
+                address prov = handler.providers(j);
+                uint256 paid = handler.voucherPaidGhost(user, prov) + handler.teePaidGhost(user, prov);
+                if (paid > handler.maxVoucherSigned(user, prov) + handler.ackedSignerSigned(user, prov)) return false;
+                if (handler.teePaidGhost(user, prov) > handler.ackedSignerSigned(user, prov)) return false;
+            }
+        }
+        return true;
+    }
+
+    function vouchersWithinSigned() internal view returns (bool) {
+        for (uint256 k; k < N_USERS; ++k) {
+            for (uint256 j; j < N_PROVIDERS; ++j) {
+                (uint256 paid,) = inference.getVoucherState(handler.users(k), handler.providers(j));
+                if (paid > handler.maxVoucherSigned(handler.users(k), handler.providers(j))) return false;
+            }
+        }
+        return true;
+    }
+
+    /// @notice The handler can reach every issue-9 path: a fixed sequence pays through an acknowledged
+    ///         signer, refuses a swapped-in one, and settles a fine-tuning task (guards against a handler
+    ///         that silently stops exercising them).
+    function test_handler_reaches_the_signer_trust_paths() public {
+        // nonceSeed 2: even (fresh nonce), not a multiple of 3 (current key). Find a fee whose hash bit
+        // makes the customer acknowledge first.
+        uint256 fee = 1 ether;
+        while (uint256(keccak256(abi.encode(uint256(2), fee))) % 16 != 0) ++fee;
+        handler.settleTEE(0, 0, fee, 2);
+        assertEq(handler.teePayments(), 1, "acknowledged signer pays");
+        handler.swapSigner(0, 0);
+        handler.ownerAck(0, 0, true);
+        uint256 fee2 = 1 ether;
+        while (uint256(keccak256(abi.encode(uint256(4), fee2))) % 4 != 3) ++fee2; // the customer does not re-acknowledge
+        handler.settleTEE(0, 0, fee2, 4);
+        assertEq(handler.teePayments(), 1, "swapped-in signer does not pay");
+        assertEq(handler.refusedUnacknowledged(), 1, "refused for want of the customer's acknowledgement");
+        handler.addDeliverable(0, 0);
+        uint256 fee3 = 1 ether;
+        while (uint256(keccak256(abi.encode(uint256(2), fee3))) % 16 != 0) ++fee3;
+        handler.settleDeliverable(0, fee3, 2);
+        assertEq(handler.ftSettlements(), 1, "fine-tuning settles through an acknowledged signer");
+        assertEq(handler.violation(), "", "no violation");
+        assertTrue(paymentsWithinConsent(), "within consent");
     }
 
     function invariant_no_violation_seen_by_handler() public view {
@@ -472,22 +683,29 @@ contract InvariantsTest is Test {
     }
 
     function invariant_ledger_balance_equals_sum_of_available() public view {
-        assertEq(address(ledger).balance, handler.sumAvailable(), "ledger solvency");
+        assertEq(address(ledger).balance, sumAvailable(), "ledger solvency");
     }
 
     function invariant_inference_balance_equals_subaccounts_plus_stakes() public view {
-        assertEq(address(inference).balance, handler.sumInference(), "inference solvency");
+        assertEq(address(inference).balance, sumInference(), "inference solvency");
     }
 
     function invariant_ft_balance_equals_subaccounts_plus_stakes() public view {
-        assertEq(address(ft).balance, handler.sumFt(), "ft solvency");
+        assertEq(address(ft).balance, sumFt(), "ft solvency");
     }
 
     function invariant_ledger_totals_consistent() public view {
-        assertTrue(handler.ledgerTotalsConsistent(), "totalBalance == available + sub-accounts");
+        assertTrue(ledgerTotalsConsistent(), "totalBalance == available + sub-accounts");
     }
 
     function invariant_vouchers_never_pay_more_than_signed() public view {
-        assertTrue(handler.vouchersWithinSigned(), "voucher paid <= max signed");
+        assertTrue(vouchersWithinSigned(), "voucher paid <= max signed");
+    }
+
+    /// @notice Issue 9: no customer pays more than its newest voucher plus what a signer it acknowledged
+    ///         signed; in particular a customer that never acknowledged a signer pays at most its vouchers,
+    ///         and a signer the provider swapped in never charges anyone who did not acknowledge it.
+    function invariant_no_customer_pays_more_than_it_or_an_acknowledged_signer_signed() public view {
+        assertTrue(paymentsWithinConsent(), "paid <= newest voucher + signed by an acknowledged signer");
     }
 }

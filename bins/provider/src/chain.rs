@@ -101,6 +101,32 @@ impl ChainAdapter {
     }
 }
 
+impl ChainAdapter {
+    /// Whether the contract owner acknowledges this provider's current TEE signer. While it does not, logs a
+    /// warning with the exact command the owner runs: until then 0G clients refuse the provider and TEE-signed
+    /// settlements are refused on chain (status 7; issue 9). A failed read is logged and counts as "not yet".
+    pub async fn warn_unless_owner_acknowledged(&self) -> bool {
+        match self.client.inference().get_service(self.provider).await {
+            Ok(Some(s)) if s.tee_signer_acknowledged => true,
+            Ok(Some(s)) => {
+                let command = self
+                    .client
+                    .owner_acknowledge_command(zg_chain::ServiceKind::Inference, self.provider);
+                tracing::warn!(signer = %s.tee_signer, %command, "the TEE signer waits for the contract owner's acknowledgement: TEE-signed settlements are refused and 0G clients refuse this provider until the owner runs the command");
+                false
+            }
+            Ok(None) => {
+                tracing::warn!(provider = %self.provider, "no inference service registered for this provider");
+                false
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot read whether the owner acknowledged the TEE signer");
+                false
+            }
+        }
+    }
+}
+
 impl AccountSource for ChainAdapter {
     fn account(&self, user: Address) -> BoxFuture<'_, Result<Option<ChainAccount>, BoxError>> {
         Box::pin(self.get_account(user))

@@ -140,9 +140,7 @@ pub async fn start(s: Settings) -> Result<Running> {
         .register(&params, stake)
         .await
         .map_err(chain_err("addOrUpdateService"))?;
-    if !service.tee_signer_acknowledged {
-        tracing::warn!(signer = %tee.signer(), "the contract owner has not acknowledged this TEE signer yet: 0G clients will refuse it");
-    }
+    adapter.warn_unless_owner_acknowledged().await;
     tracing::info!(%provider, signer = %tee.signer(), url = %s.public_url, model = %s.model, "service registered");
     let domains = Domains::new(client.chain_id(), s.contracts.inference);
     let ledger = Ledger::open(LedgerConfig::new(
@@ -179,6 +177,7 @@ pub async fn start(s: Settings) -> Result<Running> {
         Arc::new(adapter.clone()),
         Arc::clone(&metrics),
     );
+    let owner_ack_watch = adapter.clone();
     let settler = Arc::new(Settler::new(
         ledger,
         adapter,
@@ -249,6 +248,7 @@ pub async fn start(s: Settings) -> Result<Running> {
             rx.clone(),
             s.settle_interval,
         );
+        let trust = owner_ack_watch;
         tasks.push(tokio::spawn(async move {
             let mut tick = tokio::time::interval(every);
             tick.tick().await;
@@ -260,6 +260,7 @@ pub async fn start(s: Settings) -> Result<Running> {
                 if stop {
                     break;
                 }
+                trust.warn_unless_owner_acknowledged().await;
                 settle_round(&settler, &metrics, false).await;
             }
         }));

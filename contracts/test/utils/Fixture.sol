@@ -74,6 +74,37 @@ abstract contract Fixture is Test {
         transfer(user, provider, INFERENCE, subAmount);
     }
 
+    /// @dev The owner acknowledges `who`'s current inference TEE signer.
+    function ownerAckInference(address who) internal {
+        vm.prank(owner);
+        inference.acknowledgeTEESignerByOwner(who);
+    }
+
+    /// @dev The owner acknowledges `who`'s current fine-tuning TEE signer.
+    function ownerAckFt(address who) internal {
+        vm.prank(owner);
+        ft.acknowledgeTEESignerByOwner(who);
+    }
+
+    /// @dev `user` acknowledges `who`'s current inference TEE signer.
+    function userAckInference(address user, address who) internal {
+        vm.prank(user);
+        inference.acknowledgeTEESigner(who, true);
+    }
+
+    /// @dev `user` acknowledges `who`'s current fine-tuning TEE signer.
+    function userAckFt(address user, address who) internal {
+        vm.prank(user);
+        ft.acknowledgeTEESigner(who, true);
+    }
+
+    /// @dev An inference customer who also acknowledged `provider`'s TEE signer, so TEE batches can
+    ///      charge it (once the owner acknowledges the signer too).
+    function teeCustomer(uint256 i, uint256 ledgerAmount, uint256 subAmount) internal returns (address user) {
+        user = inferenceCustomer(i, ledgerAmount, subAmount);
+        userAckInference(user, provider);
+    }
+
     function serviceParams(address signer) internal pure returns (ServiceParams memory) {
         return ServiceParams({
             serviceType: "chatbot",

@@ -120,6 +120,18 @@ impl Client {
         &self.addresses
     }
 
+    /// The exact `zg` command the contract owner runs to acknowledge `provider`'s current TEE signer on the
+    /// `kind` serving contract of this chain (after checking the provider's attestation), for logs and hints.
+    pub fn owner_acknowledge_command(&self, kind: crate::ServiceKind, provider: Address) -> String {
+        format!(
+            "zg owner acknowledge-tee-signer --provider {provider} --service {} --rpc {} {} {} --keystore <owner keystore>",
+            kind.cli_name(),
+            self.url,
+            kind.contract_flag(),
+            kind.address(&self.addresses),
+        )
+    }
+
     /// The address transactions are sent from, or [`Error::NoSigner`].
     pub fn signer_address(&self) -> Result<Address> {
         self.signer.ok_or(Error::NoSigner)

@@ -1,7 +1,9 @@
 //! A local development chain: a pinned anvil on a free loopback port with every contract deployed and wired.
 //! Dropping the [`Devnet`] kills anvil.
 
-use crate::{Amount, Client, ContractAddresses, DeployConfig, Error, Result, deploy::deploy_all};
+use crate::{
+    Amount, Client, ContractAddresses, DeployConfig, Error, Result, ServiceKind, deploy::deploy_all,
+};
 use alloy::{
     node_bindings::{Anvil, AnvilInstance},
     primitives::{Address, U256},
@@ -140,6 +142,46 @@ impl Devnet {
                 })
                 .collect(),
         }
+    }
+
+    /// Lets `provider`'s TEE signer settle on `kind`'s contract, as 0G's onboarding does: the contract owner
+    /// (account 0) acknowledges the provider's current signer (after checking its attestation, in real life),
+    /// then each of `customers` acknowledges that signer for its own sub-account (which must exist: transfer
+    /// funds first). TEE batches and fine-tuning `settleFees` refuse customers without both.
+    pub async fn acknowledge_tee_signer(
+        &self,
+        kind: ServiceKind,
+        provider: Address,
+        customers: &[PrivateKeySigner],
+    ) -> Result<()> {
+        let owner = self
+            .keys
+            .first()
+            .cloned()
+            .ok_or_else(|| Error::Devnet("anvil reported no accounts".into()))?;
+        let owner = self.client(Some(owner)).await?;
+        match kind {
+            ServiceKind::Inference => {
+                owner
+                    .inference()
+                    .acknowledge_tee_signer_by_owner(provider)
+                    .await?
+            }
+            ServiceKind::FineTuning => {
+                owner
+                    .fine_tuning()
+                    .acknowledge_tee_signer_by_owner(provider)
+                    .await?
+            }
+        };
+        for customer in customers {
+            let c = self.client(Some(customer.clone())).await?;
+            match kind {
+                ServiceKind::Inference => c.inference().acknowledge_tee_signer(provider, true).await?,
+                ServiceKind::FineTuning => c.fine_tuning().acknowledge_tee_signer(provider, true).await?,
+            };
+        }
+        Ok(())
     }
 
     /// Moves the chain's clock forward and mines a block (e.g. to pass a refund lock time).

@@ -2,7 +2,7 @@
 //! transaction that pays the provider).
 
 use crate::{
-    Amount, Client, Deliverable, Result, TxOutcome,
+    Amount, Client, Deliverable, Result, TeeSignerAcknowledgements, TxOutcome,
     bindings::FineTuningServing::{self, FineTuningServingInstance},
     client::outcome,
 };
@@ -82,7 +82,8 @@ pub struct FineTuningAccount {
     pub balance: Amount,
     /// Sum of unprocessed refunds.
     pub pending_refund: Amount,
-    /// Whether the customer acknowledged the provider's TEE signer.
+    /// Whether the customer acknowledged the provider's current TEE signer (false again after the provider
+    /// registers another signer).
     pub acknowledged: bool,
     /// Deliverables held for this customer.
     pub deliverables: Vec<Deliverable>,
@@ -138,6 +139,99 @@ impl<'a> FineTuning<'a> {
             acknowledged: a.acknowledged,
             deliverables: a.deliverables.into_iter().map(deliverable).collect(),
         }))
+    }
+
+    /// Contract owner: acknowledges a provider's current TEE signer (after checking its attestation).
+    /// `settleFees` needs it (`TEESignerNotAcknowledgedByOwner` otherwise).
+    pub async fn acknowledge_tee_signer_by_owner(&self, provider: Address) -> Result<TxOutcome> {
+        let call = self.contract.acknowledgeTEESignerByOwner(provider);
+        self.client
+            .send(call, "FineTuningServing.acknowledgeTEESignerByOwner")
+            .await
+            .map(|r| outcome(&r))
+    }
+
+    /// Contract owner: acknowledges `signer` as the provider's TEE signer, only if it still is
+    /// (`TEESignerChanged` otherwise).
+    pub async fn acknowledge_tee_signer_address_by_owner(
+        &self,
+        provider: Address,
+        signer: Address,
+    ) -> Result<TxOutcome> {
+        let call = self.contract.acknowledgeTEESignerAddressByOwner(provider, signer);
+        self.client
+            .send(call, "FineTuningServing.acknowledgeTEESignerAddressByOwner")
+            .await
+            .map(|r| outcome(&r))
+    }
+
+    /// Customer: acknowledges `signer` as the provider's TEE signer for this sub-account, only if it still is
+    /// (`TEESignerChanged` otherwise); use it after verifying `signer`'s attestation.
+    pub async fn acknowledge_tee_signer_address(
+        &self,
+        provider: Address,
+        signer: Address,
+    ) -> Result<TxOutcome> {
+        let call = self.contract.acknowledgeTEESignerAddress(provider, signer);
+        self.client
+            .send(call, "FineTuningServing.acknowledgeTEESignerAddress")
+            .await
+            .map(|r| outcome(&r))
+    }
+
+    /// Contract owner: withdraws the acknowledgement of a provider's TEE signer; `settleFees` is refused
+    /// until the owner acknowledges a signer again.
+    pub async fn revoke_tee_signer_acknowledgement(&self, provider: Address) -> Result<TxOutcome> {
+        let call = self.contract.revokeTEESignerAcknowledgement(provider);
+        self.client
+            .send(call, "FineTuningServing.revokeTEESignerAcknowledgement")
+            .await
+            .map(|r| outcome(&r))
+    }
+
+    /// Customer: acknowledges the provider's current TEE signer (`true`; its address is recorded and
+    /// `settleFees` may charge this sub-account while it stays the provider's owner-acknowledged signer), or
+    /// withdraws the acknowledgement (`false`; refused with `CannotRevokeWithNonZeroBalance` while that
+    /// signer is still current and the sub-account holds funds).
+    pub async fn acknowledge_tee_signer(&self, provider: Address, acknowledged: bool) -> Result<TxOutcome> {
+        let call = self.contract.acknowledgeTEESigner(provider, acknowledged);
+        self.client
+            .send(call, "FineTuningServing.acknowledgeTEESigner")
+            .await
+            .map(|r| outcome(&r))
+    }
+
+    /// The contract owner (who acknowledges providers' TEE signers).
+    pub async fn owner(&self) -> Result<Address> {
+        self.contract
+            .owner()
+            .call()
+            .await
+            .map_err(|e| self.client.contract_error("FineTuningServing.owner", e))
+    }
+
+    /// Who vouches for `provider`'s current TEE signer, as seen for `user`'s sub-account (see
+    /// [`TeeSignerAcknowledgements`]); `settleFees` charges `user` only when it is `settleable`.
+    pub async fn tee_signer_acknowledgements(
+        &self,
+        user: Address,
+        provider: Address,
+    ) -> Result<TeeSignerAcknowledgements> {
+        let r = self
+            .contract
+            .getTEESignerAcknowledgements(user, provider)
+            .call()
+            .await
+            .map_err(|e| {
+                self.client
+                    .contract_error("FineTuningServing.getTEESignerAcknowledgements", e)
+            })?;
+        Ok(TeeSignerAcknowledgements {
+            signer: r.teeSigner,
+            owner_acknowledged: r.ownerAcknowledged,
+            user_acknowledged_signer: r.userAcknowledgedSigner,
+            settleable: r.settleable,
+        })
     }
 
     /// The TEE signer a fine-tuning provider registered (its sealed files' tags must recover to it), or `None`

@@ -3,7 +3,8 @@
 
 use crate::{
     Amount, Client, InferenceAccount, InferenceService, Refund, Result, ServiceParams, SettledItem,
-    SettlementOutcome, SettlementPreview, SettlementStatus, SignedVoucher, TeeSettlement, TxOutcome,
+    SettlementOutcome, SettlementPreview, SettlementStatus, SignedVoucher, TeeSettlement,
+    TeeSignerAcknowledgements, TxOutcome,
     bindings::InferenceServing::{self, InferenceServingInstance},
     client::outcome,
 };
@@ -193,7 +194,86 @@ impl<'a> Inference<'a> {
             .map(|r| outcome(&r))
     }
 
-    /// Customer: acknowledges (or withdraws acknowledgement of) a provider's TEE signer.
+    /// Contract owner: acknowledges `signer` as the provider's TEE signer, only if it still is
+    /// (`TEESignerChanged` otherwise): name the signer whose attestation was checked, so a signer swapped in
+    /// meanwhile is never acknowledged.
+    pub async fn acknowledge_tee_signer_address_by_owner(
+        &self,
+        provider: Address,
+        signer: Address,
+    ) -> Result<TxOutcome> {
+        let call = self.contract.acknowledgeTEESignerAddressByOwner(provider, signer);
+        self.client
+            .send(call, "InferenceServing.acknowledgeTEESignerAddressByOwner")
+            .await
+            .map(|r| outcome(&r))
+    }
+
+    /// Customer: acknowledges `signer` as the provider's TEE signer for this sub-account, only if it still is
+    /// (`TEESignerChanged` otherwise). A client that verified the attestation of `signer` should use this rather
+    /// than [`Inference::acknowledge_tee_signer`], which records whatever signer is current when the
+    /// transaction runs.
+    pub async fn acknowledge_tee_signer_address(
+        &self,
+        provider: Address,
+        signer: Address,
+    ) -> Result<TxOutcome> {
+        let call = self.contract.acknowledgeTEESignerAddress(provider, signer);
+        self.client
+            .send(call, "InferenceServing.acknowledgeTEESignerAddress")
+            .await
+            .map(|r| outcome(&r))
+    }
+
+    /// Contract owner: withdraws the acknowledgement of a provider's TEE signer. TEE-signed settlements of
+    /// that provider are refused (status [`SettlementStatus::SignerNotAcknowledgedByOwner`]) until the owner
+    /// acknowledges a signer again.
+    pub async fn revoke_tee_signer_acknowledgement(&self, provider: Address) -> Result<TxOutcome> {
+        let call = self.contract.revokeTEESignerAcknowledgement(provider);
+        self.client
+            .send(call, "InferenceServing.revokeTEESignerAcknowledgement")
+            .await
+            .map(|r| outcome(&r))
+    }
+
+    /// The contract owner (who acknowledges providers' TEE signers).
+    pub async fn owner(&self) -> Result<Address> {
+        self.contract
+            .owner()
+            .call()
+            .await
+            .map_err(|e| self.client.contract_error("InferenceServing.owner", e))
+    }
+
+    /// Who vouches for `provider`'s current TEE signer, as seen for `user`'s sub-account: the signer, the
+    /// owner's acknowledgement, the signer `user` acknowledged, and whether a TEE batch could charge `user`.
+    /// Long-running clients poll this to notice a signer swap.
+    pub async fn tee_signer_acknowledgements(
+        &self,
+        user: Address,
+        provider: Address,
+    ) -> Result<TeeSignerAcknowledgements> {
+        let r = self
+            .contract
+            .getTEESignerAcknowledgements(user, provider)
+            .call()
+            .await
+            .map_err(|e| {
+                self.client
+                    .contract_error("InferenceServing.getTEESignerAcknowledgements", e)
+            })?;
+        Ok(TeeSignerAcknowledgements {
+            signer: r.teeSigner,
+            owner_acknowledged: r.ownerAcknowledged,
+            user_acknowledged_signer: r.userAcknowledgedSigner,
+            settleable: r.settleable,
+        })
+    }
+
+    /// Customer: acknowledges the provider's current TEE signer (`true`: its address is recorded, and TEE
+    /// batches may charge this sub-account while it stays the provider's owner-acknowledged signer), or
+    /// withdraws the acknowledgement (`false`; refused with `CannotRevokeWithNonZeroBalance` while the
+    /// acknowledged signer is still current and the sub-account holds funds).
     pub async fn acknowledge_tee_signer(&self, provider: Address, acknowledged: bool) -> Result<TxOutcome> {
         let call = self.contract.acknowledgeTEESigner(provider, acknowledged);
         self.client

@@ -33,7 +33,7 @@ pub use revert::Revert;
 pub use types::{
     ContractAddresses, Deliverable, InferenceAccount, InferenceService, LedgerInfo, Refund, ServiceInfo,
     ServiceKind, ServiceParams, SettledItem, SettlementOutcome, SettlementPreview, SettlementStatus,
-    SignedVoucher, TeeSettlement, TxOutcome,
+    SignedVoucher, TeeSettlement, TeeSignerAcknowledgements, TxOutcome,
 };
 
 /// Re-exported so callers can name signer and primitive types without depending on alloy directly.

@@ -134,6 +134,13 @@ fn amount(v: Option<&DynSolValue>) -> Amount {
     }
 }
 
+fn address(v: Option<&DynSolValue>) -> String {
+    match v {
+        Some(DynSolValue::Address(a)) => a.to_checksum(None),
+        _ => "?".into(),
+    }
+}
+
 /// Advice for the errors a caller can fix, by custom error name (see contracts/README.md).
 fn hint(name: &str, v: &[DynSolValue]) -> Option<String> {
     let h = match name {
@@ -157,9 +164,56 @@ fn hint(name: &str, v: &[DynSolValue]) -> Option<String> {
                 "the available balance is too low: deposit more with `zg deposit --amount ...`".into()
             }
         }
-        "ServiceNotExists" | "ServiceNotFound" => {
-            "no such provider service on this contract: list them with `zg inference list-providers`".into()
+        "NotOwner" => format!(
+            "only the contract owner {} can do this, but the transaction was signed by {}: use the owner's key \
+             (--keystore FILE / ZG_KEYSTORE, or ZG_PRIVATE_KEY)",
+            address(v.get(1)),
+            address(v.first())
+        ),
+        "NoTEESigner" => format!(
+            "provider {} registered no TEE signer: there is nothing to acknowledge until it registers one",
+            address(v.first())
+        ),
+        "TEESignerNotAcknowledgedByOwner" => format!(
+            "the contract owner has not acknowledged provider {p}'s TEE signer {}: the owner checks its attestation, \
+             then runs `zg owner acknowledge-tee-signer --provider {p} --service fine-tuning`",
+            address(v.get(1)),
+            p = address(v.first()),
+        ),
+        "TEESignerNotAcknowledgedByUser" => {
+            let (user, provider, signer) = (address(v.first()), address(v.get(1)), address(v.get(2)));
+            match v.get(3) {
+                Some(DynSolValue::Address(a)) if !a.is_zero() => format!(
+                    "customer {user} acknowledged {}, but provider {provider}'s TEE signer is now {signer}: \
+                     the customer must verify the provider again and acknowledge the new signer",
+                    a.to_checksum(None)
+                ),
+                _ => format!(
+                    "customer {user} never acknowledged provider {provider}'s TEE signer {signer}: the customer \
+                     must verify the provider and acknowledge its signer (acknowledgeTEESigner) before it can be charged"
+                ),
+            }
         }
+        "TEESignerChanged" => format!(
+            "provider {}'s TEE signer is now {}, not {}: verify the attestation of the current signer before \
+             acknowledging it",
+            address(v.first()),
+            address(v.get(2)),
+            address(v.get(1))
+        ),
+        "CannotRevokeWithNonZeroBalance" => format!(
+            "the sub-account with provider {p} still holds {}: move the funds out first (`zg retrieve-fund \
+             --provider {p}`, then again after the lock time)",
+            amount(v.get(2)),
+            p = address(v.get(1)),
+        ),
+        "ServiceNotExist" | "ServiceNotExists" | "ServiceNotFound" => match v.first() {
+            Some(DynSolValue::Address(a)) => format!(
+                "provider {} has no service on this contract: list them with `zg inference list-providers`",
+                a.to_checksum(None)
+            ),
+            _ => "no such provider service on this contract: list them with `zg inference list-providers`".into(),
+        },
         "AccountNotExists" => {
             "you have no sub-account with this provider: fund one with `zg transfer-fund --provider ... --amount ...`"
                 .into()

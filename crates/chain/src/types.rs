@@ -52,6 +52,22 @@ impl ServiceKind {
             Self::FineTuning => addrs.fine_tuning,
         }
     }
+
+    /// The `--service` value the `zg` CLI takes for this kind (`inference` / `fine-tuning`).
+    pub const fn cli_name(self) -> &'static str {
+        match self {
+            Self::Inference => "inference",
+            Self::FineTuning => "fine-tuning",
+        }
+    }
+
+    /// The `zg` flag that sets this kind's contract address (`--inference-ca` / `--fine-tuning-ca`).
+    pub const fn contract_flag(self) -> &'static str {
+        match self {
+            Self::Inference => "--inference-ca",
+            Self::FineTuning => "--fine-tuning-ca",
+        }
+    }
 }
 
 impl fmt::Display for ServiceKind {
@@ -168,7 +184,8 @@ pub struct InferenceAccount {
     pub refunds: Vec<Refund>,
     /// Free-form text.
     pub additional_info: String,
-    /// Whether the customer acknowledged the provider's TEE signer.
+    /// Whether the customer acknowledged the provider's current TEE signer (false again after the provider
+    /// registers another signer; [`crate::Inference::tee_signer_acknowledgements`] has the recorded address).
     pub acknowledged: bool,
     /// Session-token generation (bumped by `revokeAllTokens`).
     pub generation: U256,
@@ -226,6 +243,12 @@ pub enum SettlementStatus {
     InvalidSignature,
     /// Vouchers: the cumulative amount is below what was already paid.
     AmountBelowPaid,
+    /// TEE batches: the contract owner does not acknowledge the provider's current TEE signer (never did,
+    /// revoked it, or the provider registered another signer since).
+    SignerNotAcknowledgedByOwner,
+    /// TEE batches: the customer did not acknowledge the provider's current TEE signer (never did, withdrew
+    /// it, or acknowledged the signer the provider had before).
+    SignerNotAcknowledgedByUser,
     /// A status code this client does not know.
     Unknown(u8),
 }
@@ -241,6 +264,8 @@ impl SettlementStatus {
             4 => Self::InvalidNonce,
             5 => Self::InvalidSignature,
             6 => Self::AmountBelowPaid,
+            7 => Self::SignerNotAcknowledgedByOwner,
+            8 => Self::SignerNotAcknowledgedByUser,
             other => Self::Unknown(other),
         }
     }
@@ -255,13 +280,58 @@ impl SettlementStatus {
             Self::InvalidNonce => 4,
             Self::InvalidSignature => 5,
             Self::AmountBelowPaid => 6,
+            Self::SignerNotAcknowledgedByOwner => 7,
+            Self::SignerNotAcknowledgedByUser => 8,
             Self::Unknown(c) => c,
+        }
+    }
+
+    /// Why an item was (or was not) paid, in a few words, for logs and reports.
+    pub const fn describe(self) -> &'static str {
+        match self {
+            Self::Success => "paid in full",
+            Self::Partial => "partly paid: the sub-account could not cover the rest",
+            Self::ProviderMismatch => "the item names another provider than the sender",
+            Self::NoTeeSigner => "the provider has no service or no TEE signer",
+            Self::InvalidNonce => "nonce not above the last accepted one",
+            Self::InvalidSignature => "the signature is not the expected signer's",
+            Self::AmountBelowPaid => "the voucher's cumulative amount is below what was already paid",
+            Self::SignerNotAcknowledgedByOwner => {
+                "the contract owner has not acknowledged the provider's current TEE signer"
+            }
+            Self::SignerNotAcknowledgedByUser => {
+                "the customer has not acknowledged the provider's current TEE signer"
+            }
+            Self::Unknown(_) => "unknown status code",
         }
     }
 
     /// Whether something was paid.
     pub const fn paid(self) -> bool {
         matches!(self, Self::Success | Self::Partial)
+    }
+}
+
+/// Who vouches for a provider's TEE signer, as one serving contract sees it for one customer
+/// (`getTEESignerAcknowledgements`). TEE-signed settlements of the customer's sub-account pay only when
+/// [`TeeSignerAcknowledgements::settleable`] is true.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct TeeSignerAcknowledgements {
+    /// The provider's current TEE signer (zero if it has no service or no signer).
+    pub signer: Address,
+    /// Whether the contract owner acknowledges that signer.
+    pub owner_acknowledged: bool,
+    /// The signer the customer acknowledged (zero if none); it may be an older signer of the provider.
+    pub user_acknowledged_signer: Address,
+    /// `signer` is set, the owner acknowledges it, and the customer acknowledged that same address.
+    pub settleable: bool,
+}
+
+impl TeeSignerAcknowledgements {
+    /// Whether the customer acknowledged the provider's current signer (what 0G's `Account.acknowledged`
+    /// reports).
+    pub fn user_acknowledged(&self) -> bool {
+        !self.signer.is_zero() && self.user_acknowledged_signer == self.signer
     }
 }
 

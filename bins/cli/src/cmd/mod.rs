@@ -7,6 +7,7 @@ mod devnet;
 mod inference;
 mod key;
 mod opts;
+mod owner;
 mod sealing;
 mod serve;
 mod storage;
@@ -73,6 +74,9 @@ enum Command {
     /// headers. Only its own address as Host, no foreign Origin, JSON POSTs and the key are accepted.
     /// Example: `zg serve --provider 0x… --allow-simulated --port 3001`.
     Serve(serve::ServeArgs),
+    /// Contract owner: acknowledge (or revoke) a provider's TEE signer, as in 0G's provider onboarding.
+    #[command(subcommand)]
+    Owner(owner::OwnerCommand),
 }
 
 impl Cli {
@@ -96,6 +100,7 @@ impl Cli {
             Command::DecryptModel(a) => a.run(g).await,
             Command::Inference(c) => c.run(g).await,
             Command::Serve(a) => a.run(g).await,
+            Command::Owner(c) => c.run(g).await,
         }
     }
 }

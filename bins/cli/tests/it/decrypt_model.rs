@@ -55,6 +55,15 @@ async fn decrypt_model_reads_the_revealed_key_from_chain_after_settlement() {
         .transfer_fund(provider, ServiceKind::FineTuning, zg_amount("5"))
         .await
         .unwrap();
+    // As 0G's onboarding: the owner and the customer acknowledge the TEE signer (settleFees needs both: issue 9).
+    devnet
+        .acknowledge_tee_signer(
+            ServiceKind::FineTuning,
+            provider,
+            std::slice::from_ref(&customer_key),
+        )
+        .await
+        .unwrap();
 
     // Inside the TEE: seal the model under a fresh key and wrap that key for the customer.
     let dir = tempfile::tempdir().unwrap();

@@ -9,6 +9,7 @@
 mod decrypt_model;
 mod inference;
 mod ledger;
+mod owner;
 
 use std::process::Output;
 

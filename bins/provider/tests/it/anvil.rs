@@ -45,12 +45,17 @@ async fn devnet() -> Devnet {
     .unwrap()
 }
 
-/// Customer funds a ledger and a sub-account with `provider`.
+/// Customer funds a ledger and a sub-account with `provider`; then, as 0G's onboarding does, the contract owner
+/// and the customer acknowledge the provider's TEE signer (TEE batches refuse customers without both: issue 9).
 async fn fund(devnet: &Devnet, customer: &PrivateKeySigner, provider: Address, sub: u64) {
     let c = devnet.client(Some(customer.clone())).await.unwrap();
     c.ledger().add_ledger(Amount::from_zg(sub + 3), "").await.unwrap();
     c.ledger()
         .transfer_fund(provider, ServiceKind::Inference, Amount::from_zg(sub))
+        .await
+        .unwrap();
+    devnet
+        .acknowledge_tee_signer(ServiceKind::Inference, provider, std::slice::from_ref(customer))
         .await
         .unwrap();
 }

@@ -15,3 +15,5 @@ mod fake_upstream;
 mod api;
 // Real anvil: registration, gRPC, settlement with exact balances, kill mid-stream and restart.
 mod anvil;
+// Issue 9: the log names the owner's command while the TEE signer waits for it.
+mod owner_ack_log;

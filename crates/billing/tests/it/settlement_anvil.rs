@@ -125,7 +125,7 @@ struct World {
 }
 
 /// A devnet where keys[4] is a provider whose TEE signer the owner acknowledged, and keys[1..=3] are
-/// customers that each funded a sub-account with it.
+/// customers that each funded a sub-account with it and acknowledged that signer too.
 async fn world() -> World {
     let devnet = Devnet::start_with(DevnetConfig {
         anvil: Some(zg_test_utils::tools::anvil()),
@@ -137,7 +137,6 @@ async fn world() -> World {
     let tee = EthSigner::random();
     let provider_key = keys[4].clone();
     let provider = devnet.client(Some(provider_key.clone())).await.unwrap();
-    let admin = devnet.client(Some(keys[0].clone())).await.unwrap();
     let params = ServiceParams {
         service_type: "chatbot".into(),
         url: "http://127.0.0.1:9".into(),
@@ -153,11 +152,6 @@ async fn world() -> World {
         .add_or_update_service(&params, zg("1"))
         .await
         .unwrap();
-    admin
-        .inference()
-        .acknowledge_tee_signer_by_owner(provider_key.address())
-        .await
-        .unwrap();
     let mut customers = Vec::new();
     for k in &keys[1..=3] {
         let c = devnet.client(Some(k.clone())).await.unwrap();
@@ -168,6 +162,11 @@ async fn world() -> World {
             .unwrap();
         customers.push(EthSigner::from_bytes(&k.to_bytes()).unwrap());
     }
+    // TEE batches pay only for customers who, like the owner, acknowledged the signer (issue 9).
+    devnet
+        .acknowledge_tee_signer(ServiceKind::Inference, provider_key.address(), &keys[1..=3])
+        .await
+        .unwrap();
     World {
         devnet,
         provider,

@@ -22,7 +22,7 @@ fn zg(s: &str) -> Amount {
 
 /// A settlement of task `id` signed by `tee` over the contract's EIP-712 `VerifierMessage`.
 #[allow(clippy::too_many_arguments, reason = "mirrors the signed message's fields")]
-fn settlement(
+pub(crate) fn settlement(
     tee: &PrivateKeySigner,
     contract: Address,
     user: Address,
@@ -53,7 +53,7 @@ fn settlement(
     }
 }
 
-fn params(tee: Address) -> FineTuningServiceParams {
+pub(crate) fn params(tee: Address) -> FineTuningServiceParams {
     FineTuningServiceParams {
         url: "http://127.0.0.1:9".into(),
         quota: FineTuningQuota {
@@ -153,6 +153,16 @@ async fn settlement_reveals_the_key_only_for_acknowledged_deliverables_and_charg
         (acct.balance, acct.nonce, acct.deliverables.len()),
         (zg("5"), U256::ZERO, 0)
     );
+    // Settlement needs the owner's and the customer's acknowledgement of the TEE signer (issue 9; the
+    // refusals themselves are tested in tee_signer_trust.rs).
+    devnet
+        .acknowledge_tee_signer(
+            ServiceKind::FineTuning,
+            provider,
+            std::slice::from_ref(&customer_key),
+        )
+        .await
+        .unwrap();
 
     // Provider delivers two models; the customer acknowledges the first.
     let (root_a, root_b) = (Bytes::from(vec![0xaa; 32]), Bytes::from(vec![0xbb; 32]));

@@ -17,7 +17,7 @@ fn zg(s: &str) -> Amount {
     s.parse().unwrap()
 }
 
-fn tee_settlement(
+pub(crate) fn tee_settlement(
     tee: &PrivateKeySigner,
     contract: Address,
     user: Address,
@@ -161,9 +161,45 @@ async fn deposit_transfer_settle_both_ways_refund_after_lock_time() {
         vec![provider]
     );
 
+    // Issue 9: until the customer acknowledges the provider's TEE signer, a TEE batch cannot charge it.
+    let item = tee_settlement(&tee, inference_addr, me, provider, zg("1"), 1);
+    assert!(!acct.acknowledged);
+    let preview = prov
+        .inference()
+        .preview_settlement_results(std::slice::from_ref(&item))
+        .await
+        .unwrap();
+    assert_eq!(
+        preview.failed,
+        vec![(me, SettlementStatus::SignerNotAcknowledgedByUser)]
+    );
+    let out = prov
+        .inference()
+        .settle_fees_with_tee(std::slice::from_ref(&item))
+        .await
+        .unwrap();
+    assert_eq!(
+        out.results[0].status,
+        SettlementStatus::SignerNotAcknowledgedByUser
+    );
+    assert_eq!(out.results[0].unsettled, Some(zg("1").0), "nothing collected");
+    customer
+        .inference()
+        .acknowledge_tee_signer(provider, true)
+        .await
+        .unwrap();
+    assert!(
+        customer
+            .inference()
+            .get_account(me, provider)
+            .await
+            .unwrap()
+            .unwrap()
+            .acknowledged
+    );
+
     // TEE batch settlement: preview, settle, replay is refused and pays nothing.
     let contract_before = customer.balance(inference_addr).await.unwrap();
-    let item = tee_settlement(&tee, inference_addr, me, provider, zg("1"), 1);
     let preview = prov
         .inference()
         .preview_settlement_results(std::slice::from_ref(&item))
