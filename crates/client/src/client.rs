@@ -190,8 +190,12 @@ impl Client {
         self.0.providers.verify(provider).await
     }
 
-    /// Verifies the provider (fresh attestation) and acknowledges its TEE signer on chain for this
-    /// customer's sub-account (`acknowledgeTEESigner`), as the official CLI's `acknowledge-provider` does.
+    /// Verifies the provider (fresh attestation) and acknowledges the TEE signer that attestation bound, on
+    /// chain, for this customer's sub-account (`acknowledgeTEESignerAddress`), as the official CLI's
+    /// `acknowledge-provider` does. The address is pinned: if the provider swapped its signer between the
+    /// verification and the transaction, the contract refuses (`TEESignerChanged`) instead of acknowledging
+    /// a signer nobody verified. TEE-signed batches can charge this sub-account only while that signer is
+    /// current (and owner-acknowledged).
     pub async fn acknowledge_provider(&self, provider: Address) -> Result<(ProviderVerification, TxOutcome)> {
         let v = self.verify_provider(provider).await?;
         self.0.funder.ensure_sub_account(provider).await?;
@@ -199,9 +203,9 @@ impl Client {
             .0
             .chain
             .inference()
-            .acknowledge_tee_signer(provider, true)
+            .acknowledge_tee_signer_address(provider, v.signer)
             .await
-            .map_err(Error::chain("acknowledgeTEESigner"))?;
+            .map_err(Error::chain("acknowledgeTEESignerAddress"))?;
         Ok((v, tx))
     }
 

@@ -209,3 +209,34 @@ async fn a_provider_redeployed_with_new_keys_is_served_again_after_a_fresh_verif
         new
     );
 }
+
+#[tokio::test]
+async fn acknowledging_pins_the_verified_signer_and_never_a_swapped_one() {
+    let e = env(20).await;
+    let client = e.client().await;
+    let me = e.customer.address();
+    let (v, _) = client.acknowledge_provider(e.provider).await.unwrap();
+    let chain = e.devnet.client(None).await.unwrap();
+    let acks = chain
+        .inference()
+        .tee_signer_acknowledgements(me, e.provider)
+        .await
+        .unwrap();
+    assert_eq!((acks.signer, acks.user_acknowledged_signer), (v.signer, v.signer));
+
+    // After a swap the customer's acknowledgement does not carry over, and the client acknowledges nothing
+    // it has not verified: the fresh attestation still binds the old key, so no transaction is sent.
+    e.register_signer(Address::repeat_byte(0x42)).await;
+    let before = e.tx_count(me).await;
+    let err = client.acknowledge_provider(e.provider).await.unwrap_err();
+    assert!(matches!(err, Error::AttestationFailed { .. }), "{err}");
+    assert_eq!(e.tx_count(me).await, before);
+    let acks = chain
+        .inference()
+        .tee_signer_acknowledgements(me, e.provider)
+        .await
+        .unwrap();
+    assert_eq!(acks.signer, Address::repeat_byte(0x42));
+    assert_eq!(acks.user_acknowledged_signer, v.signer);
+    assert!(!acks.settleable);
+}
