@@ -69,6 +69,8 @@ curl -fsS "http://127.0.0.1:$port/healthz" >/dev/null || fail "zg-provider did n
 
 # The customer's key and client state for every command below (the key never appears on a command line).
 export ZG_PRIVATE_KEY="$customer_key" ZG_DATA_DIR="$work/client" ZG_PROVIDER="$provider"
+# The attestation policy names the simulated TD's measurements: an empty allow-list accepts nothing.
+export ZG_ATTESTATION_POLICY="$PWD/deploy/policy.simulated.toml"
 
 step "the provider's service on chain"
 "$ZG" inference list-providers
@@ -105,7 +107,7 @@ if "$ZG" inference verify 2> "$work/refused.txt"; then fail "a simulated TEE was
 grep -q "SIMULATED" "$work/refused.txt" || fail "the refusal does not say SIMULATED"
 cat "$work/refused.txt" >&2
 
-step "verify the provider with --allow-simulated: fresh nonce, key binding, on-chain signer"
+step "verify the provider with --allow-simulated: fresh nonce, key binding, on-chain signer, allow-listed image, GPU report"
 "$ZG" inference verify --allow-simulated
 export ZG_ALLOW_SIMULATED=1
 

@@ -48,6 +48,7 @@ fn env() -> Env {
         let o = common::offline(common::Opts {
             upstream: Some(fake.base.clone()),
             max_concurrency: 4096,
+            ..common::Opts::default()
         })
         .await;
         (fake, o)

@@ -9,7 +9,7 @@ use alloy_primitives::{Address, U256};
 use serde::Deserialize;
 
 use crate::error::{Error, Result};
-use crate::tee::BackendChoice;
+use crate::tee::{BackendChoice, GpuChoice};
 
 /// The commented config `zg-provider init` writes.
 pub const CONFIG_TEMPLATE: &str = r#"# zg-provider configuration. Precedence: this file < ZG_PROVIDER_* env vars < command-line flags.
@@ -70,6 +70,9 @@ backend = "auto"
 # dstack_socket = "/var/run/dstack.sock"
 # File measured into RTMR3 as the compose hash (simulated / bare TDX) and published as tcb_info.app_compose.
 # app_compose = "./deploy/docker-compose.yml"
+# NVIDIA GPU evidence (--gpu): auto | none | nvml | simulated. auto = the simulated GPU with the simulated TEE,
+# else NVML when it loads and confidential computing is on, else none.
+gpu = "auto"
 
 [settlement]
 # Seconds between settlement rounds (--settle-interval); 0 disables the loop.
@@ -138,6 +141,7 @@ struct TeeFile {
     backend: Option<BackendChoice>,
     dstack_socket: Option<PathBuf>,
     app_compose: Option<PathBuf>,
+    gpu: Option<GpuChoice>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -210,6 +214,9 @@ pub struct RunArgs {
     /// TEE backend.
     #[arg(long, value_enum, env = "ZG_PROVIDER_TEE")]
     pub tee: Option<BackendChoice>,
+    /// NVIDIA GPU evidence source (auto, none, nvml, simulated).
+    #[arg(long, value_enum, env = "ZG_PROVIDER_GPU")]
+    pub gpu: Option<GpuChoice>,
     /// Seconds between settlement rounds; 0 disables the loop.
     #[arg(long, env = "ZG_PROVIDER_SETTLE_INTERVAL")]
     pub settle_interval: Option<u64>,
@@ -269,6 +276,8 @@ pub struct Settings {
     pub dstack_socket: Option<PathBuf>,
     /// App compose file.
     pub app_compose: Option<PathBuf>,
+    /// GPU evidence source.
+    pub gpu: GpuChoice,
     /// Settlement interval (0 = off).
     pub settle_interval: Duration,
     /// Settlement threshold.
@@ -411,6 +420,7 @@ impl Settings {
             tee: args.tee.or(file.tee.backend).unwrap_or(BackendChoice::Auto),
             dstack_socket: file.tee.dstack_socket,
             app_compose: file.tee.app_compose,
+            gpu: args.gpu.or(file.tee.gpu).unwrap_or(GpuChoice::Auto),
             settle_interval: Duration::from_secs(
                 args.settle_interval
                     .or(file.settlement.interval_secs)

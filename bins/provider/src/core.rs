@@ -133,6 +133,8 @@ struct Inner {
     receipts: ReceiptStore,
     accounts: Arc<dyn AccountSource>,
     refreshed: Mutex<HashMap<Address, Instant>>,
+    /// When an admission refused for balance last re-read the customer's account (one re-read per TTL).
+    reread: Mutex<HashMap<Address, Instant>>,
     limiter: Arc<Semaphore>,
     metrics: Arc<Metrics>,
 }
@@ -243,6 +245,7 @@ impl Provider {
             receipts,
             accounts,
             refreshed: Mutex::new(HashMap::new()),
+            reread: Mutex::new(HashMap::new()),
             limiter,
             metrics,
         }))
@@ -368,13 +371,50 @@ impl Provider {
         let now = now_ms();
         if let Some(env) = creds.zg_request.as_deref() {
             let signed = SignedRequest::from_header(env)?;
-            self.refresh_account(signed.request.user).await?;
-            return Ok(self.0.ledger.admit_native(&signed, body, now).await?);
+            let user = signed.request.user;
+            self.refresh_account(user).await?;
+            return match self.0.ledger.admit_native(&signed, body, now).await {
+                Err(zg_billing::Error::InsufficientBalance { .. }) if self.reread_account(user).await? => {
+                    Ok(self.0.ledger.admit_native(&signed, body, now).await?)
+                }
+                r => Ok(r?),
+            };
         }
         let auth = creds.authorization.as_deref().ok_or(Error::NoCredentials)?;
         let token = self.authenticate(auth).await?;
         let cap = self.session_fee_cap(route, body)?;
-        Ok(self.0.ledger.admit_session(&token, cap, now).await?)
+        match self.0.ledger.admit_session(&token, cap, now).await {
+            Err(zg_billing::Error::InsufficientBalance { .. })
+                if self.reread_account(token.user()).await? =>
+            {
+                Ok(self.0.ledger.admit_session(&token, cap, now).await?)
+            }
+            r => Ok(r?),
+        }
+    }
+
+    /// After a refusal for balance, reads the account from chain again (true) unless that was already done
+    /// within the account TTL (false). The official 0G SDK calls `unsettledfee` (which caches the account),
+    /// tops the sub-account up with `transferFund`, then sends the request at once: without the re-read the
+    /// request is refused on the balance from before the top-up. Callers are authenticated (a verified token
+    /// or signed request for an existing account), and the limit keeps an empty account from turning every
+    /// request into an RPC: at most two `getAccount` per customer per TTL.
+    async fn reread_account(&self, user: Address) -> Result<bool> {
+        let ttl = self.0.config.account_ttl;
+        {
+            let Ok(mut m) = self.0.reread.lock() else {
+                return Ok(false);
+            };
+            if m.get(&user).is_some_and(|t| t.elapsed() < ttl) {
+                return Ok(false);
+            }
+            m.insert(user, Instant::now());
+        }
+        if let Ok(mut m) = self.0.refreshed.lock() {
+            m.remove(&user);
+        }
+        self.refresh_account(user).await?;
+        Ok(true)
     }
 
     /// Serves a billed OpenAI request end to end: limit, authenticate + admit, forward, meter, sign.

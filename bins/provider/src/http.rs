@@ -59,6 +59,7 @@ pub fn router(state: Provider) -> Router {
         .route("/v1/proxy/signature/{key}", get(signature))
         .route("/v1/proxy/receipt/{key}", get(receipt))
         .route("/v1/proxy/attestation/report", get(attestation_report))
+        .route("/v1/models", get(catalog))
         .route("/v1/quote", get(quote))
         .route("/v1/attestation", get(attestation))
         .route("/v1/user/{addr}/unsettledfee", get(unsettled_fee))
@@ -155,6 +156,28 @@ async fn models(State(s): State<Provider>, headers: HeaderMap) -> Response {
     }
 }
 
+/// `GET /v1/models`, public: the model this provider serves and its prices in neuron per token, in the shape
+/// the official 0G SDK 0.9.0 reads (`getProviderModels`, the CLI's `inference get-models`: an OpenAI list whose
+/// entries carry `pricing.prompt`/`pricing.completion`). Everything in it is already public on chain; it costs no
+/// upstream call and no RPC, so anyone may call it.
+async fn catalog(State(s): State<Provider>) -> Response {
+    let c = s.config();
+    Json(json!({
+        "object": "list",
+        "data": [{
+            "id": c.model,
+            "object": "model",
+            "owned_by": s.address().to_checksum(None),
+            "type": "chatbot",
+            "pricing": {
+                "prompt": c.prices.input.to_string(),
+                "completion": c.prices.output.to_string(),
+            },
+        }],
+    }))
+    .into_response()
+}
+
 async fn signature(State(s): State<Provider>, Path(key): Path<String>) -> Response {
     match s.zg_receipt(key).await {
         Ok(Some(r)) => Json(json!({
@@ -187,7 +210,7 @@ async fn attestation_report(State(s): State<Provider>) -> Response {
         "signing_address": q["signing_address"],
         "signing_algo": "ecdsa",
         "intel_quote": q["quote"],
-        "nvidia_payload": "",
+        "nvidia_payload": q["nvidia_payload"],
         "event_log": q["event_log"],
         "report_data": q["report_data"],
         "tcb_info": q["tcb_info"],

@@ -36,7 +36,7 @@ pub use crate::http::{
 pub use crate::metrics::Metrics;
 pub use crate::run::{Running, init, run, settle_round, start};
 pub use crate::store::{ReceiptStore, StoredReceipt};
-pub use crate::tee::{BackendChoice, Tee, TeeKeys};
+pub use crate::tee::{BackendChoice, GpuChoice, Tee, TeeKeys};
 pub use crate::upstream::{Route, UpBody, UpResponse, Upstream};
 
 // Used by the binary only (main.rs); the library re-exports nothing of them.

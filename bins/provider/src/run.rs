@@ -99,12 +99,25 @@ pub async fn start(s: Settings) -> Result<Running> {
         })
         .to_string(),
     };
-    let tee = Arc::new(Tee::start(
+    let tee = Arc::new(Tee::start_with_gpu(
         s.tee,
+        s.gpu,
         &s.data_dir,
         s.dstack_socket.clone(),
         app_compose,
     )?);
+    if tee.has_nvml_gpu() {
+        // Staple NVIDIA's RIMs for these GPUs to the evidence, so clients verify them offline.
+        let t = tee.clone();
+        tokio::spawn(async move {
+            match t.staple_rims(None).await {
+                Ok(ids) => tracing::info!(?ids, "stapled NVIDIA RIMs to the GPU evidence"),
+                Err(e) => {
+                    tracing::warn!("could not fetch NVIDIA RIMs ({e}); clients need their own RIM source")
+                }
+            }
+        });
+    }
     let key = s.provider_key.as_deref().ok_or_else(|| Error::Config {
         field: "chain.key",
         value: String::new(),

@@ -74,7 +74,9 @@ pub struct ImagePolicy {
 #[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct AttestationPolicy {
-    /// Allowed images; empty = any image (the report says so).
+    /// Allowed OS images (MRTD, RTMR0-2). Together with `allowed_compose_hashes` and
+    /// `allowed_app_ids` this is the allow-list: when all three are empty verification fails
+    /// (`measurements.allowlist`) unless `dangerous_any_image` is set.
     pub images: Vec<ImagePolicy>,
     /// Allowed compose hashes (hex) named by the event log; empty = any.
     pub allowed_compose_hashes: Vec<String>,
@@ -98,8 +100,21 @@ pub struct AttestationPolicy {
     pub report_data_layout: ReportDataLayout,
     /// Require an event log whose replay equals the quote's RTMRs (default true).
     pub require_event_log: bool,
-    /// Require GPU evidence bound to the nonce (default false).
+    /// Require NVIDIA GPU evidence bound to the nonce (default false). GPU evidence that is present
+    /// is always verified, required or not.
     pub require_gpu: bool,
+    /// Number of GPUs the evidence must cover (distinct devices); unset = any number.
+    pub gpu_count: Option<u32>,
+    /// Accepted GPU driver versions (e.g. `550.90.07`); empty = any version with a verified RIM.
+    pub allowed_gpu_driver_versions: Vec<String>,
+    /// Accepted VBIOS versions (e.g. `96.00.9F.00.01`, any case); empty = any version with a verified RIM.
+    pub allowed_gpu_vbios_versions: Vec<String>,
+    /// Require a valid OCSP "good" for every NVIDIA certificate (default false: missing responses are
+    /// reported as not verified; a revoked certificate always fails).
+    pub require_gpu_ocsp: bool,
+    /// DANGEROUS: accept any OS image and application when the allow-list (images, compose hashes,
+    /// app ids) is empty. Default false.
+    pub dangerous_any_image: bool,
     /// DANGEROUS: accept debug TDs (host can read TD memory). Default false.
     pub dangerous_allow_debug: bool,
     /// DANGEROUS: accept evidence from the simulated backend (no TEE at all). Default false.
@@ -123,6 +138,11 @@ impl Default for AttestationPolicy {
             report_data_layout: ReportDataLayout::Native,
             require_event_log: true,
             require_gpu: false,
+            gpu_count: None,
+            allowed_gpu_driver_versions: Vec::new(),
+            allowed_gpu_vbios_versions: Vec::new(),
+            require_gpu_ocsp: false,
+            dangerous_any_image: false,
             dangerous_allow_debug: false,
             dangerous_allow_simulated: false,
             dangerous_simulated_roots: Vec::new(),
@@ -154,6 +174,11 @@ impl AttestationPolicy {
             Some("json") => Self::from_json(&text),
             _ => Self::from_json(&text).or_else(|_| Self::from_toml(&text)),
         }
+    }
+
+    /// Whether the allow-list (images, compose hashes, app ids) names anything.
+    pub fn has_allowlist(&self) -> bool {
+        !(self.images.is_empty() && self.allowed_compose_hashes.is_empty() && self.allowed_app_ids.is_empty())
     }
 
     /// The same policy with a per-request nonce.
@@ -195,6 +220,12 @@ impl AttestationPolicy {
         }
         for (i, h) in self.allowed_compose_hashes.iter().enumerate() {
             hexlen(format!("allowed_compose_hashes[{i}]"), h, 32)?;
+        }
+        if self.gpu_count == Some(0) || self.gpu_count.is_some_and(|n| n as usize > crate::MAX_GPUS) {
+            return Err(Error::InvalidPolicy(format!(
+                "gpu_count must be 1 to {} (or unset for any number)",
+                crate::MAX_GPUS
+            )));
         }
         if self.min_tcb_status == TcbStatus::Revoked {
             return Err(Error::InvalidPolicy(

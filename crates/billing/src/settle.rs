@@ -465,21 +465,36 @@ impl<C: SettlementChain> Settler<C> {
     /// Settles every customer whose unsettled fees reach the threshold or who has a refund pending
     /// (the refund lock would otherwise let them withdraw before paying); `force` settles all.
     pub async fn settle_due(&self, now_ms: u64, force: bool) -> Result<SettleReport> {
-        let due: Vec<Address> = self
-            .ledger
-            .users_with_unsettled()
-            .into_iter()
-            .filter(|(u, amount)| {
-                force
-                    || *amount >= self.config.unsettled_threshold
-                    || self
-                        .ledger
-                        .chain_account(*u)
-                        .is_some_and(|c| !c.pending_refund.is_zero())
-            })
-            .map(|(u, _)| u)
-            .collect();
+        let mut due = Vec::new();
+        for (u, amount) in self.ledger.users_with_unsettled() {
+            if force || amount >= self.config.unsettled_threshold || self.refund_pending(u).await {
+                due.push(u);
+            }
+        }
         self.settle_users(&due, now_ms).await
+    }
+
+    /// Whether `user` has asked for a refund, read from chain now: the cached account is only refreshed when
+    /// the customer sends traffic, and a customer who stops sending and calls `retrieveFund` would otherwise
+    /// collect the whole sub-account when the lock expires, unpaid fees included (found by running the
+    /// official 0G CLI's `retrieve-fund`). One `getAccount` per customer with unsettled fees per round; if the
+    /// chain cannot be read, the cached account decides.
+    async fn refund_pending(&self, user: Address) -> bool {
+        match self.chain.account(user).await {
+            Ok(acct) => {
+                let pending = !acct.pending_refund.is_zero();
+                if let Err(e) = self.ledger.set_chain_account(user, acct) {
+                    tracing::warn!(%user, error = %e, "cannot record the account read for settlement");
+                }
+                pending
+            }
+            Err(e) => {
+                tracing::warn!(%user, error = %e, "getAccount failed; using the cached account to decide settlement");
+                self.ledger
+                    .chain_account(user)
+                    .is_some_and(|c| !c.pending_refund.is_zero())
+            }
+        }
     }
 
     /// Settles the given customers in both modes.

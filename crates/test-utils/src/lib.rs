@@ -1,5 +1,5 @@
 //! Test helpers shared by zg-compute's crates (dev-only): testdata loaders, the anvil devnet guard and
-//! loopback servers.
+//! loopback servers, and the runner for the pinned JavaScript tools (the official 0G CLI/SDK, eciesjs).
 //!
 //! # Example
 //! ```
@@ -8,5 +8,6 @@
 //! ```
 #![cfg_attr(not(test), warn(unused_crate_dependencies))]
 
+pub mod node;
 pub mod testdata;
 pub mod tools;

@@ -116,7 +116,10 @@ async fn inference_verbs_and_serve_with_the_official_openai_client() {
     let key = format!("0x{}", hex::encode(cust.to_bytes()));
     let data = dir.path().join("client");
     let data = data.to_str().unwrap();
+    // The simulated provider's image, named explicitly (issue 9 item 10).
+    let policy = concat!(env!("CARGO_MANIFEST_DIR"), "/../../deploy/policy.simulated.toml");
     let env = [
+        ("ZG_ATTESTATION_POLICY", policy),
         ("ZG_RPC_URL", rpc.as_str()),
         ("ZG_PRIVATE_KEY", key.as_str()),
         ("ZG_DATA_DIR", data),
@@ -163,6 +166,21 @@ async fn inference_verbs_and_serve_with_the_official_openai_client() {
     );
     assert_eq!(v["report"]["verdict"], "pass");
     assert_eq!(v["simulated"], true);
+    // Which allow-list entry matched, and the (simulated) GPU's checks bound to the same nonce.
+    assert_eq!(v["report"]["allowlist_matches"][0], "image zg-simulated-td");
+    let checks = v["report"]["checks"].as_array().unwrap();
+    for name in [
+        "gpu.nonce",
+        "gpu.signature",
+        "gpu.rim.driver",
+        "gpu.measurements",
+        "gpu.simulated.allowed",
+    ] {
+        assert!(
+            checks.iter().any(|c| c["name"] == name && c["ok"] == true),
+            "{name} missing or failed: {v}"
+        );
+    }
     assert_eq!(v["signer"], v["service"]["tee_signer"]);
 
     // Native chat, plain and streamed: verified receipts with exact fees.

@@ -6,9 +6,12 @@
     reason = "test helpers: a failure is a test failure"
 )]
 
+/// `zg attest verify`: GPU evidence, allow-list.
+mod attest;
 mod decrypt_model;
 mod inference;
 mod ledger;
+mod official_cli;
 mod owner;
 
 use std::process::Output;

@@ -163,6 +163,14 @@ async fn anvil_e2e_register_serve_grpc_and_settle_exactly() {
         .unwrap()
         .into_inner();
     assert!(att.simulated && !att.quote.is_empty());
+    // The (simulated) GPU report rides along, bound to the caller's nonce.
+    let gpu = zg_attestation::GpuEvidence::from_json(&att.gpu_evidence).unwrap();
+    assert_eq!(
+        zg_attestation::SpdmReport::parse(&gpu.devices[0].report)
+            .unwrap()
+            .request_nonce,
+        [1; 32]
+    );
     let mut s = g
         .chat(ChatRequest {
             route: "chat/completions".into(),

@@ -26,6 +26,8 @@ pub struct Offline {
 pub struct Opts {
     pub upstream: Option<String>,
     pub max_concurrency: usize,
+    /// How long a read account is trusted (zero: read on every request).
+    pub account_ttl: Duration,
 }
 
 impl Default for Opts {
@@ -33,6 +35,7 @@ impl Default for Opts {
         Self {
             upstream: None,
             max_concurrency: 64,
+            account_ttl: Duration::ZERO,
         }
     }
 }
@@ -71,7 +74,7 @@ pub async fn offline(opts: Opts) -> Offline {
             max_concurrency: opts.max_concurrency,
             retry_after_secs: 2,
             upstream_timeout: Duration::from_secs(5),
-            account_ttl: Duration::ZERO,
+            account_ttl: opts.account_ttl,
             default_max_tokens: 256,
             max_skew_ms: 60_000,
         },

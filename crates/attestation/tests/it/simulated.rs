@@ -132,16 +132,19 @@ fn simulated_negative_checks() {
 #[test]
 fn gpu_evidence_nonce_binding() {
     let (tee, binding, _) = setup();
+    let gpu = zg_attestation::SimulatedGpu::new(1).unwrap();
     let mut ev = tee.evidence_for(&binding, &[0x11; 32]).unwrap();
-    ev.gpu_evidence = Some(zg_test_utils::testdata::read_string(
-        "attestation/dstack/gpu_attestation_h100.json",
-    ));
+    ev.gpu_evidence = Some(
+        zg_attestation::GpuProducer::evidence(&gpu, &[0x11; 32])
+            .unwrap()
+            .to_json(None),
+    );
     let v = Verifier::new_prod();
     let p = allow(&tee).with_nonce([0x11; 32]);
     let r = v.verify(&ev, &p, None, t("2026-01-01T00:01:00Z"));
     assert!(r.passed(), "{r}");
     assert!(r.check("gpu.nonce").unwrap().ok);
-    assert!(r.not_verified.iter().any(|n| n.contains("alg none")));
+    assert!(r.check("gpu.simulated.allowed").unwrap().ok);
     let r = v.verify(
         &ev,
         &allow(&tee).with_nonce([0x99; 32]),
@@ -150,4 +153,10 @@ fn gpu_evidence_nonce_binding() {
     );
     assert_eq!(crate::common::first_failure(&r).0, "binding.nonce");
     assert!(!r.check("gpu.nonce").unwrap().ok);
+    // An NVIDIA local verifier's unsigned claims (what this crate used to accept) are not evidence.
+    ev.gpu_evidence = Some(zg_test_utils::testdata::read_string(
+        "attestation/dstack/gpu_attestation_h100.json",
+    ));
+    let r = v.verify(&ev, &p, None, t("2026-01-01T00:01:00Z"));
+    assert_eq!(crate::common::first_failure(&r).0, "gpu.parse");
 }

@@ -401,3 +401,55 @@ async fn anvil_voucher_mode_crash_before_receipt() {
 async fn anvil_voucher_mode_crash_after_receipt_before_commit() {
     scenario(Some(Fault::AfterReceiptBeforeCommit), false).await;
 }
+
+/// A customer who stops sending requests and calls `retrieveFund` must be settled before the refund unlocks,
+/// though their unsettled fees are far below the threshold and the provider's cached account (refreshed only
+/// on traffic) still shows no pending refund. Found by running the official 0G CLI's `retrieve-fund`
+/// (bins/cli/tests/it/official_cli.rs); before the fix `settle_due` skipped them and the refund returned the
+/// unpaid fees.
+#[tokio::test]
+async fn anvil_refund_requested_without_traffic_makes_the_customer_due() {
+    let w = world().await;
+    let dir = tempfile::tempdir().unwrap();
+    let chain = ZgChain::new(w.provider.clone(), w.provider.signer_address().unwrap());
+    let addrs: Vec<Address> = w.customers.iter().map(EthSigner::address).collect();
+    let ledger = open_ledger(dir.path(), &w);
+    sync_accounts(&ledger, &chain, &addrs).await;
+    let totals = serve(&ledger, &w.customers, 2, true).await;
+    let provider = w.provider.signer_address().unwrap();
+    let leaver = w.devnet.client(Some(w.devnet.keys()[1].clone())).await.unwrap();
+    leaver
+        .ledger()
+        .retrieve_fund(vec![provider], ServiceKind::Inference)
+        .await
+        .unwrap();
+    assert!(
+        ledger
+            .chain_account(addrs[0])
+            .is_some_and(|a| a.pending_refund.is_zero()),
+        "the cached account has not seen the refund request"
+    );
+    let settler = Settler::new(
+        ledger.clone(),
+        chain.clone(),
+        w.tee.clone(),
+        SettlerConfig::default(),
+    )
+    .unwrap();
+    let report = settler.settle_due(20, false).await.unwrap();
+    assert_eq!(
+        report.items.len(),
+        1,
+        "only the customer with a pending refund: {report:?}"
+    );
+    assert_eq!(report.items[0].user, addrs[0]);
+    assert_eq!(report.total_paid(), U256::from(totals[0]));
+    let a = chain.account(addrs[0]).await.unwrap();
+    assert_eq!(a.balance, zg(SUB_ACCOUNT_ZG).0 - U256::from(totals[0]));
+    assert_eq!(ledger.unsettled_fee(addrs[0]), U256::ZERO);
+    assert_eq!(
+        ledger.unsettled_fee(addrs[1]),
+        U256::from(totals[1]),
+        "below threshold, no refund: waits"
+    );
+}

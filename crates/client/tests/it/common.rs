@@ -87,7 +87,14 @@ pub async fn env(ledger_zg: u64) -> Env {
 
 impl Env {
     pub fn config(&self) -> ClientConfig {
-        ClientConfig::new(self.dir.path().join("client")).dangerous_allow_simulated(true)
+        // The simulated provider's image, named explicitly (issue 9 item 10), and the simulated opt-in.
+        let mut cfg = ClientConfig::new(self.dir.path().join("client"));
+        cfg.policy = zg_attestation::AttestationPolicy::from_file(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../../deploy/policy.simulated.toml"
+        ))
+        .unwrap();
+        cfg.dangerous_allow_simulated(true)
     }
 
     pub async fn client_with(&self, cfg: ClientConfig) -> Client {
