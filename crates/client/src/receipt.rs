@@ -17,10 +17,10 @@ pub struct VerifiedReceipt {
     /// The receipt as received.
     pub receipt: ReceiptJson,
     /// The fee counted into the amount owed (the receipt's fee, capped at the signed fee cap).
-    #[serde(serialize_with = "crate::client::ser_dec")]
+    #[serde(serialize_with = "crate::dec::ser_dec")]
     pub fee: U256,
     /// Cumulative amount owed to this provider after this receipt.
-    #[serde(serialize_with = "crate::client::ser_dec")]
+    #[serde(serialize_with = "crate::dec::ser_dec")]
     pub owed_after: U256,
 }
 

@@ -70,8 +70,10 @@ enum Command {
     Inference(inference::InferenceCommand),
     /// Run a local OpenAI-compatible endpoint for one provider that signs, pays, verifies and forwards.
     ///
-    /// Point any OpenAI client at it (`OPENAI_BASE_URL=http://127.0.0.1:3001/v1`); receipts come back in
-    /// `ZG-Receipt` headers. Example: `zg serve --provider 0x… --allow-simulated --port 3001`.
+    /// Point any OpenAI client at it (`OPENAI_BASE_URL=http://127.0.0.1:3001/v1`) with the API key it prints
+    /// once at start, or yours from ZG_SERVE_API_KEY (`OPENAI_API_KEY=…`); receipts come back in `ZG-Receipt`
+    /// headers. Only its own address as Host, no foreign Origin, JSON POSTs and the key are accepted.
+    /// Example: `zg serve --provider 0x… --allow-simulated --port 3001`.
     Serve(serve::ServeArgs),
     /// Contract owner: acknowledge (or revoke) a provider's TEE signer, as in 0G's provider onboarding.
     #[command(subcommand)]
