@@ -34,10 +34,14 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let collateral = Collateral::from_file(&collateral_path)?;
 
     // What we accept. Real deployments pin images (MRTD/RTMR0-2), compose hashes and the on-chain
-    // signer; this fixture's REPORTDATA uses the dstack layout (address ‖ nonce).
+    // signer (see deploy/policy.toml); this fixture's REPORTDATA uses the dstack layout (address ‖
+    // nonce), and its event log names the compose hash we allow. An empty allow-list would fail.
     let policy = AttestationPolicy {
         require_event_log: evidence.event_log.is_some(),
         report_data_layout: ReportDataLayout::Dstack,
+        allowed_compose_hashes: vec![
+            "3763bc34552cf3a27ff71ad5f7a90471562a1a2df552dfc1998cba2d60da27e7".into(),
+        ],
         ..AttestationPolicy::default()
     };
 

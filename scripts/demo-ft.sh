@@ -45,6 +45,8 @@ if [ -z "$devnet" ]; then
   done
 fi
 export ZG_RPC_URL; ZG_RPC_URL=$(json "$devnet" 'd["rpc_url"]')
+# The attestation policy names the simulated TD's measurements: an empty allow-list accepts nothing.
+export ZG_ATTESTATION_POLICY="${ZG_ATTESTATION_POLICY:-$PWD/deploy/policy.simulated.toml}"
 owner_key=$(json "$devnet" 'd["accounts"][0]["private_key"]')
 broker_key=$(json "$devnet" 'd["accounts"][3]["private_key"]')
 broker=$(json "$devnet" 'd["accounts"][3]["address"]')

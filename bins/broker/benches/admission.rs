@@ -11,7 +11,13 @@
 //! Exits non-zero when missed.
 //!
 //! Run: `cargo bench -p zg-broker --bench admission`.
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::print_stdout, clippy::print_stderr, missing_docs)]
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::print_stdout,
+    clippy::print_stderr,
+    missing_docs
+)]
 
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -24,19 +30,40 @@ const CUSTOMERS: usize = 20;
 const PER_CUSTOMER: usize = 5;
 
 fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }
 
 async fn start(devnet: &Devnet, dir: &std::path::Path, port: u16) -> Child {
     let key = devnet.keys()[0].clone(); // the broker is the deployer here: customers use accounts 1..=20
     let child = Command::new(env!("CARGO_BIN_EXE_zg-broker"))
         .arg("run")
-        .args(["--tee", "simulated", "--poll-interval-ms", "200", "--price-per-token", "1"])
+        .args([
+            "--tee",
+            "simulated",
+            "--poll-interval-ms",
+            "200",
+            "--price-per-token",
+            "1",
+        ])
         .args(["--max-parallel", "1", "--epoch-pause-ms", "2000"])
         .arg("--data-dir")
         .arg(dir.join("data"))
-        .args(["--http-addr", &format!("127.0.0.1:{port}"), "--grpc-addr", "127.0.0.1:0"])
-        .args(["--public-url", &format!("http://127.0.0.1:{port}"), "--rpc-url", &devnet.rpc_url()])
+        .args([
+            "--http-addr",
+            &format!("127.0.0.1:{port}"),
+            "--grpc-addr",
+            "127.0.0.1:0",
+        ])
+        .args([
+            "--public-url",
+            &format!("http://127.0.0.1:{port}"),
+            "--rpc-url",
+            &devnet.rpc_url(),
+        ])
         .env("ZG_BROKER_KEY", format!("0x{}", hex::encode(key.to_bytes())))
         .env("ZG_LOG", "warn")
         .stdout(Stdio::null())
@@ -44,7 +71,10 @@ async fn start(devnet: &Devnet, dir: &std::path::Path, port: u16) -> Child {
         .spawn()
         .unwrap();
     let deadline = Instant::now() + Duration::from_secs(60);
-    while reqwest::get(format!("http://127.0.0.1:{port}/healthz")).await.is_err() {
+    while reqwest::get(format!("http://127.0.0.1:{port}/healthz"))
+        .await
+        .is_err()
+    {
         assert!(Instant::now() < deadline, "the broker never served");
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
@@ -66,9 +96,16 @@ async fn main() {
     let provider = devnet.keys()[0].address();
     let url = format!("http://127.0.0.1:{port}");
     let store = zg_storage::LocalStore::open(dir.path().join("data/storage")).unwrap();
-    let data: String = (0..20).map(|i| format!("{{\"text\":\"record number {i}\"}}\n")).collect();
+    let data: String = (0..20)
+        .map(|i| format!("{{\"text\":\"record number {i}\"}}\n"))
+        .collect();
     let root = format!("{:#x}", store.put_bytes(data.as_bytes()).unwrap());
-    let model: Value = reqwest::get(format!("{url}/v1/model/zg-demo-ngram")).await.unwrap().json().await.unwrap();
+    let model: Value = reqwest::get(format!("{url}/v1/model/zg-demo-ngram"))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
     let hash = model["hash"].as_str().unwrap().to_owned();
 
     // Customers with funded, acknowledged sub-accounts.
@@ -77,8 +114,14 @@ async fn main() {
         let key = devnet.keys()[i].clone();
         let c = devnet.client(Some(key.clone())).await.unwrap();
         c.ledger().add_ledger(Amount::from_zg(4), "").await.unwrap();
-        c.ledger().transfer_fund(provider, ServiceKind::FineTuning, Amount::from_zg(1)).await.unwrap();
-        c.fine_tuning().acknowledge_tee_signer(provider, true).await.unwrap();
+        c.ledger()
+            .transfer_fund(provider, ServiceKind::FineTuning, Amount::from_zg(1))
+            .await
+            .unwrap();
+        c.fine_tuning()
+            .acknowledge_tee_signer(provider, true)
+            .await
+            .unwrap();
         customers.push(key);
     }
     // Sign everything first: only admission is timed.
@@ -106,21 +149,36 @@ async fn main() {
     let http = reqwest::Client::new();
     // Warm the connection pool and the broker's code paths with one list call per customer.
     for (user, _) in bodies.iter().take(CUSTOMERS) {
-        http.get(format!("{url}/v1/user/{user}/task")).send().await.unwrap();
+        http.get(format!("{url}/v1/user/{user}/task"))
+            .send()
+            .await
+            .unwrap();
     }
     let create = |user: String, body: Value| {
         let (http, url) = (http.clone(), url.clone());
         async move {
             let t0 = Instant::now();
-            let r = http.post(format!("{url}/v1/user/{user}/task")).json(&body).send().await.unwrap();
+            let r = http
+                .post(format!("{url}/v1/user/{user}/task"))
+                .json(&body)
+                .send()
+                .await
+                .unwrap();
             let status = r.status().as_u16();
             let v: Value = r.json().await.unwrap_or(Value::Null);
             assert_eq!(status, 200, "a create was refused: {v}");
-            (t0.elapsed(), v["id"].as_str().unwrap_or_default().to_owned(), user)
+            (
+                t0.elapsed(),
+                v["id"].as_str().unwrap_or_default().to_owned(),
+                user,
+            )
         }
     };
     let started = Instant::now();
-    let handles: Vec<_> = bodies.into_iter().map(|(u, b)| tokio::spawn(create(u, b))).collect();
+    let handles: Vec<_> = bodies
+        .into_iter()
+        .map(|(u, b)| tokio::spawn(create(u, b)))
+        .collect();
     let mut burst = Vec::new();
     let mut admitted = Vec::new();
     for h in handles {
@@ -141,7 +199,11 @@ async fn main() {
     let mut broker = start(&devnet, dir.path(), port).await;
     let mut lost = 0;
     for (user, id) in &admitted {
-        let r = http.get(format!("{url}/v1/user/{user}/task/{id}")).send().await.unwrap();
+        let r = http
+            .get(format!("{url}/v1/user/{user}/task/{id}"))
+            .send()
+            .await
+            .unwrap();
         if r.status() != 200 {
             lost += 1;
         }
@@ -151,7 +213,9 @@ async fn main() {
     let ms = |d: Duration| d.as_secs_f64() * 1000.0;
     let q = |v: &mut Vec<Duration>, p: f64| {
         v.sort();
-        v[((v.len() as f64 * p).ceil() as usize).saturating_sub(1).min(v.len() - 1)]
+        v[((v.len() as f64 * p).ceil() as usize)
+            .saturating_sub(1)
+            .min(v.len() - 1)]
     };
     let (b50, b99) = (q(&mut burst, 0.50), q(&mut burst, 0.99));
     let (p50, p99, max) = (q(&mut lat, 0.50), q(&mut lat, 0.99), q(&mut lat, 1.0));

@@ -8,7 +8,13 @@
 //!
 //! Run: `cargo bench -p zg-broker --bench delivery` (sizes in MiB: `ZG_BENCH_SIZES=256,1024`; files go to
 //! `ZG_BENCH_DIR`, default the temp dir).
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::print_stdout, clippy::print_stderr, missing_docs)]
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::print_stdout,
+    clippy::print_stderr,
+    missing_docs
+)]
 
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
@@ -18,7 +24,11 @@ use zg_chain::{Amount, Devnet, DevnetConfig, ServiceKind};
 use zg_finetune::{SigningKey, sig};
 
 fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }
 
 fn vm_hwm_kib(pid: u32) -> u64 {
@@ -37,7 +47,9 @@ async fn main() {
         .split(',')
         .map(|s| s.trim().parse().expect("ZG_BENCH_SIZES: MiB, comma-separated"))
         .collect();
-    let base = std::env::var_os("ZG_BENCH_DIR").map(std::path::PathBuf::from).unwrap_or_else(std::env::temp_dir);
+    let base = std::env::var_os("ZG_BENCH_DIR")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(std::env::temp_dir);
     let mut failed = false;
     for mib in sizes {
         let (secs, rss_mib) = run(&base, mib).await;
@@ -49,8 +61,12 @@ async fn main() {
         println!(
             "delivery of {mib} MiB: {secs:.2} s in Delivering (package + seal + hash + store + addDeliverable){}; \
              broker peak RSS {rss_mib:.0} MiB{}",
-            target_time.map(|t| format!(" [target < {t} s: {}]", if ok_t { "ok" } else { "MISSED" })).unwrap_or_default(),
-            target_rss.map(|r| format!(" [target < {r} MiB: {}]", if ok_r { "ok" } else { "MISSED" })).unwrap_or_default(),
+            target_time
+                .map(|t| format!(" [target < {t} s: {}]", if ok_t { "ok" } else { "MISSED" }))
+                .unwrap_or_default(),
+            target_rss
+                .map(|r| format!(" [target < {r} MiB: {}]", if ok_r { "ok" } else { "MISSED" }))
+                .unwrap_or_default(),
         );
     }
     if failed {
@@ -84,12 +100,32 @@ async fn run(base: &std::path::Path, mib: u64) -> (f64, f64) {
         .arg("run")
         .arg("-c")
         .arg(&cfg)
-        .args(["--tee", "simulated", "--poll-interval-ms", "50", "--price-per-token", "1"])
+        .args([
+            "--tee",
+            "simulated",
+            "--poll-interval-ms",
+            "50",
+            "--price-per-token",
+            "1",
+        ])
         .arg("--data-dir")
         .arg(dir.path().join("data"))
-        .args(["--http-addr", &format!("127.0.0.1:{port}"), "--grpc-addr", "127.0.0.1:0"])
-        .args(["--public-url", &format!("http://127.0.0.1:{port}"), "--rpc-url", &devnet.rpc_url()])
-        .env("ZG_BROKER_KEY", format!("0x{}", hex::encode(broker_key.to_bytes())))
+        .args([
+            "--http-addr",
+            &format!("127.0.0.1:{port}"),
+            "--grpc-addr",
+            "127.0.0.1:0",
+        ])
+        .args([
+            "--public-url",
+            &format!("http://127.0.0.1:{port}"),
+            "--rpc-url",
+            &devnet.rpc_url(),
+        ])
+        .env(
+            "ZG_BROKER_KEY",
+            format!("0x{}", hex::encode(broker_key.to_bytes())),
+        )
         .env("ZG_LOG", "warn")
         .stdout(Stdio::null())
         .stderr(Stdio::inherit())
@@ -105,12 +141,23 @@ async fn run(base: &std::path::Path, mib: u64) -> (f64, f64) {
     let key = devnet.keys()[1].clone();
     let c = devnet.client(Some(key.clone())).await.unwrap();
     c.ledger().add_ledger(Amount::from_zg(5), "").await.unwrap();
-    c.ledger().transfer_fund(broker_key.address(), ServiceKind::FineTuning, Amount::from_zg(1)).await.unwrap();
-    c.fine_tuning().acknowledge_tee_signer(broker_key.address(), true).await.unwrap();
+    c.ledger()
+        .transfer_fund(broker_key.address(), ServiceKind::FineTuning, Amount::from_zg(1))
+        .await
+        .unwrap();
+    c.fine_tuning()
+        .acknowledge_tee_signer(broker_key.address(), true)
+        .await
+        .unwrap();
     let store = zg_storage::LocalStore::open(dir.path().join("data/storage")).unwrap();
     let data = b"{\"text\":\"one\"}\n{\"text\":\"two\"}\n";
     let root = format!("{:#x}", store.put_bytes(data).unwrap());
-    let model: Value = reqwest::get(format!("{url}/v1/model/bulk")).await.unwrap().json().await.unwrap();
+    let model: Value = reqwest::get(format!("{url}/v1/model/bulk"))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
     let sk = SigningKey::from_slice(key.to_bytes().as_slice()).unwrap();
     let nonce = zg_finetune::U256::from(zg_finetune::now_ms() as u64 * 10_000 + 40);
     let s = sig::sign_personal(&sk, &sig::create_digest(key.address(), nonce, &root)).unwrap();
@@ -129,10 +176,18 @@ async fn run(base: &std::path::Path, mib: u64) -> (f64, f64) {
         .json()
         .await
         .unwrap();
-    let id = t["id"].as_str().unwrap_or_else(|| panic!("create failed: {t}")).to_owned();
+    let id = t["id"]
+        .as_str()
+        .unwrap_or_else(|| panic!("create failed: {t}"))
+        .to_owned();
     let deadline = Instant::now() + Duration::from_secs(600);
     loop {
-        let t: Value = reqwest::get(format!("{url}/v1/user/{user}/task/{id}")).await.unwrap().json().await.unwrap();
+        let t: Value = reqwest::get(format!("{url}/v1/user/{user}/task/{id}"))
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
         match t["progress"].as_str().unwrap_or_default() {
             "Delivered" => break,
             "Failed" | "Cancelled" => panic!("task ended: {t}"),
@@ -142,9 +197,17 @@ async fn run(base: &std::path::Path, mib: u64) -> (f64, f64) {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     let rss_mib = vm_hwm_kib(child.id()) as f64 / 1024.0;
-    let log = reqwest::get(format!("{url}/v1/user/{user}/task/{id}/log")).await.unwrap().text().await.unwrap();
+    let log = reqwest::get(format!("{url}/v1/user/{user}/task/{id}/log"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
     let at = |needle: &str| -> chrono::DateTime<chrono::FixedOffset> {
-        let line = log.lines().find(|l| l.contains(needle)).unwrap_or_else(|| panic!("{needle} not in:\n{log}"));
+        let line = log
+            .lines()
+            .find(|l| l.contains(needle))
+            .unwrap_or_else(|| panic!("{needle} not in:\n{log}"));
         chrono::DateTime::parse_from_rfc3339(line.split(' ').next().unwrap()).unwrap()
     };
     let secs = (at("state: Delivered") - at("state: Delivering")).num_milliseconds() as f64 / 1000.0;

@@ -61,6 +61,7 @@ fn failure(e: zg_chain::Error) -> ChainFailure {
         };
     }
     match e {
+        zg_chain::Error::RevealWindowClosed { .. } => ChainFailure::RevealWindowClosed(e.to_string()),
         zg_chain::Error::Unreachable { .. }
         | zg_chain::Error::ReceiptTimeout { .. }
         | zg_chain::Error::Rpc { .. } => ChainFailure::Transient(e.to_string()),
@@ -142,6 +143,36 @@ impl ChainAdapter {
             })?;
         tracing::info!(tx = %tx.tx, "registered FineTuningServing with the LedgerManager");
         Ok(())
+    }
+
+    /// Refuses to serve with a TEE signer the contract owner already bound to another provider: the contract
+    /// rejects every settlement it signs here (`TEESignerBoundToOtherProvider`), so tasks would run and never be
+    /// paid. Who meets this: a provider that copied another's data dir or sealed key; the fix is a key of its own.
+    pub async fn check_signer_binding(&self, signer: Address) -> Result<()> {
+        let bound = self
+            .client
+            .fine_tuning()
+            .tee_signer_provider(signer)
+            .await
+            .map_err(|e| Error::Chain {
+                op: "FineTuningServing.teeSignerProvider",
+                source: Box::new(e),
+            })?;
+        match bound {
+            Some(p) if p != self.provider => Err(Error::Config {
+                field: "tee",
+                value: signer.to_checksum(None),
+                fix: format!(
+                    "TEE signer {} already serves provider {} on FineTuningServing (one signer serves one \
+                     provider for good); this broker (provider {}) needs its own TEE key: a fresh data dir \
+                     (simulated) or its own dstack app",
+                    signer.to_checksum(None),
+                    p.to_checksum(None),
+                    self.provider.to_checksum(None)
+                ),
+            }),
+            _ => Ok(()),
+        }
     }
 
     /// Registers or updates the service (`addOrUpdateService`), paying `stake` when it is new. Returns the

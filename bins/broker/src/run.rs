@@ -302,6 +302,7 @@ pub async fn start(s: Settings) -> Result<Running> {
         .map_err(chain_err("connect"))?;
     let crash = CrashPoints::from_env();
     let adapter = ChainAdapter::new(client.clone(), crash.clone())?;
+    adapter.check_signer_binding(tee.signer()).await?;
     adapter.ensure_ledger_registration().await?;
     let stake: Amount = s.stake.parse().map_err(|e| Error::Config {
         field: "service.stake",

@@ -15,8 +15,7 @@
 
 #[path = "../tests/it/common.rs"]
 mod common;
-#[path = "../tests/it/fake_upstream.rs"]
-mod fake_upstream;
+use zg_test_utils::fake_upstream;
 
 use std::time::{Duration, Instant};
 
@@ -48,6 +47,7 @@ fn env() -> Env {
         let o = common::offline(common::Opts {
             upstream: Some(fake.base.clone()),
             max_concurrency: 4096,
+            ..common::Opts::default()
         })
         .await;
         (fake, o)

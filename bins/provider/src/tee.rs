@@ -1,6 +1,9 @@
 //! The TEE backend and the keys it holds: evidence for `GET /v1/quote` (0G layout, cached) and
 //! `GET /v1/attestation?nonce=` (native layout, fresh per nonce), and the signer keys — derived by the
 //! dstack KMS, generated per boot on bare TDX, or kept in the data dir for the simulated backend.
+//! NVIDIA GPU evidence (NVML, or the simulated GPU) rides along, bound to the same nonce: the caller's
+//! for `/v1/attestation` and gRPC `GetAttestation`; SHA-256 of REPORTDATA for the cached 0G quote
+//! (`nvidia_payload`), which carries no nonce.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -11,7 +14,8 @@ use base64::engine::general_purpose::STANDARD;
 use serde_json::{Value, json};
 use sha2::{Digest as _, Sha256};
 use zg_attestation::{
-    Backend, DstackProducer, EvidenceProducer, KeyBinding, ReportData, SimulatedTee, TdxProducer, Timestamp,
+    Backend, DstackProducer, EvidenceProducer, GpuProducer, KeyBinding, NvmlGpu, ReportData, SimulatedGpu,
+    SimulatedTee, TdxProducer, Timestamp,
 };
 use zg_billing::{EthSigner, ReceiptSigner};
 
@@ -29,6 +33,48 @@ pub enum BackendChoice {
     Tdx,
     /// dstack guest agent.
     Dstack,
+}
+
+/// Where NVIDIA GPU evidence comes from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "snake_case")]
+pub enum GpuChoice {
+    /// The simulated GPU with the simulated TEE; otherwise NVML when it loads with CC on; else none.
+    Auto,
+    /// No GPU evidence.
+    None,
+    /// NVML (`libnvidia-ml.so`): every GPU must be in confidential-computing mode, or start fails.
+    Nvml,
+    /// One simulated GPU (development only; clients refuse it unless they allow simulated evidence).
+    Simulated,
+}
+
+fn gpu_producer(choice: GpuChoice, backend: Backend) -> Result<Option<Arc<dyn GpuProducer>>> {
+    let simulated = || -> Result<Option<Arc<dyn GpuProducer>>> {
+        tracing::warn!(
+            "GPU evidence: SIMULATED GPU (software root, not NVIDIA); clients refuse it unless allowed"
+        );
+        Ok(Some(Arc::new(SimulatedGpu::new(1)?)))
+    };
+    match (choice, backend) {
+        (GpuChoice::None, _) => Ok(None),
+        (GpuChoice::Simulated, _) | (GpuChoice::Auto, Backend::Simulated) => simulated(),
+        (GpuChoice::Nvml, _) => {
+            let g = NvmlGpu::new()?;
+            tracing::info!(gpus = g.count(), "GPU evidence: NVML, confidential computing on");
+            Ok(Some(Arc::new(g)))
+        }
+        (GpuChoice::Auto, _) => match NvmlGpu::new() {
+            Ok(g) => {
+                tracing::info!(gpus = g.count(), "GPU evidence: NVML, confidential computing on");
+                Ok(Some(Arc::new(g)))
+            }
+            Err(e) => {
+                tracing::info!("no GPU evidence ({e}); clients with require_gpu will refuse this provider");
+                Ok(None)
+            }
+        },
+    }
 }
 
 /// The two signer keys of the TEE. Never logged: `Debug` prints the public halves only.
@@ -87,6 +133,10 @@ fn hex32(s: &str, path: &Path) -> Result<[u8; 32]> {
 /// A running TEE backend with the provider's keys bound.
 pub struct Tee {
     producer: Arc<dyn EvidenceProducer>,
+    gpu: Option<Arc<dyn GpuProducer>>,
+    /// NVIDIA RIMs for this machine's GPUs, fetched once and stapled to every GPU evidence document,
+    /// so a client verifies them offline (to NVIDIA's RIM root) without its own RIM source.
+    stapled_rims: std::sync::RwLock<Vec<(String, Vec<u8>)>>,
     backend: Backend,
     keys: TeeKeys,
     app_compose: String,
@@ -115,6 +165,17 @@ impl Tee {
     /// a `compose-hash` runtime event; dstack measures its compose itself).
     pub fn start(
         choice: BackendChoice,
+        data_dir: &Path,
+        dstack_socket: Option<PathBuf>,
+        app_compose: String,
+    ) -> Result<Self> {
+        Self::start_with_gpu(choice, GpuChoice::Auto, data_dir, dstack_socket, app_compose)
+    }
+
+    /// [`Tee::start`] with an explicit GPU evidence source.
+    pub fn start_with_gpu(
+        choice: BackendChoice,
+        gpu: GpuChoice,
         data_dir: &Path,
         dstack_socket: Option<PathBuf>,
         app_compose: String,
@@ -165,8 +226,11 @@ impl Tee {
         if backend != Backend::Dstack {
             producer.extend_runtime("compose-hash", &Sha256::digest(app_compose.as_bytes()))?;
         }
+        let gpu = gpu_producer(gpu, backend)?;
         let mut tee = Tee {
             producer,
+            gpu,
+            stapled_rims: std::sync::RwLock::new(Vec::new()),
             backend,
             keys,
             app_compose,
@@ -208,6 +272,12 @@ impl Tee {
         let address = self.keys.settlement.address();
         let rd = ReportData::zerog(&address);
         let ev = self.producer.quote(&rd)?;
+        // No verifier nonce here: the GPU reports bind SHA-256 of this REPORTDATA instead.
+        let gpu_nonce: [u8; 32] = Sha256::digest(rd).into();
+        let nvidia_payload = match &self.gpu {
+            Some(g) => g.evidence(&gpu_nonce)?.to_json(Some(&gpu_nonce)),
+            None => String::new(),
+        };
         Ok(json!({
             "quote": hex::encode(&ev.quote),
             "report_data": STANDARD.encode(rd),
@@ -218,7 +288,51 @@ impl Tee {
             "backend": self.backend,
             "simulated": self.backend == Backend::Simulated,
             "simulated_root": self.simulated_root,
+            "nvidia_payload": nvidia_payload,
         }))
+    }
+
+    /// Fetches the RIMs this machine's GPUs need from NVIDIA's RIM service (`base_url`, default
+    /// [`zg_attestation::NVIDIA_RIM_SERVICE_URL`]) and staples them to every later GPU evidence
+    /// document. Only RIMs the evidence does not already carry are fetched; a failure is returned (the
+    /// provider keeps serving; clients then need their own RIM source). Returns the ids stapled.
+    pub async fn staple_rims(self: &Arc<Self>, base_url: Option<&str>) -> Result<Vec<String>> {
+        let Some(gpu) = self.gpu.clone() else {
+            return Ok(Vec::new());
+        };
+        // NVML calls block: off the runtime.
+        let ev = tokio::task::spawn_blocking(move || gpu.evidence(&[0; 32]))
+            .await
+            .map_err(|e| Error::BadRequest(format!("GPU evidence task failed: {e}")))??;
+        let svc = match base_url {
+            Some(u) => zg_attestation::NvidiaRimService::with_base_url(u)?,
+            None => zg_attestation::NvidiaRimService::new()?,
+        };
+        let mut fetched = Vec::new();
+        for id in ev.rim_ids() {
+            if ev.rims.iter().any(|(have, _)| *have == id) {
+                continue;
+            }
+            let xml = svc.fetch_xml(&id).await?;
+            fetched.push((id, xml));
+        }
+        let ids = fetched.iter().map(|(id, _)| id.clone()).collect();
+        self.stapled_rims
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .extend(fetched);
+        Ok(ids)
+    }
+
+    /// The same TEE with another GPU evidence source (tests: a GPU that staples nothing).
+    pub fn with_gpu_producer(mut self, gpu: Option<Arc<dyn GpuProducer>>) -> Self {
+        self.gpu = gpu;
+        self
+    }
+
+    /// Whether this TEE sends evidence from NVIDIA GPUs through NVML.
+    pub fn has_nvml_gpu(&self) -> bool {
+        self.gpu.as_ref().is_some_and(|g| g.name() == "nvml")
     }
 
     /// The signer keys.
@@ -249,7 +363,20 @@ impl Tee {
             None,
             Timestamp(now_secs()),
         )?;
-        let ev = self.producer.evidence_for(&binding, nonce)?;
+        let mut ev = self.producer.evidence_for(&binding, nonce)?;
+        if let Some(g) = &self.gpu {
+            let mut gpu = g.evidence(nonce)?;
+            let stapled = self
+                .stapled_rims
+                .read()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            for (id, xml) in stapled.iter() {
+                if !gpu.rims.iter().any(|(have, _)| have == id) {
+                    gpu.rims.push((id.clone(), xml.clone()));
+                }
+            }
+            ev.gpu_evidence = Some(gpu.to_json(Some(nonce)));
+        }
         let mut doc: Value = serde_json::from_str(&ev.to_json()).unwrap_or(Value::Null);
         if let Value::Object(m) = &mut doc {
             m.insert("nonce".into(), json!(hex::encode(nonce)));
@@ -305,5 +432,118 @@ mod tests {
         let fresh = a.fresh(&[9; 32]).unwrap();
         assert_eq!(fresh["nonce"], hex::encode([9u8; 32]));
         assert_eq!(fresh["simulated"], true);
+        // The simulated GPU's report rides along, bound to the same nonce; the 0G quote binds REPORTDATA.
+        let gpu = zg_attestation::GpuEvidence::from_json(fresh["gpu_evidence"].as_str().unwrap()).unwrap();
+        let report = zg_attestation::SpdmReport::parse(&gpu.devices[0].report).unwrap();
+        assert_eq!(report.request_nonce, [9; 32]);
+        let payload = zg_attestation::GpuEvidence::from_json(q["nvidia_payload"].as_str().unwrap()).unwrap();
+        let report = zg_attestation::SpdmReport::parse(&payload.devices[0].report).unwrap();
+        assert_eq!(report.request_nonce, <[u8; 32]>::from(Sha256::digest(&rd)));
+        let none = Tee::start_with_gpu(
+            BackendChoice::Simulated,
+            GpuChoice::None,
+            dir.path(),
+            None,
+            "c".into(),
+        )
+        .unwrap();
+        assert!(none.fresh(&[9; 32]).unwrap().get("gpu_evidence").is_none());
+        assert_eq!(none.zerog_quote()["nvidia_payload"], "");
+    }
+}
+
+#[cfg(test)]
+mod staple_tests {
+    use super::*;
+    use std::io::{BufRead as _, BufReader, Write as _};
+
+    /// A simulated GPU that staples nothing, like NVML.
+    struct Bare(SimulatedGpu);
+    impl GpuProducer for Bare {
+        fn name(&self) -> &'static str {
+            "bare"
+        }
+        fn evidence(&self, nonce: &[u8; 32]) -> zg_attestation::Result<zg_attestation::GpuEvidence> {
+            let mut e = self.0.evidence(nonce)?;
+            e.rims.clear();
+            Ok(e)
+        }
+    }
+
+    #[tokio::test]
+    async fn rims_fetched_once_are_stapled_to_fresh_evidence() {
+        let sim = SimulatedGpu::new(1).unwrap();
+        let rims = sim.evidence(&[0; 32]).unwrap().rims;
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        let served = rims.clone();
+        let server = std::thread::spawn(move || {
+            let mut n = 0;
+            for stream in listener.incoming().take(served.len()) {
+                let mut stream = stream.unwrap();
+                let mut r = BufReader::new(stream.try_clone().unwrap());
+                let mut line = String::new();
+                r.read_line(&mut line).unwrap();
+                while {
+                    let mut h = String::new();
+                    r.read_line(&mut h).unwrap();
+                    h != "\r\n" && !h.is_empty()
+                } {}
+                let path = line.split_whitespace().nth(1).unwrap().to_owned();
+                let (_, xml) = served.iter().find(|(id, _)| path.ends_with(id.as_str())).unwrap();
+                let body = json!({"rim": STANDARD.encode(xml)}).to_string();
+                write!(
+                    stream,
+                    "HTTP/1.1 200 OK\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                    body.len()
+                )
+                .unwrap();
+                n += 1;
+            }
+            n
+        });
+        let dir = tempfile::tempdir().unwrap();
+        let tee = Tee::start_with_gpu(
+            BackendChoice::Simulated,
+            GpuChoice::None,
+            dir.path(),
+            None,
+            "c".into(),
+        )
+        .unwrap()
+        .with_gpu_producer(Some(Arc::new(Bare(sim))));
+        let tee = Arc::new(tee);
+        let before = zg_attestation::GpuEvidence::from_json(
+            tee.fresh(&[1; 32]).unwrap()["gpu_evidence"].as_str().unwrap(),
+        )
+        .unwrap();
+        assert!(before.rims.is_empty());
+        let mut ids = tee
+            .staple_rims(Some(&format!("http://{addr}/v1/rim/")))
+            .await
+            .unwrap();
+        ids.sort();
+        let mut want: Vec<String> = rims.iter().map(|(id, _)| id.clone()).collect();
+        want.sort();
+        assert_eq!(ids, want);
+        assert_eq!(server.join().unwrap(), 2);
+        let after = zg_attestation::GpuEvidence::from_json(
+            tee.fresh(&[1; 32]).unwrap()["gpu_evidence"].as_str().unwrap(),
+        )
+        .unwrap();
+        assert_eq!(after.rims.len(), 2);
+        // A client with no RIM source of its own verifies the stapled RIMs (here: simulated roots).
+        let policy = zg_attestation::AttestationPolicy {
+            dangerous_allow_simulated: true,
+            ..Default::default()
+        }
+        .with_nonce([1; 32]);
+        let r = zg_attestation::Verifier::new_prod().verify_gpu(
+            &after.to_json(None),
+            &policy,
+            None,
+            Timestamp(now_secs()),
+        );
+        assert!(r.passed(), "{r}");
     }
 }

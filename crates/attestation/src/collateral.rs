@@ -207,7 +207,8 @@ impl DirectoryCollateral {
         DirectoryCollateral { path: path.into() }
     }
 
-    /// Loads collateral for `key` synchronously.
+    /// Loads collateral for `key` synchronously (blocking file I/O; async callers use
+    /// [`CollateralSource::collateral`], which runs this on the blocking pool).
     pub fn load(&self, key: &CollateralKey) -> Result<Collateral> {
         let candidates = if self.path.is_dir() {
             vec![
@@ -240,8 +241,24 @@ impl DirectoryCollateral {
 }
 
 impl CollateralSource for DirectoryCollateral {
+    /// Reads the file on tokio's blocking pool (inline when called outside a runtime).
     async fn collateral(&self, key: &CollateralKey, _now: Timestamp) -> Result<Arc<Collateral>> {
-        self.load(key).map(Arc::new)
+        let (me, key) = (self.clone(), key.clone());
+        off_runtime(move || me.load(&key).map(Arc::new)).await
+    }
+}
+
+/// Runs blocking file work off the async runtime when there is one (tokio's blocking pool), inline
+/// otherwise (a synchronous caller is allowed to block).
+pub(crate) async fn off_runtime<T: Send + 'static>(
+    f: impl FnOnce() -> Result<T> + Send + 'static,
+) -> Result<T> {
+    match tokio::runtime::Handle::try_current() {
+        Ok(h) => h.spawn_blocking(f).await.map_err(|e| Error::Backend {
+            backend: "blocking pool",
+            reason: format!("file task failed: {e}"),
+        })?,
+        Err(_) => f(),
     }
 }
 

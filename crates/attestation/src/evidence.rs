@@ -28,7 +28,7 @@ pub struct Evidence {
     /// dstack-style JSON event log covering RTMR0-3 (or only RTMR3).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub event_log: Option<String>,
-    /// NVIDIA GPU evidence JSON (nvattest output).
+    /// NVIDIA GPU evidence JSON ([`crate::GpuEvidence`]: reports and certificate chains).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub gpu_evidence: Option<String>,
     /// The key-binding document (native REPORTDATA layout).
@@ -69,8 +69,9 @@ impl Evidence {
                 Some(a @ serde_json::Value::Array(_)) => Some(a.to_string()),
                 _ => None,
             };
-            let gpu_evidence = match v.get("gpu_evidence") {
-                Some(serde_json::Value::String(s)) => Some(s.clone()),
+            // `gpu_evidence` (ours) or `nvidia_payload` (0G's /v1/quote and attestation report).
+            let gpu_evidence = match v.get("gpu_evidence").or_else(|| v.get("nvidia_payload")) {
+                Some(serde_json::Value::String(s)) if !s.is_empty() => Some(s.clone()),
                 Some(o @ serde_json::Value::Object(_)) => Some(o.to_string()),
                 _ => None,
             };

@@ -40,7 +40,18 @@ pub use crate::{
         TdxEvent, extend as extend_rtmr, runtime_event_digest,
     },
     evidence::{Backend, Evidence, EvidenceProducer},
-    gpu::{GpuClaims, GpuEvidence},
+    gpu::{
+        CachedGpuCollateral, DirectoryGpuCollateral, GpuCollateral, GpuCollateralSource, GpuDeviceEvidence,
+        GpuEvidence, GpuProducer, GpuRoots, GpuSummary, MAX_GPUS, MeasurementBlock, NVIDIA_DEVICE_ROOT_PEM,
+        NVIDIA_RIM_ROOT_PEM, Rim, RimMeasurement, SIMULATED_GPU_ROOT_CN, SIMULATED_RIM_ROOT_CN, SimulatedGpu,
+        SpdmReport, decode_report,
+    },
+    gpu::{
+        MAX_GPU_EVIDENCE_BYTES, MAX_STAPLED_OCSP, MAX_STAPLED_RIMS,
+        rim::MAX_RIM_BYTES,
+        simulated::SIMULATED_DRIVER_VERSION,
+        spdm::{MAX_REPORT_LEN, SPDM_REQUEST_LEN, SPDM_SIGNATURE_LEN, opaque as spdm_opaque},
+    },
     policy::{AttestationPolicy, ImagePolicy, TcbStatus},
     producer::dstack::{DerivedKey, DstackProducer},
     producer::simulated::{SIMULATED_QE_VENDOR_ID, SimulatedMeasurements, SimulatedTee},
@@ -54,3 +65,9 @@ pub use crate::{
 
 #[cfg(feature = "pccs")]
 pub use crate::pccs::{INTEL_PCS_URL, PccsCollateral};
+
+#[cfg(feature = "nvml")]
+pub use crate::gpu::nvml::NvmlGpu;
+
+#[cfg(feature = "nvidia-rim")]
+pub use crate::gpu::{NVIDIA_RIM_SERVICE_URL, NvidiaRimService};

@@ -74,7 +74,9 @@ pub struct ImagePolicy {
 #[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct AttestationPolicy {
-    /// Allowed images; empty = any image (the report says so).
+    /// Allowed OS images (MRTD, RTMR0-2). Together with `allowed_compose_hashes` and
+    /// `allowed_app_ids` this is the allow-list: when all three are empty verification fails
+    /// (`measurements.allowlist`) unless `dangerous_any_image` is set.
     pub images: Vec<ImagePolicy>,
     /// Allowed compose hashes (hex) named by the event log; empty = any.
     pub allowed_compose_hashes: Vec<String>,
@@ -94,12 +96,29 @@ pub struct AttestationPolicy {
     pub nonce: Option<[u8; 32]>,
     /// The settlement signer the quote must bind (e.g. `teeSignerAddress` from chain).
     pub expected_signer: Option<Address>,
+    /// The provider address the binding must name (native layout, `KeyBinding::provider`): set it to the
+    /// provider being verified so that another provider serving this TEE's attestation as its own (to get
+    /// its signer acknowledged) is refused. Unset = not checked.
+    pub expected_provider: Option<Address>,
     /// REPORTDATA layout the provider uses (default native).
     pub report_data_layout: ReportDataLayout,
     /// Require an event log whose replay equals the quote's RTMRs (default true).
     pub require_event_log: bool,
-    /// Require GPU evidence bound to the nonce (default false).
+    /// Require NVIDIA GPU evidence bound to the nonce (default false). GPU evidence that is present
+    /// is always verified, required or not.
     pub require_gpu: bool,
+    /// Number of GPUs the evidence must cover (distinct devices); unset = any number.
+    pub gpu_count: Option<u32>,
+    /// Accepted GPU driver versions (e.g. `550.90.07`); empty = any version with a verified RIM.
+    pub allowed_gpu_driver_versions: Vec<String>,
+    /// Accepted VBIOS versions (e.g. `96.00.9F.00.01`, any case); empty = any version with a verified RIM.
+    pub allowed_gpu_vbios_versions: Vec<String>,
+    /// Require a valid OCSP "good" for every NVIDIA certificate (default false: missing responses are
+    /// reported as not verified; a revoked certificate always fails).
+    pub require_gpu_ocsp: bool,
+    /// DANGEROUS: accept any OS image and application when the allow-list (images, compose hashes,
+    /// app ids) is empty. Default false.
+    pub dangerous_any_image: bool,
     /// DANGEROUS: accept debug TDs (host can read TD memory). Default false.
     pub dangerous_allow_debug: bool,
     /// DANGEROUS: accept evidence from the simulated backend (no TEE at all). Default false.
@@ -120,9 +139,15 @@ impl Default for AttestationPolicy {
             max_quote_age_secs: None,
             nonce: None,
             expected_signer: None,
+            expected_provider: None,
             report_data_layout: ReportDataLayout::Native,
             require_event_log: true,
             require_gpu: false,
+            gpu_count: None,
+            allowed_gpu_driver_versions: Vec::new(),
+            allowed_gpu_vbios_versions: Vec::new(),
+            require_gpu_ocsp: false,
+            dangerous_any_image: false,
             dangerous_allow_debug: false,
             dangerous_allow_simulated: false,
             dangerous_simulated_roots: Vec::new(),
@@ -156,6 +181,11 @@ impl AttestationPolicy {
         }
     }
 
+    /// Whether the allow-list (images, compose hashes, app ids) names anything.
+    pub fn has_allowlist(&self) -> bool {
+        !(self.images.is_empty() && self.allowed_compose_hashes.is_empty() && self.allowed_app_ids.is_empty())
+    }
+
     /// The same policy with a per-request nonce.
     pub fn with_nonce(mut self, nonce: [u8; 32]) -> Self {
         self.nonce = Some(nonce);
@@ -182,6 +212,17 @@ impl AttestationPolicy {
             }
         };
         for (i, img) in self.images.iter().enumerate() {
+            // An image that pins nothing matches every TD, which would turn the allow-list rule
+            // (`measurements.allowlist`) into a formality.
+            if [&img.mrtd, &img.rtmr0, &img.rtmr1, &img.rtmr2]
+                .iter()
+                .all(|r| r.is_none())
+            {
+                return Err(Error::InvalidPolicy(format!(
+                    "images[{i}] ({}) pins no register: set at least one of mrtd, rtmr0, rtmr1, rtmr2",
+                    img.name
+                )));
+            }
             for (name, v) in [
                 ("mrtd", &img.mrtd),
                 ("rtmr0", &img.rtmr0),
@@ -195,6 +236,20 @@ impl AttestationPolicy {
         }
         for (i, h) in self.allowed_compose_hashes.iter().enumerate() {
             hexlen(format!("allowed_compose_hashes[{i}]"), h, 32)?;
+        }
+        for (i, a) in self.allowed_app_ids.iter().enumerate() {
+            let raw = a.trim_start_matches("0x");
+            if raw.is_empty() || hex::decode(raw).is_err() {
+                return Err(Error::InvalidPolicy(format!(
+                    "allowed_app_ids[{i}] is not hex: {a:?}"
+                )));
+            }
+        }
+        if self.gpu_count == Some(0) || self.gpu_count.is_some_and(|n| n as usize > crate::MAX_GPUS) {
+            return Err(Error::InvalidPolicy(format!(
+                "gpu_count must be 1 to {} (or unset for any number)",
+                crate::MAX_GPUS
+            )));
         }
         if self.min_tcb_status == TcbStatus::Revoked {
             return Err(Error::InvalidPolicy(
@@ -223,5 +278,30 @@ mod tests {
         assert!(matches!(typo, Err(Error::InvalidPolicy(m)) if m.contains("unknown field")));
         assert!(TcbStatus::UpToDate < TcbStatus::OutOfDate);
         assert_ne!(p.digest(), AttestationPolicy::default().digest());
+    }
+
+    #[test]
+    fn an_image_that_pins_no_register_is_not_an_allow_list() {
+        // `[[images]] name = "x"` matches every TD: with it, the allow-list rule (issue 9 item 10)
+        // would pass any genuine TD running any code. It must be refused when the policy loads.
+        let e = AttestationPolicy::from_toml("[[images]]\nname = \"anything\"\n").unwrap_err();
+        assert!(
+            matches!(&e, Error::InvalidPolicy(m) if m.contains("images[0]") && m.contains("pins no register")),
+            "{e}"
+        );
+        let e = AttestationPolicy::from_json(r#"{"images": [{"name": "x", "mrtd": null}]}"#).unwrap_err();
+        assert!(
+            matches!(&e, Error::InvalidPolicy(m) if m.contains("pins no register")),
+            "{e}"
+        );
+        // App ids are hex like compose hashes: a typo must not silently never match.
+        let e = AttestationPolicy::from_toml("allowed_app_ids = [\"not hex\"]\n").unwrap_err();
+        assert!(
+            matches!(&e, Error::InvalidPolicy(m) if m.contains("allowed_app_ids[0]")),
+            "{e}"
+        );
+        // One register is enough (the operator's choice what to pin).
+        let mrtd = "00".repeat(48);
+        AttestationPolicy::from_toml(&format!("[[images]]\nname = \"x\"\nmrtd = \"{mrtd}\"\n")).unwrap();
     }
 }

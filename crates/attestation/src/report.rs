@@ -2,7 +2,7 @@
 
 use crate::Timestamp;
 use crate::eventlog::AppInfo;
-use crate::gpu::GpuEvidence;
+use crate::gpu::GpuSummary;
 use crate::reportdata::KeyBinding;
 use serde::{Deserialize, Serialize};
 use std::fmt;
@@ -78,8 +78,11 @@ pub struct VerificationReport {
     pub binding: Option<KeyBinding>,
     /// The signer address bound by REPORTDATA (any layout).
     pub signer_address: Option<String>,
-    /// Parsed GPU evidence.
-    pub gpu: Option<GpuEvidence>,
+    /// The GPUs the evidence covered (one entry per verified report).
+    pub gpus: Vec<GpuSummary>,
+    /// Which allow-list entries the evidence matched (`image <name>`, `compose hash <hex>`,
+    /// `app id <hex>`), or `any image (dangerous_any_image)`.
+    pub allowlist_matches: Vec<String>,
     /// Every check, in the order performed.
     pub checks: Vec<Check>,
     /// What this verification could not establish, in words.
@@ -108,7 +111,8 @@ impl VerificationReport {
             app: None,
             binding: None,
             signer_address: None,
-            gpu: None,
+            gpus: Vec::new(),
+            allowlist_matches: Vec::new(),
             checks: Vec::new(),
             not_verified: Vec::new(),
         }
@@ -210,6 +214,20 @@ impl fmt::Display for VerificationReport {
             && let Some(c) = &app.compose_hash
         {
             writeln!(f, "compose hash: {c}")?;
+        }
+        if !self.allowlist_matches.is_empty() {
+            writeln!(f, "allow-list:   {}", self.allowlist_matches.join("; "))?;
+        }
+        for g in &self.gpus {
+            writeln!(
+                f,
+                "gpu {}:        {} driver {} vbios {}{}",
+                g.index,
+                g.device,
+                g.driver_version.as_deref().unwrap_or("?"),
+                g.vbios_version.as_deref().unwrap_or("?"),
+                if g.simulated { " (SIMULATED)" } else { "" }
+            )?;
         }
         writeln!(f, "checks:")?;
         for c in &self.checks {

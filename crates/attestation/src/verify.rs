@@ -3,7 +3,7 @@
 
 use crate::dcap::{self, STEPS};
 use crate::eventlog::{DigestCheck, EventLog};
-use crate::gpu::GpuEvidence;
+use crate::gpu::{self, ExpectedNonce, GpuCollateral, GpuRoots};
 use crate::producer::simulated::{SIMULATED_QE_VENDOR_ID, check_simulated};
 use crate::report::{SIMULATED_BANNER, VerificationReport};
 use crate::reportdata::{ReportData, ReportDataLayout};
@@ -33,6 +33,9 @@ struct CacheEntry {
 /// each valid only inside the time window it was computed for.
 pub struct Verifier {
     root_ca_der: Vec<u8>,
+    gpu_roots: GpuRoots,
+    /// Memo of certificate/RIM signature checks that succeeded (time checks are never memoised).
+    sigs: gpu::x509::SigCache,
     cache: Mutex<HashMap<[u8; 32], CacheEntry>>,
 }
 
@@ -61,8 +64,16 @@ impl Verifier {
     pub fn with_root_ca(root_ca_der: Vec<u8>) -> Self {
         Verifier {
             root_ca_der,
+            gpu_roots: GpuRoots::nvidia(),
+            sigs: gpu::x509::SigCache::default(),
             cache: Mutex::new(HashMap::new()),
         }
+    }
+
+    /// The same verifier with other GPU trust anchors (default: NVIDIA's, embedded).
+    pub fn with_gpu_roots(mut self, roots: GpuRoots) -> Self {
+        self.gpu_roots = roots;
+        self
     }
 
     /// Number of cached reports.
@@ -78,6 +89,8 @@ impl Verifier {
     }
 
     /// Verifies `evidence` under `policy` with `collateral` (None only for simulated evidence) at `now`.
+    /// GPU evidence, if any, is checked with only the collateral it staples; see
+    /// [`Verifier::verify_with_gpu`].
     pub fn verify(
         &self,
         evidence: &Evidence,
@@ -85,10 +98,25 @@ impl Verifier {
         collateral: Option<&Collateral>,
         now: Timestamp,
     ) -> Arc<VerificationReport> {
+        self.verify_with_gpu(evidence, policy, collateral, None, now)
+    }
+
+    /// Verifies `evidence` (TDX quote and, when present or required, NVIDIA GPU evidence) with
+    /// DCAP `collateral` and GPU collateral (RIMs, OCSP responses) at `now`.
+    pub fn verify_with_gpu(
+        &self,
+        evidence: &Evidence,
+        policy: &AttestationPolicy,
+        collateral: Option<&Collateral>,
+        gpu_collateral: Option<&GpuCollateral>,
+        now: Timestamp,
+    ) -> Arc<VerificationReport> {
         let mut h = Sha256::new();
         h.update(Sha256::digest(&evidence.quote));
         h.update(policy.digest());
         h.update(collateral.map(Collateral::digest).unwrap_or_default());
+        h.update(gpu_collateral.map(GpuCollateral::digest).unwrap_or_default());
+        h.update(self.gpu_roots.digest());
         let key: [u8; 32] = h.finalize().into();
         if let Some(e) = self.lock().get(&key)
             && e.evidence == *evidence
@@ -99,7 +127,7 @@ impl Verifier {
             report.verified_at = now;
             return Arc::new(report);
         }
-        let (report, window) = self.evaluate(evidence, policy, collateral, now);
+        let (report, window) = self.evaluate(evidence, policy, collateral, gpu_collateral, now);
         let report = Arc::new(report);
         if report.passed() {
             let mut cache = self.lock();
@@ -119,12 +147,40 @@ impl Verifier {
         report
     }
 
+    /// Verifies NVIDIA GPU evidence alone (JSON, see [`crate::GpuEvidence`]): the `gpu.*` checks
+    /// against `policy.nonce`, with `gpu_collateral` at `now`. Not cached.
+    pub fn verify_gpu(
+        &self,
+        gpu_evidence: &str,
+        policy: &AttestationPolicy,
+        gpu_collateral: Option<&GpuCollateral>,
+        now: Timestamp,
+    ) -> VerificationReport {
+        let mut r = VerificationReport::new(now);
+        let expected = ExpectedNonce {
+            nonce: policy.nonce,
+            source: "the policy",
+        };
+        gpu::verify_into(
+            &mut r,
+            gpu_evidence,
+            gpu_collateral,
+            &self.gpu_roots,
+            &self.sigs,
+            policy,
+            expected,
+            now,
+        );
+        r.finish()
+    }
+
     /// Runs every check; returns the report and the time window in which its result holds.
     fn evaluate(
         &self,
         ev: &Evidence,
         policy: &AttestationPolicy,
         collateral: Option<&Collateral>,
+        gpu_collateral: Option<&GpuCollateral>,
         now: Timestamp,
     ) -> (VerificationReport, (Timestamp, Timestamp)) {
         let mut r = VerificationReport::new(now);
@@ -172,8 +228,73 @@ impl Verifier {
         image_check(&mut r, &quote, policy);
         event_log_checks(&mut r, &quote, ev, policy);
         binding_checks(&mut r, &quote, ev, policy, now, &mut window);
-        gpu_checks(&mut r, ev, policy);
+        self.gpu_checks(&mut r, &quote, ev, policy, gpu_collateral, now, &mut window);
         (r.finish(), window)
+    }
+
+    /// The `gpu.*` checks: GPU evidence is verified whenever present, and required by `require_gpu`.
+    /// Its nonce must be the policy's, else the one REPORTDATA binds, else SHA-256 of REPORTDATA
+    /// (layouts without a nonce: the provider binds its GPU reports to that quote).
+    #[allow(
+        clippy::too_many_arguments,
+        reason = "one call site; the arguments are the verification inputs"
+    )]
+    fn gpu_checks(
+        &self,
+        r: &mut VerificationReport,
+        quote: &TdQuote,
+        ev: &Evidence,
+        policy: &AttestationPolicy,
+        gpu_collateral: Option<&GpuCollateral>,
+        now: Timestamp,
+        window: &mut (Timestamp, Timestamp),
+    ) {
+        let Some(text) = &ev.gpu_evidence else {
+            if policy.require_gpu {
+                r.push(
+                    "gpu.present",
+                    "NVIDIA GPU evidence (policy require_gpu)",
+                    "none supplied",
+                    false,
+                );
+            }
+            return;
+        };
+        let expected = match policy.nonce {
+            Some(n) => ExpectedNonce {
+                nonce: Some(n),
+                source: "the verifier",
+            },
+            None => match ReportData::parse(policy.report_data_layout, &quote.report_data)
+                .ok()
+                .and_then(|p| p.nonce())
+            {
+                Some(n) => ExpectedNonce {
+                    nonce: Some(n),
+                    source: "REPORTDATA",
+                },
+                None => ExpectedNonce {
+                    nonce: Some(Sha256::digest(quote.report_data).into()),
+                    source: "SHA-256 of REPORTDATA",
+                },
+            },
+        };
+        let simulated_before = r.simulated;
+        let w = gpu::verify_into(
+            r,
+            text,
+            gpu_collateral,
+            &self.gpu_roots,
+            &self.sigs,
+            policy,
+            expected,
+            now,
+        );
+        if simulated_before && r.simulated {
+            r.notice = Some(SIMULATED_BANNER.to_owned());
+        }
+        window.0 = window.0.max(w.0);
+        window.1 = window.1.min(w.1);
     }
 
     fn simulated_chain(&self, r: &mut VerificationReport, ev: &Evidence, policy: &AttestationPolicy) {
@@ -372,12 +493,45 @@ fn image_check(r: &mut VerificationReport, q: &TdQuote, policy: &AttestationPoli
         hex::encode(q.rtmr[1]),
         hex::encode(q.rtmr[2])
     );
+    // Issue 9 item 10: a policy that pins nothing accepts any genuine TD running any code.
+    if policy.has_allowlist() {
+        r.push(
+            "measurements.allowlist",
+            "the policy pins the image or application (images, allowed_compose_hashes, allowed_app_ids)",
+            format!(
+                "{} image(s), {} compose hash(es), {} app id(s)",
+                policy.images.len(),
+                policy.allowed_compose_hashes.len(),
+                policy.allowed_app_ids.len()
+            ),
+            true,
+        );
+    } else if policy.dangerous_any_image {
+        r.push(
+            "measurements.allowlist",
+            "the policy pins the image or application, or says dangerous_any_image",
+            "empty allow-list, accepted because dangerous_any_image = true: ANY image and application pass",
+            true,
+        );
+        r.allowlist_matches.push("any image (dangerous_any_image)".into());
+        r.not_verified
+            .push("which image and application run: the policy allows any (dangerous_any_image)".into());
+    } else {
+        r.push(
+            "measurements.allowlist",
+            "the policy pins the image or application (images, allowed_compose_hashes, allowed_app_ids), \
+             or says dangerous_any_image = true",
+            "empty allow-list: any genuine TD running modified code would pass; list the image measurements \
+             (e.g. deploy/policy.toml) or set dangerous_any_image",
+            false,
+        );
+    }
     if policy.images.is_empty() {
         r.info(
             "measurements.image",
-            "any image (the policy lists none)",
-            found,
-            true,
+            "an allow-listed OS image (policy images)",
+            format!("not pinned: the policy lists no image ({found})"),
+            false,
         );
         return;
     }
@@ -393,12 +547,15 @@ fn image_check(r: &mut VerificationReport, q: &TdQuote, policy: &AttestationPoli
     };
     let names: Vec<&str> = policy.images.iter().map(|i| i.name.as_str()).collect();
     match policy.images.iter().find(|i| matches(i)) {
-        Some(img) => r.push(
-            "measurements.image",
-            format!("one of: {}", names.join(", ")),
-            format!("{} ({found})", img.name),
-            true,
-        ),
+        Some(img) => {
+            r.allowlist_matches.push(format!("image {}", img.name));
+            r.push(
+                "measurements.image",
+                format!("one of: {}", names.join(", ")),
+                format!("{} ({found})", img.name),
+                true,
+            )
+        }
         None => r.push(
             "measurements.image",
             format!("one of: {}", names.join(", ")),
@@ -466,9 +623,51 @@ fn event_log_checks(r: &mut VerificationReport, q: &TdQuote, ev: &Evidence, poli
             r.push(&name, hex::encode(want), hex::encode(got), got == want);
         }
     }
+    identity_check(r, &log);
     let app = log.app_info();
     app_checks(r, policy, Some(&app));
     r.app = Some(app);
+}
+
+/// RTMR3 events that name what runs: each is measured once, at boot, before the application starts.
+pub(crate) const IDENTITY_EVENTS: &[&str] = &[
+    "compose-hash",
+    "app-id",
+    "instance-id",
+    "os-image-hash",
+    "key-provider",
+];
+
+/// `event_log.identity`: every identity event appears at most once in RTMR3.
+///
+/// Who: the operator of the TD. An application inside it that can reach the guest agent (dstack maps
+/// `/var/run/dstack.sock` into containers) may emit runtime events with any name; they extend RTMR3,
+/// so the log still replays. Worst case without this check: boot a compose the policy does not allow,
+/// then emit `compose-hash` (or `app-id`) with an allowed value; the last event used to win and the
+/// allow-list passed. A repeated identity event is refused outright: which one is genuine cannot be
+/// told from the log.
+fn identity_check(r: &mut VerificationReport, log: &EventLog) {
+    let repeated: Vec<String> = IDENTITY_EVENTS
+        .iter()
+        .filter_map(|name| {
+            let n = log
+                .events
+                .iter()
+                .filter(|e| e.imr == 3 && e.event == *name)
+                .count();
+            (n > 1).then(|| format!("{name} {n} times"))
+        })
+        .collect();
+    r.push(
+        "event_log.identity",
+        "each identity event (compose-hash, app-id, instance-id, os-image-hash, key-provider) at most once",
+        if repeated.is_empty() {
+            "each at most once".to_owned()
+        } else {
+            format!("repeated: {} (an application emitted one)", repeated.join(", "))
+        },
+        repeated.is_empty(),
+    );
 }
 
 fn app_checks(r: &mut VerificationReport, policy: &AttestationPolicy, app: Option<&crate::AppInfo>) {
@@ -492,6 +691,14 @@ fn app_checks(r: &mut VerificationReport, policy: &AttestationPolicy, app: Optio
                 .iter()
                 .any(|a| a.trim_start_matches("0x").eq_ignore_ascii_case(f))
         });
+        if ok && let Some(f) = &found {
+            let what = if name == "app.compose_hash" {
+                "compose hash"
+            } else {
+                "app id"
+            };
+            r.allowlist_matches.push(format!("{what} {f}"));
+        }
         r.push(
             name,
             format!("one of: {}", allowed.join(", ")),
@@ -574,6 +781,24 @@ fn binding_checks(
             signer.is_some(),
         ),
     }
+    if let Some(want) = policy.expected_provider {
+        let found = match (&parsed, r.binding.as_ref()) {
+            (ReportData::Native { .. }, Some(b)) => b.provider,
+            _ => None,
+        };
+        r.push(
+            "binding.provider",
+            want.to_checksum(None),
+            match found {
+                Some(p) => p.to_checksum(None),
+                None if matches!(parsed, ReportData::Native { .. }) => {
+                    "the binding names no provider".to_owned()
+                }
+                None => format!("the {layout} layout binds no provider"),
+            },
+            found == Some(want),
+        );
+    }
     match (policy.nonce, parsed.nonce()) {
         (Some(want), Some(got)) => r.push("binding.nonce", hex::encode(want), hex::encode(got), want == got),
         (Some(want), None) => r.push(
@@ -610,66 +835,6 @@ fn binding_checks(
     }
 }
 
-fn gpu_checks(r: &mut VerificationReport, ev: &Evidence, policy: &AttestationPolicy) {
-    let Some(text) = &ev.gpu_evidence else {
-        if policy.require_gpu {
-            r.push("gpu.present", "NVIDIA GPU evidence", "none supplied", false);
-        }
-        return;
-    };
-    let gpu = match GpuEvidence::from_json(text) {
-        Ok(g) => g,
-        Err(e) => {
-            r.push("gpu.parse", "NVIDIA nvattest evidence", e.to_string(), false);
-            return;
-        }
-    };
-    let nonces: Vec<&str> = gpu.gpus.iter().map(|g| g.eat_nonce.as_str()).collect();
-    match policy.nonce {
-        Some(n) => r.push(
-            "gpu.nonce",
-            hex::encode(n),
-            nonces.join(", "),
-            gpu.nonce_matches(&n),
-        ),
-        None => r.info("gpu.nonce", "none requested", nonces.join(", "), true),
-    }
-    let healthy = gpu
-        .gpus
-        .iter()
-        .all(|g| g.measres == "success" && g.dbgstat == "disabled" && g.secboot);
-    let desc: Vec<String> = gpu
-        .gpus
-        .iter()
-        .map(|g| {
-            format!(
-                "{}: measres {}, dbgstat {}, secboot {}",
-                g.hwmodel, g.measres, g.dbgstat, g.secboot
-            )
-        })
-        .collect();
-    r.push(
-        "gpu.measurements",
-        "measres success, debug disabled, secure boot on",
-        desc.join("; "),
-        healthy,
-    );
-    r.push(
-        "gpu.overall_result",
-        "true",
-        gpu.overall_result.to_string(),
-        gpu.overall_result,
-    );
-    r.push(
-        "gpu.submodule_digests",
-        "every submodule token hashes to its listed digest",
-        gpu.submodule_digests_match.to_string(),
-        gpu.submodule_digests_match,
-    );
-    r.not_verified.extend(gpu.not_verified());
-    r.gpu = Some(gpu);
-}
-
 /// One-shot verification with a fresh production [`Verifier`] (no cache across calls).
 pub fn verify(
     evidence: &Evidence,
@@ -678,7 +843,7 @@ pub fn verify(
     now: Timestamp,
 ) -> VerificationReport {
     let v = Verifier::new_prod();
-    let (report, _) = v.evaluate(evidence, policy, collateral, now);
+    let (report, _) = v.evaluate(evidence, policy, collateral, None, now);
     report
 }
 

@@ -22,6 +22,10 @@ pub enum ChainFailure {
     Transient(String),
     /// Anything else (bad response, mined but failed without a decodable reason).
     Other(String),
+    /// A settlement that would reveal the key was not sent: the customer's refund freeze (started by its
+    /// acknowledgement) has ended or ends too soon for the transaction to be included, so a matured refund
+    /// processed first could leave the reveal unpaid. Retry after the customer acknowledges again.
+    RevealWindowClosed(String),
 }
 
 impl std::fmt::Display for ChainFailure {
@@ -30,6 +34,7 @@ impl std::fmt::Display for ChainFailure {
             Self::Reverted { name, message } => write!(f, "reverted {name}: {message}"),
             Self::Transient(m) => write!(f, "transient: {m}"),
             Self::Other(m) => f.write_str(m),
+            Self::RevealWindowClosed(m) => write!(f, "reveal window closed: {m}"),
         }
     }
 }

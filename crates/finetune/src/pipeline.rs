@@ -177,6 +177,8 @@ struct Inner<C, S> {
     /// once while new customers are being admitted.
     setup_slots: Semaphore,
     settle_locks: Mutex<HashMap<Address, Arc<tokio::sync::Mutex<()>>>>,
+    /// Acknowledged tasks whose key reveal waits for a new acknowledgement (the customer was told once).
+    reveal_waits: Mutex<std::collections::HashSet<TaskId>>,
     shutdown: watch::Sender<bool>,
 }
 
@@ -255,6 +257,7 @@ impl<C: FineTuningChain, S: ArtifactStore> Pipeline<C, S> {
                 slots,
                 setup_slots,
                 settle_locks: Mutex::new(HashMap::new()),
+                reveal_waits: Mutex::new(std::collections::HashSet::new()),
                 shutdown,
             }),
         })
@@ -1207,9 +1210,40 @@ impl<C: FineTuningChain, S: ArtifactStore> Pipeline<C, S> {
         }
         match inner.chain.settle(&s).await {
             Ok(tx) => {
+                if let Ok(mut w) = self.inner.reveal_waits.lock() {
+                    w.remove(&t.id);
+                }
                 let charged = if acknowledged { fee } else { penalty_fee };
                 self.finish_settled(&t, acknowledged, fee, charged, Some(tx))
                     .await
+            }
+            Err(ChainFailure::RevealWindowClosed(m)) => {
+                // Not sent: outside the refund freeze the customer could front-run the reveal with a refund.
+                // Tell the customer once; every later pass tries again, and succeeds once it re-acknowledges.
+                let first = self
+                    .inner
+                    .reveal_waits
+                    .lock()
+                    .map(|mut w| w.insert(t.id.clone()))
+                    .unwrap_or(false);
+                if first {
+                    self.log(
+                        &t.id,
+                        format!(
+                            "the key is not sent yet: the refund freeze from your acknowledgement has ended or ends \
+                             too soon for a settlement to be included, and outside it a refund could be processed \
+                             first; acknowledge again (`zg fine-tuning acknowledge-deliverable --provider {} \
+                             --task-id {id}`) and the broker settles at once",
+                            inner.chain.provider()
+                        ),
+                    )
+                    .await;
+                }
+                tracing::warn!(task = %id, reason = %m, "reveal window closed; waiting for a new acknowledgement");
+                Err(Error::Chain {
+                    op: "settleFees",
+                    failure: ChainFailure::Transient(m),
+                })
             }
             Err(f) if f.is_revert("DeliverableAlreadySettled") => Ok(()), // the next pass reads the chain
             Err(f) if f.is_revert("SecretShouldNotBeEmpty") || f.is_revert("InvalidVerifierInput") => {

@@ -1,6 +1,6 @@
 // Generates (or checks) the eciesjs compatibility vectors for zg-sealing's ECIES key wrap.
 //
-//   npm install eciesjs@0.4.18          (the 0G compute SDK depends on eciesjs ^0.4.13)
+//   eciesjs 0.4.18 is pinned in the repository's package.json (npm ci); run with NODE_PATH=<repo>/node_modules
 //   node ecies_vector.cjs > eciesjs_vector.json
 //   node ecies_vector.cjs decrypt <receiver-sk-hex> <payload-hex>   # checks a payload made by zg-sealing
 //

@@ -145,6 +145,14 @@ pub enum Error {
     /// Configuration is unusable; the message names the flag or setting to change.
     #[error("configuration: {0}")]
     Config(String),
+    /// File work handed to a worker thread did not complete: the thread could not start, or it panicked.
+    #[error("{what} did not complete: {reason}")]
+    Blocking {
+        /// The operation (e.g. `put_file`).
+        what: &'static str,
+        /// Why.
+        reason: String,
+    },
 }
 
 impl Error {

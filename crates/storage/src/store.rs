@@ -27,8 +27,9 @@ pub trait BlobStore: Send + Sync {
 /// A content-addressed directory: `<dir>/blobs/<root hex>`, written through `<dir>/tmp/` with fsync and
 /// rename, so a crash mid-write leaves either nothing or a complete, verified blob.
 ///
-/// Hashing is CPU-bound and synchronous; the async [`BlobStore`] methods run it inline. In a server,
-/// call the blocking inherent methods from a blocking task instead.
+/// The `*_blocking` inherent methods do the work on the calling thread; the async [`BlobStore`] methods run
+/// the same work on a dedicated thread (file copies, fsyncs and whole-file hashing never stall the caller's
+/// executor) and work under any async runtime.
 #[derive(Clone)]
 pub struct LocalStore {
     dir: PathBuf,
@@ -254,15 +255,18 @@ impl LocalStore {
 
 impl BlobStore for LocalStore {
     async fn put_file(&self, path: &Path) -> Result<B256> {
-        self.put_file_blocking(path)
+        let (store, path) = (self.clone(), path.to_owned());
+        crate::blocking::run("put_file", move || store.put_file_blocking(&path)).await?
     }
     async fn get_file(&self, root: B256, out: &Path) -> Result<u64> {
-        self.get_file_blocking(root, out)
+        let (store, out) = (self.clone(), out.to_owned());
+        crate::blocking::run("get_file", move || store.get_file_blocking(root, &out)).await?
     }
     async fn exists(&self, root: B256) -> Result<bool> {
-        Ok(self.size_blocking(root)?.is_some())
+        Ok(self.size(root).await?.is_some())
     }
     async fn size(&self, root: B256) -> Result<Option<u64>> {
-        self.size_blocking(root)
+        let store = self.clone();
+        crate::blocking::run("size", move || store.size_blocking(root)).await?
     }
 }

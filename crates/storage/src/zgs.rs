@@ -221,7 +221,26 @@ fn upload_len(layout: &FileLayout, index: u64) -> usize {
     layout.segment_data_len(index).div_ceil(CHUNK_SIZE) * CHUNK_SIZE
 }
 
+/// Reads data segments `start..end` of the file at `path` as a node expects them on upload (last chunk
+/// zero-padded). Blocking: run it on a worker.
+fn read_segments(path: &Path, layout: &FileLayout, start: u64, end: u64) -> Result<Vec<Vec<u8>>> {
+    let mut file = std::fs::File::open(path).map_err(|e| Error::io(path, e))?;
+    let mut out = Vec::with_capacity(end.saturating_sub(start) as usize);
+    for i in start..end {
+        let mut seg = vec![0u8; upload_len(layout, i)];
+        let have = layout.segment_data_len(i);
+        file.seek(SeekFrom::Start(i * SEGMENT_SIZE as u64))
+            .map_err(|e| Error::io(path, e))?;
+        file.read_exact(seg.get_mut(..have).unwrap_or_default())
+            .map_err(|e| Error::io(path, e))?;
+        out.push(seg);
+    }
+    Ok(out)
+}
+
 /// Client for 0G Storage nodes; uploads submit through `F` first when the file is new.
+///
+/// File reads, writes, fsyncs and the whole-file hash run on worker threads, never on the caller's executor.
 #[derive(Debug, Clone)]
 pub struct ZgsStore<F> {
     nodes: Vec<String>,
@@ -233,6 +252,18 @@ pub struct ZgsStore<F> {
     wait_timeout: Duration,
     poll: Duration,
     wait_finality: bool,
+    threads: usize,
+    progress: Option<Progress>,
+}
+
+/// A progress callback (bytes hashed so far); `Debug` without the closure.
+#[derive(Clone)]
+struct Progress(std::sync::Arc<dyn Fn(u64) + Send + Sync>);
+
+impl std::fmt::Debug for Progress {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Progress")
+    }
 }
 
 impl<F: FlowSubmitter> ZgsStore<F> {
@@ -253,7 +284,21 @@ impl<F: FlowSubmitter> ZgsStore<F> {
             wait_timeout: Duration::from_secs(300),
             poll: Duration::from_secs(1),
             wait_finality: true,
+            threads: 0,
+            progress: None,
         })
+    }
+
+    /// Threads for hashing a file before upload (0 = all cores).
+    pub fn with_threads(mut self, threads: usize) -> Self {
+        self.threads = threads;
+        self
+    }
+
+    /// Called with the bytes hashed so far while an upload computes the file's root (for progress bars).
+    pub fn with_progress(mut self, f: impl Fn(u64) + Send + Sync + 'static) -> Self {
+        self.progress = Some(Progress(std::sync::Arc::new(f)));
+        self
     }
 
     /// Segments per `zgs_uploadSegments` call (default 10, as the official `--task-size`).
@@ -381,7 +426,12 @@ impl<F: FlowSubmitter> ZgsStore<F> {
     /// proof to every node, skipping what a node already holds (resumable), then optionally waits for
     /// finality. Returns the root.
     pub async fn upload_file(&self, path: &Path) -> Result<B256> {
-        let tree = MerkleBuilder::new().hash_file(path)?;
+        let mut builder = MerkleBuilder::new().threads(self.threads);
+        if let Some(Progress(p)) = self.progress.clone() {
+            builder = builder.progress(move |n| p(n));
+        }
+        let owned = path.to_owned();
+        let tree = crate::blocking::run("hash file", move || builder.hash_file(&owned)).await??;
         let root = tree.root();
         let layout = *tree.layout();
         let info = match self.file_info(root).await? {
@@ -401,9 +451,8 @@ impl<F: FlowSubmitter> ZgsStore<F> {
             }
         };
         if !info.finalized {
-            let mut file = std::fs::File::open(path).map_err(|e| Error::io(path, e))?;
             for url in &self.nodes {
-                self.upload_to(url, &tree, &mut file, path).await?;
+                self.upload_to(url, &tree, path).await?;
             }
         }
         if self.wait_finality {
@@ -415,14 +464,8 @@ impl<F: FlowSubmitter> ZgsStore<F> {
         Ok(root)
     }
 
-    async fn upload_to(
-        &self,
-        url: &str,
-        tree: &FileTree,
-        file: &mut std::fs::File,
-        path: &Path,
-    ) -> Result<()> {
-        let layout = tree.layout();
+    async fn upload_to(&self, url: &str, tree: &FileTree, path: &Path) -> Result<()> {
+        let layout = *tree.layout();
         let root = tree.root();
         let info: Option<FileInfo> = self.call(url, "zgs_getFileInfo", json!([root])).await?;
         if info.as_ref().is_some_and(|i| i.finalized) {
@@ -433,22 +476,18 @@ impl<F: FlowSubmitter> ZgsStore<F> {
         let k = self.segments_per_request as u64;
         let held = info.map_or(0, |i| i.uploaded_seg_num).min(layout.data_segments());
         let mut index = held / k * k;
-        let mut buf = vec![0u8; SEGMENT_SIZE];
         while index < layout.data_segments() {
             let end = (index + k).min(layout.data_segments());
-            let mut batch = Vec::with_capacity((end - index) as usize);
-            for i in index..end {
-                let len = upload_len(layout, i);
-                let have = layout.segment_data_len(i);
-                let seg = buf.get_mut(..len).unwrap_or_default();
-                seg.fill(0);
-                file.seek(SeekFrom::Start(i * SEGMENT_SIZE as u64))
-                    .map_err(|e| Error::io(path, e))?;
-                file.read_exact(seg.get_mut(..have).unwrap_or_default())
-                    .map_err(|e| Error::io(path, e))?;
+            let owned = path.to_owned();
+            let datas = crate::blocking::run("read segments", move || {
+                read_segments(&owned, &layout, index, end)
+            })
+            .await??;
+            let mut batch = Vec::with_capacity(datas.len());
+            for (i, data) in (index..end).zip(datas) {
                 batch.push(SegmentWithProof {
                     root,
-                    data: seg.to_vec(),
+                    data,
                     index: i,
                     proof: tree.segment_proof(i)?,
                     file_size: layout.size(),
@@ -475,20 +514,48 @@ impl<F: FlowSubmitter> ZgsStore<F> {
             .unwrap_or_default();
         let tmp = dir.join(format!(".{name}.{}.part", std::process::id()));
         let res = async {
-            let mut f = std::io::BufWriter::new(std::fs::File::create(&tmp).map_err(|e| Error::io(&tmp, e))?);
-            for i in 0..layout.data_segments() {
-                let seg = self.download_segment(root, &layout, i).await?;
-                f.write_all(seg.get(..layout.segment_data_len(i)).unwrap_or_default())
-                    .map_err(|e| Error::io(&tmp, e))?;
+            let t = tmp.clone();
+            let mut file = crate::blocking::run("create download", move || {
+                std::fs::File::create(&t)
+                    .map(std::io::BufWriter::new)
+                    .map_err(|e| Error::io(&t, e))
+            })
+            .await??;
+            // Verified segments are written in groups of `segments_per_request`, each group on a worker.
+            let k = self.segments_per_request as u64;
+            let mut index = 0;
+            while index < layout.data_segments() {
+                let end = (index + k).min(layout.data_segments());
+                let mut group = Vec::with_capacity((end - index) as usize);
+                for i in index..end {
+                    let mut seg = self.download_segment(root, &layout, i).await?;
+                    seg.truncate(layout.segment_data_len(i));
+                    group.push(seg);
+                }
+                let t = tmp.clone();
+                file = crate::blocking::run("write download", move || {
+                    for seg in &group {
+                        file.write_all(seg).map_err(|e| Error::io(&t, e))?;
+                    }
+                    Ok::<_, Error>(file)
+                })
+                .await??;
+                index = end;
             }
-            let f = f.into_inner().map_err(|e| Error::io(&tmp, e.into_error()))?;
-            f.sync_all().map_err(|e| Error::io(&tmp, e))?;
-            std::fs::rename(&tmp, out).map_err(|e| Error::io(out, e))?;
+            let (t, out) = (tmp.clone(), out.to_owned());
+            crate::blocking::run("finish download", move || {
+                let f = file.into_inner().map_err(|e| Error::io(&t, e.into_error()))?;
+                f.sync_all().map_err(|e| Error::io(&t, e))?;
+                std::fs::rename(&t, &out).map_err(|e| Error::io(&out, e))
+            })
+            .await??;
             Ok(layout.size())
         }
         .await;
         if res.is_err() {
-            let _ = std::fs::remove_file(&tmp);
+            let t = tmp.clone();
+            // Best effort, like the rest of the cleanup: the error that matters is `res`.
+            let _ = crate::blocking::run("remove partial download", move || std::fs::remove_file(&t)).await;
         }
         res
     }

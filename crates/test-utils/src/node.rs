@@ -306,10 +306,109 @@ impl OfficialCli {
         r
     }
 
+    /// Starts a long-running verb (e.g. `inference serve`) in the background; it is killed when the returned
+    /// handle is dropped.
+    #[allow(
+        clippy::panic,
+        reason = "test helper: a process that cannot start fails the test"
+    )]
+    pub fn spawn(&self, args: &[&str]) -> Background {
+        let mut cmd = self.command(args);
+        let mut child = cmd
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot start {cmd:?}: {e}"));
+        let output = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
+        let pipe = |r: Option<Box<dyn std::io::Read + Send>>| {
+            let output = std::sync::Arc::clone(&output);
+            std::thread::spawn(move || {
+                let Some(mut r) = r else { return };
+                let mut buf = [0u8; 4096];
+                while let Ok(n) = r.read(&mut buf) {
+                    let Some(bytes) = buf.get(..n).filter(|b| !b.is_empty()) else {
+                        break;
+                    };
+                    if let Ok(mut o) = output.lock() {
+                        o.push_str(&strip_ansi(&String::from_utf8_lossy(bytes)));
+                    }
+                }
+            });
+        };
+        pipe(child.stdout.take().map(|s| Box::new(s) as _));
+        pipe(child.stderr.take().map(|s| Box::new(s) as _));
+        Background { child, output }
+    }
+
     /// Runs a verb and panics with its output unless it exits 0; returns stdout and stderr together.
     pub fn ok(&self, args: &[&str]) -> String {
         let r = self.run(args);
         r.expect_ok(&format!("0g-compute-cli {}", args.join(" ")));
         r.all()
+    }
+}
+
+/// A background official CLI process ([`OfficialCli::spawn`]); killed on drop.
+#[derive(Debug)]
+pub struct Background {
+    child: std::process::Child,
+    output: std::sync::Arc<std::sync::Mutex<String>>,
+}
+
+impl Background {
+    /// Everything it printed so far (stdout and stderr interleaved, without color codes).
+    pub fn output(&self) -> String {
+        self.output.lock().map(|o| o.clone()).unwrap_or_default()
+    }
+
+    /// Waits until its output contains `needle`; panics with the output when it exits first or `timeout`
+    /// passes.
+    #[allow(clippy::panic, reason = "test helper")]
+    pub fn wait_for(&mut self, needle: &str, timeout: Duration) {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if self.output().contains(needle) {
+                return;
+            }
+            if let Ok(Some(status)) = self.child.try_wait() {
+                // Let the reader threads drain what is left.
+                std::thread::sleep(Duration::from_millis(100));
+                panic!("exited ({status}) before printing {needle:?}:\n{}", self.output());
+            }
+            if Instant::now() >= deadline {
+                panic!("no {needle:?} within {timeout:?}:\n{}", self.output());
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
+
+impl Drop for Background {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn strip_ansi_removes_color_codes_only() {
+        let colored = "\u{1b}[90m│\u{1b}[39m Total \u{1b}[1;34m12.5\u{1b}[0m ✅";
+        assert_eq!(strip_ansi(colored), "│ Total 12.5 ✅");
+        assert_eq!(strip_ansi("plain [x]"), "plain [x]");
+    }
+
+    #[test]
+    fn a_hung_process_is_killed_at_the_timeout() {
+        let mut cmd = Command::new("sleep");
+        cmd.arg("30");
+        let t = Instant::now();
+        let r = run_with_timeout(cmd, Duration::from_millis(200));
+        assert!(r.timed_out && !r.ok());
+        assert!(t.elapsed() < Duration::from_secs(10));
     }
 }

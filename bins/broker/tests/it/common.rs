@@ -15,16 +15,10 @@ use zg_storage::LocalStore;
 pub const PRICE: u64 = 1_000_000_000; // neuron per token
 pub const MODEL: &str = "zg-demo-ngram";
 
-pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
+pub use zg_test_utils::net::free_port;
 
 pub fn hexkey(k: &PrivateKeySigner) -> String {
-    format!("0x{}", hex::encode(k.to_bytes()))
+    zg_test_utils::keys::hex_key(&k.to_bytes().0)
 }
 
 pub struct Net {
@@ -115,8 +109,28 @@ impl Net {
         self.dir.path().join("broker")
     }
 
-    /// Starts the broker binary (same data dir and ports every time) and waits until it serves.
-    pub async fn broker(&self, env: &[(&str, &str)], args: &[&str]) -> Broker {
+    /// Runs the broker binary, which must exit on its own within `secs`: its exit status and stderr.
+    pub fn broker_exit(&self, args: &[&str], secs: u64) -> (std::process::ExitStatus, String) {
+        let (mut cmd, log) = self.command(&[], args);
+        let mut child = cmd.spawn().unwrap();
+        let deadline = Instant::now() + Duration::from_secs(secs);
+        loop {
+            if let Some(st) = child.try_wait().unwrap() {
+                return (st, std::fs::read_to_string(&log).unwrap_or_default());
+            }
+            if Instant::now() >= deadline {
+                let _ = child.kill();
+                let _ = child.wait();
+                panic!(
+                    "zg-broker did not exit within {secs} s:\n{}",
+                    std::fs::read_to_string(&log).unwrap_or_default()
+                );
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    fn command(&self, env: &[(&str, &str)], args: &[&str]) -> (Command, PathBuf) {
         let log = self
             .dir
             .path()
@@ -144,6 +158,12 @@ impl Net {
         for (k, v) in env {
             cmd.env(k, v);
         }
+        (cmd, log)
+    }
+
+    /// Starts the broker binary (same data dir and ports every time) and waits until it serves.
+    pub async fn broker(&self, env: &[(&str, &str)], args: &[&str]) -> Broker {
+        let (mut cmd, log) = self.command(env, args);
         let child = cmd.spawn().unwrap();
         let mut b = Broker {
             child,

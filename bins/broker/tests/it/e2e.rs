@@ -533,7 +533,9 @@ async fn reads_need_the_owners_signature_when_require_read_auth_is_on_e2e() {
     let alice = net.customer(1, 5).await;
     let mallory = net.customer_handle(3).await;
     let root = net.upload(&baking(6));
-    let (st, t) = alice.create(&b, &alice.create_body(&root, &model_hash(&b).await, PARAMS)).await;
+    let (st, t) = alice
+        .create(&b, &alice.create_body(&root, &model_hash(&b).await, PARAMS))
+        .await;
     assert_eq!(st, 200, "{t}");
     let id = t["id"].as_str().unwrap().to_owned();
     let url = alice.path(&b, &format!("/task/{id}"));
@@ -565,5 +567,124 @@ async fn reads_need_the_owners_signature_when_require_read_auth_is_on_e2e() {
     // The model download of a task not yet delivered is refused by name.
     let (st, body) = alice.download(&b, &id).await;
     let body = String::from_utf8_lossy(&body);
-    assert!(st == 409 && body.contains("not_delivered") || st == 200, "{st} {body}");
+    assert!(
+        st == 409 && body.contains("not_delivered") || st == 200,
+        "{st} {body}"
+    );
+}
+
+/// Attack: a TEE signer key the owner bound to one provider is reused by another provider's broker (a copied
+/// data dir, a replayed sealed key). The contract would never let it settle there; the broker refuses to start
+/// and says why, instead of serving tasks it can never be paid for.
+#[tokio::test]
+async fn a_tee_signer_bound_to_another_provider_refuses_to_start_e2e() {
+    let mut net = Net::start().await;
+    let mut b = net.broker(&[], &[]).await;
+    net.owner_ack().await;
+    let signer = b_signer(&b).await;
+    b.kill9();
+    // Same data dir (same simulated TEE key), another wallet.
+    let first = net.provider();
+    net.broker_key = net.devnet.keys()[6].clone();
+    let (st, err) = net.broker_exit(&[], 60);
+    assert!(!st.success(), "{err}");
+    assert!(
+        err.contains("already serves provider") && err.contains(&first.to_checksum(None)),
+        "names the provider the signer serves: {err}"
+    );
+    assert!(err.contains(&signer), "names the signer: {err}");
+    let chain = net.devnet.client(None).await.unwrap();
+    assert!(
+        chain
+            .fine_tuning()
+            .get_service(net.provider())
+            .await
+            .unwrap()
+            .is_none(),
+        "nothing registered for the second provider"
+    );
+}
+
+async fn b_signer(b: &Broker) -> String {
+    let q: Value = reqwest::get(format!("{}/v1/info", b.url))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let s = q["teeSigner"]
+        .as_str()
+        .unwrap_or_else(|| panic!("no teeSigner in {q}"));
+    s.parse::<alloy_primitives::Address>().unwrap().to_checksum(None)
+}
+
+/// Attack: the broker is down while the customer's acknowledgement freezes refunds; by the time it is back the
+/// freeze is (almost) over, so a settlement revealing the key could be front-run by the customer's matured
+/// refund (key for free). The broker does not send the key; it tells the customer to acknowledge again, and
+/// settles (key revealed, full fee, once) when the customer does.
+#[tokio::test]
+async fn a_key_is_not_revealed_after_the_refund_freeze_until_the_customer_acknowledges_again_e2e() {
+    let net = Net::start().await;
+    let mut b = net.broker(&[], &[]).await;
+    net.owner_ack().await;
+    let alice = net.customer(1, 5).await;
+    let root = net.upload(&baking(10));
+    let (st, t) = alice
+        .create(&b, &alice.create_body(&root, &model_hash(&b).await, PARAMS))
+        .await;
+    assert_eq!(st, 200, "{t}");
+    let id = t["id"].as_str().unwrap().to_owned();
+    let t = alice.wait(&b, &id, 60, |s| s == "Delivered" || terminal(s)).await;
+    assert_eq!(t["progress"], "Delivered", "{t}");
+    let fee: U256 = t["fee"].as_str().unwrap().parse().unwrap();
+    b.kill9();
+    alice.acknowledge(net.provider(), &id).await;
+    let before = alice.balance(net.provider()).await;
+    // lockTime is 120 s on the devnet: 100 s later fewer than the 30 s margin are left.
+    net.devnet.advance_time(100).await.unwrap();
+    let b = net.broker(&[], &[]).await;
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let log = alice.log(&b, &id).await;
+        if log.contains("acknowledge-deliverable") {
+            assert!(log.contains("refund freeze"), "{log}");
+            assert_eq!(
+                log.matches("acknowledge-deliverable").count(),
+                1,
+                "said once, not every poll: {log}"
+            );
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "never told the customer:\n{log}\n{}",
+            b.stderr()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(alice.task(&b, &id).await["progress"], "UserAcknowledged");
+    let d = alice
+        .chain
+        .fine_tuning()
+        .get_deliverable(alice.addr, net.provider(), &id)
+        .await
+        .unwrap();
+    assert!(
+        !d.settled && d.encrypted_secret.is_empty(),
+        "no key sent outside the freeze"
+    );
+    assert_eq!(alice.balance(net.provider()).await, before);
+    // Acknowledging again restarts the freeze; the broker settles with the key, for the fee, once.
+    alice.acknowledge(net.provider(), &id).await;
+    let t = alice.wait(&b, &id, 60, terminal).await;
+    assert_eq!(t["progress"], "Finished", "{t}");
+    let d = alice
+        .chain
+        .fine_tuning()
+        .get_deliverable(alice.addr, net.provider(), &id)
+        .await
+        .unwrap();
+    assert!(d.settled && d.encrypted_secret.len() == 129);
+    assert_eq!(before - alice.balance(net.provider()).await, fee);
 }

@@ -1,24 +1,30 @@
-//! `zg attest verify` and `zg attest replay`: check TDX evidence offline against Intel's root,
-//! stored collateral and a policy; replay event logs into RTMRs.
+//! `zg attest verify` and `zg attest replay`: check TDX and NVIDIA GPU evidence offline against
+//! Intel's and NVIDIA's roots, stored collateral and a policy; replay event logs into RTMRs.
 
 use super::GlobalOpts;
 use anyhow::Context as _;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use zg_attestation::{
-    AttestationPolicy, Collateral, CollateralKey, DirectoryCollateral, EventLog, Evidence, ReportDataLayout,
-    TdQuote, Timestamp, Verifier,
+    AttestationPolicy, Collateral, CollateralKey, CollateralSource as _, DirectoryCollateral,
+    DirectoryGpuCollateral, EventLog, Evidence, GpuEvidence, ReportDataLayout, TdQuote, Timestamp, Verifier,
 };
 
 #[derive(Debug, clap::Subcommand)]
 pub(crate) enum AttestCommand {
-    /// Verify a TDX quote (and its event log, key binding and GPU evidence) against a policy.
+    /// Verify a TDX quote (with its event log and key binding) and/or NVIDIA GPU evidence against a
+    /// policy.
     ///
-    /// Exit code 0 only when every required check passed.
+    /// Exit code 0 only when every required check passed. With --json the document has `verdict`
+    /// ("pass"/"fail") and `checks` ({name, ok, expected, found, required}).
     ///
-    /// Example (stored collateral has expired, so pin the time inside its window):
+    /// Examples (stored collateral has expired, so pin the time inside its window):
     ///   zg attest verify --quote testdata/attestation/dcap-qvl/tdx_quote.bin \
-    ///     --collateral testdata/attestation/dcap-qvl/tdx_quote_collateral.json --at 2025-06-20T00:00:00Z
+    ///     --collateral testdata/attestation/dcap-qvl/tdx_quote_collateral.json --at 2025-06-20T00:00:00Z \
+    ///     --dangerous-any-image
+    ///   zg attest verify --gpu-evidence testdata/gpu/hopperAttestationReport.txt \
+    ///     --gpu-cert-chain testdata/gpu/hopperCertChain.txt --gpu-rim-dir testdata/gpu \
+    ///     --nonce 931d8dd0add203ac3d8b4fbde75e115278eefcdceac5b87671a748f32364dfcb --at 2025-01-01T00:00:00Z --json
     Verify(VerifyArgs),
     /// Replay an event log (dstack JSON, or a CCEL/TCG2 binary log) and print RTMR0-3.
     Replay(ReplayArgs),
@@ -30,8 +36,13 @@ pub(crate) struct VerifyArgs {
     /// The quote: raw binary, hex or base64 text, or a JSON document with a `quote` field
     /// (dstack GetQuote, 0G `/v1/quote`, or zg evidence JSON, which may also carry
     /// `event_log`, `binding` and `gpu_evidence`).
-    #[arg(long, value_name = "FILE", env = "ZG_ATTEST_QUOTE")]
-    quote: PathBuf,
+    #[arg(
+        long,
+        value_name = "FILE",
+        env = "ZG_ATTEST_QUOTE",
+        required_unless_present = "gpu_evidence"
+    )]
+    quote: Option<PathBuf>,
     /// DCAP collateral: a dcap-qvl JSON file, or a directory of `<FMSPC>.json` files.
     /// Not needed for simulated evidence.
     #[arg(long, value_name = "FILE|DIR", env = "ZG_ATTEST_COLLATERAL")]
@@ -40,8 +51,9 @@ pub(crate) struct VerifyArgs {
     /// one inside the quote document. When given, its replay must equal the quote's RTMRs.
     #[arg(long, value_name = "FILE")]
     event_log: Option<PathBuf>,
-    /// Policy file (TOML or JSON; see the zg-attestation README). Without it: strict TCB
-    /// (UpToDate), no image allowlist, REPORTDATA not interpreted unless --layout is given.
+    /// Policy file (TOML or JSON; see the zg-attestation README, and deploy/policy.toml). Without it:
+    /// strict TCB (UpToDate), an empty allow-list (which fails unless --dangerous-any-image), REPORTDATA
+    /// not interpreted unless --layout is given.
     #[arg(long, value_name = "FILE", env = "ZG_ATTEST_POLICY")]
     policy: Option<PathBuf>,
     /// Verify as of this time (RFC 3339, e.g. 2025-06-20T00:00:00Z). Default: now.
@@ -53,9 +65,22 @@ pub(crate) struct VerifyArgs {
     /// REPORTDATA layout: native, 0g, dstack or raw. Overrides the policy file.
     #[arg(long, value_name = "LAYOUT", value_parser = parse_layout)]
     layout: Option<ReportDataLayout>,
-    /// NVIDIA GPU evidence (nvattest JSON) to check against the nonce.
+    /// NVIDIA GPU evidence: an attestation report (hex text as NVIDIA's tools write it, or binary)
+    /// with --gpu-cert-chain, or a GPU evidence JSON document (`evidence_list` / `evidences`).
+    /// Alone, or together with --quote (then both must carry the same nonce).
     #[arg(long, value_name = "FILE")]
     gpu_evidence: Option<PathBuf>,
+    /// The GPU's device certificate chain (concatenated PEM, leaf first) for a --gpu-evidence report.
+    #[arg(long, value_name = "PEM_FILE", requires = "gpu_evidence")]
+    gpu_cert_chain: Option<PathBuf>,
+    /// Directory with NVIDIA RIMs (`<RIM id>.xml`, e.g. NV_GPU_DRIVER_GH100_550.90.07.xml, or any
+    /// RIM file found by version) and OCSP responses (`*.der`, `*.dat`, also under `ocsp/`).
+    #[arg(long, value_name = "DIR", env = "ZG_ATTEST_GPU_RIM_DIR")]
+    gpu_rim_dir: Option<PathBuf>,
+    /// DANGEROUS: accept any image and application when the policy's allow-list is empty (checks only
+    /// that the evidence is genuine, not what runs).
+    #[arg(long)]
+    dangerous_any_image: bool,
     /// DANGEROUS: accept evidence from the simulated backend (no TEE at all). The report still
     /// says "SIMULATED — NOT A REAL TEE".
     #[arg(long)]
@@ -103,32 +128,58 @@ fn event_log_text(bytes: &[u8]) -> anyhow::Result<String> {
 impl AttestCommand {
     pub(crate) async fn run(self, g: &GlobalOpts) -> anyhow::Result<ExitCode> {
         match self {
-            AttestCommand::Verify(a) => a.run(g),
+            AttestCommand::Verify(a) => a.run(g).await,
             AttestCommand::Replay(a) => a.run(g),
         }
     }
 }
 
 impl VerifyArgs {
-    fn run(self, g: &GlobalOpts) -> anyhow::Result<ExitCode> {
-        let mut evidence = Evidence::from_document(&read(&self.quote, "quote")?)
-            .with_context(|| format!("decoding --quote {}", self.quote.display()))?;
-        if let Some(p) = &self.event_log {
-            evidence.event_log = Some(
+    /// The GPU evidence document (JSON) from --gpu-evidence and --gpu-cert-chain.
+    fn gpu_document(&self) -> anyhow::Result<Option<GpuEvidence>> {
+        let Some(p) = &self.gpu_evidence else {
+            return Ok(None);
+        };
+        let bytes = read(p, "GPU evidence")?;
+        let ev = if bytes.trim_ascii_start().first() == Some(&b'{') {
+            let text = String::from_utf8(bytes).context("--gpu-evidence is not UTF-8")?;
+            GpuEvidence::from_json(&text).with_context(|| format!("--gpu-evidence {}", p.display()))?
+        } else {
+            let chain = self.gpu_cert_chain.as_ref().ok_or_else(|| {
+                anyhow::anyhow!(
+                    "--gpu-evidence {} is a bare report: pass its chain with --gpu-cert-chain",
+                    p.display()
+                )
+            })?;
+            let pem = String::from_utf8(read(chain, "GPU certificate chain")?)
+                .context("--gpu-cert-chain is not PEM text")?;
+            GpuEvidence::from_report_and_chain(&bytes, &pem)
+                .with_context(|| format!("--gpu-evidence {}", p.display()))?
+        };
+        Ok(Some(ev))
+    }
+
+    async fn run(self, g: &GlobalOpts) -> anyhow::Result<ExitCode> {
+        let gpu = self.gpu_document()?;
+        let mut evidence = match &self.quote {
+            Some(q) => Some(
+                Evidence::from_document(&read(q, "quote")?)
+                    .with_context(|| format!("decoding --quote {}", q.display()))?,
+            ),
+            None => None,
+        };
+        if let (Some(ev), Some(p)) = (evidence.as_mut(), &self.event_log) {
+            ev.event_log = Some(
                 event_log_text(&read(p, "event log")?)
                     .with_context(|| format!("--event-log {}", p.display()))?,
             );
-        }
-        if let Some(p) = &self.gpu_evidence {
-            evidence.gpu_evidence =
-                Some(String::from_utf8(read(p, "GPU evidence")?).context("--gpu-evidence is not UTF-8")?);
         }
         let mut policy = match &self.policy {
             Some(p) => {
                 AttestationPolicy::from_file(p).with_context(|| format!("--policy {}", p.display()))?
             }
             None => AttestationPolicy {
-                require_event_log: evidence.event_log.is_some(),
+                require_event_log: evidence.as_ref().is_some_and(|e| e.event_log.is_some()),
                 report_data_layout: ReportDataLayout::Raw,
                 ..AttestationPolicy::default()
             },
@@ -147,29 +198,73 @@ impl VerifyArgs {
             tracing::warn!("--dangerous-allow-simulated: simulated evidence proves nothing about a TEE");
             policy.dangerous_allow_simulated = true;
         }
+        if self.dangerous_any_image {
+            tracing::warn!("--dangerous-any-image: any image and application pass the allow-list");
+            policy.dangerous_any_image = true;
+        }
         let now = match &self.at {
             Some(s) => Timestamp::from_rfc3339(s).context("--at")?,
             None => Timestamp::now(),
         };
-        let collateral = match &self.collateral {
-            None => None,
-            Some(p) if p.is_dir() => {
-                let quote = TdQuote::parse(&evidence.quote).context("parsing the quote to find its FMSPC")?;
-                let key = CollateralKey::for_quote(&quote)?;
-                Some(DirectoryCollateral::new(p).load(&key)?)
+        let gpu_collateral = match (&gpu, &self.gpu_rim_dir) {
+            (Some(ev), Some(dir)) => Some(
+                DirectoryGpuCollateral::new(dir)
+                    .for_evidence_async(ev)
+                    .await
+                    .with_context(|| format!("--gpu-rim-dir {}", dir.display()))?,
+            ),
+            (Some(_), None) => {
+                tracing::warn!("no --gpu-rim-dir: NVIDIA GPU evidence cannot pass without its RIMs");
+                None
             }
-            Some(p) => {
-                Some(Collateral::from_file(p).with_context(|| format!("--collateral {}", p.display()))?)
+            _ => None,
+        };
+        let verifier = Verifier::new_prod();
+        let report = match evidence {
+            Some(mut evidence) => {
+                if let Some(ev) = &gpu {
+                    evidence.gpu_evidence = Some(ev.to_json(policy.nonce.as_ref()));
+                }
+                let collateral = match &self.collateral {
+                    None => None,
+                    Some(p) if p.is_dir() => {
+                        let quote =
+                            TdQuote::parse(&evidence.quote).context("parsing the quote to find its FMSPC")?;
+                        let key = CollateralKey::for_quote(&quote)?;
+                        Some(DirectoryCollateral::new(p).collateral(&key, now).await?)
+                    }
+                    Some(p) => Some(std::sync::Arc::new(
+                        Collateral::from_file(p).with_context(|| format!("--collateral {}", p.display()))?,
+                    )),
+                };
+                if collateral.is_none() && !policy.dangerous_allow_simulated {
+                    tracing::warn!("no --collateral given: a real quote cannot pass without DCAP collateral");
+                }
+                (*verifier.verify_with_gpu(
+                    &evidence,
+                    &policy,
+                    collateral.as_deref(),
+                    gpu_collateral.as_ref(),
+                    now,
+                ))
+                .clone()
+            }
+            None => {
+                let ev = gpu.ok_or_else(|| {
+                    anyhow::anyhow!("nothing to verify: pass --quote and/or --gpu-evidence")
+                })?;
+                verifier.verify_gpu(
+                    &ev.to_json(policy.nonce.as_ref()),
+                    &policy,
+                    gpu_collateral.as_ref(),
+                    now,
+                )
             }
         };
-        if collateral.is_none() && !policy.dangerous_allow_simulated {
-            tracing::warn!("no --collateral given: a real quote cannot pass without DCAP collateral");
-        }
-        let report = Verifier::new_prod().verify(&evidence, &policy, collateral.as_ref(), now);
         if g.json {
-            crate::output::json(&*report)?;
+            crate::output::json(&report)?;
         } else {
-            crate::output::text(&*report)?;
+            crate::output::text(&report)?;
         }
         Ok(if report.passed() {
             ExitCode::SUCCESS
@@ -258,8 +353,8 @@ mod tests {
         assert!(event_log_text(br#"{"quote":"00"}"#).is_err());
     }
 
-    #[test]
-    fn verify_exit_codes_follow_the_verdict() {
+    #[tokio::test]
+    async fn verify_exit_codes_follow_the_verdict() {
         let td = |p: &str| {
             zg_test_utils::testdata::path(&format!("attestation/dcap-qvl/{p}"))
                 .display()
@@ -269,24 +364,38 @@ mod tests {
             json: true,
             verbose: 0,
         };
-        let run = |at: &str| {
-            let cli = Cli::try_parse_from([
-                "attest",
-                "verify",
-                "--quote",
-                &td("tdx_quote.bin"),
-                "--collateral",
-                &td("tdx_quote_collateral.json"),
-                "--at",
-                at,
-            ])
-            .unwrap();
+        let args = |at: &str, any: bool| {
+            let mut v = vec![
+                "attest".to_owned(),
+                "verify".into(),
+                "--quote".into(),
+                td("tdx_quote.bin"),
+                "--collateral".into(),
+                td("tdx_quote_collateral.json"),
+                "--at".into(),
+                at.into(),
+            ];
+            if any {
+                v.push("--dangerous-any-image".into());
+            }
+            let cli = Cli::try_parse_from(v).unwrap();
             let AttestCommand::Verify(a) = cli.cmd else {
                 panic!("not verify")
             };
-            a.run(&g).unwrap()
+            a
         };
-        assert_eq!(run("2025-06-20T00:00:00Z"), ExitCode::SUCCESS);
-        assert_eq!(run("2025-07-20T00:00:00Z"), ExitCode::FAILURE);
+        assert_eq!(
+            args("2025-06-20T00:00:00Z", true).run(&g).await.unwrap(),
+            ExitCode::SUCCESS
+        );
+        assert_eq!(
+            args("2025-07-20T00:00:00Z", true).run(&g).await.unwrap(),
+            ExitCode::FAILURE
+        );
+        // Issue 9 item 10: without a policy that pins the image, a genuine quote alone does not pass.
+        assert_eq!(
+            args("2025-06-20T00:00:00Z", false).run(&g).await.unwrap(),
+            ExitCode::FAILURE
+        );
     }
 }

@@ -296,6 +296,17 @@ fn print_verification(g: &GlobalOpts, v: &zg_client::ProviderVerification) -> an
         "provider {}  model {}  url {}\nbound signer {} = on-chain teeSignerAddress\nresponse key {}\nnonce {}",
         v.provider, v.service.model, v.service.url, v.signer, v.response_key, v.nonce
     ))?;
+    // Which allow-list entry the evidence matched, and the GPUs it covered (their gpu.* checks follow).
+    let matched = if v.report.allowlist_matches.is_empty() {
+        "none".to_owned()
+    } else {
+        v.report.allowlist_matches.join("; ")
+    };
+    let gpus = match v.report.gpus.len() {
+        0 => "none (no GPU evidence)".to_owned(),
+        n => format!("{n} verified with NVIDIA-format evidence (gpu.* checks below)"),
+    };
+    output::text(format!("allow-list match {matched}\nGPUs {gpus}"))?;
     output::text(&v.report)
 }
 

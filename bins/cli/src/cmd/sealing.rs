@@ -1,5 +1,8 @@
 //! `zg decrypt-model`: verify and decrypt a sealed fine-tuned model (0G's sealed format).
-use super::{GlobalOpts, opts::RpcOpts};
+use super::{
+    GlobalOpts,
+    opts::{RpcOpts, WalletOpts},
+};
 use crate::output;
 use anyhow::Context as _;
 use indicatif::ProgressBar;
@@ -13,8 +16,8 @@ use zg_sealing::{Address, EncryptedSecret, SealingKey, Unsealer};
 ///
 /// Examples:
 ///   zg decrypt-model --encrypted-model model.sealed --output model.bin --signer 0xTEE… --secret 0x…
-///   ZG_PRIVATE_KEY=0x… zg decrypt-model --encrypted-model model.sealed --output model.bin \
-///       --signer 0xTEE… --provider 0xPROVIDER… --task-id 3f2c…
+///   zg decrypt-model --keystore me.json --encrypted-model model.sealed --output model.bin \
+///       --provider 0xPROVIDER… --task-id 3f2c…
 #[derive(Debug, clap::Args)]
 #[command(group(clap::ArgGroup::new("key_source").required(true).args(["secret", "task_id"])))]
 pub(crate) struct DecryptModelArgs {
@@ -32,7 +35,7 @@ pub(crate) struct DecryptModelArgs {
     #[arg(long, value_name = "HEX", conflicts_with_all = ["provider", "task_id"])]
     secret: Option<String>,
     /// Provider address: read the task's revealed `encryptedSecret` from the fine-tuning contract and
-    /// open it with your key (`ZG_PRIVATE_KEY`).
+    /// open it with your key (`--keystore` / `ZG_KEYSTORE`, else `ZG_PRIVATE_KEY`).
     #[arg(long, requires = "task_id", value_name = "ADDR")]
     provider: Option<String>,
     /// Fine-tuning task id (with `--provider`).
@@ -40,6 +43,8 @@ pub(crate) struct DecryptModelArgs {
     task_id: Option<String>,
     #[command(flatten)]
     rpc: RpcOpts,
+    #[command(flatten)]
+    wallet: WalletOpts,
 }
 
 impl DecryptModelArgs {
@@ -62,7 +67,7 @@ impl DecryptModelArgs {
                 let provider: Address = provider
                     .parse()
                     .with_context(|| format!("--provider {provider:?} is not an address"))?;
-                let customer = customer_key()?;
+                let customer = customer_key(&self.wallet)?;
                 let user = zg_sealing::signer_address(&zg_sealing::k256::ecdsa::VerifyingKey::from(
                     customer.public_key(),
                 ));
@@ -107,20 +112,20 @@ impl DecryptModelArgs {
     }
 }
 
-/// The customer's secp256k1 key, from `ZG_PRIVATE_KEY` (hex).
-fn customer_key() -> anyhow::Result<zg_sealing::k256::SecretKey> {
-    let hex_key =
-        std::env::var("ZG_PRIVATE_KEY").context("set ZG_PRIVATE_KEY to the key the task was created with")?;
-    let bytes = hex::decode(hex_key.trim().trim_start_matches("0x")).context("ZG_PRIVATE_KEY is not hex")?;
-    zg_sealing::k256::SecretKey::from_slice(&bytes)
-        .map_err(|_| anyhow::anyhow!("ZG_PRIVATE_KEY is not a secp256k1 private key"))
+/// The customer's secp256k1 key, from the keystore or `ZG_PRIVATE_KEY`, as every other verb loads it.
+fn customer_key(wallet: &WalletOpts) -> anyhow::Result<zg_sealing::k256::SecretKey> {
+    let signer = wallet
+        .signer()
+        .context("decrypt-model --provider needs the key the task was created with")?;
+    zg_sealing::k256::SecretKey::from_slice(signer.to_bytes().as_slice())
+        .map_err(|_| anyhow::anyhow!("the wallet key is not a secp256k1 private key"))
 }
 
 /// Opens the deliverable's `encryptedSecret` (eciesjs ECIES, 129 bytes) with the customer's key.
 fn unwrap_secret(encrypted: &[u8], customer: &zg_sealing::k256::SecretKey) -> anyhow::Result<SealingKey> {
     EncryptedSecret::from_bytes(encrypted.to_vec())
         .unwrap_with(customer)
-        .context("cannot open the deliverable's encryptedSecret with ZG_PRIVATE_KEY (was the task created with this key?)")
+        .context("cannot open the deliverable's encryptedSecret with this wallet's key (was the task created with it?)")
 }
 
 /// Fetches the revealed `encryptedSecret` of `user`'s task `task_id` with `provider` from FineTuningServing.

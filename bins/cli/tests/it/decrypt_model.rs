@@ -203,6 +203,35 @@ async fn decrypt_model_reads_the_revealed_key_from_chain_after_settlement() {
     assert_eq!(v["signer"], tee_key.address().to_string());
     assert_eq!(std::fs::read(&out).unwrap(), weights);
 
+    // The same with the customer's encrypted keystore instead of a raw key in the environment (issue 9): the
+    // key flags every other verb takes. A wrong password is refused and writes nothing.
+    let keystore = zg_chain::save_keystore(&customer_key, dir.path(), "customer.json", "pw").unwrap();
+    std::fs::remove_file(&out).unwrap();
+    let with_keystore = |password: &str| {
+        zg(
+            &[
+                "decrypt-model",
+                "--encrypted-model",
+                sealed_arg,
+                "--output",
+                out_arg,
+                "--provider",
+                &provider_arg,
+                "--task-id",
+                "task-1",
+                "--keystore",
+                keystore.to_str().unwrap(),
+            ],
+            &[("ZG_RPC_URL", rpc.as_str()), ("ZG_KEYSTORE_PASSWORD", password)],
+        )
+    };
+    let o = with_keystore("wrong");
+    assert!(!o.status.success());
+    assert!(!out.exists());
+    let o = with_keystore("pw");
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert_eq!(std::fs::read(&out).unwrap(), weights);
+
     // The key was revealed to this customer's task only: another key has no such task.
     let other_hex = format!("0x{}", hex::encode(keys[4].to_bytes()));
     std::fs::remove_file(&out).unwrap();

@@ -27,13 +27,9 @@ fn json(o: &std::process::Output) -> Value {
     serde_json::from_str(&stdout(o)).unwrap_or_else(|e| panic!("not JSON ({e}):\n{}", stdout(o)))
 }
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
+const POLICY: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../../deploy/policy.simulated.toml");
+
+use zg_test_utils::net::free_port;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn fine_tuning_verbs_against_the_broker_e2e() {
@@ -81,6 +77,8 @@ async fn fine_tuning_verbs_against_the_broker_e2e() {
         ("ZG_RPC_URL", rpc.as_str()),
         ("ZG_PRIVATE_KEY", key.as_str()),
         ("ZG_STORAGE_DIR", store.as_str()),
+        // The simulated TD's measurements: an empty allow-list accepts no image.
+        ("ZG_ATTESTATION_POLICY", POLICY),
     ];
     let c = devnet.client(Some(customer.clone())).await.unwrap();
     c.ledger().add_ledger(Amount::from_zg(10), "").await.unwrap();

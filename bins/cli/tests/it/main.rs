@@ -6,11 +6,15 @@
     reason = "test helpers: a failure is a test failure"
 )]
 
+/// `zg attest verify`: GPU evidence, allow-list.
+mod attest;
 mod decrypt_model;
 mod fine_tuning;
 mod inference;
 mod ledger;
+mod official_cli;
 mod owner;
+mod web;
 
 use std::process::Output;
 

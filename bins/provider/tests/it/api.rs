@@ -4,11 +4,12 @@
 use alloy_primitives::{Address, U256};
 use base64::Engine as _;
 use serde_json::{Value, json};
+use sha2::Digest as _;
 use zg_billing::{ChainAccount, EthSigner, Request, TokenState, ZgReceipt, body_hash};
 use zg_provider::{RECEIPT_EVENT, ReceiptJson, now_ms};
 
 use crate::common::*;
-use crate::fake_upstream;
+use zg_test_utils::fake_upstream;
 
 fn http() -> reqwest::Client {
     reqwest::Client::new()
@@ -163,7 +164,7 @@ async fn native_stream_ends_with_a_receipt_event_and_replayed_nonce_is_refused()
     let req = Request {
         user: c.address(),
         provider: o.me,
-        service: "chatbot".into(),
+        service: "chat".into(),
         nonce: U256::from(1),
         bodyHash: body_hash(body.as_bytes()),
         feeCap: U256::from(10u64.pow(15)),
@@ -249,6 +250,69 @@ async fn every_bad_credential_is_refused_before_the_upstream() {
         )
     };
     assert_eq!(post(Some(forged), body).await.unwrap().status(), 401);
+    // Forged native envelopes: signed by mallory for c, for another provider, over another body, with a
+    // voucher mallory signed, or not an envelope at all.
+    let native = |signer: &EthSigner, user: Address, provider: Address, signed_body: &str| {
+        let req = Request {
+            user,
+            provider,
+            service: "chat".into(),
+            nonce: U256::from(7),
+            bodyHash: body_hash(signed_body.as_bytes()),
+            feeCap: U256::from(10u64.pow(15)),
+        };
+        let signature = o.domains.sign_request(signer, req.clone()).unwrap().signature;
+        zg_billing::SignedRequest {
+            request: req,
+            signature,
+            voucher: None,
+        }
+    };
+    let with_foreign_voucher = native(&c, c.address(), o.me, body).with_voucher(
+        o.domains
+            .sign_voucher(
+                &mallory,
+                zg_billing::Voucher {
+                    user: c.address(),
+                    provider: o.me,
+                    cumulativeAmount: U256::ZERO,
+                    nonce: U256::from(7),
+                },
+            )
+            .unwrap(),
+    );
+    for (what, env, want) in [
+        (
+            "signed by another key",
+            native(&mallory, c.address(), o.me, body).to_header(),
+            401,
+        ),
+        (
+            "for another provider",
+            native(&c, c.address(), Address::repeat_byte(9), body).to_header(),
+            400,
+        ),
+        (
+            "over another body",
+            native(&c, c.address(), o.me, "{}").to_header(),
+            400,
+        ),
+        (
+            "with a voucher signed by another key",
+            with_foreign_voucher.to_header(),
+            401,
+        ),
+        ("not an envelope", "bm90IGFuIGVudmVsb3Bl".to_owned(), 400),
+    ] {
+        let r = http()
+            .post(format!("{}/v1/proxy/chat/completions", o.url))
+            .header("zg-request", env)
+            .body(body)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), want, "native envelope {what}");
+    }
     // Expired.
     assert_eq!(
         post(Some(token(&c, o.me, 1, now_ms() - 10, 0)), body)
@@ -311,7 +375,7 @@ async fn every_bad_credential_is_refused_before_the_upstream() {
         0,
         "no rejected request reached the upstream"
     );
-    assert!(o.provider.receipts().len().await.unwrap() == 0);
+    assert_eq!(o.provider.ledger().receipt_count().await.unwrap(), 0);
     // Non-billed routes are authenticated too.
     assert_eq!(
         http()
@@ -369,7 +433,12 @@ async fn upstream_errors_pass_through_unbilled_and_missing_usage_is_not_billed()
         .unwrap();
     assert_eq!(r.status(), 200);
     let key = r.headers()["zg-res-key"].to_str().unwrap().to_owned();
-    let _ = zg_receipt(&o, &key).await; // still signed
+    let answer = r.bytes().await.unwrap();
+    // Not billed, but still signed over exactly these bytes.
+    let zg = zg_receipt(&o, &key).await;
+    let sent = br#"{"model":"nousage","messages":[]}"#;
+    zg.verify(sent, &answer, o.provider.tee().signer()).unwrap();
+    assert_eq!(zg.text, format!("{}:{}", sha(sent), sha(&answer)));
     assert_eq!(unsettled(&o, &token, c.address()).await, U256::ZERO);
     assert_eq!(
         o.provider.ledger().available(c.address()),
@@ -397,6 +466,7 @@ async fn saturation_answers_429_with_retry_after() {
     let o = offline(Opts {
         upstream: Some(fake.base.clone()),
         max_concurrency: 1,
+        ..Opts::default()
     })
     .await;
     let (_, token) = customer(&o, 10u128.pow(18));
@@ -439,6 +509,7 @@ async fn two_hundred_concurrent_streams_from_ten_customers_bill_exactly() {
     let o = offline(Opts {
         upstream: Some(fake.base.clone()),
         max_concurrency: 256,
+        ..Opts::default()
     })
     .await;
     let customers: Vec<_> = (0..10).map(|_| customer(&o, 10u128.pow(18))).collect();
@@ -464,7 +535,7 @@ async fn two_hundred_concurrent_streams_from_ten_customers_bill_exactly() {
     for (c, token) in &customers {
         assert_eq!(unsettled(&o, token, c.address()).await, per);
     }
-    assert_eq!(o.provider.receipts().len().await.unwrap(), 200);
+    assert_eq!(o.provider.ledger().receipt_count().await.unwrap(), 200);
 }
 
 #[tokio::test]
@@ -492,6 +563,12 @@ async fn quote_attestation_models_embeddings_and_completions() {
         .await
         .unwrap();
     assert_eq!(r.status(), 200);
+    // 0G's nvidia_payload: GPU evidence whose reports bind SHA-256 of the quote's REPORTDATA.
+    let report: Value = r.json_value().await;
+    assert_eq!(report["nvidia_payload"], q["nvidia_payload"]);
+    let payload = zg_attestation::GpuEvidence::from_json(q["nvidia_payload"].as_str().unwrap()).unwrap();
+    let spdm = zg_attestation::SpdmReport::parse(&payload.devices[0].report).unwrap();
+    assert_eq!(spdm.request_nonce, <[u8; 32]>::from(sha2::Sha256::digest(&rd)));
     let nonce = hex::encode([5u8; 32]);
     let a: Value = http()
         .get(format!("{}/v1/attestation?nonce={nonce}", o.url))
@@ -502,14 +579,21 @@ async fn quote_attestation_models_embeddings_and_completions() {
         .await;
     assert_eq!(a["nonce"], nonce);
     let ev = zg_attestation::Evidence::from_document(a.to_string().as_bytes()).unwrap();
+    // The simulated TD's image, named explicitly (deploy/policy.simulated.toml), and the simulated opt-in.
     let policy = zg_attestation::AttestationPolicy {
         dangerous_allow_simulated: true,
-        ..Default::default()
+        ..zg_attestation::AttestationPolicy::from_file(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../../deploy/policy.simulated.toml"
+        ))
+        .unwrap()
     }
     .with_nonce([5u8; 32]);
     let report =
         zg_attestation::Verifier::new_prod().verify(&ev, &policy, None, zg_attestation::Timestamp::now());
     assert!(report.passed(), "{report}");
+    assert_eq!(report.gpus.len(), 1, "{report}");
+    assert!(report.check("gpu.nonce").unwrap().ok && report.check("gpu.simulated.allowed").unwrap().ok);
     assert_eq!(
         http()
             .get(format!("{}/v1/attestation", o.url))
@@ -565,4 +649,78 @@ impl JsonValue for reqwest::Response {
     async fn json_value(self) -> Value {
         serde_json::from_slice(&self.bytes().await.unwrap()).unwrap()
     }
+}
+
+/// The official 0G SDK's request flow: `GET unsettledfee` (the provider reads the account and caches it),
+/// `transferFund` (the SDK tops the sub-account up on chain), then the request, all within the account cache's
+/// lifetime. Found by running the SDK (bins/cli/tests/it/official_cli.rs): the request was refused with 402
+/// on the stale balance. A refusal for balance now re-reads the account first (at most once per cache
+/// lifetime, so an empty account cannot make every request an RPC).
+#[tokio::test]
+async fn a_top_up_right_after_a_cached_read_is_seen_before_refusing() {
+    let o = offline(Opts {
+        account_ttl: std::time::Duration::from_secs(60),
+        ..Default::default()
+    })
+    .await;
+    let (c, token) = customer(&o, 0);
+    assert_eq!(unsettled(&o, &token, c.address()).await, U256::ZERO);
+    let post = || {
+        http()
+            .post(format!("{}/v1/proxy/chat/completions", o.url))
+            .header("authorization", &token)
+            .body(CHAT)
+            .send()
+    };
+    // The top-up lands on chain after the provider cached the empty account.
+    o.accounts.set(
+        c.address(),
+        ChainAccount {
+            balance: U256::from(10u128.pow(18)),
+            ..Default::default()
+        },
+    );
+    let r = post().await.unwrap();
+    assert_eq!(r.status(), 200, "{}", r.text().await.unwrap());
+    let billed = unsettled(&o, &token, c.address()).await;
+    assert!(billed > U256::ZERO);
+
+    // An account that is still short after the re-read is refused (402, named), and the next refusal within
+    // the cache lifetime does not re-read: a later top-up waits for the cache to expire.
+    let (c2, token2) = customer(&o, 0);
+    let post2 = || {
+        http()
+            .post(format!("{}/v1/proxy/chat/completions", o.url))
+            .header("authorization", &token2)
+            .body(CHAT)
+            .send()
+    };
+    assert_eq!(post2().await.unwrap().status(), 402);
+    o.accounts.set(
+        c2.address(),
+        ChainAccount {
+            balance: U256::from(10u128.pow(18)),
+            ..Default::default()
+        },
+    );
+    let r = post2().await.unwrap();
+    assert_eq!(r.status(), 402, "one re-read per cache lifetime");
+    let v: Value = serde_json::from_slice(&r.bytes().await.unwrap()).unwrap();
+    assert!(v.to_string().contains("insufficient_balance"), "{v}");
+}
+
+/// `GET /v1/models` is public and lists the registered model with its prices in neuron, in the shape the
+/// official CLI's `inference get-models` reads (before, the route did not exist and the verb failed with 404).
+#[tokio::test]
+async fn public_model_catalog_for_the_official_get_models() {
+    let o = offline(Opts::default()).await;
+    let r = http().get(format!("{}/v1/models", o.url)).send().await.unwrap();
+    assert_eq!(r.status(), 200);
+    let v: Value = serde_json::from_slice(&r.bytes().await.unwrap()).unwrap();
+    assert_eq!(v["object"], "list");
+    let m = &v["data"][0];
+    assert_eq!(m["id"], zg_provider::DEMO_MODEL_ID);
+    assert_eq!(m["pricing"]["prompt"], INPUT_PRICE.to_string());
+    assert_eq!(m["pricing"]["completion"], OUTPUT_PRICE.to_string());
+    assert_eq!(v["data"].as_array().unwrap().len(), 1);
 }

@@ -91,3 +91,62 @@ fn malformed_collateral_names_the_field() {
         "{bad}"
     );
 }
+
+/// Issue 9 item 11: the directory sources read files off the async runtime. On a one-thread
+/// runtime with one blocking thread, held by a gate that only a task spawned before the call can
+/// open: a source that uses the blocking pool must yield and let that task run first; one that
+/// reads inline with `std::fs` finishes before the task ever runs. Deterministic, no timing.
+#[test]
+fn directory_sources_do_not_block_the_runtime() {
+    use std::sync::atomic::AtomicBool;
+    let dir = tempfile::tempdir().unwrap();
+    let stored = Collateral::from_json(&zg_test_utils::testdata::read_string(
+        "attestation/dcap-qvl/tdx_quote_collateral.json",
+    ))
+    .unwrap();
+    let src = DirectoryCollateral::new(dir.path());
+    src.store(&stored).unwrap();
+    let key = CollateralKey {
+        fmspc: "B0C06F000000".into(),
+        pck_ca: "platform".into(),
+    };
+    let gpu_dir = zg_test_utils::testdata::path("gpu");
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .max_blocking_threads(1)
+        .build()
+        .unwrap();
+    // Occupies the only blocking thread until the spawned task has run.
+    let gate = || {
+        let ran = Arc::new(AtomicBool::new(false));
+        let (tx, rx) = std::sync::mpsc::channel::<()>();
+        let held = tokio::task::spawn_blocking(move || rx.recv());
+        let r = ran.clone();
+        tokio::spawn(async move {
+            r.store(true, Ordering::SeqCst);
+            let _ = tx.send(());
+        });
+        (ran, held)
+    };
+    rt.block_on(async {
+        let (ran, held) = gate();
+        let c = src.collateral(&key, Timestamp(0)).await.unwrap();
+        assert_eq!(c.digest(), stored.digest());
+        assert!(
+            ran.load(Ordering::SeqCst),
+            "DirectoryCollateral read the file on the runtime thread"
+        );
+        held.await.unwrap().unwrap();
+
+        let (ran, held) = gate();
+        let g = zg_attestation::DirectoryGpuCollateral::new(&gpu_dir);
+        let rim = zg_attestation::GpuCollateralSource::rim(&g, "NV_GPU_DRIVER_GH100_550.90.07", Timestamp(0))
+            .await
+            .unwrap();
+        assert_eq!(rim.version, "550.90.07");
+        assert!(
+            ran.load(Ordering::SeqCst),
+            "DirectoryGpuCollateral read the file on the runtime thread"
+        );
+        held.await.unwrap().unwrap();
+    });
+}

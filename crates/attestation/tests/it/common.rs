@@ -22,6 +22,8 @@ pub(crate) fn quote_only_policy() -> AttestationPolicy {
         require_event_log: false,
         min_tcb_status: zg_attestation::TcbStatus::OutOfDateConfigurationNeeded,
         report_data_layout: zg_attestation::ReportDataLayout::Dstack,
+        // These tests are about the quote's signature chain and TCB, not about which image runs.
+        dangerous_any_image: true,
         ..AttestationPolicy::default()
     }
 }

@@ -11,15 +11,20 @@ mod collateral;
 mod common;
 /// README vectors: DCAP status, advisories, errors and measurements at the stated times.
 mod dcap_vectors;
+/// The policies shipped in deploy/.
+mod deploy_policy;
 /// CCEL and dstack event-log replay.
 mod eventlog;
-/// GPU evidence.
+/// NVIDIA GPU evidence: sets A and B, every negative vector, OCSP, multi-GPU, simulated GPU.
 mod gpu;
 /// PCCS client against a loopback server (feature `pccs`).
 #[cfg(feature = "pccs")]
 mod pccs;
 /// The tdx and dstack backends on recorded inputs.
 mod producers;
+/// NVIDIA's RIM service client against a loopback server (feature `nvidia-rim`).
+#[cfg(feature = "nvidia-rim")]
+mod rim_service;
 /// Simulated backend end to end, binding, nonce and policy checks.
 mod simulated;
 /// Byte flips in each structural part of a real quote, and the exact check that fails.

@@ -105,21 +105,3 @@ fn file_round_trip_at_the_real_64_mib_chunk_size() {
         .collect();
     assert!(leftovers.is_empty());
 }
-
-#[test]
-fn fixture_sealed_here_and_opened_by_the_official_sdk() {
-    // testdata/sealed_fixture.bin: sealed by zg-sealing (key 0x09…09, TEE key 0x42…42, IV ff…fe),
-    // 70 000 bytes of `data()`, 1 chunk; decrypted by @0gfoundation/0g-compute-ts-sdk 0.9.0's
-    // aesGCMDecryptToFile (testdata/README.md).
-    let sealed = std::fs::read(concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/testdata/sealed_fixture.bin"
-    ))
-    .unwrap();
-    let key = SealingKey::from_bytes(KEY);
-    let signer = signer_address(tee_key().verifying_key());
-    assert_eq!(
-        Unsealer::new(&key, signer).unseal_bytes(&sealed).unwrap(),
-        data(70_000)
-    );
-}

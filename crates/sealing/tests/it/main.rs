@@ -10,6 +10,7 @@
 mod corruption;
 mod ecies;
 mod format;
+mod official;
 
 use k256::ecdsa::SigningKey;
 

@@ -74,3 +74,31 @@ fn crash_leftovers_are_ignored_and_old_ones_cleaned() {
     assert_eq!(store.put_bytes(b"half a file").unwrap(), root);
     assert!(block_on(store.exists(root)).unwrap());
 }
+
+/// The async `BlobStore` methods copy, hash and fsync on a worker thread, not on the caller's executor
+/// (issue 9 item 11): on a current-thread runtime, the hashing progress callback of `put_file` and
+/// `get_file` never fires on the test's own thread. They also need no tokio runtime (see `blocking.rs`).
+#[test]
+fn async_methods_do_file_work_off_the_executor_thread() {
+    let dir = tempfile::tempdir().unwrap();
+    let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let s2 = seen.clone();
+    let store = LocalStore::open(dir.path().join("store"))
+        .unwrap()
+        .with_threads(1)
+        .with_progress(move |_| s2.lock().unwrap().push(std::thread::current().id()));
+    let data = pattern(2 * 256 * 1024 + 5);
+    let src = dir.path().join("src.bin");
+    std::fs::write(&src, &data).unwrap();
+    let out = dir.path().join("out.bin");
+    let root = block_on(store.put_file(&src)).unwrap();
+    assert_eq!(block_on(store.get_file(root, &out)).unwrap(), data.len() as u64);
+    assert_eq!(std::fs::read(&out).unwrap(), data);
+    let seen = seen.lock().unwrap();
+    assert!(seen.len() >= 2, "progress from both the put and the get");
+    let here = std::thread::current().id();
+    assert!(
+        seen.iter().all(|t| *t != here),
+        "file work ran on the executor thread"
+    );
+}

@@ -380,3 +380,27 @@ async fn the_fake_node_really_checks_proofs() {
         "tampered sibling"
     );
 }
+
+/// The whole-file hash of an upload runs on a worker thread, not on the caller's executor (issue 9 item 11):
+/// on a current-thread runtime, the hashing progress callback never fires on the test's own thread. The
+/// segment reads and the download's writes and fsync go through the same worker helper.
+#[tokio::test]
+async fn upload_hashes_off_the_executor_thread() {
+    let (_nodes, urls, flow) = setup(1).await;
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    let s2 = seen.clone();
+    let s = store(urls, flow)
+        .with_threads(1)
+        .with_progress(move |_| s2.lock().unwrap().push(std::thread::current().id()));
+    let dir = tempfile::tempdir().unwrap();
+    let (path, data) = write_file(&dir, 3 * 256 * 1024 + 10);
+    let root = s.put_file(&path).await.unwrap();
+    assert_eq!(root, zg_storage::root_of_bytes(&data).unwrap());
+    let seen = seen.lock().unwrap().clone();
+    assert!(!seen.is_empty(), "progress was reported");
+    let here = std::thread::current().id();
+    assert!(seen.iter().all(|t| *t != here), "hashed on the executor thread");
+    let out = dir.path().join("out.bin");
+    assert_eq!(s.get_file(root, &out).await.unwrap(), data.len() as u64);
+    assert_eq!(std::fs::read(&out).unwrap(), data);
+}
