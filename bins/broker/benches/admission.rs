@@ -29,13 +29,7 @@ use zg_finetune::{SigningKey, U256, sig};
 const CUSTOMERS: usize = 20;
 const PER_CUSTOMER: usize = 5;
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
+use zg_test_utils::net::free_port;
 
 async fn start(devnet: &Devnet, dir: &std::path::Path, port: u16) -> Child {
     let key = devnet.keys()[0].clone(); // the broker is the deployer here: customers use accounts 1..=20

@@ -23,13 +23,7 @@ use serde_json::Value;
 use zg_chain::{Amount, Devnet, DevnetConfig, ServiceKind};
 use zg_finetune::{SigningKey, sig};
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
+use zg_test_utils::net::free_port;
 
 fn vm_hwm_kib(pid: u32) -> u64 {
     std::fs::read_to_string(format!("/proc/{pid}/status"))
