@@ -590,16 +590,148 @@ function tokensPanel(sel) {
 }
 
 // ---------------------------------------------------------------- Fine-tuning
+let ftTimer = null;
+const FT_DONE = ['Finished', 'Failed', 'Cancelled', 'PenaltySettled'];
 async function pageFineTuning(root) {
   root.append(h('h1', {}, 'Fine-tuning'));
-  const sv = await services();
-  const rows = sv.fine_tuning.map((x) => h('tr', {},
-    h('td', { class: 'mono' }, x.provider), h('td', {}, (x.models || []).join(', ')),
-    h('td', {}, `${x.price_per_token.zg} 0G (${x.price_per_token.neuron} neuron) per token`),
-    h('td', {}, x.occupied ? 'busy' : 'free')));
-  root.append(h('section', { class: 'panel', 'aria-labelledby': 'ftm-h' }, h('h2', { id: 'ftm-h' }, 'Models and prices'),
-    rows.length ? table(['Provider', 'Models', 'Price', 'State'], rows, { id: 'ft-services' }) : h('p', { class: 'muted', id: 'ft-services' }, 'No fine-tuning services are registered on this chain.')));
-  if (window.zgFineTuning) await window.zgFineTuning(root, sv);
+  const body = h('div', {}, h('p', { class: 'muted' }, 'Reading fine-tuning services from the chain and their brokers…'));
+  root.append(body);
+  const ov = await api('GET', '/api/finetune');
+  const parts = [];
+  if (!ov.services.length) {
+    body.replaceChildren(h('p', { class: 'muted', id: 'ft-services' }, 'No fine-tuning services are registered on this chain.'));
+    return;
+  }
+  // Models and prices.
+  const rows = ov.services.flatMap((x) => (x.models.length ? x.models : [{ name: (x.model_names || []).join(', '), description: '' }]).map((m) => h('tr', {},
+    h('td', { class: 'mono' }, short(x.provider)), h('td', {}, h('strong', {}, m.name || '—'), h('div', { class: 'muted' }, m.description || '')),
+    h('td', {}, m.tokenizer || '—'),
+    h('td', {}, `${x.price_per_token.neuron} neuron/token`, h('div', { class: 'muted' }, `${x.price_per_token.zg} 0G`)),
+    h('td', {}, x.occupied ? 'busy' : 'free'),
+    h('td', {}, x.sub_account ? amountCell(x.sub_account) : h('span', { class: 'muted' }, 'none: fund it on the Account page (service fine-tuning)')),
+    h('td', {}, x.you_acknowledged ? h('span', { class: 'ok' }, 'you ✓') : ackSignerButton(x)))));
+  parts.push(h('section', { class: 'panel', 'aria-labelledby': 'ftm-h' }, h('h2', { id: 'ftm-h' }, 'Models and prices'),
+    table(['Provider', 'Model', 'Tokenizer', 'Price', 'State', 'Your sub-account', 'TEE signer'], rows, { id: 'ft-services' }),
+    ov.services.filter((x) => x.error).map((x) => errorBox(`${short(x.provider)}: ${x.error}`))));
+  // Create a task.
+  const prov = h('select', { id: 'ft-provider' }, ov.services.map((x) => h('option', { value: x.provider }, short(x.provider))));
+  const model = h('select', { id: 'ft-model' });
+  const fillModels = () => {
+    const x = ov.services.find((y) => y.provider === prov.value) || ov.services[0];
+    model.replaceChildren(...(x.models.length ? x.models.map((m) => m.name) : x.model_names).map((n) => h('option', { value: n }, n)));
+  };
+  prov.addEventListener('change', fillModels);
+  fillModels();
+  const params = h('textarea', { id: 'ft-params', rows: 3, class: 'mono', 'aria-label': 'Training parameters (JSON)' });
+  params.value = '{"num_train_epochs": 1}';
+  const file = h('input', { id: 'ft-dataset', type: 'file', accept: '.jsonl,.json,.txt' });
+  const est = h('div', { id: 'ft-estimate', 'aria-live': 'polite' });
+  const estimateBtn = h('button', { type: 'button', id: 'ft-estimate-btn' }, 'Estimate tokens and fee');
+  const createBtn = h('button', { type: 'button', id: 'ft-create', class: 'primary' }, 'Create task…');
+  const request = async () => {
+    const f = file.files && file.files[0];
+    if (!f) throw new Error('Choose a dataset file (JSONL: one {"messages": [...]} or {"text": ...} record per line).');
+    return { provider: prov.value, model: model.value, training_params: params.value, dataset: await f.text(), dataset_name: f.name };
+  };
+  const showEstimate = (e) => h('dl', { class: 'kv' },
+    h('dt', {}, 'Records'), h('dd', {}, String(e.records)),
+    h('dt', {}, 'Tokens'), h('dd', { id: 'ft-tokens' }, e.tokens == null ? 'counted by the provider' : `${e.tokens} (${e.tokenizer})`),
+    h('dt', {}, 'Epochs'), h('dd', {}, String(e.epochs)),
+    h('dt', {}, 'Price'), h('dd', {}, `${e.price_per_token.neuron} neuron per token`),
+    h('dt', {}, 'Fee'), h('dd', { id: 'ft-fee' }, e.fee ? [`${e.fee.zg} 0G`, h('br'), h('span', { class: 'mono' }, `${e.fee.neuron} neuron`)] : '—'),
+    h('dt', {}, 'Rule'), h('dd', { class: 'muted' }, e.rule));
+  estimateBtn.addEventListener('click', async () => {
+    est.replaceChildren();
+    try { const e = await busy('Counting tokens…', async () => api('POST', '/api/finetune/estimate', await request())); est.append(showEstimate(e)); } catch (e) { est.append(errorBox(e, 'ft-error')); }
+  });
+  createBtn.addEventListener('click', async () => {
+    est.replaceChildren();
+    try {
+      const req = await request();
+      const e = await busy('Counting tokens…', () => api('POST', '/api/finetune/estimate', req));
+      if (!(await confirmDialog('Create fine-tuning task', h('div', {}, h('p', {}, `Upload ${req.dataset_name} to ${req.provider}'s TEE and train ${req.model}. The fee is charged from your fine-tuning sub-account.`), showEstimate(e))))) return;
+      const r = await busy('Uploading the dataset and creating the task…', () => api('POST', '/api/finetune/tasks', req));
+      est.append(h('div', { class: 'notice', id: 'ft-created' }, 'Created task ', h('span', { class: 'mono' }, r.task.id), '.'));
+      watchTask(req.provider, r.task.id);
+    } catch (e) { est.append(errorBox(e, 'ft-error')); }
+  });
+  parts.push(h('section', { class: 'panel', 'aria-labelledby': 'ftc-h' }, h('h2', { id: 'ftc-h' }, 'New task'),
+    ov.has_key ? null : h('div', { class: 'error' }, 'This dashboard was started without the customer key, so it cannot sign fine-tuning requests.'),
+    h('div', { class: 'form' },
+      h('div', {}, h('label', { for: 'ft-provider' }, 'Provider'), prov),
+      h('div', {}, h('label', { for: 'ft-model' }, 'Base model'), model),
+      h('div', {}, h('label', { for: 'ft-dataset' }, 'Dataset (JSONL)'), file)),
+    h('div', { style: 'margin-top:.6em' }, h('label', { for: 'ft-params' }, 'Training parameters (JSON)'), params),
+    h('div', { class: 'row' }, estimateBtn, createBtn), est));
+  // Tasks.
+  const tasks = ov.services.flatMap((x) => x.tasks.map((t) => ({ p: x.provider, t })));
+  const trs = tasks.map(({ p, t }) => {
+    const w = h('button', { type: 'button' }, 'Watch');
+    w.addEventListener('click', () => watchTask(p, t.id));
+    return h('tr', {}, h('td', { class: 'mono' }, t.id), h('td', {}, String(t.createdAt || '')), h('td', {}, String(t.progress)), h('td', {}, t.fee ? `${t.fee} neuron` : '—'), h('td', {}, w));
+  });
+  parts.push(h('section', { class: 'panel', 'aria-labelledby': 'ftt-h' }, h('h2', { id: 'ftt-h' }, 'Your tasks'),
+    trs.length ? table(['Task', 'Created', 'State', 'Fee', ''], trs, { id: 'ft-tasks' }) : h('p', { class: 'muted', id: 'ft-tasks' }, 'No tasks yet.'),
+    h('div', { id: 'ft-task', 'aria-live': 'polite' })));
+  body.replaceChildren(...parts);
+}
+
+function ackSignerButton(x) {
+  const b = h('button', { type: 'button', class: 'ft-ack-signer', 'data-provider': x.provider }, 'Acknowledge signer');
+  b.addEventListener('click', async () => {
+    try { await busy('Acknowledging the TEE signer on chain…', () => api('POST', '/api/finetune/acknowledge-signer', { provider: x.provider })); render(); } catch (e) { b.after(errorBox(e)); }
+  });
+  return b;
+}
+
+function watchTask(provider, id) {
+  clearInterval(ftTimer);
+  const panel = $('#ft-task');
+  if (!panel) return;
+  const state = h('p', { id: 'ft-state' }), prog = h('progress', { 'aria-label': 'task progress' });
+  const log = h('pre', { class: 'log', id: 'ft-log' }), acts = h('div', { class: 'row', id: 'ft-actions' }), msg = h('div', { 'aria-live': 'polite' });
+  panel.replaceChildren(h('h3', {}, 'Task ', h('span', { class: 'mono' }, id)), state, prog, acts, msg, log);
+  let busyNow = false;
+  const act = (label, cls, fn) => {
+    const b = h('button', { type: 'button', class: cls }, label);
+    b.addEventListener('click', async () => { busyNow = true; b.disabled = true; msg.replaceChildren(); try { await fn(); } catch (e) { msg.append(errorBox(e, 'ft-error')); } finally { busyNow = false; b.disabled = false; tick(); } });
+    return b;
+  };
+  const tick = async () => {
+    if (!document.body.contains(panel)) { clearInterval(ftTimer); return; }
+    if (busyNow) return;
+    let v;
+    try { v = await api('GET', `/api/finetune/tasks/${provider}/${id}`); } catch (e) { msg.replaceChildren(errorBox(e)); return; }
+    const t = v.task, d = v.deliverable;
+    state.replaceChildren('State: ', h('strong', { id: 'ft-progress' }, String(t.progress)),
+      t.fee ? ` · fee ${t.fee} neuron` : '', t.tokens ? ` · ${t.tokens} tokens × ${t.epochs} epoch(s)` : '',
+      t.failReason ? h('span', { class: 'bad' }, ' · ' + t.failReason) : '');
+    if (typeof t.trainingProgress === 'number') { prog.max = 1; prog.value = t.trainingProgress; } else prog.removeAttribute('value');
+    if (FT_DONE.includes(t.progress)) { prog.max = 1; prog.value = 1; }
+    log.textContent = v.log;
+    log.scrollTop = log.scrollHeight;
+    const buttons = [];
+    if (d && !d.acknowledged && !d.settled) buttons.push(act('Download and acknowledge model', 'primary ft-ack', async () => {
+      const r = await busy('Downloading the sealed model and checking its hash…', () => api('POST', `/api/finetune/tasks/${provider}/${id}/acknowledge`, {}));
+      msg.append(h('div', { class: 'notice', id: 'ft-acked' }, `Model hash ${short(r.model_root_hash)} matches the chain (${r.bytes} bytes); acknowledged in block ${r.tx.block}. The provider's settlement reveals the key.`));
+    }));
+    if (d && d.key_revealed && !v.decrypted) buttons.push(act('Decrypt model', 'primary ft-decrypt', async () => {
+      const r = await busy('Verifying the TEE signature and decrypting…', () => api('POST', `/api/finetune/tasks/${provider}/${id}/decrypt`, {}));
+      msg.append(h('div', { class: 'notice', id: 'ft-decrypted' }, `Decrypted ${r.bytes} bytes; every chunk tag signed by ${r.signer}.`));
+    }));
+    if (v.decrypted) buttons.push(act('Download model', 'ft-download', async () => {
+      const resp = await fetch(`/api/finetune/tasks/${provider}/${id}/model`, { headers: { authorization: 'Bearer ' + token() } });
+      if (!resp.ok) throw new Error('download failed: HTTP ' + resp.status);
+      const blob = await resp.blob();
+      const a = h('a', { href: URL.createObjectURL(blob), download: `zg-model-${id}.bin`, id: 'ft-model-link' }, `zg-model-${id}.bin (${blob.size} bytes)`);
+      msg.replaceChildren(h('p', { id: 'ft-downloaded' }, 'Ready: ', a));
+      a.click();
+    }));
+    acts.replaceChildren(...buttons);
+    if (FT_DONE.includes(t.progress) && v.decrypted) clearInterval(ftTimer);
+  };
+  tick();
+  ftTimer = setInterval(tick, 1500);
 }
 
 // ---------------------------------------------------------------- Provider view

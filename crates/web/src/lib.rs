@@ -5,6 +5,7 @@ mod account;
 mod assets;
 mod chat;
 mod error;
+mod finetune;
 mod guard;
 mod metrics;
 mod providers;

@@ -12,7 +12,7 @@ use rand::RngCore as _;
 use crate::error::{Error, Result};
 use crate::guard::{GuardRules, guard};
 use crate::metrics::ProviderView;
-use crate::{account, assets, chat, metrics, providers};
+use crate::{account, assets, chat, finetune, metrics, providers};
 
 /// Largest request body the API accepts (a fine-tuning dataset is the largest thing a page sends).
 pub const MAX_BODY: usize = 64 * 1024 * 1024;
@@ -53,6 +53,8 @@ pub(crate) struct Inner {
     pub(crate) cfg: WebConfig,
     pub(crate) http: reqwest::Client,
     pub(crate) view: Mutex<ProviderView>,
+    /// The customer's key for 0G's fine-tuning signatures and the model key unwrap (never sent anywhere).
+    pub(crate) key: Option<zg_finetune::SigningKey>,
 }
 
 impl std::ops::Deref for AppState {
@@ -89,6 +91,28 @@ impl Dashboard {
     /// Binds 127.0.0.1:`cfg.port` and builds the router around `client` (which holds the customer's key; the
     /// page never sees it). A fresh session token is drawn from the OS random generator.
     pub async fn bind(client: zg_client::Client, cfg: WebConfig) -> Result<Self> {
+        Self::bind_inner(client, None, cfg).await
+    }
+
+    /// Like [`Dashboard::bind`], also holding the customer's secp256k1 key for fine-tuning: 0G's task, dataset
+    /// and download signatures, and unwrapping the model key a settlement reveals. It must be the key of
+    /// `client` (checked).
+    pub async fn bind_with_key(client: zg_client::Client, key: [u8; 32], cfg: WebConfig) -> Result<Self> {
+        let key = zg_finetune::SigningKey::from_slice(&key)
+            .map_err(|_| Error::BadRequest("the customer key is not a secp256k1 key".into()))?;
+        if zg_finetune::sig::address_of(&key) != client.address() {
+            return Err(Error::BadRequest(
+                "the fine-tuning key is not the key the dashboard's client signs with".into(),
+            ));
+        }
+        Self::bind_inner(client, Some(key), cfg).await
+    }
+
+    async fn bind_inner(
+        client: zg_client::Client,
+        key: Option<zg_finetune::SigningKey>,
+        cfg: WebConfig,
+    ) -> Result<Self> {
         let port = cfg.port;
         let listener = tokio::net::TcpListener::bind((Ipv4Addr::LOCALHOST, port))
             .await
@@ -111,6 +135,7 @@ impl Dashboard {
             cfg,
             http,
             view: Mutex::new(view),
+            key,
         }));
         metrics::spawn_sampler(state.clone());
         let router = router(state, GuardRules::new(addr.port(), &token));
@@ -162,6 +187,23 @@ pub(crate) fn router(state: AppState, rules: GuardRules) -> Router {
         .route("/api/tokens/{addr}/revoke", post(chat::revoke))
         .route("/api/provider-view", get(metrics::view))
         .route("/api/provider-view/target", post(metrics::set_target))
+        .route("/api/finetune", get(finetune::overview))
+        .route("/api/finetune/estimate", post(finetune::estimate))
+        .route(
+            "/api/finetune/acknowledge-signer",
+            post(finetune::acknowledge_signer),
+        )
+        .route("/api/finetune/tasks", post(finetune::create))
+        .route("/api/finetune/tasks/{provider}/{id}", get(finetune::task))
+        .route(
+            "/api/finetune/tasks/{provider}/{id}/acknowledge",
+            post(finetune::acknowledge),
+        )
+        .route(
+            "/api/finetune/tasks/{provider}/{id}/decrypt",
+            post(finetune::decrypt),
+        )
+        .route("/api/finetune/tasks/{provider}/{id}/model", get(finetune::model))
         .with_state(state);
     Router::new()
         .merge(assets::routes())

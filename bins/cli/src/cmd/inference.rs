@@ -105,7 +105,14 @@ impl ClientOpts {
 
     /// Builds the client: signer from the wallet flags, chain connection, config from the flags.
     pub(crate) async fn client(&self) -> anyhow::Result<Client> {
+        Ok(self.client_and_key().await?.0)
+    }
+
+    /// The client and the raw key it signs with (for `zg web`'s fine-tuning signatures): the keystore is
+    /// unlocked once.
+    pub(crate) async fn client_and_key(&self) -> anyhow::Result<(Client, [u8; 32])> {
         let signer = self.wallet.signer()?;
+        let raw: [u8; 32] = signer.to_bytes().into();
         let key = zg_billing::EthSigner::from_bytes(&B256::from(signer.to_bytes()))?;
         let chain = self.rpc.connect(Some(signer)).await?;
         let mut cfg = ClientConfig::new(self.data_dir());
@@ -125,7 +132,7 @@ impl ClientOpts {
             refill: self.top_up.0,
             ..TopUpPolicy::default()
         };
-        Ok(Client::new(chain, key, cfg)?)
+        Ok((Client::new(chain, key, cfg)?, raw))
     }
 }
 

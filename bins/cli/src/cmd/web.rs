@@ -28,7 +28,7 @@ pub(crate) struct WebArgs {
 
 impl WebArgs {
     pub(crate) async fn run(self, g: &GlobalOpts) -> anyhow::Result<ExitCode> {
-        let client = self.client.client().await?;
+        let (client, key) = self.client.client_and_key().await?;
         let customer = client.address();
         let cfg = zg_web::WebConfig {
             port: self.port,
@@ -37,7 +37,7 @@ impl WebArgs {
             metrics_every: Duration::from_secs(self.metrics_every.max(1)),
             ..zg_web::WebConfig::default()
         };
-        let web = zg_web::Dashboard::bind(client, cfg).await?;
+        let web = zg_web::Dashboard::bind_with_key(client, key, cfg).await?;
         if g.json {
             output::json(&serde_json::json!({"url": web.url(), "customer": customer}))?;
         } else {

@@ -13,6 +13,7 @@ use zg_web::{Dashboard, WebConfig};
 pub(crate) struct Env {
     pub(crate) devnet: Devnet,
     pub(crate) running: Option<Running>,
+    pub(crate) broker: Option<zg_broker::Running>,
     pub(crate) provider: Address,
     pub(crate) customer: PrivateKeySigner,
     pub(crate) web: String,
@@ -40,6 +41,11 @@ pub(crate) fn screenshot_dir() -> PathBuf {
 impl Env {
     /// Devnet, provider, and the dashboard for a customer without a ledger.
     pub(crate) async fn start() -> Env {
+        Self::start_with(false).await
+    }
+
+    /// Like [`Env::start`], plus the fine-tuning broker (simulated TEE, built-in trainer) when `broker`.
+    pub(crate) async fn start_with(with_broker: bool) -> Env {
         let devnet = Devnet::start_with(DevnetConfig {
             anvil: Some(zg_test_utils::tools::anvil()),
             ..Default::default()
@@ -67,6 +73,11 @@ impl Env {
         let running = zg_provider::start(settings).await.unwrap();
         let provider_url = format!("http://127.0.0.1:{port}");
 
+        let broker = if with_broker {
+            Some(start_broker(&devnet, dir.path()).await)
+        } else {
+            None
+        };
         let chain = devnet.client(Some(customer.clone())).await.unwrap();
         let key = zg_billing::EthSigner::from_bytes(&B256::from(customer.to_bytes())).unwrap();
         // The simulated provider's image named explicitly (an empty allow-list fails), and the simulated opt-in.
@@ -78,8 +89,9 @@ impl Env {
         .unwrap();
         let cfg = cfg.dangerous_allow_simulated(true);
         let client = Client::new(chain, key, cfg).unwrap();
-        let web = Dashboard::bind(
+        let web = Dashboard::bind_with_key(
             client,
+            customer.to_bytes().into(),
             WebConfig {
                 port: 0,
                 provider_metrics: Some(format!("{provider_url}/metrics")),
@@ -103,6 +115,7 @@ impl Env {
         Env {
             devnet,
             running: Some(running),
+            broker,
             provider: prov.address(),
             customer,
             web: url,
@@ -146,5 +159,45 @@ impl Env {
         if let Some(r) = self.running.take() {
             r.shutdown().await;
         }
+        if let Some(b) = self.broker.take() {
+            b.shutdown().await;
+        }
     }
+}
+
+/// The price per token the test broker charges, neuron.
+pub(crate) const FT_PRICE: u64 = 1_000_000_000;
+
+/// zg-broker in process: devnet key 5, simulated TEE, the built-in n-gram trainer, a local storage dir; the
+/// contract owner acknowledges its TEE signer (as the owner would after checking it).
+async fn start_broker(devnet: &Devnet, dir: &std::path::Path) -> zg_broker::Running {
+    let key = devnet.keys()[5].clone();
+    let key_file = dir.join("broker.key");
+    std::fs::write(&key_file, format!("0x{}", hex::encode(key.to_bytes()))).unwrap();
+    let config = dir.join("zg-broker.toml");
+    zg_broker::init(&config, false).unwrap();
+    let port = free_port();
+    let s = zg_broker::Settings::resolve(zg_broker::RunArgs {
+        config: Some(config),
+        data_dir: Some(dir.join("broker")),
+        http_addr: Some(format!("127.0.0.1:{port}").parse().unwrap()),
+        grpc_addr: Some("127.0.0.1:0".parse().unwrap()),
+        public_url: Some(format!("http://127.0.0.1:{port}")),
+        rpc_url: Some(devnet.rpc_url()),
+        tee: Some(zg_broker::BackendChoice::Simulated),
+        price_per_token: Some(FT_PRICE.to_string()),
+        storage_dir: Some(dir.join("storage")),
+        poll_interval_ms: Some(100),
+        key_file: Some(key_file),
+        ..Default::default()
+    })
+    .unwrap();
+    let running = zg_broker::start(s).await.unwrap();
+    let owner = devnet.client(Some(devnet.keys()[0].clone())).await.unwrap();
+    owner
+        .fine_tuning()
+        .acknowledge_tee_signer_by_owner(key.address())
+        .await
+        .unwrap();
+    running
 }

@@ -9,8 +9,10 @@
 
 // The pages in a real browser: fund through the form, verify, chat with a verified receipt, provider metrics.
 mod browser;
-// Shared setup: devnet, provider, customer, dashboard.
+// Shared setup: devnet, provider, broker, customer, dashboard.
 mod env;
+// The Fine-tuning page in a real browser: fund, acknowledge, estimate, create, watch, acknowledge, decrypt.
+mod finetune;
 // Cross-origin, token-less and DNS-rebinding requests are refused; provider text cannot inject script.
 mod security;
 // The WebDriver client.
