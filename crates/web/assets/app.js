@@ -652,6 +652,7 @@ async function pageFineTuning(root) {
       if (!(await confirmDialog('Create fine-tuning task', h('div', {}, h('p', {}, `Upload ${req.dataset_name} to ${req.provider}'s TEE and train ${req.model}. The fee is charged from your fine-tuning sub-account.`), showEstimate(e))))) return;
       const r = await busy('Uploading the dataset and creating the task…', () => api('POST', '/api/finetune/tasks', req));
       est.append(h('div', { class: 'notice', id: 'ft-created' }, 'Created task ', h('span', { class: 'mono' }, r.task.id), '.'));
+      upsertTaskRow(req.provider, r.task);
       watchTask(req.provider, r.task.id);
     } catch (e) { est.append(errorBox(e, 'ft-error')); }
   });
@@ -665,15 +666,29 @@ async function pageFineTuning(root) {
     h('div', { class: 'row' }, estimateBtn, createBtn), est));
   // Tasks.
   const tasks = ov.services.flatMap((x) => x.tasks.map((t) => ({ p: x.provider, t })));
-  const trs = tasks.map(({ p, t }) => {
-    const w = h('button', { type: 'button' }, 'Watch');
-    w.addEventListener('click', () => watchTask(p, t.id));
-    return h('tr', {}, h('td', { class: 'mono' }, t.id), h('td', {}, String(t.createdAt || '')), h('td', {}, String(t.progress)), h('td', {}, t.fee ? `${t.fee} neuron` : '—'), h('td', {}, w));
-  });
+  const trs = tasks.map(({ p, t }) => taskRow(p, t));
   parts.push(h('section', { class: 'panel', 'aria-labelledby': 'ftt-h' }, h('h2', { id: 'ftt-h' }, 'Your tasks'),
-    trs.length ? table(['Task', 'Created', 'State', 'Fee', ''], trs, { id: 'ft-tasks' }) : h('p', { class: 'muted', id: 'ft-tasks' }, 'No tasks yet.'),
+    trs.length ? taskTable(trs) : h('p', { class: 'muted', id: 'ft-tasks' }, 'No tasks yet.'),
     h('div', { id: 'ft-task', 'aria-live': 'polite' })));
   body.replaceChildren(...parts);
+}
+
+function taskTable(trs) { return table(['Task', 'Created', 'State', 'Fee', ''], trs, { id: 'ft-tasks' }); }
+
+function taskRow(p, t) {
+  const w = h('button', { type: 'button' }, 'Watch');
+  w.addEventListener('click', () => watchTask(p, t.id));
+  return h('tr', { 'data-task': t.id }, h('td', { class: 'mono' }, t.id), h('td', {}, String(t.createdAt || '')), h('td', {}, String(t.progress)), h('td', {}, t.fee ? `${t.fee} neuron` : '—'), h('td', {}, w));
+}
+
+// Keeps "Your tasks" current: a created task is added, a watched task's row follows its state.
+function upsertTaskRow(p, t) {
+  const list = $('#ft-tasks');
+  if (!list || !t || !t.id) return;
+  const row = taskRow(p, t);
+  if (list.tagName !== 'TABLE') { list.replaceWith(taskTable([row])); return; }
+  const old = Array.from(list.querySelectorAll('tr[data-task]')).find((r) => r.dataset.task === t.id);
+  if (old) old.replaceWith(row); else list.querySelector('tbody').prepend(row);
 }
 
 function ackSignerButton(x) {
@@ -703,6 +718,7 @@ function watchTask(provider, id) {
     let v;
     try { v = await api('GET', `/api/finetune/tasks/${provider}/${id}`); } catch (e) { msg.replaceChildren(errorBox(e)); return; }
     const t = v.task, d = v.deliverable;
+    upsertTaskRow(provider, t);
     state.replaceChildren('State: ', h('strong', { id: 'ft-progress' }, String(t.progress)),
       t.fee ? ` · fee ${t.fee} neuron` : '', t.tokens ? ` · ${t.tokens} tokens × ${t.epochs} epoch(s)` : '',
       t.failReason ? h('span', { class: 'bad' }, ' · ' + t.failReason) : '');

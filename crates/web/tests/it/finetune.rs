@@ -95,6 +95,10 @@ async fn fine_tuning_page_creates_a_task_and_decrypts_the_model() {
     b.find(".ft-ack", T).await;
     let state = b.wait_text("#ft-progress", "Delivered", T).await;
     assert_eq!(state, "Delivered");
+    // "Your tasks" lists the new task with its current state (not the list from before it was created).
+    let listed = b.wait_text("#ft-tasks", "Delivered", T).await;
+    let id = b.wait_text("#ft-created .mono", "-", T).await;
+    assert!(listed.contains(&id), "{listed}");
     let log = b.wait_text("#ft-log", "fee", T).await;
     assert!(log.contains(&fee.to_string()), "the log states the fee: {log}");
     b.exec(
