@@ -51,6 +51,8 @@ gas: setup
 # Fuzz the parsers of untrusted bytes for SECONDS each (cargo-fuzz; findings land in crates/*/fuzz/artifacts).
 fuzz SECONDS="60":
     command -v cargo-fuzz >/dev/null || cargo install --locked cargo-fuzz
+    mkdir -p crates/attestation/fuzz/corpus/rim_wrap && cp testdata/gpu/NV_GPU_*.xml crates/attestation/fuzz/corpus/rim_wrap/
     cd crates/attestation && for t in quote event_log gpu; do RUSTC_BOOTSTRAP=1 cargo fuzz run -s none $t -- -max_total_time={{SECONDS}}; done
+    cd crates/attestation && RUSTC_BOOTSTRAP=1 cargo fuzz run -s none rim_wrap -- -max_total_time={{SECONDS}} -max_len=65536
     cd crates/billing && for t in session_token signed_request; do RUSTC_BOOTSTRAP=1 cargo fuzz run -s none $t -- -max_total_time={{SECONDS}}; done
     cd crates/sealing && for t in unseal tamper; do RUSTC_BOOTSTRAP=1 cargo fuzz run -s none $t -- -max_total_time={{SECONDS}}; done

@@ -4,6 +4,8 @@
 #   .tools/venv/   the official OpenAI Python client, pinned (the demo and the `zg serve` compatibility test use it)
 #   .tools/bin/    with `--test` only: cargo-deny (and cargo-nextest if the machine lacks it) from crates.io, which
 #                  only `just test` needs (building cargo-deny takes minutes, so `just demo` does not wait for it)
+#   system         with `--test` only, when missing: Debian's `chromium` and `chromium-driver` (apt-get), which the
+#                  `zg web` browser tests drive headless; setup fails (never skips) when they cannot be installed
 # Nothing is downloaded from anywhere but the package registries.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -47,6 +49,24 @@ if $with_test_tools; then
   if ! command -v cargo-nextest >/dev/null 2>&1 && [ ! -x .tools/bin/cargo-nextest ]; then
     echo "setup: building cargo-nextest $NEXTEST_VERSION (once)" >&2
     CARGO_PROFILE_RELEASE_LTO=false cargo install --locked --quiet --root .tools cargo-nextest --version "$NEXTEST_VERSION" >&2
+  fi
+fi
+
+# Headless Chromium + chromedriver for the `zg web` browser tests (crates/web/tests), from Debian's packages.
+if $with_test_tools; then
+  CHROMIUM=${ZG_CHROMIUM:-/usr/bin/chromium}
+  CHROMEDRIVER=${ZG_CHROMEDRIVER:-/usr/bin/chromedriver}
+  if [ ! -x "$CHROMIUM" ] || [ ! -x "$CHROMEDRIVER" ]; then
+    echo "setup: installing Debian's chromium and chromium-driver (apt-get) for the browser tests" >&2
+    sudo_=""
+    [ "$(id -u)" = 0 ] || sudo_="sudo"
+    command -v apt-get >/dev/null 2>&1 \
+      || { echo "setup: apt-get is unavailable: install chromium and chromedriver, or set ZG_CHROMIUM / ZG_CHROMEDRIVER" >&2; exit 1; }
+    $sudo_ apt-get update -qq >&2 \
+      && DEBIAN_FRONTEND=noninteractive $sudo_ apt-get install -y -qq --no-install-recommends chromium chromium-driver >&2 \
+      || { echo "setup: could not install chromium and chromium-driver (apt-get failed); the browser tests need them" >&2; exit 1; }
+    [ -x "$CHROMIUM" ] && [ -x "$CHROMEDRIVER" ] \
+      || { echo "setup: chromium or chromedriver still missing at $CHROMIUM / $CHROMEDRIVER" >&2; exit 1; }
   fi
 fi
 

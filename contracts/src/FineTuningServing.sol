@@ -212,6 +212,15 @@ contract FineTuningServing is ServingBase, EIP712 {
     /// @dev Ids ever used per sub-account; survives eviction, abandonment and account deletion.
     mapping(address user => mapping(address provider => mapping(bytes32 idHash => bool))) private _usedIds;
 
+    /// @dev Per sub-account: acknowledged deliverables not settled yet, and until when their latest
+    ///      acknowledgement keeps matured refunds in the sub-account (see `_refundsFrozen`).
+    struct RefundFreeze {
+        uint64 until;
+        uint32 acknowledgedUnsettled;
+    }
+
+    mapping(address user => mapping(address provider => RefundFreeze)) private _freezes;
+
     /// @param lockTime_ Refund lock time in seconds (`MIN_LOCKTIME`..`MAX_LOCKTIME`).
     /// @param ledger_ The LedgerManager that funds sub-accounts.
     /// @param owner_ Administrator: acknowledges TEE signers, sets lock time and penalty.
@@ -316,10 +325,20 @@ contract FineTuningServing is ServingBase, EIP712 {
 
     /// @notice Customer: acknowledges that deliverable `id` from `provider` was downloaded and verified.
     ///         The provider's settlement will then charge the full fee and reveal the key.
+    /// @dev Who: the customer, for its own deliverables. Acknowledging also keeps the sub-account's
+    ///      matured refunds in it for `lockTime` (while an acknowledged deliverable is unsettled), so the
+    ///      provider's settlement, whose calldata reveals the key, cannot be made to revert by a refund
+    ///      processed just before it (the customer would get the key and pay nothing). Worst case for the
+    ///      customer: its refund waits at most `lockTime` after its last acknowledgement.
     function acknowledgeDeliverable(address provider, string calldata id) external {
         _existing(msg.sender, provider);
         Deliverable storage d = _deliverable(msg.sender, provider, id);
         if (d.settled) revert CannotAcknowledgeSettledDeliverable(id);
+        RefundFreeze storage f = _freezes[msg.sender][provider];
+        if (!d.acknowledged) ++f.acknowledgedUnsettled;
+        // Timestamps and lock times (<= 30 days) fit in 64 bits for billions of years.
+        // forge-lint: disable-next-line(unsafe-typecast)
+        f.until = uint64(block.timestamp + lockTime);
         d.acknowledged = true;
         emit DeliverableAcknowledged(msg.sender, provider, id, block.timestamp);
     }
@@ -351,6 +370,11 @@ contract FineTuningServing is ServingBase, EIP712 {
     /// @dev Who: any provider, for its own customers' deliverables. Worst case: it charges a customer up
     ///      to the sub-account balance with a fee its acknowledged TEE signed; a signer the customer or the
     ///      owner did not acknowledge can neither charge nor reveal anything.
+    ///      Reveal safety (for the provider): the key is public as soon as this transaction is broadcast,
+    ///      even if it reverts. Between the customer's acknowledgement and `lockTime` after it, only
+    ///      settlements can lower the balance (matured refunds stay, see `_refundsFrozen`); a provider that
+    ///      checks `balance >= fee` and broadcasts inside that window (with a margin for inclusion) is paid
+    ///      whenever the key becomes public.
     function settleFees(VerifierInput calldata verifierInput) external nonReentrant {
         address user = verifierInput.user;
         AccountState storage acc = _existing(user, msg.sender);
@@ -362,7 +386,10 @@ contract FineTuningServing is ServingBase, EIP712 {
 
         acc.nonce = verifierInput.nonce;
         d.settled = true;
-        if (acknowledged) d.encryptedSecret = verifierInput.encryptedSecret;
+        if (acknowledged) {
+            d.encryptedSecret = verifierInput.encryptedSecret;
+            --_freezes[user][msg.sender].acknowledgedUnsettled;
+        }
         if (fee != 0) _charge(acc, balance, acc.pendingRefund, fee);
         emit FeesSettled(user, msg.sender, verifierInput.id, fee, acknowledged, verifierInput.nonce);
         emit BalanceUpdated(user, msg.sender, acc.balance, acc.pendingRefund);
@@ -449,6 +476,19 @@ contract FineTuningServing is ServingBase, EIP712 {
             address p = _serviceProviders[i];
             services[i] = _serviceView(p, _services[p]);
         }
+    }
+
+    /// @notice The sub-account's refund freeze: `acknowledgedUnsettled` deliverables the customer acknowledged
+    ///         and the provider has not settled yet; while it is non-zero and `block.timestamp < until`,
+    ///         matured refunds stay in the sub-account. A provider reveals a key (settles an acknowledged
+    ///         deliverable) only well before `until`.
+    function getRefundFreeze(address user, address provider)
+        external
+        view
+        returns (uint256 until, uint256 acknowledgedUnsettled)
+    {
+        RefundFreeze storage f = _freezes[user][provider];
+        return (f.until, f.acknowledgedUnsettled);
     }
 
     /// @notice Deliverable `id` of the (user, provider) sub-account; reverts `DeliverableNotExists`.
@@ -551,7 +591,17 @@ contract FineTuningServing is ServingBase, EIP712 {
 
     // ------------------------------------------------------------------ internals
 
+    /// @dev Matured refunds stay while an acknowledged deliverable is unsettled, for at most `lockTime`
+    ///      after the customer's latest acknowledgement: the provider knows its deadline from the moment of
+    ///      the acknowledgement, whatever the customer does with its refunds.
+    function _refundsFrozen(address user, address provider) internal view override returns (bool) {
+        RefundFreeze storage f = _freezes[user][provider];
+        // forge-lint: disable-next-line(block-timestamp)
+        return f.acknowledgedUnsettled != 0 && block.timestamp < f.until;
+    }
+
     function _onAccountDeleted(address user, address provider) internal override {
+        delete _freezes[user][provider];
         bytes32[] storage order = _order[user][provider];
         uint256 n = order.length;
         for (uint256 i; i < n; ++i) {

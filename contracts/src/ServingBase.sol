@@ -97,6 +97,9 @@ abstract contract ServingBase is IServing, Ownable, ReentrancyGuard {
     /// @notice `expected` is no longer `provider`'s TEE signer (it is `current`): check the attestation of
     ///         the current signer before acknowledging it.
     error TEESignerChanged(address provider, address expected, address current);
+    /// @notice The owner already acknowledged `teeSigner` for `provider`: a TEE signer key serves one
+    ///         provider for good (see `teeSignerProvider`). The other provider must register its own key.
+    error TEESignerBoundToOtherProvider(address teeSigner, address provider);
 
     // ------------------------------------------------------------------ events
 
@@ -164,6 +167,8 @@ abstract contract ServingBase is IServing, Ownable, ReentrancyGuard {
     ///      1-based position.
     address[] internal _serviceProviders;
     mapping(address provider => uint256) private _servicePos;
+    /// @dev The provider each TEE signer was first owner-acknowledged for; never cleared.
+    mapping(address teeSigner => address provider) private _signerProvider;
 
     constructor(uint256 lockTime_, address ledger_, address owner_, uint256 minProviderStake_) Ownable(owner_) {
         if (ledger_ == address(0)) revert InvalidAddress(ledger_);
@@ -230,6 +235,12 @@ abstract contract ServingBase is IServing, Ownable, ReentrancyGuard {
         _ownerAcknowledge(provider, _requireCurrentSigner(provider, teeSigner));
     }
 
+    /// @notice The provider `teeSigner` serves: the one the owner first acknowledged it for (zero if never).
+    ///         The owner can acknowledge that signer for no other provider.
+    function teeSignerProvider(address teeSigner) external view returns (address) {
+        return _signerProvider[teeSigner];
+    }
+
     /// @notice Owner: withdraws the acknowledgement of `provider`'s TEE signer.
     function revokeTEESignerAcknowledgement(address provider) external onlyOwner {
         address signer = _teeSigner(provider);
@@ -237,7 +248,20 @@ abstract contract ServingBase is IServing, Ownable, ReentrancyGuard {
         emit ProviderTEESignerAcknowledged(provider, signer, false);
     }
 
+    /// @dev Binds `signer` to `provider` for good the first time the owner acknowledges it, and refuses to
+    ///      acknowledge it for any other provider afterwards (`TEESignerBoundToOtherProvider`).
+    ///      Why: fine-tuning's `VerifierMessage` (0G's format) does not name the provider, so a signature
+    ///      made for one provider's settlement would also verify for another provider that registered the
+    ///      same signer (e.g. by proxying the first one's attestation) and that the customer acknowledged:
+    ///      the customer would pay twice for one deliverable. One signer, one provider, closes that for
+    ///      both serving contracts; inference's `TEESettlement` names the provider anyway.
     function _ownerAcknowledge(address provider, address signer) private {
+        address bound = _signerProvider[signer];
+        if (bound == address(0)) {
+            _signerProvider[signer] = provider;
+        } else if (bound != provider) {
+            revert TEESignerBoundToOtherProvider(signer, bound);
+        }
         _setTEESignerAcknowledged(provider, true);
         emit ProviderTEESignerAcknowledged(provider, signer, true);
     }
@@ -295,6 +319,9 @@ abstract contract ServingBase is IServing, Ownable, ReentrancyGuard {
     }
 
     /// @inheritdoc IServing
+    /// @dev Who: the ledger, for the customer (`retrieveFund`). Worst case: a customer takes back funds a
+    ///      provider earned but had not settled yet, which is why refunds wait `lockTime`; and, in
+    ///      fine-tuning, why nothing is paid out while `_refundsFrozen` (see FineTuningServing).
     function processRefund(address user, address provider)
         external
         onlyLedger
@@ -302,6 +329,7 @@ abstract contract ServingBase is IServing, Ownable, ReentrancyGuard {
         returns (uint256 totalAmount, uint256 balance, uint256 pendingRefund)
     {
         AccountState storage acc = _existing(user, provider);
+        if (_refundsFrozen(user, provider)) return (0, acc.balance, acc.pendingRefund);
         StoredRefund[] storage refunds = acc.refunds;
         uint256 n = refunds.length;
         uint256 kept;
@@ -426,6 +454,11 @@ abstract contract ServingBase is IServing, Ownable, ReentrancyGuard {
 
     /// @dev Hook for contracts that keep more per-account data (deliverables).
     function _onAccountDeleted(address user, address provider) internal virtual {}
+
+    /// @dev Whether matured refunds of the sub-account must stay in it for now (default: never).
+    function _refundsFrozen(address, address) internal view virtual returns (bool) {
+        return false;
+    }
 
     /// @dev Deletes `provider`'s service and emits the contract's `ServiceRemoved`; reverts
     ///      `ServiceNotExist` if it has none.

@@ -15,9 +15,11 @@ contract Handler is Test {
     InferenceServing internal inference;
     FineTuningServing internal ft;
 
+    /// @dev Provider k's attested key is `TEE_KEY + k`: a TEE signer serves one provider (the owner cannot
+    ///      acknowledge one signer for two providers).
     uint256 internal constant TEE_KEY = 0x7EE;
-    /// @dev The key an operator swaps in (issue 9): it may sign anything; it must never charge a customer
-    ///      who did not acknowledge it.
+    /// @dev The key an operator swaps in (issue 9), `ROGUE_KEY + k` for provider k: it may sign anything;
+    ///      it must never charge a customer who did not acknowledge it.
     uint256 internal constant ROGUE_KEY = 0xBAD5;
     uint256 internal constant N_USERS = 3;
     uint256 internal constant N_PROVIDERS = 2;
@@ -28,6 +30,11 @@ contract Handler is Test {
     address[N_USERS] public users;
     uint256[N_USERS] internal userKeys;
     address[N_PROVIDERS] public providers;
+    mapping(address provider => uint256) internal providerIndex;
+    /// @dev Ghost of fine-tuning's refund freeze: acknowledged, unsettled deliverables per sub-account and
+    ///      the end of the freeze their latest acknowledgement started.
+    mapping(address user => mapping(address provider => uint256)) internal ackedUnsettled;
+    mapping(address user => mapping(address provider => uint256)) internal freezeUntil;
 
     // Ghost state.
     mapping(address => mapping(address => uint256)) public maxVoucherSigned;
@@ -72,6 +79,7 @@ contract Handler is Test {
         }
         for (uint256 k; k < N_PROVIDERS; ++k) {
             providers[k] = vm.addr(0xB000 + k);
+            providerIndex[providers[k]] = k;
         }
     }
 
@@ -81,14 +89,20 @@ contract Handler is Test {
         if (initialized) return;
         initialized = true;
         for (uint256 k; k < N_PROVIDERS; ++k) {
-            signerKey[0][providers[k]] = TEE_KEY;
-            signerKey[1][providers[k]] = TEE_KEY;
+            signerKey[0][providers[k]] = TEE_KEY + k;
+            signerKey[1][providers[k]] = TEE_KEY + k;
             this.toggleInferenceService(k);
             this.toggleFtService(k);
             _ownerAck(providers[k], 0, true);
             _ownerAck(providers[k], 1, true);
         }
         calls = 0;
+    }
+
+    /// @dev The key `prov` does not use now: its attested key or its rogue one.
+    function _otherKey(address prov, uint256 current) internal view returns (uint256) {
+        uint256 k = providerIndex[prov];
+        return current == TEE_KEY + k ? ROGUE_KEY + k : TEE_KEY + k;
     }
 
     function fail(string memory what) internal {
@@ -142,6 +156,10 @@ contract Handler is Test {
             if (!refundRequestedAt[user][prov][refunds[i].createdAt]) fail("refund with a timestamp never requested");
             if (refunds[i].createdAt + lock <= block.timestamp) matured += refunds[i].amount;
         }
+        // An acknowledged, unsettled deliverable keeps matured refunds in for lockTime after the ack.
+        if (!isInference && ackedUnsettled[user][prov] != 0 && block.timestamp < freezeUntil[user][prov]) {
+            matured = 0;
+        }
         uint256 before = ledger.getLedgerProviders(user, name).length == 0 ? 0 : _available(user);
         address[] memory ps = new address[](1);
         ps[0] = prov;
@@ -172,6 +190,7 @@ contract Handler is Test {
             for (uint256 j; j < N_PROVIDERS; ++j) {
                 userAckedSigner[0][user][providers[j]] = address(0);
                 userAckedSigner[1][user][providers[j]] = address(0);
+                ackedUnsettled[user][providers[j]] = 0;
             }
         } catch {}
     }
@@ -222,7 +241,7 @@ contract Handler is Test {
         ++calls;
         address prov = providers[p % N_PROVIDERS];
         c %= 2;
-        uint256 next = signerKey[c][prov] == TEE_KEY ? ROGUE_KEY : TEE_KEY;
+        uint256 next = _otherKey(prov, signerKey[c][prov]);
         if (c == 0) {
             if (!inferenceService[prov]) return;
             vm.prank(prov);
@@ -356,7 +375,7 @@ contract Handler is Test {
         // Mostly the provider's current key; sometimes the other one (the attested key after a swap, or
         // the operator's own key).
         uint256 current = signerKey[0][d.provider];
-        uint256 key = nonceSeed % 3 == 0 ? (current == TEE_KEY ? ROGUE_KEY : TEE_KEY) : current;
+        uint256 key = nonceSeed % 3 == 0 ? _otherKey(d.provider, current) : current;
         d.signature = _sig(key, inference.teeSettlementDigest(d.requestsHash, d.nonce, d.provider, d.user, d.totalFee));
         _countSigned(0, d.user, d.provider, key, d.totalFee);
         _runTee(ds, last, _trusted(0, d.user, d.provider, key));
@@ -399,8 +418,17 @@ contract Handler is Test {
         ++calls;
         if (ftIds.length == 0) return;
         string memory id = ftIds[i % ftIds.length];
-        vm.prank(ftIdUser[keccak256(bytes(id))]);
-        try ft.acknowledgeDeliverable(ftIdProvider[keccak256(bytes(id))], id) {} catch {}
+        address user = ftIdUser[keccak256(bytes(id))];
+        address prov = ftIdProvider[keccak256(bytes(id))];
+        bool wasAcked;
+        try ft.getDeliverable(user, prov, id) returns (Deliverable memory d) {
+            wasAcked = d.acknowledged;
+        } catch {}
+        vm.prank(user);
+        try ft.acknowledgeDeliverable(prov, id) {
+            if (!wasAcked) ++ackedUnsettled[user][prov];
+            freezeUntil[user][prov] = block.timestamp + ft.lockTime();
+        } catch {}
     }
 
     function abandonDeliverable(uint256 i) external {
@@ -436,7 +464,7 @@ contract Handler is Test {
         v.user = user;
         // Mostly the provider's current key; sometimes the other one.
         uint256 current = signerKey[1][prov];
-        uint256 key = nonceSeed % 3 == 0 ? (current == TEE_KEY ? ROGUE_KEY : TEE_KEY) : current;
+        uint256 key = nonceSeed % 3 == 0 ? _otherKey(prov, current) : current;
         v.signature = _sig(key, _verifierDigest(v));
         _countSigned(1, user, prov, key, acked ? v.taskFee : v.taskFee * ft.penaltyPercentage() / 100);
         _runFt(v, prov, acked, wasSettled, lastNonce, _trusted(1, user, prov, key));
@@ -455,6 +483,7 @@ contract Handler is Test {
             uint256 paid = prov.balance - before;
             teePaidGhost[v.user][prov] += paid;
             ++ftSettlements;
+            if (acked) --ackedUnsettled[v.user][prov];
             if (!trusted) fail("FT paid via an unacknowledged signer");
             if (wasSettled) fail("deliverable settled twice");
             if (v.nonce <= lastNonce) fail("FT nonce accepted twice");

@@ -15,8 +15,7 @@
 
 #[path = "../tests/it/common.rs"]
 mod common;
-#[path = "../tests/it/fake_upstream.rs"]
-mod fake_upstream;
+use zg_test_utils::fake_upstream;
 
 use std::time::{Duration, Instant};
 

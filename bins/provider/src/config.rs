@@ -8,6 +8,7 @@ use std::time::Duration;
 use alloy_primitives::{Address, U256};
 use serde::Deserialize;
 
+use crate::core::Limits;
 use crate::error::{Error, Result};
 use crate::tee::{BackendChoice, GpuChoice};
 
@@ -59,8 +60,11 @@ rpc_url = "http://127.0.0.1:8545"
 # ledger = "0x9fE46736679d2D9a65F0992F2272dE9f3c7fa6e0"
 # inference = "0x0165878A594ca255338adfa4d48449f69242Eb8F"
 # fine_tuning = "0xA51c1fc2f0D1a1b8494Ed1FE312d7C3a78Ed91C0"
-# The provider's wallet key: prefer the env var ZG_PROVIDER_KEY (or --provider-key-file) over writing it here.
+# The provider's wallet key, never on the command line: the env var ZG_PROVIDER_KEY, a file holding the hex key
+# (--provider-key-file, ZG_PROVIDER_KEY_FILE), or an encrypted keystore (--provider-keystore, password in
+# ZG_PROVIDER_KEYSTORE_PASSWORD or --provider-keystore-password-file).
 # key_file = "/run/secrets/provider-key"
+# keystore = "/run/secrets/provider-keystore.json"
 # How long a customer's on-chain account (balance, token revocations) is trusted before it is re-read.
 account_ttl_ms = 2000
 
@@ -79,6 +83,27 @@ gpu = "auto"
 interval_secs = 60
 # Settle a customer once its unsettled fees reach this many neuron.
 threshold = "1000000000000000"
+
+[limits]
+# What a peer can make the provider hold. Connections open at once (more wait in the listen backlog).
+max_connections = 4096
+# Seconds to send request headers; to send a body once the credentials were accepted; that a response write may
+# make no progress (a client that stopped reading) before the connection is dropped.
+header_timeout_secs = 30
+body_timeout_secs = 30
+write_timeout_secs = 30
+# Seconds the provider keeps reading a stream whose client left, to bill the usage the upstream reports.
+drain_timeout_secs = 60
+# How long an address without a sub-account is remembered (one chain read per address per this many ms).
+unknown_account_ttl_ms = 2000
+# Chain reads of customers' accounts in flight at once.
+max_account_lookups = 32
+# Fresh attestation quotes (/v1/attestation, GetAttestation) per client IP: a burst, then this many per minute.
+quote_burst = 4
+quotes_per_minute = 12
+# Never-expiring 0G session tokens (API keys, expiresAt = 0) older than this are refused: 0G tokens carry no
+# chain id, so an old one is the most likely to be replayed from another deployment.
+max_unexpiring_token_age_days = 90
 "#;
 
 #[derive(Debug, Default, Deserialize)]
@@ -91,6 +116,63 @@ struct FileConfig {
     chain: ChainFile,
     tee: TeeFile,
     settlement: SettlementFile,
+    limits: LimitsFile,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+struct LimitsFile {
+    max_connections: Option<usize>,
+    header_timeout_secs: Option<u64>,
+    body_timeout_secs: Option<u64>,
+    write_timeout_secs: Option<u64>,
+    drain_timeout_secs: Option<u64>,
+    unknown_account_ttl_ms: Option<u64>,
+    max_account_lookups: Option<usize>,
+    quote_burst: Option<u32>,
+    quotes_per_minute: Option<u32>,
+    max_unexpiring_token_age_days: Option<u64>,
+}
+
+impl LimitsFile {
+    fn resolve(self) -> Result<Limits> {
+        let d = Limits::default();
+        let secs = |v: Option<u64>, d: Duration| v.map(Duration::from_secs).unwrap_or(d);
+        let limits = Limits {
+            max_connections: self.max_connections.unwrap_or(d.max_connections),
+            header_timeout: secs(self.header_timeout_secs, d.header_timeout),
+            body_timeout: secs(self.body_timeout_secs, d.body_timeout),
+            write_timeout: secs(self.write_timeout_secs, d.write_timeout),
+            drain_timeout: secs(self.drain_timeout_secs, d.drain_timeout),
+            unknown_account_ttl: self
+                .unknown_account_ttl_ms
+                .map(Duration::from_millis)
+                .unwrap_or(d.unknown_account_ttl),
+            max_account_lookups: self.max_account_lookups.unwrap_or(d.max_account_lookups),
+            quote_burst: self.quote_burst.unwrap_or(d.quote_burst),
+            quotes_per_minute: self.quotes_per_minute.unwrap_or(d.quotes_per_minute),
+            max_unexpiring_token_age_ms: self
+                .max_unexpiring_token_age_days
+                .map(|days| days.saturating_mul(86_400_000))
+                .unwrap_or(d.max_unexpiring_token_age_ms),
+        };
+        for (field, zero) in [
+            ("limits.max_connections", limits.max_connections == 0),
+            ("limits.header_timeout_secs", limits.header_timeout.is_zero()),
+            ("limits.body_timeout_secs", limits.body_timeout.is_zero()),
+            ("limits.write_timeout_secs", limits.write_timeout.is_zero()),
+            ("limits.max_account_lookups", limits.max_account_lookups == 0),
+        ] {
+            if zero {
+                return Err(Error::Config {
+                    field,
+                    value: "0".into(),
+                    fix: "use at least 1 (0 would refuse or drop every connection)".into(),
+                });
+            }
+        }
+        Ok(limits)
+    }
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -132,6 +214,7 @@ struct ChainFile {
     inference: Option<Address>,
     fine_tuning: Option<Address>,
     key_file: Option<PathBuf>,
+    keystore: Option<PathBuf>,
     account_ttl_ms: Option<u64>,
 }
 
@@ -196,12 +279,21 @@ pub struct RunArgs {
     /// Chain JSON-RPC URL.
     #[arg(long, env = "ZG_PROVIDER_RPC_URL")]
     pub rpc_url: Option<String>,
-    /// The provider wallet's private key (hex). Prefer the env var over the flag.
-    #[arg(long, env = "ZG_PROVIDER_KEY", hide_env_values = true)]
+    /// The provider wallet's private key (hex), for callers that build these settings in code. Not a flag: a
+    /// key on the command line is readable by every local user (`ps`, `/proc/*/cmdline`); the binary reads it
+    /// from the env var `ZG_PROVIDER_KEY`, a key file or a keystore.
+    #[arg(skip)]
     pub provider_key: Option<String>,
     /// File holding the provider wallet's private key (hex).
     #[arg(long, env = "ZG_PROVIDER_KEY_FILE")]
     pub provider_key_file: Option<PathBuf>,
+    /// Encrypted keystore (JSON, as `zg key new` writes) holding the provider wallet's key; its password comes
+    /// from `ZG_PROVIDER_KEYSTORE_PASSWORD` or `--provider-keystore-password-file`.
+    #[arg(long, env = "ZG_PROVIDER_KEYSTORE")]
+    pub provider_keystore: Option<PathBuf>,
+    /// File holding the keystore's password.
+    #[arg(long, env = "ZG_PROVIDER_KEYSTORE_PASSWORD_FILE")]
+    pub provider_keystore_password_file: Option<PathBuf>,
     /// InferenceServing address (default: the devnet address).
     #[arg(long, env = "ZG_PROVIDER_INFERENCE_CA")]
     pub inference_ca: Option<Address>,
@@ -225,8 +317,8 @@ pub struct RunArgs {
     pub account_ttl_ms: Option<u64>,
 }
 
-/// Fully resolved settings.
-#[derive(Debug, Clone)]
+/// Fully resolved settings. `Debug` prints `<redacted>` for the provider key and the upstream key.
+#[derive(Clone)]
 pub struct Settings {
     /// Data directory.
     pub data_dir: PathBuf,
@@ -282,6 +374,94 @@ pub struct Settings {
     pub settle_interval: Duration,
     /// Settlement threshold.
     pub settle_threshold: U256,
+    /// Connection, time and rate limits.
+    pub limits: Limits,
+}
+
+impl std::fmt::Debug for Settings {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let redacted = |v: &Option<String>| v.as_ref().map(|_| "<redacted>");
+        f.debug_struct("Settings")
+            .field("data_dir", &self.data_dir)
+            .field("http_addr", &self.http_addr)
+            .field("grpc_addr", &self.grpc_addr)
+            .field("public_url", &self.public_url)
+            .field("upstream", &self.upstream)
+            .field("model", &self.model)
+            .field("upstream_api_key", &redacted(&self.upstream_api_key))
+            .field("upstream_timeout", &self.upstream_timeout)
+            .field("corpus_dir", &self.corpus_dir)
+            .field("max_concurrency", &self.max_concurrency)
+            .field("retry_after_secs", &self.retry_after_secs)
+            .field("service_type", &self.service_type)
+            .field("input_price", &self.input_price)
+            .field("output_price", &self.output_price)
+            .field("stake", &self.stake)
+            .field("additional_info", &self.additional_info)
+            .field("default_max_tokens", &self.default_max_tokens)
+            .field("rpc_url", &self.rpc_url)
+            .field("contracts", &self.contracts)
+            .field("provider_key", &redacted(&self.provider_key))
+            .field("account_ttl", &self.account_ttl)
+            .field("tee", &self.tee)
+            .field("dstack_socket", &self.dstack_socket)
+            .field("app_compose", &self.app_compose)
+            .field("settle_interval", &self.settle_interval)
+            .field("settle_threshold", &self.settle_threshold)
+            .field("limits", &self.limits)
+            .finish()
+    }
+}
+
+/// The provider key from (in order) the settings built in code, the env var `ZG_PROVIDER_KEY`, a key file, or an
+/// encrypted keystore.
+fn provider_key(args: &RunArgs, file: &ChainFile) -> Result<Option<String>> {
+    if let Some(k) = &args.provider_key {
+        return Ok(Some(k.clone()));
+    }
+    if let Some(k) = std::env::var("ZG_PROVIDER_KEY")
+        .ok()
+        .filter(|k| !k.trim().is_empty())
+    {
+        return Ok(Some(k));
+    }
+    let read = |op: &'static str, path: &Path| {
+        std::fs::read_to_string(path)
+            .map(|s| s.trim().to_owned())
+            .map_err(|source| Error::Io {
+                op,
+                path: path.to_owned(),
+                source,
+            })
+    };
+    if let Some(path) = args.provider_key_file.as_ref().or(file.key_file.as_ref()) {
+        return read("read provider key", path).map(Some);
+    }
+    let Some(keystore) = args.provider_keystore.as_ref().or(file.keystore.as_ref()) else {
+        return Ok(None);
+    };
+    let password = match (
+        std::env::var("ZG_PROVIDER_KEYSTORE_PASSWORD").ok(),
+        &args.provider_keystore_password_file,
+    ) {
+        (Some(p), _) => p,
+        (None, Some(path)) => read("read keystore password", path)?,
+        (None, None) => {
+            return Err(Error::Config {
+                field: "chain.keystore",
+                value: keystore.display().to_string(),
+                fix:
+                    "give its password in ZG_PROVIDER_KEYSTORE_PASSWORD or --provider-keystore-password-file"
+                        .into(),
+            });
+        }
+    };
+    let signer = zg_chain::load_keystore(keystore, &password).map_err(|e| Error::Config {
+        field: "chain.keystore",
+        value: keystore.display().to_string(),
+        fix: format!("cannot decrypt the provider keystore: {e}"),
+    })?;
+    Ok(Some(format!("0x{}", hex::encode(signer.to_bytes()))))
 }
 
 fn price(field: &'static str, v: &str) -> Result<U256> {
@@ -299,6 +479,7 @@ impl Settings {
             Some(p) => load(p)?,
             None => FileConfig::default(),
         };
+        let key = provider_key(&args, &file.chain)?;
         let upstream = args
             .upstream
             .or(file.upstream.url)
@@ -314,20 +495,6 @@ impl Settings {
                         .into(),
                 });
             }
-        };
-        let key = match (args.provider_key, args.provider_key_file.or(file.chain.key_file)) {
-            (Some(k), _) => Some(k),
-            (None, Some(path)) => Some(
-                std::fs::read_to_string(&path)
-                    .map_err(|source| Error::Io {
-                        op: "read provider key",
-                        path,
-                        source,
-                    })?
-                    .trim()
-                    .to_owned(),
-            ),
-            (None, None) => None,
         };
         let d = zg_chain::ContractAddresses::DEVNET;
         let additional_info = file.service.additional_info.unwrap_or_else(|| {
@@ -433,6 +600,7 @@ impl Settings {
                     .threshold
                     .unwrap_or_else(|| "1000000000000000".into()),
             )?,
+            limits: file.limits.resolve()?,
         })
     }
 }
@@ -501,5 +669,18 @@ mod tests {
         })
         .unwrap_err();
         assert!(e.to_string().contains("http_adr"), "{e}");
+    }
+
+    #[test]
+    fn debug_never_prints_the_secrets() {
+        let mut s = Settings::resolve(RunArgs::default()).unwrap();
+        s.provider_key = Some("0xfeedfacefeedface".into());
+        s.upstream_api_key = Some("sk-upstream-secret".into());
+        let d = format!("{s:?}");
+        assert!(
+            !d.contains("feedface") && !d.contains("sk-upstream-secret"),
+            "{d}"
+        );
+        assert!(d.contains("<redacted>"), "{d}");
     }
 }

@@ -1,7 +1,21 @@
 //! The one core that HTTP and gRPC share: the one place a request is authenticated
-//! ([`Provider::admit`]), the one place a fee is charged and the keys sign ([`Provider::finish`]).
+//! ([`Provider::authorize`] then admission in [`Provider::serve`]), the one place a fee is charged and the keys
+//! sign ([`Provider::finish`]).
+//!
+//! Who can call what, and the worst they can do:
+//! - **Anyone** can send credentials. [`Provider::authorize`] checks signatures and the stateless token rules
+//!   first (CPU only, no chain call, no body read); a forged or garbage credential costs one signature check.
+//!   Only a valid signature leads to a chain read of the account, which is cached (unknown accounts too, for
+//!   [`Limits::unknown_account_ttl`]) and limited to [`Limits::max_account_lookups`] in flight.
+//! - **An authenticated customer** gets a concurrency slot, then its body is read (bounded in size and time),
+//!   parsed top level only, and admitted against its balance: a native request whose signed fee cap is below
+//!   the request's worst case is refused, so no request can be served for free.
+//! - **A customer who stops reading or leaves** is billed for what the upstream generated (the stream is read
+//!   to its usage report, for at most [`Limits::drain_timeout`]); a connection whose writes stall longer than
+//!   [`Limits::write_timeout`] is dropped, freeing its slot.
 
 use std::collections::HashMap;
+use std::net::IpAddr;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -9,17 +23,16 @@ use alloy_primitives::{Address, B256, U256};
 use axum::body::Bytes;
 use futures::StreamExt as _;
 use futures::future::BoxFuture;
-use serde::Deserialize as _;
 use sha2::{Digest as _, Sha256};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc};
 use zg_billing::{
-    Admission, BoxError, ChainAccount, Completion, Ledger, Meter, Prices, Receipt, SessionToken,
-    SessionVerifier, SignedRequest, StreamUsage, Usage, force_include_usage, usage_from_json,
+    Admission, BoxError, ChainAccount, Completion, Endpoint, Ledger, Meter, Prices, Receipt, ReceiptRecord,
+    SessionToken, SessionVerifier, SignedRequest, StreamUsage, Usage, VerifiedRequest, billed_fee,
+    upstream_body, usage_from_json,
 };
 
 use crate::error::{Error, Result};
 use crate::metrics::Metrics;
-use crate::store::{ReceiptStore, StoredReceipt};
 use crate::tee::Tee;
 use crate::upstream::{Route, UpBody, Upstream};
 
@@ -50,6 +63,12 @@ impl AccountSource for StaticAccounts {
     }
 }
 
+impl AccountSource for zg_chain::SettlementAdapter {
+    fn account(&self, user: Address) -> BoxFuture<'_, std::result::Result<Option<ChainAccount>, BoxError>> {
+        Box::pin(async move { self.get_account(user).await.map_err(|e| Box::new(e) as BoxError) })
+    }
+}
+
 /// The customer's credentials as they arrived (HTTP headers or gRPC fields).
 #[derive(Debug, Clone, Default)]
 pub struct Credentials {
@@ -57,6 +76,48 @@ pub struct Credentials {
     pub authorization: Option<String>,
     /// `ZG-Request` (native signed request + voucher).
     pub zg_request: Option<String>,
+}
+
+/// Bounds on what a peer can make the provider hold or do before, and while, it is served.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Limits {
+    /// HTTP connections open at once; more wait in the listen backlog.
+    pub max_connections: usize,
+    /// Time a peer has to send a request's headers.
+    pub header_timeout: Duration,
+    /// Time a peer has to send a request body once its credentials were accepted.
+    pub body_timeout: Duration,
+    /// Longest a response write may stall (a peer that stops reading) before the connection is dropped.
+    pub write_timeout: Duration,
+    /// Longest the provider keeps reading an upstream stream after its client left, to bill its usage.
+    pub drain_timeout: Duration,
+    /// How long an account without a sub-account is remembered before the chain is asked again.
+    pub unknown_account_ttl: Duration,
+    /// Chain reads of customers' accounts in flight at once.
+    pub max_account_lookups: usize,
+    /// Fresh attestation quotes a peer may ask for at once (token bucket size).
+    pub quote_burst: u32,
+    /// Fresh attestation quotes a peer earns per minute.
+    pub quotes_per_minute: u32,
+    /// Oldest never-expiring 0G session token accepted, in milliseconds.
+    pub max_unexpiring_token_age_ms: u64,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self {
+            max_connections: 4096,
+            header_timeout: Duration::from_secs(30),
+            body_timeout: Duration::from_secs(30),
+            write_timeout: Duration::from_secs(30),
+            drain_timeout: Duration::from_secs(60),
+            unknown_account_ttl: Duration::from_secs(2),
+            max_account_lookups: 32,
+            quote_burst: 4,
+            quotes_per_minute: 12,
+            max_unexpiring_token_age_ms: zg_billing::DEFAULT_MAX_UNEXPIRING_AGE_MS,
+        }
+    }
 }
 
 /// Provider settings the core needs.
@@ -74,10 +135,12 @@ pub struct CoreConfig {
     pub upstream_timeout: Duration,
     /// How long a customer's on-chain account is trusted before it is read again.
     pub account_ttl: Duration,
-    /// Completion tokens reserved for a 0G session request that sets no `max_tokens`.
+    /// Completion tokens a request that sets no `max_tokens` is bounded by (and forwarded with).
     pub default_max_tokens: u64,
     /// Allowed client clock skew for session tokens.
     pub max_skew_ms: u64,
+    /// Connection, time and rate limits.
+    pub limits: Limits,
 }
 
 pub use zg_billing::{ReceiptJson, UsageJson};
@@ -122,6 +185,58 @@ pub struct Exchange {
     pub body: ExchangeBody,
 }
 
+/// One stored exchange as the 0G signature endpoint serves it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredReceipt {
+    /// 0G text: `hex(sha256(request)):hex(sha256(response))`.
+    pub text: String,
+    /// EIP-191 signature of `text` by the TEE settlement key, `0x`-hex (made on read, RFC 6979).
+    pub signature: String,
+    /// The native receipt as JSON (see README "Receipt JSON").
+    pub native: String,
+}
+
+/// A customer whose credentials verified (and whose account is known); admit it with [`Provider::serve`].
+#[derive(Debug, Clone)]
+pub enum Authorized {
+    /// A 0G session token.
+    Session(Arc<SessionToken>),
+    /// A native signed request (signatures checked, voucher in low-s form).
+    Native(Box<VerifiedRequest>),
+}
+
+/// A concurrency slot; dropping it frees the slot.
+#[derive(Debug)]
+pub struct Slot {
+    _permit: OwnedSemaphorePermit,
+    metrics: Arc<Metrics>,
+}
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        self.metrics.inflight(-1);
+    }
+}
+
+/// What the provider knows about customers' on-chain accounts beyond the ledger: when each was read, and
+/// which addresses have no account (so a stranger costs one chain read per TTL, not one per request).
+#[derive(Debug, Default)]
+struct AccountCache {
+    read_at: HashMap<Address, (Instant, bool)>,
+}
+
+/// Most addresses the account cache holds; it is cleared when full (then refills).
+const ACCOUNT_CACHE_CAPACITY: usize = 100_000;
+
+/// Per-peer token buckets for fresh attestation quotes.
+#[derive(Debug, Default)]
+struct QuoteBuckets {
+    peers: HashMap<IpAddr, (f64, Instant)>,
+}
+
+/// Most peers the quote limiter tracks; it is cleared when full.
+const QUOTE_PEERS_CAPACITY: usize = 100_000;
+
 struct Inner {
     provider: Address,
     config: CoreConfig,
@@ -130,11 +245,13 @@ struct Inner {
     meter: Meter,
     tee: Arc<Tee>,
     upstream: Upstream,
-    receipts: ReceiptStore,
     accounts: Arc<dyn AccountSource>,
-    refreshed: Mutex<HashMap<Address, Instant>>,
+    account_cache: Mutex<AccountCache>,
+    lookups: Semaphore,
     /// When an admission refused for balance last re-read the customer's account (one re-read per TTL).
     reread: Mutex<HashMap<Address, Instant>>,
+    quotes: Mutex<QuoteBuckets>,
+    quote_slots: Arc<Semaphore>,
     limiter: Arc<Semaphore>,
     metrics: Arc<Metrics>,
 }
@@ -160,22 +277,8 @@ pub fn now_ms() -> u64 {
         .unwrap_or(0)
 }
 
-/// The completion bound of an OpenAI request: `None` = field absent, `Some(None)` = present but not
-/// a `u64` (then `max_completion_tokens` still wins over `max_tokens`, as it always did).
-#[derive(serde::Deserialize)]
-struct MaxTokens {
-    #[serde(default, deserialize_with = "present_u64")]
-    max_completion_tokens: Option<Option<u64>>,
-    #[serde(default, deserialize_with = "present_u64")]
-    max_tokens: Option<Option<u64>>,
-}
-
-fn present_u64<'de, D: serde::Deserializer<'de>>(d: D) -> std::result::Result<Option<Option<u64>>, D::Error> {
-    Ok(Some(serde_json::Value::deserialize(d)?.as_u64()))
-}
-
 /// A `ZG-Res-Key`: 32 hex = 6 bytes of big-endian Unix milliseconds, then 80 random bits. Keys
-/// that grow with time land at the right edge of the receipt store's B-tree, so a group commit
+/// that grow with time land at the right edge of the receipts table's B-tree, so a group commit
 /// rewrites one or two pages instead of one page per receipt (fully random keys made the receipt
 /// writer the provider's largest disk and CPU cost); 80 random bits per millisecond keep keys
 /// unguessable.
@@ -192,7 +295,7 @@ fn random_key() -> String {
 struct Guard {
     p: Provider,
     admission: Option<Admission>,
-    _permit: OwnedSemaphorePermit,
+    _slot: Slot,
 }
 
 impl Guard {
@@ -203,7 +306,6 @@ impl Guard {
 
 impl Drop for Guard {
     fn drop(&mut self) {
-        self.p.0.metrics.inflight(-1);
         if let Some(a) = self.admission.take() {
             let ledger = self.p.0.ledger.clone();
             // Dropped inside a runtime (a handler or a stream task); releasing is async.
@@ -218,22 +320,35 @@ impl Drop for Guard {
     }
 }
 
+fn endpoint(route: Route) -> Result<Endpoint> {
+    match route {
+        Route::Chat => Ok(Endpoint::Chat),
+        Route::Completions => Ok(Endpoint::Completions),
+        Route::Embeddings => Ok(Endpoint::Embeddings),
+        Route::Models => Err(Error::BadRequest("models is not a billed route".into())),
+    }
+}
+
+fn sha(bytes: &[u8]) -> B256 {
+    B256::from(<[u8; 32]>::from(Sha256::digest(bytes)))
+}
+
 impl Provider {
     /// Assembles the core.
-    #[allow(clippy::too_many_arguments, reason = "constructed once, in run() and tests")]
     pub fn new(
         provider: Address,
         config: CoreConfig,
         ledger: Ledger,
         tee: Arc<Tee>,
         upstream: Upstream,
-        receipts: ReceiptStore,
         accounts: Arc<dyn AccountSource>,
         metrics: Arc<Metrics>,
     ) -> Self {
-        let verifier = SessionVerifier::new(provider, config.max_skew_ms);
+        let verifier = SessionVerifier::new(provider, config.max_skew_ms)
+            .with_max_unexpiring_age(config.limits.max_unexpiring_token_age_ms);
         let meter = Meter::new(config.prices);
         let limiter = Arc::new(Semaphore::new(config.max_concurrency));
+        let lookups = Semaphore::new(config.limits.max_account_lookups.max(1));
         Provider(Arc::new(Inner {
             provider,
             config,
@@ -242,10 +357,13 @@ impl Provider {
             meter,
             tee,
             upstream,
-            receipts,
             accounts,
-            refreshed: Mutex::new(HashMap::new()),
+            account_cache: Mutex::new(AccountCache::default()),
+            lookups,
             reread: Mutex::new(HashMap::new()),
+            quotes: Mutex::new(QuoteBuckets::default()),
+            // Quote generation is slow (TDX: tens of ms, a socket round trip on dstack): two at a time.
+            quote_slots: Arc::new(Semaphore::new(2)),
             limiter,
             metrics,
         }))
@@ -276,37 +394,64 @@ impl Provider {
         &self.0.metrics
     }
 
-    /// The receipt store.
-    pub fn receipts(&self) -> &ReceiptStore {
-        &self.0.receipts
-    }
-
     /// The upstream.
     pub fn upstream(&self) -> &Upstream {
         &self.0.upstream
     }
 
-    /// Reads the customer's on-chain account if the cached one is older than the TTL.
-    async fn refresh_account(&self, user: Address) -> Result<()> {
-        let fresh = self
+    /// Makes sure the ledger has a fresh copy of the customer's on-chain account: the cached one while younger
+    /// than the TTL, else one chain read (at most [`Limits::max_account_lookups`] at once). For billed requests
+    /// (`negative`) an address without an account is remembered for [`Limits::unknown_account_ttl`]; the 0G
+    /// `unsettledfee` call, which the SDK makes before it funds a new sub-account, always asks the chain, so the
+    /// request that follows the funding is not refused from the cache. Nothing is stored in the ledger for an
+    /// unknown address.
+    async fn refresh_account(&self, user: Address, negative: bool) -> Result<()> {
+        let limits = &self.0.config.limits;
+        let cached = self
             .0
-            .refreshed
+            .account_cache
             .lock()
             .ok()
-            .and_then(|m| m.get(&user).map(|t| t.elapsed() < self.0.config.account_ttl))
-            .unwrap_or(false);
-        if fresh && self.0.ledger.chain_account(user).is_some() {
-            return Ok(());
+            .and_then(|c| c.read_at.get(&user).copied());
+        match cached {
+            Some((at, true))
+                if at.elapsed() < self.0.config.account_ttl
+                    && self.0.ledger.chain_account(user).is_some() =>
+            {
+                return Ok(());
+            }
+            Some((at, false)) if negative && at.elapsed() < limits.unknown_account_ttl => {
+                return Err(zg_billing::Error::UnknownAccount { user }.into());
+            }
+            _ => {}
         }
-        match self.0.accounts.account(user).await {
+        let remember = |known: bool| {
+            if let Ok(mut c) = self.0.account_cache.lock() {
+                if c.read_at.len() >= ACCOUNT_CACHE_CAPACITY {
+                    c.read_at.clear();
+                }
+                c.read_at.insert(user, (Instant::now(), known));
+            }
+        };
+        let read = {
+            let _permit = self.0.lookups.acquire().await.map_err(|_| Error::Chain {
+                op: "getAccount",
+                source: "account lookups closed".into(),
+            })?;
+            self.0.accounts.account(user).await
+        };
+        match read {
             Ok(Some(a)) => {
                 self.0.ledger.set_chain_account(user, a)?;
-                if let Ok(mut m) = self.0.refreshed.lock() {
-                    m.insert(user, Instant::now());
-                }
+                remember(true);
                 Ok(())
             }
-            Ok(None) => Err(zg_billing::Error::UnknownAccount { user }.into()),
+            Ok(None) => {
+                if negative {
+                    remember(false);
+                }
+                Err(zg_billing::Error::UnknownAccount { user }.into())
+            }
             Err(e) if self.0.ledger.chain_account(user).is_some() => {
                 tracing::warn!(%user, error = %e, "chain unavailable; using the cached account");
                 Ok(())
@@ -318,21 +463,35 @@ impl Provider {
         }
     }
 
-    /// Authenticates a 0G session token (signature, provider, time, generation, revocation).
+    /// Authenticates a 0G session token: signature, provider, time and age first (no chain call), then
+    /// generation and revocation against the account read from the chain.
     pub async fn authenticate(&self, authorization: &str) -> Result<Arc<SessionToken>> {
-        let token = self.0.verifier.authenticate(authorization)?;
-        self.refresh_account(token.user()).await?;
+        self.authenticate_with(authorization, true).await
+    }
+
+    async fn authenticate_with(&self, authorization: &str, negative: bool) -> Result<Arc<SessionToken>> {
+        let (token, cached) = self.0.verifier.lookup_or_parse(authorization)?;
+        self.0.verifier.check_stateless(&token, now_ms())?;
+        self.refresh_account(token.user(), negative).await?;
         let ledger = &self.0.ledger;
         Ok(self
             .0
             .verifier
-            .verify(authorization, now_ms(), |u| ledger.token_state(u))?)
+            .accept(authorization, token, cached, now_ms(), |u| ledger.token_state(u))?)
+    }
+
+    /// Checks a native envelope's signatures (no chain call), then reads the customer's account.
+    async fn authenticate_native(&self, envelope: &str) -> Result<VerifiedRequest> {
+        let signed = SignedRequest::from_header(envelope)?;
+        let verified = self.0.ledger.verify_native(&signed)?;
+        self.refresh_account(signed.request.user, true).await?;
+        Ok(verified)
     }
 
     /// `unsettledfee`: fees `user` owes that are not settled yet, for an authenticated caller.
     pub async fn unsettled_fee(&self, creds: &Credentials, user: &str) -> Result<U256> {
         let auth = creds.authorization.as_deref().ok_or(Error::NoCredentials)?;
-        let token = self.authenticate(auth).await?;
+        let token = self.authenticate_with(auth, false).await?;
         let asked: Address = user
             .parse()
             .map_err(|_| Error::BadRequest(format!("{user:?} is not an address")))?;
@@ -345,52 +504,33 @@ impl Provider {
         Ok(self.0.ledger.unsettled_fee(asked))
     }
 
-    /// The fee a 0G session request reserves: bytes of body bound the prompt tokens (every tokenizer
-    /// we know spends at least one byte per token), `max_tokens` (or the default) the completion.
-    fn session_fee_cap(&self, route: Route, body: &[u8]) -> Result<U256> {
-        let completion = match route {
-            Route::Embeddings | Route::Models => 0,
-            // Only the two fields are read (the rest is skipped, not built into a `Value` tree).
-            _ => serde_json::from_slice::<MaxTokens>(body)
-                .ok()
-                .and_then(|m| match m.max_completion_tokens {
-                    Some(present) => present,
-                    None => m.max_tokens.flatten(),
-                })
-                .unwrap_or(self.0.config.default_max_tokens),
-        };
-        let bound = Usage {
-            prompt_tokens: body.len() as u64,
-            completion_tokens: completion,
-        };
-        Ok(self.0.config.prices.fee(&bound)?)
+    /// gRPC `GetUnsettledFee`: the token's own customer and what it owes (same checks as [`Provider::unsettled_fee`]).
+    pub async fn own_unsettled_fee(&self, authorization: &str) -> Result<(Address, U256)> {
+        let token = self.authenticate_with(authorization, false).await?;
+        let user = token.user();
+        Ok((user, self.0.ledger.unsettled_fee(user)))
     }
 
-    /// Authenticates and admits a billed request: the only place a request gets in.
-    async fn admit(&self, route: Route, creds: &Credentials, body: &[u8]) -> Result<Admission> {
-        let now = now_ms();
+    /// Authenticates a billed request from its credentials alone, before its body is read: signatures and
+    /// stateless rules first, then the account (see the module doc). A native request must be signed for this
+    /// route's service.
+    pub async fn authorize(&self, route: Route, creds: &Credentials) -> Result<Authorized> {
+        let endpoint = endpoint(route)?;
         if let Some(env) = creds.zg_request.as_deref() {
             let signed = SignedRequest::from_header(env)?;
-            let user = signed.request.user;
-            self.refresh_account(user).await?;
-            return match self.0.ledger.admit_native(&signed, body, now).await {
-                Err(zg_billing::Error::InsufficientBalance { .. }) if self.reread_account(user).await? => {
-                    Ok(self.0.ledger.admit_native(&signed, body, now).await?)
+            if signed.request.service != endpoint.service() {
+                return Err(zg_billing::Error::WrongService {
+                    signed: signed.request.service,
+                    route: endpoint.service(),
                 }
-                r => Ok(r?),
-            };
+                .into());
+            }
+            let verified = self.0.ledger.verify_native(&signed)?;
+            self.refresh_account(signed.request.user, true).await?;
+            return Ok(Authorized::Native(Box::new(verified)));
         }
         let auth = creds.authorization.as_deref().ok_or(Error::NoCredentials)?;
-        let token = self.authenticate(auth).await?;
-        let cap = self.session_fee_cap(route, body)?;
-        match self.0.ledger.admit_session(&token, cap, now).await {
-            Err(zg_billing::Error::InsufficientBalance { .. })
-                if self.reread_account(token.user()).await? =>
-            {
-                Ok(self.0.ledger.admit_session(&token, cap, now).await?)
-            }
-            r => Ok(r?),
-        }
+        Ok(Authorized::Session(self.authenticate(auth).await?))
     }
 
     /// After a refusal for balance, reads the account from chain again (true) unless that was already done
@@ -408,25 +548,20 @@ impl Provider {
             if m.get(&user).is_some_and(|t| t.elapsed() < ttl) {
                 return Ok(false);
             }
+            if m.len() >= ACCOUNT_CACHE_CAPACITY {
+                m.clear();
+            }
             m.insert(user, Instant::now());
         }
-        if let Ok(mut m) = self.0.refreshed.lock() {
-            m.remove(&user);
+        if let Ok(mut c) = self.0.account_cache.lock() {
+            c.read_at.remove(&user);
         }
-        self.refresh_account(user).await?;
+        self.refresh_account(user, true).await?;
         Ok(true)
     }
 
-    /// Serves a billed OpenAI request end to end: limit, authenticate + admit, forward, meter, sign.
-    pub async fn exchange(&self, route: Route, creds: Credentials, body: Bytes) -> Result<Exchange> {
-        let r = self.exchange_inner(route, creds, body).await;
-        if let Err(e) = &r {
-            self.0.metrics.rejected(e.code());
-        }
-        r
-    }
-
-    async fn exchange_inner(&self, route: Route, creds: Credentials, body: Bytes) -> Result<Exchange> {
+    /// A concurrency slot, or [`Error::Saturated`].
+    pub fn slot(&self) -> Result<Slot> {
         let permit = Arc::clone(&self.0.limiter)
             .try_acquire_owned()
             .map_err(|_| Error::Saturated {
@@ -434,36 +569,62 @@ impl Provider {
                 retry_after_secs: self.0.config.retry_after_secs,
             })?;
         self.0.metrics.inflight(1);
-        // Fees come from the upstream's usage only: make streams report it.
-        let forward = match route {
-            Route::Chat | Route::Completions => match force_include_usage(&body) {
-                Ok(Some(b)) => Bytes::from(b),
-                Ok(None) => body.clone(),
-                Err(e) => {
-                    self.0.metrics.inflight(-1);
-                    return Err(Error::BadRequest(e.to_string()));
-                }
-            },
-            _ => body.clone(),
-        };
-        let admitted = self.admit(route, &creds, &body).await;
-        let admission = match admitted {
-            Ok(a) => a,
-            Err(e) => {
-                self.0.metrics.inflight(-1);
-                return Err(e);
+        Ok(Slot {
+            _permit: permit,
+            metrics: Arc::clone(&self.0.metrics),
+        })
+    }
+
+    /// Serves a billed OpenAI request end to end when the body is already in hand (gRPC): authorize, slot,
+    /// then [`Provider::serve`]. Rejections are counted.
+    pub async fn exchange(&self, route: Route, creds: Credentials, body: Bytes) -> Result<Exchange> {
+        let r = async {
+            let auth = self.authorize(route, &creds).await?;
+            let slot = self.slot()?;
+            self.serve(auth, slot, route, body).await
+        }
+        .await;
+        if let Err(e) = &r {
+            self.0.metrics.rejected(e.code());
+        }
+        r
+    }
+
+    /// Admits an authorized request with its body and serves it: the body is read top level once (its
+    /// worst-case bound, the `stream` flag, the body to forward), a native request's fee cap must cover the
+    /// bound, a session request reserves it; then forward, meter, sign.
+    pub async fn serve(&self, auth: Authorized, slot: Slot, route: Route, body: Bytes) -> Result<Exchange> {
+        let endpoint = endpoint(route)?;
+        let up_body = upstream_body(endpoint, &body, self.0.config.default_max_tokens)?;
+        let bound = up_body.bound.fee(&self.0.config.prices)?;
+        let now = now_ms();
+        let admit = || async {
+            match &auth {
+                Authorized::Native(v) => self.0.ledger.admit_verified(v, &body, bound, now).await,
+                Authorized::Session(token) => self.0.ledger.admit_session(token, bound, now).await,
             }
         };
+        let user = match &auth {
+            Authorized::Native(v) => v.request().user,
+            Authorized::Session(token) => token.user(),
+        };
+        let admission = match admit().await {
+            Err(zg_billing::Error::InsufficientBalance { .. }) if self.reread_account(user).await? => {
+                admit().await?
+            }
+            r => r?,
+        };
+        let forward = up_body.rewritten.map(Bytes::from).unwrap_or_else(|| body.clone());
         let native = admission.nonce.is_some();
         let mut guard = Guard {
             p: self.clone(),
             admission: Some(admission),
-            _permit: permit,
+            _slot: slot,
         };
         let started = Instant::now();
         let up = self.0.upstream.send(route, forward).await?; // guard releases on error
         self.0.metrics.upstream_latency(started.elapsed().as_secs_f64());
-        let request_hash = B256::from(<[u8; 32]>::from(Sha256::digest(&body)));
+        let request_hash = sha(&body);
         if !(200..300).contains(&up.status) {
             // Upstream errors pass through and are not billed (the guard releases the reservation).
             let bytes = match up.body {
@@ -495,9 +656,8 @@ impl Provider {
                 let admission = guard
                     .take()
                     .ok_or_else(|| Error::BadRequest("admission lost".into()))?;
-                let response_hash = B256::from(<[u8; 32]>::from(Sha256::digest(&bytes)));
                 let receipt = self
-                    .finish(admission, key.clone(), request_hash, response_hash, usage)
+                    .finish(admission, key.clone(), request_hash, sha(&bytes), usage)
                     .await?;
                 self.0.metrics.request(route.label(), up.status);
                 drop(guard);
@@ -512,67 +672,10 @@ impl Provider {
                     },
                 })
             }
-            UpBody::Stream(mut stream) => {
+            UpBody::Stream(stream) => {
                 let (tx, rx) = mpsc::channel::<StreamItem>(16);
                 let p = self.clone();
-                let idle = self.0.config.upstream_timeout;
-                let key2 = key.clone();
-                tokio::spawn(async move {
-                    let mut hasher = Sha256::new();
-                    let mut usage = StreamUsage::default();
-                    loop {
-                        match tokio::time::timeout(idle, stream.next()).await {
-                            Ok(Some(Ok(chunk))) => {
-                                hasher.update(&chunk);
-                                usage.push(&chunk);
-                                if tx.send(StreamItem::Data(chunk)).await.is_err() {
-                                    // The client left: stop the upstream, bill nothing (guard releases).
-                                    tracing::info!(key = %key2, "client disconnected mid-stream; not billed");
-                                    p.0.metrics.request(route.label(), 499);
-                                    return;
-                                }
-                            }
-                            Ok(None) => break,
-                            Ok(Some(Err(e))) => {
-                                let _ = tx
-                                    .send(StreamItem::Failed(format!("upstream stream broke: {e}")))
-                                    .await;
-                                p.0.metrics.request(route.label(), 502);
-                                return;
-                            }
-                            Err(_) => {
-                                let _ = tx
-                                    .send(StreamItem::Failed(format!(
-                                        "upstream idle for {} s",
-                                        idle.as_secs()
-                                    )))
-                                    .await;
-                                p.0.metrics.request(route.label(), 504);
-                                return;
-                            }
-                        }
-                    }
-                    let response_hash = B256::from(<[u8; 32]>::from(hasher.finalize()));
-                    let Some(admission) = guard.take() else { return };
-                    match p
-                        .finish(admission, key2, request_hash, response_hash, usage.finish())
-                        .await
-                    {
-                        Ok(r) => {
-                            p.0.metrics.request(route.label(), 200);
-                            let _ = tx.send(StreamItem::Receipt(Box::new(r))).await;
-                        }
-                        Err(e) => {
-                            tracing::error!(error = %e, "could not record a served stream");
-                            let _ = tx
-                                .send(StreamItem::Failed(
-                                    "provider could not record the exchange".into(),
-                                ))
-                                .await;
-                        }
-                    }
-                    drop(guard);
-                });
+                tokio::spawn(p.relay(stream, tx, guard, route, key.clone(), request_hash));
                 Ok(Exchange {
                     status: up.status,
                     content_type: up.content_type,
@@ -584,8 +687,90 @@ impl Provider {
         }
     }
 
-    /// Meters, signs (0G EIP-191 text + native ed25519 receipt), records in the ledger and stores the
-    /// receipt: the only place a fee is charged and the TEE keys sign responses.
+    /// Forwards an upstream stream to the client chunk by chunk, hashing what it hands over, then bills the
+    /// usage the stream reported. If the client leaves, the rest of the stream is read (not forwarded) up to
+    /// its usage report, for at most [`Limits::drain_timeout`]: what the upstream generated is billed, never
+    /// nothing. An upstream that breaks or idles is not billed.
+    async fn relay(
+        self,
+        mut stream: futures::stream::BoxStream<'static, std::result::Result<Bytes, String>>,
+        tx: mpsc::Sender<StreamItem>,
+        mut guard: Guard,
+        route: Route,
+        key: String,
+        request_hash: B256,
+    ) {
+        let idle = self.0.config.upstream_timeout;
+        let mut hasher = Sha256::new();
+        let mut usage = StreamUsage::default();
+        let mut drain_until: Option<Instant> = None;
+        loop {
+            let wait = match drain_until {
+                Some(t) => idle.min(t.saturating_duration_since(Instant::now())),
+                None => idle,
+            };
+            match tokio::time::timeout(wait, stream.next()).await {
+                Ok(Some(Ok(chunk))) => {
+                    usage.push(&chunk);
+                    if drain_until.is_none() {
+                        hasher.update(&chunk);
+                        if tx.send(StreamItem::Data(chunk)).await.is_err() {
+                            tracing::info!(%key, "client left mid-stream; reading the upstream to its usage");
+                            drain_until = Some(Instant::now() + self.0.config.limits.drain_timeout);
+                        }
+                    }
+                }
+                Ok(None) => break,
+                Ok(Some(Err(e))) => {
+                    let _ = tx
+                        .send(StreamItem::Failed(format!("upstream stream broke: {e}")))
+                        .await;
+                    self.0.metrics.request(route.label(), 502);
+                    return;
+                }
+                Err(_) if drain_until.is_some() => {
+                    tracing::warn!(%key, "upstream did not report usage before the drain deadline; not billed");
+                    self.0.metrics.request(route.label(), 499);
+                    return;
+                }
+                Err(_) => {
+                    let _ = tx
+                        .send(StreamItem::Failed(format!(
+                            "upstream idle for {} s",
+                            idle.as_secs()
+                        )))
+                        .await;
+                    self.0.metrics.request(route.label(), 504);
+                    return;
+                }
+            }
+        }
+        let response_hash = B256::from(<[u8; 32]>::from(hasher.finalize()));
+        let Some(admission) = guard.take() else { return };
+        match self
+            .finish(admission, key, request_hash, response_hash, usage.finish())
+            .await
+        {
+            Ok(r) if drain_until.is_none() => {
+                self.0.metrics.request(route.label(), 200);
+                let _ = tx.send(StreamItem::Receipt(Box::new(r))).await;
+            }
+            Ok(_) => self.0.metrics.request(route.label(), 499),
+            Err(e) => {
+                tracing::error!(error = %e, "could not record a served stream");
+                let _ = tx
+                    .send(StreamItem::Failed(
+                        "provider could not record the exchange".into(),
+                    ))
+                    .await;
+            }
+        }
+        drop(guard);
+    }
+
+    /// Meters, signs (native ed25519 receipt; the 0G EIP-191 text is signed on read) and records the request,
+    /// its fee and its receipts in one ledger commit: the only place a fee is charged and the TEE keys sign
+    /// responses. The fee is [`billed_fee`]: usage × prices, never above the admission's cap.
     async fn finish(
         &self,
         admission: Admission,
@@ -610,17 +795,9 @@ impl Provider {
             ),
             _ => self.0.metrics.unbilled(),
         }
-        // A native request's fee never exceeds the cap the customer signed: the receipt states the fee the
-        // ledger bills, so the customer's count and ours agree (the ledger also clamps, as a second line).
-        let fee = match admission.kind {
-            zg_billing::RequestKind::Native => fee.unwrap_or_default().min(admission.fee_cap),
-            _ => fee.unwrap_or_default(),
-        };
+        // The receipt states the fee the ledger bills, so the customer's count and ours agree.
+        let fee = billed_fee(&self.0.config.prices, usage, admission.fee_cap)?;
         let nonce = admission.nonce.unwrap_or_default();
-        // The 0G EIP-191 signature is made when `GET /v1/proxy/signature/{key}` asks for it
-        // ([`Provider::zg_receipt`]): it is a deterministic function (RFC 6979) of the stored text and
-        // the TEE's settlement key, so signing per request only cost CPU. The text is durable below.
-        let text = format!("{}:{}", hex::encode(request_hash), hex::encode(response_hash));
         let signed = keys.response.sign(Receipt {
             request_hash,
             response_hash,
@@ -644,12 +821,14 @@ impl Provider {
             signature: format!("0x{}", hex::encode(signed.signature)),
             response_key: format!("0x{}", hex::encode(keys.response.verifying_key().to_bytes())),
         };
-        let stored = StoredReceipt {
-            text,
-            signature: String::new(),
+        // The 0G EIP-191 signature is made when `GET /v1/proxy/signature/{key}` asks for it
+        // ([`Provider::zg_receipt`]): a deterministic function (RFC 6979) of the stored text and the TEE's
+        // settlement key, so signing per request only cost CPU.
+        let record = ReceiptRecord {
+            key,
+            text: format!("{}:{}", hex::encode(request_hash), hex::encode(response_hash)),
             native: serde_json::to_string(&receipt).unwrap_or_default(),
         };
-        let now = now_ms();
         let completion = Completion {
             request_hash,
             response_hash,
@@ -657,43 +836,34 @@ impl Provider {
             usage,
             fee,
             receipt_signature: signed.signature.to_vec(),
+            receipt: Some(record),
         };
-        let (a, b) = tokio::join!(
-            self.0.ledger.complete(admission, completion, now),
-            self.0.receipts.put(key, stored, now)
-        );
-        a?;
-        b?;
+        self.0.ledger.complete(admission, completion, now_ms()).await?;
         Ok(receipt)
     }
 
     /// The stored receipts under `key`, with the 0G EIP-191 signature of `text` filled in: receipts
-    /// are stored unsigned (see [`StoredReceipt::signature`]) and signed here, on demand, with the
-    /// TEE's settlement key (deterministic, RFC 6979: the same text always gets the same signature).
+    /// are stored unsigned and signed here, on demand, with the TEE's settlement key (deterministic,
+    /// RFC 6979: the same text always gets the same signature).
     pub async fn zg_receipt(&self, key: String) -> Result<Option<StoredReceipt>> {
-        let Some(mut r) = self.0.receipts.get(key).await? else {
+        let Some(r) = self.0.ledger.receipt(key).await? else {
             return Ok(None);
         };
-        if r.signature.is_empty() {
-            let sig = self.0.tee.keys().settlement.sign_message(r.text.as_bytes())?;
-            r.signature = format!("0x{}", hex::encode(sig.as_bytes()));
-        }
-        Ok(Some(r))
+        let sig = self.0.tee.keys().settlement.sign_message(r.text.as_bytes())?;
+        Ok(Some(StoredReceipt {
+            text: r.text,
+            signature: format!("0x{}", hex::encode(sig.as_bytes())),
+            native: r.native,
+        }))
     }
 
-    /// `GET /v1/proxy/models`: authenticated, not billed.
+    /// `GET /v1/proxy/models`: authenticated (a session token, or a native envelope whose signer has an
+    /// account: a key anyone can make is not enough), not billed; a native envelope's nonce is not consumed.
     pub async fn models(&self, creds: &Credentials) -> Result<(u16, String, Bytes)> {
-        let auth = creds
-            .authorization
-            .as_deref()
-            .or(creds.zg_request.as_deref().map(|_| ""))
-            .ok_or(Error::NoCredentials)?;
         if let Some(env) = creds.zg_request.as_deref() {
-            // A native envelope authenticates by its signature; the nonce is not consumed.
-            let signed = SignedRequest::from_header(env)?;
-            let d = self.0.ledger.domains();
-            d.verify_request(&zg_billing::KeyCache::default(), &signed)?;
+            self.authenticate_native(env).await?;
         } else {
+            let auth = creds.authorization.as_deref().ok_or(Error::NoCredentials)?;
             self.authenticate(auth).await?;
         }
         let up = self.0.upstream.send(Route::Models, Bytes::new()).await?;
@@ -702,5 +872,42 @@ impl Provider {
             UpBody::Stream(_) => Bytes::new(),
         };
         Ok((up.status, up.content_type, bytes))
+    }
+
+    /// Takes one fresh-quote token of `peer` (a token bucket of [`Limits::quote_burst`], refilled at
+    /// [`Limits::quotes_per_minute`]) and a slot among the two quotes generated at once: a quote costs the TEE
+    /// real work and anyone may ask for one.
+    pub fn quote_permit(&self, peer: IpAddr) -> Result<OwnedSemaphorePermit> {
+        let limits = &self.0.config.limits;
+        let per_sec = f64::from(limits.quotes_per_minute) / 60.0;
+        let burst = f64::from(limits.quote_burst.max(1));
+        let retry = |tokens: f64| {
+            let secs = if per_sec > 0.0 {
+                (1.0 - tokens) / per_sec
+            } else {
+                60.0
+            };
+            Error::RateLimited {
+                what: "fresh attestation quotes",
+                retry_after_secs: secs.ceil().max(1.0) as u64,
+            }
+        };
+        {
+            let mut q = self.0.quotes.lock().map_err(|_| retry(0.0))?;
+            if q.peers.len() >= QUOTE_PEERS_CAPACITY {
+                q.peers.clear();
+            }
+            let now = Instant::now();
+            let (tokens, at) = q.peers.entry(peer).or_insert((burst, now));
+            *tokens = (*tokens + now.duration_since(*at).as_secs_f64() * per_sec).min(burst);
+            *at = now;
+            if *tokens < 1.0 {
+                return Err(retry(*tokens));
+            }
+            *tokens -= 1.0;
+        }
+        Arc::clone(&self.0.quote_slots)
+            .try_acquire_owned()
+            .map_err(|_| retry(0.0))
     }
 }

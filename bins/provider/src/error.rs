@@ -37,6 +37,26 @@ pub enum Error {
         /// Seconds the client should wait.
         retry_after_secs: u64,
     },
+    /// A peer asked for more of something costly than its allowance.
+    #[error("too many {what}; retry after {retry_after_secs} s")]
+    RateLimited {
+        /// What was limited.
+        what: &'static str,
+        /// Seconds until the next one is allowed.
+        retry_after_secs: u64,
+    },
+    /// The request body is larger than the provider accepts.
+    #[error("request body is larger than {limit} bytes")]
+    BodyTooLarge {
+        /// The limit in bytes.
+        limit: usize,
+    },
+    /// The request body did not arrive in time.
+    #[error("request body did not arrive within {secs} s")]
+    BodyTimeout {
+        /// The limit in seconds.
+        secs: u64,
+    },
     /// The request itself is malformed.
     #[error("bad request: {0}")]
     BadRequest(String),
@@ -69,17 +89,6 @@ pub enum Error {
     /// The TEE backend failed.
     #[error("TEE backend failed: {0}")]
     Attestation(#[from] zg_attestation::Error),
-    /// The receipt store failed.
-    #[error("receipt store {path} failed during {op}: {source}")]
-    Store {
-        /// Database file.
-        path: PathBuf,
-        /// Operation.
-        op: &'static str,
-        /// Cause.
-        #[source]
-        source: rusqlite::Error,
-    },
     /// A file could not be read or written.
     #[error("{op} {path}: {source}")]
     Io {
@@ -120,11 +129,13 @@ impl Error {
                 | B::TokenLifetime { .. }
                 | B::TokenWrongGeneration { .. }
                 | B::TokenRevoked { .. }
+                | B::TokenTooOld { .. }
                 | B::BadSignature { .. }
                 | B::SignatureFormat(_) => StatusCode::UNAUTHORIZED,
-                B::InsufficientBalance { .. } | B::UnknownAccount { .. } | B::VoucherBehind { .. } => {
-                    StatusCode::PAYMENT_REQUIRED
-                }
+                B::InsufficientBalance { .. }
+                | B::UnknownAccount { .. }
+                | B::VoucherBehind { .. }
+                | B::FeeCapBelowBound { .. } => StatusCode::PAYMENT_REQUIRED,
                 B::NonceReplayed { .. } | B::NonceTooOld { .. } | B::VoucherRegressed { .. } => {
                     StatusCode::CONFLICT
                 }
@@ -132,13 +143,15 @@ impl Error {
                 _ => StatusCode::INTERNAL_SERVER_ERROR,
             },
             Error::Forbidden { .. } => StatusCode::FORBIDDEN,
-            Error::Saturated { .. } => StatusCode::TOO_MANY_REQUESTS,
+            Error::Saturated { .. } | Error::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
+            Error::BodyTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+            Error::BodyTimeout { .. } => StatusCode::REQUEST_TIMEOUT,
             Error::BadRequest(_) => StatusCode::BAD_REQUEST,
             Error::NotFound(_) => StatusCode::NOT_FOUND,
             Error::Upstream { .. } => StatusCode::BAD_GATEWAY,
             Error::UpstreamTimeout { .. } => StatusCode::GATEWAY_TIMEOUT,
             Error::Chain { .. } => StatusCode::SERVICE_UNAVAILABLE,
-            Error::Attestation(_) | Error::Store { .. } | Error::Io { .. } | Error::Config { .. } => {
+            Error::Attestation(_) | Error::Io { .. } | Error::Config { .. } => {
                 StatusCode::INTERNAL_SERVER_ERROR
             }
         }
@@ -146,6 +159,13 @@ impl Error {
 
     /// Stable machine-readable code used in error bodies and metrics.
     pub fn code(&self) -> &'static str {
+        match self {
+            Error::Billing(zg_billing::Error::FeeCapBelowBound { .. }) => return "fee_cap_too_low",
+            Error::RateLimited { .. } => return "rate_limited",
+            Error::BodyTooLarge { .. } => return "body_too_large",
+            Error::BodyTimeout { .. } => return "body_timeout",
+            _ => {}
+        }
         match self.status() {
             StatusCode::UNAUTHORIZED => "unauthenticated",
             StatusCode::PAYMENT_REQUIRED => "insufficient_balance",
@@ -182,7 +202,8 @@ impl IntoResponse for Error {
         }
         let body = serde_json::json!({"error": {"message": self.public_message(), "type": self.code(), "code": status.as_u16()}});
         let mut resp = (status, axum::Json(body)).into_response();
-        if let Error::Saturated { retry_after_secs, .. } = self {
+        if let Error::Saturated { retry_after_secs, .. } | Error::RateLimited { retry_after_secs, .. } = self
+        {
             resp.headers_mut()
                 .insert(header::RETRY_AFTER, HeaderValue::from(retry_after_secs));
         }

@@ -108,8 +108,14 @@ impl ProviderRpc for GrpcService {
         &self,
         req: Request<GetAttestationRequest>,
     ) -> Result<Response<GetAttestationResponse>, Status> {
+        // Anyone may ask: a fresh quote is TEE work, so each peer gets a small allowance (as over HTTP).
+        let peer = req
+            .remote_addr()
+            .map(|a| a.ip())
+            .unwrap_or(std::net::IpAddr::from([0, 0, 0, 0]));
         let nonce = <[u8; 32]>::try_from(req.into_inner().nonce.as_slice())
             .map_err(|_| Status::from(Error::BadRequest("nonce must be exactly 32 bytes".into())))?;
+        let _quote = self.p.quote_permit(peer)?;
         let doc = crate::http::fresh_evidence(&self.p, nonce).await?;
         let s = |k: &str| doc.get(k).and_then(|v| v.as_str()).unwrap_or_default().to_owned();
         Ok(Response::new(GetAttestationResponse {
@@ -194,11 +200,10 @@ impl ProviderRpc for GrpcService {
         req: Request<GetUnsettledFeeRequest>,
     ) -> Result<Response<GetUnsettledFeeResponse>, Status> {
         let auth = req.into_inner().authorization;
-        let token = self.p.authenticate(&auth).await?;
-        let user = token.user();
+        let (user, fee) = self.p.own_unsettled_fee(&auth).await?;
         Ok(Response::new(GetUnsettledFeeResponse {
             user: user.to_checksum(None),
-            unsettled_fee: self.p.ledger().unsettled_fee(user).to_string(),
+            unsettled_fee: fee.to_string(),
         }))
     }
 }

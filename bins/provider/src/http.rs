@@ -1,17 +1,38 @@
 //! The HTTP API: 0G-compatible routes under `/v1/proxy`, the native additions, health and metrics.
 //! Every handler is a thin adapter over [`Provider`].
+//!
+//! The server loop ([`serve`]) bounds what a peer can hold: at most [`Limits::max_connections`] connections
+//! (more wait in the listen backlog), [`Limits::header_timeout`] to send headers, and a connection whose writes
+//! make no progress for [`Limits::write_timeout`] (a peer that stopped reading) is dropped. A billed request's
+//! body is read only after its credentials verified and it holds a concurrency slot, within
+//! [`Limits::body_timeout`] and [`MAX_BODY`].
+
+use std::future::Future;
+use std::io;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Duration;
 
 use axum::body::{Body, Bytes};
-use axum::extract::{DefaultBodyLimit, Path, Query, State};
+use axum::extract::{ConnectInfo, DefaultBodyLimit, Path, Query, Request, State};
 use axum::http::{HeaderMap, HeaderName, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use futures::StreamExt as _;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use hyper_util::server::graceful::GracefulShutdown;
+use hyper_util::service::TowerToHyperService;
 use serde_json::json;
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
-use crate::core::{Credentials, Exchange, ExchangeBody, Provider, ReceiptJson, StreamItem, now_ms};
+use crate::core::{Credentials, Exchange, ExchangeBody, Limits, Provider, ReceiptJson, StreamItem, now_ms};
 use crate::error::Error;
 use crate::upstream::Route;
 
@@ -20,29 +41,144 @@ pub use zg_billing::{RECEIPT_EVENT, RECEIPT_HEADER, REQUEST_HEADER, RES_KEY_HEAD
 /// Largest request body accepted.
 pub const MAX_BODY: usize = 16 * 1024 * 1024;
 
+/// A connection that holds one of the server's connection slots, and fails a write that makes no progress for
+/// `write_timeout`: a peer that stops reading (a zero receive window) would otherwise hold the connection, and
+/// the request's concurrency slot behind it, forever.
+struct Conn {
+    io: TcpStream,
+    _slot: OwnedSemaphorePermit,
+    write_timeout: Duration,
+    stalled: Option<Pin<Box<tokio::time::Sleep>>>,
+}
+
+impl Conn {
+    fn progress<T>(&mut self, r: Poll<io::Result<T>>, cx: &mut Context<'_>) -> Poll<io::Result<T>> {
+        if r.is_ready() {
+            self.stalled = None;
+            return r;
+        }
+        let timeout = self.write_timeout;
+        let timer = self
+            .stalled
+            .get_or_insert_with(|| Box::pin(tokio::time::sleep(timeout)));
+        match timer.as_mut().poll(cx) {
+            Poll::Ready(()) => Poll::Ready(Err(io::Error::new(
+                io::ErrorKind::TimedOut,
+                format!("peer read nothing for {} s", timeout.as_secs_f64()),
+            ))),
+            Poll::Pending => Poll::Pending,
+        }
+    }
+}
+
+impl AsyncRead for Conn {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.io).poll_read(cx, buf)
+    }
+}
+
+impl AsyncWrite for Conn {
+    fn poll_write(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
+        let r = Pin::new(&mut self.io).poll_write(cx, buf);
+        self.progress(r, cx)
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        let r = Pin::new(&mut self.io).poll_write_vectored(cx, bufs);
+        self.progress(r, cx)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.io.is_write_vectored()
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        let r = Pin::new(&mut self.io).poll_flush(cx);
+        self.progress(r, cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.io).poll_shutdown(cx)
+    }
+}
+
 /// Serves [`router`] on `listener` until `shutdown` resolves, then drains open requests and streams.
 /// Sets `TCP_NODELAY`: SSE chunks leave at once instead of waiting for the peer's delayed ACK (Nagle).
+/// Each request carries the peer's address as `ConnectInfo<SocketAddr>`.
 pub async fn serve(
-    listener: tokio::net::TcpListener,
+    listener: TcpListener,
     state: Provider,
     shutdown: impl Future<Output = ()> + Send + 'static,
-) -> std::io::Result<()> {
-    use axum::serve::ListenerExt as _;
-    let listener = listener.tap_io(|tcp| {
+) -> io::Result<()> {
+    let limits: Limits = state.config().limits.clone();
+    let app = router(state);
+    let slots = Arc::new(Semaphore::new(limits.max_connections.max(1)));
+    let graceful = GracefulShutdown::new();
+    let mut http = hyper::server::conn::http1::Builder::new();
+    http.timer(TokioTimer::new())
+        .header_read_timeout(limits.header_timeout);
+    let mut shutdown = std::pin::pin!(shutdown);
+    loop {
+        let slot = tokio::select! {
+            biased;
+            () = &mut shutdown => break,
+            s = Arc::clone(&slots).acquire_owned() => match s {
+                Ok(s) => s,
+                Err(_) => break,
+            },
+        };
+        let (tcp, peer) = tokio::select! {
+            biased;
+            () = &mut shutdown => break,
+            r = listener.accept() => match r {
+                Ok(x) => x,
+                Err(e) => {
+                    // Out of file descriptors and the like: back off instead of spinning.
+                    tracing::debug!(error = %e, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                    continue;
+                }
+            },
+        };
         if let Err(e) = tcp.set_nodelay(true) {
             tracing::debug!(error = %e, "cannot set TCP_NODELAY");
         }
-    });
-    axum::serve(listener, router(state))
-        .with_graceful_shutdown(shutdown)
-        .await
+        let io = TokioIo::new(Conn {
+            io: tcp,
+            _slot: slot,
+            write_timeout: limits.write_timeout,
+            stalled: None,
+        });
+        let tower = TowerToHyperService::new(app.clone());
+        let svc = hyper::service::service_fn(move |mut req: hyper::Request<hyper::body::Incoming>| {
+            req.extensions_mut().insert(ConnectInfo(peer));
+            hyper::service::Service::call(&tower, req)
+        });
+        let conn = graceful.watch(http.serve_connection(io, svc));
+        tokio::spawn(async move {
+            if let Err(e) = conn.await {
+                tracing::debug!(error = %e, "connection ended");
+            }
+        });
+    }
+    drop(listener);
+    graceful.shutdown().await;
+    Ok(())
 }
 
 /// The provider's HTTP router.
 pub fn router(state: Provider) -> Router {
     let billed = |route: Route| {
         post(
-            move |State(s): State<Provider>, headers: HeaderMap, body: Bytes| async move {
+            move |State(s): State<Provider>, headers: HeaderMap, body: Body| async move {
                 billed(s, route, headers, body).await
             },
         )
@@ -100,10 +236,50 @@ pub fn receipt_event(r: &ReceiptJson) -> Bytes {
     Bytes::from(format!("event: {RECEIPT_EVENT}\ndata: {json}\n\n"))
 }
 
-async fn billed(s: Provider, route: Route, headers: HeaderMap, body: Bytes) -> Response {
-    match s.exchange(route, credentials(&headers), body).await {
+/// Reads a request body of at most `limit` bytes within `timeout`.
+async fn read_body(body: Body, limit: usize, timeout: Duration) -> Result<Bytes, Error> {
+    let read = async {
+        let mut chunks = body.into_data_stream();
+        let mut buf = Vec::new();
+        while let Some(chunk) = chunks.next().await {
+            let chunk = chunk.map_err(|e| Error::BadRequest(format!("request body: {e}")))?;
+            if buf.len().saturating_add(chunk.len()) > limit {
+                return Err(Error::BodyTooLarge { limit });
+            }
+            buf.extend_from_slice(&chunk);
+        }
+        Ok(Bytes::from(buf))
+    };
+    tokio::time::timeout(timeout, read)
+        .await
+        .map_err(|_| Error::BodyTimeout {
+            secs: timeout.as_secs(),
+        })?
+}
+
+/// A billed request: credentials first (signatures, then the account), then a concurrency slot, and only
+/// then the body. A stranger's body is never read.
+async fn billed(s: Provider, route: Route, headers: HeaderMap, body: Body) -> Response {
+    let r = async {
+        let announced = headers
+            .get(header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse::<u64>().ok());
+        if announced.is_some_and(|n| n > MAX_BODY as u64) {
+            return Err(Error::BodyTooLarge { limit: MAX_BODY });
+        }
+        let auth = s.authorize(route, &credentials(&headers)).await?;
+        let slot = s.slot()?;
+        let bytes = read_body(body, MAX_BODY, s.config().limits.body_timeout).await?;
+        s.serve(auth, slot, route, bytes).await
+    }
+    .await;
+    match r {
         Ok(x) => exchange_response(x),
-        Err(e) => e.into_response(),
+        Err(e) => {
+            s.metrics().rejected(e.code());
+            e.into_response()
+        }
     }
 }
 
@@ -193,10 +369,10 @@ async fn signature(State(s): State<Provider>, Path(key): Path<String>) -> Respon
 }
 
 async fn receipt(State(s): State<Provider>, Path(key): Path<String>) -> Response {
-    match s.receipts().get(key).await {
+    match s.ledger().receipt(key).await {
         Ok(Some(r)) => ([(header::CONTENT_TYPE, "application/json")], r.native).into_response(),
         Ok(None) => (StatusCode::NOT_FOUND, Json(json!({"error": "chat_id_not_found"}))).into_response(),
-        Err(e) => e.into_response(),
+        Err(e) => Error::from(e).into_response(),
     }
 }
 
@@ -233,9 +409,19 @@ pub(crate) fn parse_nonce(n: Option<&str>) -> Result<[u8; 32], Error> {
         .ok_or_else(|| Error::BadRequest(format!("nonce must be 32 bytes of hex, got {n:?}")))
 }
 
-async fn attestation(State(s): State<Provider>, Query(q): Query<NonceQuery>) -> Response {
+async fn attestation(State(s): State<Provider>, Query(q): Query<NonceQuery>, req: Request) -> Response {
     let nonce = match parse_nonce(q.nonce.as_deref()) {
         Ok(n) => n,
+        Err(e) => return e.into_response(),
+    };
+    // Anyone may ask: a fresh quote is TEE work, so each peer gets a small allowance.
+    let peer = req
+        .extensions()
+        .get::<ConnectInfo<SocketAddr>>()
+        .map(|c| c.0.ip())
+        .unwrap_or(std::net::IpAddr::from([0, 0, 0, 0]));
+    let _quote = match s.quote_permit(peer) {
+        Ok(p) => p,
         Err(e) => return e.into_response(),
     };
     match fresh_evidence(&s, nonce).await {
@@ -270,6 +456,9 @@ async fn service(State(s): State<Provider>) -> Response {
         "response_key": format!("0x{}", hex::encode(s.tee().keys().response.verifying_key().to_bytes())),
         "tee_backend": s.tee().backend(),
         "builtin_model": s.upstream().is_builtin(),
+        // What a request without max_tokens is bounded by (and forwarded with): a native client signs a fee
+        // cap of at least body bytes × input_price + max_tokens × choices × output_price.
+        "default_max_tokens": c.default_max_tokens,
     }))
     .into_response()
 }

@@ -14,15 +14,14 @@ mod grpc;
 mod http;
 mod metrics;
 mod run;
-mod store;
 mod tee;
 mod upstream;
 
-pub use crate::chain::ChainAdapter;
+pub use crate::chain::{register, warn_unless_owner_acknowledged};
 pub use crate::config::{CONFIG_TEMPLATE, RunArgs, Settings};
 pub use crate::core::{
-    AccountSource, CoreConfig, Credentials, Exchange, ExchangeBody, Provider, ReceiptJson, StaticAccounts,
-    StreamItem, UsageJson, now_ms,
+    AccountSource, Authorized, CoreConfig, Credentials, Exchange, ExchangeBody, Limits, Provider,
+    ReceiptJson, Slot, StaticAccounts, StoredReceipt, StreamItem, UsageJson, now_ms,
 };
 pub use crate::demo::{
     DEFAULT_MAX_TOKENS, DEMO_EMBEDDING_ID, DEMO_MODEL_ID, DemoError, DemoReply, EMBEDDING_DIMS, Finish,
@@ -35,7 +34,6 @@ pub use crate::http::{
 };
 pub use crate::metrics::Metrics;
 pub use crate::run::{Running, init, run, settle_round, start};
-pub use crate::store::{ReceiptStore, StoredReceipt};
 pub use crate::tee::{BackendChoice, GpuChoice, Tee, TeeKeys};
 pub use crate::upstream::{Route, UpBody, UpResponse, Upstream};
 

@@ -8,15 +8,13 @@ use std::sync::Arc;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use zg_billing::{Domains, Ledger, LedgerConfig, Prices, SettleReport, Settler, SettlerConfig};
-use zg_chain::{Amount, Client, ServiceParams};
+use zg_chain::{Amount, Client, ServiceParams, SettlementAdapter};
 
-use crate::chain::ChainAdapter;
 use crate::config::{CONFIG_TEMPLATE, Settings};
 use crate::core::{CoreConfig, Provider, now_ms};
 use crate::error::{Error, Result};
 use crate::grpc::{ServiceInfo, grpc_service};
 use crate::metrics::Metrics;
-use crate::store::ReceiptStore;
 use crate::tee::Tee;
 use crate::upstream::Upstream;
 
@@ -46,7 +44,7 @@ pub struct Running {
     /// The core.
     pub provider: Provider,
     /// The settler.
-    pub settler: Arc<Settler<ChainAdapter>>,
+    pub settler: Arc<Settler<SettlementAdapter>>,
     shutdown: watch::Sender<bool>,
     tasks: Vec<JoinHandle<()>>,
 }
@@ -121,7 +119,8 @@ pub async fn start(s: Settings) -> Result<Running> {
     let key = s.provider_key.as_deref().ok_or_else(|| Error::Config {
         field: "chain.key",
         value: String::new(),
-        fix: "give the provider wallet key: env ZG_PROVIDER_KEY, --provider-key-file or chain.key_file"
+        fix: "give the provider wallet key: env ZG_PROVIDER_KEY, --provider-key-file (chain.key_file) or \
+              --provider-keystore (chain.keystore) with ZG_PROVIDER_KEYSTORE_PASSWORD"
             .into(),
     })?;
     let wallet = zg_chain::signer_from_hex(key).map_err(|e| Error::Config {
@@ -133,7 +132,7 @@ pub async fn start(s: Settings) -> Result<Running> {
     let client = Client::connect(&s.rpc_url, s.contracts, Some(wallet))
         .await
         .map_err(chain_err("connect"))?;
-    let adapter = ChainAdapter::new(client.clone(), provider);
+    let adapter = SettlementAdapter::new(client.clone(), provider);
     let stake: Amount = s.stake.parse().map_err(|e| Error::Config {
         field: "service.stake",
         value: s.stake.clone(),
@@ -149,11 +148,10 @@ pub async fn start(s: Settings) -> Result<Running> {
         additional_info: s.additional_info.clone(),
         tee_signer: tee.signer(),
     };
-    let service = adapter
-        .register(&params, stake)
+    let service = crate::chain::register(&client, provider, &params, stake)
         .await
         .map_err(chain_err("addOrUpdateService"))?;
-    adapter.warn_unless_owner_acknowledged().await;
+    crate::chain::warn_unless_owner_acknowledged(&client, provider).await;
     tracing::info!(%provider, signer = %tee.signer(), url = %s.public_url, model = %s.model, "service registered");
     let domains = Domains::new(client.chain_id(), s.contracts.inference);
     let ledger = Ledger::open(LedgerConfig::new(
@@ -161,7 +159,6 @@ pub async fn start(s: Settings) -> Result<Running> {
         provider,
         domains,
     ))?;
-    let receipts = ReceiptStore::open(&s.data_dir.join("receipts.sqlite"))?;
     let upstream = if s.upstream == "builtin" {
         Upstream::builtin(&corpus(s.corpus_dir.as_ref())?)
     } else {
@@ -182,15 +179,15 @@ pub async fn start(s: Settings) -> Result<Running> {
             account_ttl: s.account_ttl,
             default_max_tokens: s.default_max_tokens,
             max_skew_ms: 60_000,
+            limits: s.limits.clone(),
         },
         ledger.clone(),
         Arc::clone(&tee),
         upstream,
-        receipts,
         Arc::new(adapter.clone()),
         Arc::clone(&metrics),
     );
-    let owner_ack_watch = adapter.clone();
+    let owner_ack_watch = (client.clone(), provider);
     let settler = Arc::new(Settler::new(
         ledger,
         adapter,
@@ -273,7 +270,7 @@ pub async fn start(s: Settings) -> Result<Running> {
                 if stop {
                     break;
                 }
-                trust.warn_unless_owner_acknowledged().await;
+                crate::chain::warn_unless_owner_acknowledged(&trust.0, trust.1).await;
                 settle_round(&settler, &metrics, false).await;
             }
         }));
@@ -299,7 +296,7 @@ fn local(l: &tokio::net::TcpListener) -> Result<SocketAddr> {
 
 /// One settlement round, logged and counted.
 pub async fn settle_round(
-    settler: &Settler<ChainAdapter>,
+    settler: &Settler<SettlementAdapter>,
     metrics: &Metrics,
     force: bool,
 ) -> Option<SettleReport> {

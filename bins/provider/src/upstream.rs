@@ -218,16 +218,30 @@ impl HttpUpstream {
                 body: UpBody::Stream(stream),
             });
         }
-        if resp.content_length().is_some_and(|l| l > self.max_body as u64) {
-            return Err(Error::Upstream {
-                url,
-                reason: format!("response larger than {} bytes", self.max_body),
-            });
+        let too_large = || Error::Upstream {
+            url: url.clone(),
+            reason: format!("response larger than {} bytes", self.max_body),
+        };
+        let announced = resp.content_length();
+        if announced.is_some_and(|l| l > self.max_body as u64) {
+            return Err(too_large());
         }
-        let bytes = tokio::time::timeout(self.timeout, resp.bytes())
+        // Read chunk by chunk: a chunked body announces no length, and must stop at the limit too.
+        let read = async {
+            let mut buf = Vec::with_capacity(announced.map_or(0, |l| l as usize));
+            let mut chunks = resp.bytes_stream();
+            while let Some(chunk) = chunks.next().await {
+                let chunk = chunk.map_err(fail)?;
+                if buf.len().saturating_add(chunk.len()) > self.max_body {
+                    return Err(too_large());
+                }
+                buf.extend_from_slice(&chunk);
+            }
+            Ok(Bytes::from(buf))
+        };
+        let bytes = tokio::time::timeout(self.timeout, read)
             .await
-            .map_err(|_| Error::UpstreamTimeout { secs })?
-            .map_err(fail)?;
+            .map_err(|_| Error::UpstreamTimeout { secs })??;
         Ok(UpResponse {
             status,
             content_type,

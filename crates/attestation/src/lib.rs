@@ -47,7 +47,7 @@ pub use crate::{
         SpdmReport, decode_report,
     },
     gpu::{
-        MAX_GPU_EVIDENCE_BYTES,
+        MAX_GPU_EVIDENCE_BYTES, MAX_STAPLED_OCSP, MAX_STAPLED_RIMS,
         rim::MAX_RIM_BYTES,
         simulated::SIMULATED_DRIVER_VERSION,
         spdm::{MAX_REPORT_LEN, SPDM_REQUEST_LEN, SPDM_SIGNATURE_LEN, opaque as spdm_opaque},

@@ -14,6 +14,9 @@ use serde::Deserialize;
 use serde_json::value::RawValue;
 use std::sync::Arc;
 
+/// Largest PCCS / Intel PCS response read (a collateral server is not trusted to be small).
+const MAX_PCCS_RESPONSE: usize = 4 << 20;
+
 /// Intel's Provisioning Certification Service.
 pub const INTEL_PCS_URL: &str = "https://api.trustedservices.intel.com";
 const INTEL_ROOT_CA_CRL_URL: &str = "https://certificates.trustedservices.intel.com/IntelSGXRootCA.der";
@@ -96,7 +99,7 @@ impl PccsCollateral {
             url: url.to_owned(),
             reason,
         };
-        let resp = self
+        let mut resp = self
             .client
             .get(url)
             .send()
@@ -104,9 +107,17 @@ impl PccsCollateral {
             .map_err(|e| fail(e.to_string()))?;
         let status = resp.status();
         let headers = resp.headers().clone();
-        let body = resp.bytes().await.map_err(|e| fail(e.to_string()))?.to_vec();
+        // Bounded read: Intel's largest answers (TCB info, CRLs) are tens of kilobytes.
+        let mut body = Vec::new();
+        while let Some(chunk) = resp.chunk().await.map_err(|e| fail(e.to_string()))? {
+            body.extend_from_slice(&chunk);
+            if body.len() > MAX_PCCS_RESPONSE {
+                return Err(fail(format!("response larger than {MAX_PCCS_RESPONSE} bytes")));
+            }
+        }
         if !status.is_success() {
-            return Err(fail(format!("HTTP {status}: {}", String::from_utf8_lossy(&body))));
+            let shown = body.get(..200).unwrap_or(&body);
+            return Err(fail(format!("HTTP {status}: {}", String::from_utf8_lossy(shown))));
         }
         Ok((headers, body))
     }

@@ -96,6 +96,10 @@ pub struct AttestationPolicy {
     pub nonce: Option<[u8; 32]>,
     /// The settlement signer the quote must bind (e.g. `teeSignerAddress` from chain).
     pub expected_signer: Option<Address>,
+    /// The provider address the binding must name (native layout, `KeyBinding::provider`): set it to the
+    /// provider being verified so that another provider serving this TEE's attestation as its own (to get
+    /// its signer acknowledged) is refused. Unset = not checked.
+    pub expected_provider: Option<Address>,
     /// REPORTDATA layout the provider uses (default native).
     pub report_data_layout: ReportDataLayout,
     /// Require an event log whose replay equals the quote's RTMRs (default true).
@@ -135,6 +139,7 @@ impl Default for AttestationPolicy {
             max_quote_age_secs: None,
             nonce: None,
             expected_signer: None,
+            expected_provider: None,
             report_data_layout: ReportDataLayout::Native,
             require_event_log: true,
             require_gpu: false,
@@ -207,6 +212,17 @@ impl AttestationPolicy {
             }
         };
         for (i, img) in self.images.iter().enumerate() {
+            // An image that pins nothing matches every TD, which would turn the allow-list rule
+            // (`measurements.allowlist`) into a formality.
+            if [&img.mrtd, &img.rtmr0, &img.rtmr1, &img.rtmr2]
+                .iter()
+                .all(|r| r.is_none())
+            {
+                return Err(Error::InvalidPolicy(format!(
+                    "images[{i}] ({}) pins no register: set at least one of mrtd, rtmr0, rtmr1, rtmr2",
+                    img.name
+                )));
+            }
             for (name, v) in [
                 ("mrtd", &img.mrtd),
                 ("rtmr0", &img.rtmr0),
@@ -220,6 +236,14 @@ impl AttestationPolicy {
         }
         for (i, h) in self.allowed_compose_hashes.iter().enumerate() {
             hexlen(format!("allowed_compose_hashes[{i}]"), h, 32)?;
+        }
+        for (i, a) in self.allowed_app_ids.iter().enumerate() {
+            let raw = a.trim_start_matches("0x");
+            if raw.is_empty() || hex::decode(raw).is_err() {
+                return Err(Error::InvalidPolicy(format!(
+                    "allowed_app_ids[{i}] is not hex: {a:?}"
+                )));
+            }
         }
         if self.gpu_count == Some(0) || self.gpu_count.is_some_and(|n| n as usize > crate::MAX_GPUS) {
             return Err(Error::InvalidPolicy(format!(
@@ -254,5 +278,30 @@ mod tests {
         assert!(matches!(typo, Err(Error::InvalidPolicy(m)) if m.contains("unknown field")));
         assert!(TcbStatus::UpToDate < TcbStatus::OutOfDate);
         assert_ne!(p.digest(), AttestationPolicy::default().digest());
+    }
+
+    #[test]
+    fn an_image_that_pins_no_register_is_not_an_allow_list() {
+        // `[[images]] name = "x"` matches every TD: with it, the allow-list rule (issue 9 item 10)
+        // would pass any genuine TD running any code. It must be refused when the policy loads.
+        let e = AttestationPolicy::from_toml("[[images]]\nname = \"anything\"\n").unwrap_err();
+        assert!(
+            matches!(&e, Error::InvalidPolicy(m) if m.contains("images[0]") && m.contains("pins no register")),
+            "{e}"
+        );
+        let e = AttestationPolicy::from_json(r#"{"images": [{"name": "x", "mrtd": null}]}"#).unwrap_err();
+        assert!(
+            matches!(&e, Error::InvalidPolicy(m) if m.contains("pins no register")),
+            "{e}"
+        );
+        // App ids are hex like compose hashes: a typo must not silently never match.
+        let e = AttestationPolicy::from_toml("allowed_app_ids = [\"not hex\"]\n").unwrap_err();
+        assert!(
+            matches!(&e, Error::InvalidPolicy(m) if m.contains("allowed_app_ids[0]")),
+            "{e}"
+        );
+        // One register is enough (the operator's choice what to pin).
+        let mrtd = "00".repeat(48);
+        AttestationPolicy::from_toml(&format!("[[images]]\nname = \"x\"\nmrtd = \"{mrtd}\"\n")).unwrap();
     }
 }

@@ -14,7 +14,9 @@
 //! 1 = settlement signer address (20 bytes, secp256k1 / Ethereum),
 //! 2 = ed25519 response-signing public key (32),
 //! 3 = X25519 public key for encrypted requests (32, omitted when absent),
-//! 4 = issued-at, u64 big-endian Unix seconds (8).
+//! 4 = issued-at, u64 big-endian Unix seconds (8),
+//! 5 = the provider (operator) address the TEE serves (20, omitted when absent; a binding without it
+//! commits to exactly what it committed to before the field existed).
 //!
 //! # 0G layout
 //! The signer address as ASCII `0x` + 40 hex digits (42 bytes), NUL-padded to 64 — what the
@@ -66,6 +68,11 @@ pub struct KeyBinding {
     pub x25519_key: Option<[u8; 32]>,
     /// When the TEE produced this binding (Unix seconds): basis of the quote-age check.
     pub issued_at: Timestamp,
+    /// The provider address (the on-chain service owner) this TEE serves, when the TEE names it. Lets a
+    /// verifier refuse another provider that serves this TEE's attestation as its own (policy
+    /// `expected_provider`): the signer alone does not say whose service it is.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub provider: Option<Address>,
 }
 
 impl KeyBinding {
@@ -82,9 +89,16 @@ impl KeyBinding {
             response_key,
             x25519_key,
             issued_at,
+            provider: None,
         };
         b.response_verifying_key()?;
         Ok(b)
+    }
+
+    /// The same binding naming the provider address this TEE serves (tag 5).
+    pub fn with_provider(mut self, provider: Address) -> Self {
+        self.provider = Some(provider);
+        self
     }
 
     /// The settlement address of a secp256k1 public key (SEC1, compressed or uncompressed).
@@ -123,6 +137,9 @@ impl KeyBinding {
             field(3, x);
         }
         field(4, &self.issued_at.as_secs().to_be_bytes());
+        if let Some(p) = &self.provider {
+            field(5, p.as_slice());
+        }
         out
     }
 

@@ -623,9 +623,51 @@ fn event_log_checks(r: &mut VerificationReport, q: &TdQuote, ev: &Evidence, poli
             r.push(&name, hex::encode(want), hex::encode(got), got == want);
         }
     }
+    identity_check(r, &log);
     let app = log.app_info();
     app_checks(r, policy, Some(&app));
     r.app = Some(app);
+}
+
+/// RTMR3 events that name what runs: each is measured once, at boot, before the application starts.
+pub(crate) const IDENTITY_EVENTS: &[&str] = &[
+    "compose-hash",
+    "app-id",
+    "instance-id",
+    "os-image-hash",
+    "key-provider",
+];
+
+/// `event_log.identity`: every identity event appears at most once in RTMR3.
+///
+/// Who: the operator of the TD. An application inside it that can reach the guest agent (dstack maps
+/// `/var/run/dstack.sock` into containers) may emit runtime events with any name; they extend RTMR3,
+/// so the log still replays. Worst case without this check: boot a compose the policy does not allow,
+/// then emit `compose-hash` (or `app-id`) with an allowed value; the last event used to win and the
+/// allow-list passed. A repeated identity event is refused outright: which one is genuine cannot be
+/// told from the log.
+fn identity_check(r: &mut VerificationReport, log: &EventLog) {
+    let repeated: Vec<String> = IDENTITY_EVENTS
+        .iter()
+        .filter_map(|name| {
+            let n = log
+                .events
+                .iter()
+                .filter(|e| e.imr == 3 && e.event == *name)
+                .count();
+            (n > 1).then(|| format!("{name} {n} times"))
+        })
+        .collect();
+    r.push(
+        "event_log.identity",
+        "each identity event (compose-hash, app-id, instance-id, os-image-hash, key-provider) at most once",
+        if repeated.is_empty() {
+            "each at most once".to_owned()
+        } else {
+            format!("repeated: {} (an application emitted one)", repeated.join(", "))
+        },
+        repeated.is_empty(),
+    );
 }
 
 fn app_checks(r: &mut VerificationReport, policy: &AttestationPolicy, app: Option<&crate::AppInfo>) {
@@ -738,6 +780,24 @@ fn binding_checks(
             signer_found,
             signer.is_some(),
         ),
+    }
+    if let Some(want) = policy.expected_provider {
+        let found = match (&parsed, r.binding.as_ref()) {
+            (ReportData::Native { .. }, Some(b)) => b.provider,
+            _ => None,
+        };
+        r.push(
+            "binding.provider",
+            want.to_checksum(None),
+            match found {
+                Some(p) => p.to_checksum(None),
+                None if matches!(parsed, ReportData::Native { .. }) => {
+                    "the binding names no provider".to_owned()
+                }
+                None => format!("the {layout} layout binds no provider"),
+            },
+            found == Some(want),
+        );
     }
     match (policy.nonce, parsed.nonce()) {
         (Some(want), Some(got)) => r.push("binding.nonce", hex::encode(want), hex::encode(got), want == got),

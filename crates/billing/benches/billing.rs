@@ -207,7 +207,7 @@ fn run_admissions(
                     let next = q.lock().unwrap().pop();
                     let Some((r, body)) = next else { break };
                     let t = Instant::now();
-                    let a = l.admit_native(&r, &body, 1).await.unwrap();
+                    let a = l.admit_native(&r, &body, U256::ZERO, 1).await.unwrap();
                     lat.push(t.elapsed());
                     let _held = a; // the reservation stays held; the balance is effectively unlimited
                 }

@@ -66,6 +66,21 @@ pub enum Error {
         /// `expiresAt - timestamp`, `None` when the token never expires.
         lifetime_ms: Option<u64>,
     },
+    /// A never-expiring token (`expiresAt = 0`, an API key) issued longer ago than the provider's policy allows.
+    /// 0G tokens carry no chain id, so an old unexpiring token is the one most likely replayed from another
+    /// deployment of the same provider address: issue a fresh one (or one with an expiry).
+    #[error(
+        "never-expiring session token issued at {timestamp_ms} ms is older than the {max_age_ms} ms this provider \
+         accepts (now {now_ms} ms); issue a new token"
+    )]
+    TokenTooOld {
+        /// `timestamp` from the token.
+        timestamp_ms: u64,
+        /// The policy.
+        max_age_ms: u64,
+        /// The time the check used.
+        now_ms: u64,
+    },
     /// The token's generation differs from the account's on-chain generation (`revokeAllTokens`).
     #[error("session token generation {token} does not match the on-chain generation {chain}")]
     TokenWrongGeneration {
@@ -155,6 +170,39 @@ pub enum Error {
         /// The latest voucher's cumulative amount.
         vouched: U256,
     },
+    /// A voucher nonce above `2^128 - 1`: the contract's `settleVouchers` refuses it, so it could never be paid
+    /// (and, as the newest voucher, it would shadow every later one).
+    #[error(
+        "voucher nonce {nonce} of {user} is not below 2^128, which the contract refuses; use a smaller nonce"
+    )]
+    VoucherNonceTooLarge {
+        /// The account.
+        user: Address,
+        /// The offered nonce.
+        nonce: U256,
+    },
+    /// The native request's signed fee cap is below the provider's worst-case fee for its body: nothing above the
+    /// cap can be billed, so serving it could be free.
+    #[error(
+        "fee cap {fee_cap} neuron of {user} is below this request's worst-case fee {bound} neuron \
+         (prompt bytes × inputPrice + max_tokens × choices × outputPrice); sign a fee cap of at least {bound}"
+    )]
+    FeeCapBelowBound {
+        /// The account.
+        user: Address,
+        /// The signed fee cap.
+        fee_cap: U256,
+        /// The worst-case fee ([`crate::worst_case_fee`]).
+        bound: U256,
+    },
+    /// The native request was signed for another service (route) than the one it was sent to.
+    #[error("request is signed for service {signed:?} but was sent to {route:?}")]
+    WrongService {
+        /// `service` in the signed request.
+        signed: String,
+        /// The route's service name.
+        route: &'static str,
+    },
     /// The voucher's user differs from the request's user.
     #[error("voucher is signed for {voucher_user}, the request for {request_user}")]
     VoucherUserMismatch {
@@ -196,6 +244,15 @@ pub enum Error {
     /// The upstream's response body is not JSON (or its `usage` is malformed).
     #[error("upstream response is not valid JSON: {0}")]
     UpstreamJson(String),
+    /// A field of the request body has a value the provider will not forward (it would be read differently
+    /// by the upstream, or it makes the fee unbounded).
+    #[error("request field `{field}` {reason}")]
+    RequestField {
+        /// The JSON field.
+        field: &'static str,
+        /// What is wrong and what is accepted.
+        reason: String,
+    },
     /// The request body to forward upstream is not a JSON object.
     #[error("request body is not a JSON object: {0}")]
     RequestJson(String),

@@ -8,6 +8,7 @@
 )]
 
 mod error;
+mod fee;
 mod ledger;
 mod memchain;
 mod meter;
@@ -19,12 +20,15 @@ mod token;
 mod wire;
 
 pub use crate::error::{BoxError, Error, Result};
+pub use crate::fee::{
+    Endpoint, RequestBound, UpstreamBody, billed_fee, request_bound, upstream_body, worst_case_fee,
+};
 pub use crate::ledger::{
-    Admission, ChainAccount, Completion, Ledger, LedgerConfig, NONCE_WINDOW, PendingRequest, RequestKind,
-    SettlementMode, SettlementRecord, SettlementState,
+    Admission, ChainAccount, Completion, Ledger, LedgerConfig, NONCE_WINDOW, PendingRequest, ReceiptRecord,
+    RequestKind, SettlementMode, SettlementRecord, SettlementState, VerifiedRequest,
 };
 pub use crate::memchain::MemoryChain;
-pub use crate::meter::{Meter, Prices, StreamUsage, Usage, force_include_usage, usage_from_json};
+pub use crate::meter::{Meter, Prices, StreamUsage, Usage, usage_from_json};
 pub use crate::native::{
     Domains, REQUEST_DOMAIN_NAME, Request, SignedRequest, SignedVoucher, TEE_SETTLEMENT_DOMAIN_NAME,
     TEESettlement, VOUCHER_DOMAIN_NAME, Voucher, body_hash,
@@ -38,8 +42,8 @@ pub use crate::settle::{
 };
 pub use crate::sig::{EthSigner, KeyCache};
 pub use crate::token::{
-    EPHEMERAL_TOKEN_ID, MAX_EPHEMERAL_LIFETIME_MS, SESSION_TOKEN_PREFIX, SessionClaims, SessionToken,
-    SessionVerifier, TokenState,
+    DEFAULT_MAX_UNEXPIRING_AGE_MS, EPHEMERAL_TOKEN_ID, MAX_EPHEMERAL_LIFETIME_MS, SESSION_TOKEN_PREFIX,
+    SessionClaims, SessionToken, SessionVerifier, TokenState,
 };
 pub use crate::wire::{
     RECEIPT_EVENT, RECEIPT_HEADER, REQUEST_HEADER, RES_KEY_HEADER, ReceiptJson, UsageJson,

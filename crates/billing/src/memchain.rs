@@ -159,7 +159,15 @@ impl SettlementChain for MemoryChain {
                 .recover_address_from_prehash(&self.domains.voucher_hash(vv))
                 .ok();
             let st = s.vouchers.get(&vv.user).copied().unwrap_or_default();
-            if signer != Some(vv.user) || vv.provider != self.provider || vv.nonce <= st.nonce {
+            // The contract's OpenZeppelin-style recovery refuses high-s signatures, and nonces above 2^128 - 1.
+            let high_s = v.signature.normalize_s().is_some();
+            if signer != Some(vv.user)
+                || high_s
+                || vv.provider != self.provider
+                || vv.nonce <= st.nonce
+                || vv.nonce > U256::from(u128::MAX)
+                || vv.cumulativeAmount < st.paid
+            {
                 continue;
             }
             let owed = vv.cumulativeAmount.saturating_sub(st.paid);
@@ -192,13 +200,23 @@ impl SettlementChain for MemoryChain {
             .ok_or_else(|| format!("unknown transaction {tx_hash}").into())
     }
 
-    async fn find_tee_result(&self, user: Address, nonce: U256) -> Result<Option<TeeItemResult>, BoxError> {
+    async fn find_tee_result(
+        &self,
+        user: Address,
+        nonce: U256,
+        _from_block: u64,
+    ) -> Result<Option<TeeItemResult>, BoxError> {
         Ok(self
             .state()
             .applied
             .iter()
             .find(|(u, n, _)| *u == user && *n == nonce)
             .map(|(_, _, r)| *r))
+    }
+
+    async fn block_number(&self) -> Result<u64, BoxError> {
+        // One "block" per transaction mined.
+        Ok(self.state().sent)
     }
 }
 
@@ -275,10 +293,10 @@ mod tests {
         let partial = chain.wait_receipt(tx).await.unwrap().tee_results[0].1;
         assert_eq!((partial.status, partial.unsettled), (1, U256::from(50)));
         assert_eq!(
-            chain.find_tee_result(user, U256::from(3)).await.unwrap(),
+            chain.find_tee_result(user, U256::from(3), 0).await.unwrap(),
             Some(partial)
         );
-        assert_eq!(chain.find_tee_result(user, U256::from(2)).await.unwrap(), None);
+        assert_eq!(chain.find_tee_result(user, U256::from(2), 0).await.unwrap(), None);
         assert_eq!(chain.provider_earned(), U256::from(150));
         let a = chain.account(user).await.unwrap();
         assert_eq!((a.balance, a.nonce), (U256::ZERO, U256::from(3)));

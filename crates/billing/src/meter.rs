@@ -60,39 +60,6 @@ pub fn usage_from_json(body: &[u8]) -> Result<Option<Usage>> {
         .map_err(|e| Error::UpstreamJson(e.to_string()))
 }
 
-/// Rewrites a chat-completions request so that a streaming upstream reports usage:
-/// sets `stream_options.include_usage = true` when `stream` is true. Returns `None` when the body
-/// needs no change (not streaming, or already set). The receipt still hashes the body as received.
-pub fn force_include_usage(body: &[u8]) -> Result<Option<Vec<u8>>> {
-    let mut v: serde_json::Value =
-        serde_json::from_slice(body).map_err(|e| Error::RequestJson(e.to_string()))?;
-    let obj = v
-        .as_object_mut()
-        .ok_or_else(|| Error::RequestJson("top level is not an object".to_owned()))?;
-    if obj.get("stream").and_then(serde_json::Value::as_bool) != Some(true) {
-        return Ok(None);
-    }
-    let opts = obj
-        .entry("stream_options")
-        .or_insert_with(|| serde_json::json!({}));
-    let opts = match opts.as_object_mut() {
-        Some(o) => o,
-        None => {
-            *opts = serde_json::json!({});
-            // Just replaced with an object.
-            opts.as_object_mut()
-                .ok_or_else(|| Error::RequestJson("stream_options".to_owned()))?
-        }
-    };
-    if opts.get("include_usage").and_then(serde_json::Value::as_bool) == Some(true) {
-        return Ok(None);
-    }
-    opts.insert("include_usage".to_owned(), serde_json::Value::Bool(true));
-    serde_json::to_vec(&v)
-        .map(Some)
-        .map_err(|e| Error::RequestJson(e.to_string()))
-}
-
 /// Incremental scanner of an OpenAI SSE stream that keeps the `usage` chunk.
 ///
 /// Feed it the bytes exactly as forwarded to the client; lines may be split across chunks.
@@ -283,30 +250,6 @@ mod tests {
         s.push(b"data: {\"choices\":[]}\n\ndata: oops\n");
         assert_eq!(s.malformed_lines(), 1);
         assert_eq!(s.finish(), None);
-    }
-
-    #[test]
-    fn include_usage_is_forced_only_for_streams() {
-        assert_eq!(force_include_usage(br#"{"stream":false}"#).unwrap(), None);
-        let out = force_include_usage(br#"{"model":"m","stream":true}"#)
-            .unwrap()
-            .unwrap();
-        let v: serde_json::Value = serde_json::from_slice(&out).unwrap();
-        assert_eq!(v["stream_options"]["include_usage"], true);
-        assert_eq!(v["model"], "m");
-        let out = force_include_usage(br#"{"stream":true,"stream_options":{"include_usage":false,"x":1}}"#)
-            .unwrap()
-            .unwrap();
-        let v: serde_json::Value = serde_json::from_slice(&out).unwrap();
-        assert_eq!(
-            v["stream_options"],
-            serde_json::json!({"include_usage": true, "x": 1})
-        );
-        assert_eq!(
-            force_include_usage(br#"{"stream":true,"stream_options":{"include_usage":true}}"#).unwrap(),
-            None
-        );
-        assert!(matches!(force_include_usage(b"[1]"), Err(Error::RequestJson(_))));
     }
 
     #[test]

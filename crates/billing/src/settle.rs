@@ -86,12 +86,17 @@ pub trait SettlementChain: Send + Sync {
     ) -> impl Future<Output = Result<B256, BoxError>> + Send;
     /// Waits until the transaction is mined.
     fn wait_receipt(&self, tx_hash: B256) -> impl Future<Output = Result<TxResult, BoxError>> + Send;
-    /// Finds the applied TEE settlement of `user` with `nonce` (from events), for reconciliation.
+    /// Finds the applied TEE settlement of `user` with `nonce` (from events), for reconciliation. The search
+    /// starts at `from_block`, the chain's block when the settlement was prepared (it cannot have landed
+    /// earlier), so it stays within the log ranges public RPC nodes serve.
     fn find_tee_result(
         &self,
         user: Address,
         nonce: U256,
+        from_block: u64,
     ) -> impl Future<Output = Result<Option<TeeItemResult>, BoxError>> + Send;
+    /// The chain's latest block number (recorded with each prepared settlement).
+    fn block_number(&self) -> impl Future<Output = Result<u64, BoxError>> + Send;
 }
 
 /// Tag that starts the requests-hash preimage.
@@ -275,7 +280,7 @@ impl<C: SettlementChain> Settler<C> {
     pub async fn reconcile(&self, now_ms: u64) -> Result<SettleReport> {
         let _ = now_ms;
         let mut report = SettleReport::default();
-        for rec in self.ledger.open_settlements()? {
+        for rec in self.ledger.open_settlements().await? {
             let item = match rec.mode {
                 SettlementMode::Tee => self.reconcile_tee(&rec, &mut report).await,
                 SettlementMode::Voucher => self.reconcile_voucher(&rec, &mut report).await,
@@ -354,7 +359,7 @@ impl<C: SettlementChain> Settler<C> {
             if res.is_none() {
                 res = self
                     .chain
-                    .find_tee_result(rec.user, rec.nonce)
+                    .find_tee_result(rec.user, rec.nonce, rec.from_block)
                     .await
                     .map_err(chain_err("find settlement"))?;
             }
@@ -464,6 +469,10 @@ impl<C: SettlementChain> Settler<C> {
 
     /// Settles every customer whose unsettled fees reach the threshold or who has a refund pending
     /// (the refund lock would otherwise let them withdraw before paying); `force` settles all.
+    ///
+    /// A refund request shows only on chain, and a customer who asks for one need not send another request,
+    /// so the account of every customer below the threshold is read from the chain here (not from the cache
+    /// that admissions refresh).
     pub async fn settle_due(&self, now_ms: u64, force: bool) -> Result<SettleReport> {
         let mut due = Vec::new();
         for (u, amount) in self.ledger.users_with_unsettled() {
@@ -507,7 +516,7 @@ impl<C: SettlementChain> Settler<C> {
             if metered > paid && self.ledger.latest_voucher(u).is_some() {
                 voucher_users.push(u);
             }
-            if !self.ledger.pending_session_requests(u)?.is_empty() {
+            if !self.ledger.pending_session_requests(u).await?.is_empty() {
                 tee_users.push(u);
             }
         }
@@ -534,7 +543,7 @@ impl<C: SettlementChain> Settler<C> {
             }
             let acct = self.chain.account(user).await.map_err(chain_err("getAccount"))?;
             self.ledger.set_chain_account(user, acct)?;
-            let rows = self.ledger.pending_session_requests(user)?;
+            let rows = self.ledger.pending_session_requests(user).await?;
             // The ledger's counter is advanced when each item is prepared; items built in one batch
             // take consecutive nonces.
             let nonce = self
@@ -572,7 +581,7 @@ impl<C: SettlementChain> Settler<C> {
             match res.status {
                 0 => kept.push(i),
                 1 => {
-                    let rows = self.ledger.pending_session_requests(i.item.user)?;
+                    let rows = self.ledger.pending_session_requests(i.item.user).await?;
                     let budget = i.item.total_fee.saturating_sub(res.unsettled);
                     match build_tee_item(&self.ledger, &self.tee, i.item.user, &rows, budget, i.item.nonce)? {
                         Some(smaller) => kept.push(smaller),
@@ -590,6 +599,11 @@ impl<C: SettlementChain> Settler<C> {
         if kept.is_empty() {
             return Ok(());
         }
+        let from_block = self
+            .chain
+            .block_number()
+            .await
+            .map_err(chain_err("eth_blockNumber"))?;
         let mut records = Vec::new();
         for i in &kept {
             let rec = SettlementRecord {
@@ -602,6 +616,7 @@ impl<C: SettlementChain> Settler<C> {
                 signature: i.item.signature.to_vec(),
                 state: SettlementState::Prepared,
                 tx_hash: None,
+                from_block,
             };
             records.push(
                 self.ledger
@@ -638,6 +653,7 @@ impl<C: SettlementChain> Settler<C> {
     ) -> Result<()> {
         let mut vouchers = Vec::new();
         let mut records = Vec::new();
+        let mut from_block = None;
         for &user in users {
             let Some(v) = self.ledger.latest_voucher(user) else {
                 continue;
@@ -652,6 +668,17 @@ impl<C: SettlementChain> Settler<C> {
                 report.items.push(self.resolve_voucher(user, None).await?);
                 continue;
             }
+            let from_block = match from_block {
+                Some(b) => b,
+                None => {
+                    let b = self
+                        .chain
+                        .block_number()
+                        .await
+                        .map_err(chain_err("eth_blockNumber"))?;
+                    *from_block.insert(b)
+                }
+            };
             let rec = SettlementRecord {
                 id: 0,
                 mode: SettlementMode::Voucher,
@@ -662,6 +689,7 @@ impl<C: SettlementChain> Settler<C> {
                 signature: v.signature.as_bytes().to_vec(),
                 state: SettlementState::Prepared,
                 tx_hash: None,
+                from_block,
             };
             records.push(self.ledger.prepare_settlement(rec, Vec::new(), now_ms).await?);
             vouchers.push(v);

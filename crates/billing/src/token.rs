@@ -18,6 +18,14 @@ pub const SESSION_TOKEN_PREFIX: &str = "app-sk-";
 pub const EPHEMERAL_TOKEN_ID: u8 = 255;
 /// Longest lifetime of an ephemeral token: 24 h, the SDK default.
 pub const MAX_EPHEMERAL_LIFETIME_MS: u64 = 24 * 60 * 60 * 1000;
+/// Default age limit of never-expiring tokens (`expiresAt = 0`, API keys): 90 days.
+///
+/// 0G's token format carries no chain id or contract address (its key order and fields are fixed by the SDK), so a
+/// token is bound only to the provider address: the same token is valid on every deployment where that provider
+/// address serves and the customer has an account. Ephemeral tokens live at most 24 h; API keys are revocable on
+/// chain, per deployment, and a provider refuses those older than this policy, which bounds how long a leaked or
+/// cross-deployment key can be replayed.
+pub const DEFAULT_MAX_UNEXPIRING_AGE_MS: u64 = 90 * 24 * 60 * 60 * 1000;
 
 /// The claims of a 0G session token, in the SDK's key order:
 /// `address, provider, timestamp, expiresAt, nonce, generation, tokenId`.
@@ -225,6 +233,20 @@ impl SessionToken {
         Ok(())
     }
 
+    /// Refuses a never-expiring token (`expiresAt = 0`) issued more than `max_age_ms` before `now_ms`
+    /// (see [`DEFAULT_MAX_UNEXPIRING_AGE_MS`] for why).
+    pub fn check_unexpiring_age(&self, now_ms: u64, max_age_ms: u64) -> Result<()> {
+        let c = &self.claims;
+        if c.expires_at == 0 && now_ms.saturating_sub(c.timestamp) > max_age_ms {
+            return Err(Error::TokenTooOld {
+                timestamp_ms: c.timestamp,
+                max_age_ms,
+                now_ms,
+            });
+        }
+        Ok(())
+    }
+
     /// Checks generation and revocation against the account's on-chain state.
     pub fn check_chain_state(&self, state: &TokenState) -> Result<()> {
         if U256::from(self.claims.generation) != state.generation {
@@ -250,6 +272,7 @@ impl SessionToken {
 pub struct SessionVerifier {
     provider: Address,
     max_skew_ms: u64,
+    max_unexpiring_age_ms: u64,
     capacity: usize,
     cache: Mutex<HashMap<Box<str>, Arc<SessionToken>>>,
 }
@@ -260,9 +283,24 @@ impl SessionVerifier {
         Self {
             provider,
             max_skew_ms,
+            max_unexpiring_age_ms: DEFAULT_MAX_UNEXPIRING_AGE_MS,
             capacity: 100_000,
             cache: Mutex::new(HashMap::new()),
         }
+    }
+
+    /// Sets the age limit of never-expiring tokens (default [`DEFAULT_MAX_UNEXPIRING_AGE_MS`]).
+    pub fn with_max_unexpiring_age(mut self, max_age_ms: u64) -> Self {
+        self.max_unexpiring_age_ms = max_age_ms;
+        self
+    }
+
+    /// The checks that need no chain state: provider, time, ephemeral lifetime and the age of never-expiring
+    /// tokens. A provider runs them before it reads the customer's account, so stale or foreign tokens cost no
+    /// chain call.
+    pub fn check_stateless(&self, token: &SessionToken, now_ms: u64) -> Result<()> {
+        token.check_time_and_provider(self.provider, now_ms, self.max_skew_ms)?;
+        token.check_unexpiring_age(now_ms, self.max_unexpiring_age_ms)
     }
 
     /// The provider this verifier accepts tokens for.
@@ -278,27 +316,52 @@ impl SessionVerifier {
         now_ms: u64,
         state: impl FnOnce(Address) -> Option<TokenState>,
     ) -> Result<Arc<SessionToken>> {
-        let token = self.authenticate(authorization)?;
-        token.check_time_and_provider(self.provider, now_ms, self.max_skew_ms)?;
+        let (token, cached) = self.lookup_or_parse(authorization)?;
+        self.accept(authorization, token, cached, now_ms, state)
+    }
+
+    /// Finishes [`SessionVerifier::verify`] for a token [`SessionVerifier::lookup_or_parse`] returned (a provider
+    /// reads the account from the chain in between): the stateless rules and the on-chain state, then the token is
+    /// cached unless it came from the cache (`cached`). Only tokens that passed everything are cached, so keys
+    /// without an account (anyone can make one) cannot fill the cache.
+    pub fn accept(
+        &self,
+        authorization: &str,
+        token: Arc<SessionToken>,
+        cached: bool,
+        now_ms: u64,
+        state: impl FnOnce(Address) -> Option<TokenState>,
+    ) -> Result<Arc<SessionToken>> {
+        self.check_stateless(&token, now_ms)?;
         let user = token.user();
         let st = state(user).ok_or(Error::UnknownAccount { user })?;
         token.check_chain_state(&st)?;
-        Ok(token)
-    }
-
-    /// Parses and signature-checks a header, using the cache.
-    pub fn authenticate(&self, authorization: &str) -> Result<Arc<SessionToken>> {
-        if let Some(t) = self.cache.lock().ok().and_then(|c| c.get(authorization).cloned()) {
-            return Ok(t);
-        }
-        let token = Arc::new(SessionToken::parse(authorization)?);
-        if let Ok(mut c) = self.cache.lock() {
+        if !cached && let Ok(mut c) = self.cache.lock() {
             if c.len() >= self.capacity {
                 c.clear();
             }
             c.insert(authorization.into(), Arc::clone(&token));
         }
         Ok(token)
+    }
+
+    /// Number of tokens remembered (each passed every check once).
+    pub fn cached_tokens(&self) -> usize {
+        self.cache.lock().map(|c| c.len()).unwrap_or(0)
+    }
+
+    /// Parses and signature-checks a header, or finds it among the tokens already accepted.
+    pub fn authenticate(&self, authorization: &str) -> Result<Arc<SessionToken>> {
+        self.lookup_or_parse(authorization).map(|(t, _)| t)
+    }
+
+    /// [`SessionVerifier::authenticate`], also telling whether the token came from the cache (pass that to
+    /// [`SessionVerifier::accept`]).
+    pub fn lookup_or_parse(&self, authorization: &str) -> Result<(Arc<SessionToken>, bool)> {
+        if let Some(t) = self.cache.lock().ok().and_then(|c| c.get(authorization).cloned()) {
+            return Ok((t, true));
+        }
+        Ok((Arc::new(SessionToken::parse(authorization)?), false))
     }
 }
 
@@ -417,7 +480,18 @@ mod tests {
             t.check_time_and_provider(provider(), now, 0),
             Err(Error::TokenLifetime { lifetime_ms: None })
         ));
-        never.token_id = 3; // API keys may never expire
+        never.token_id = 3; // API keys may never expire, within the age policy
+        let (old, _) = SessionToken::create(&s, &never).unwrap();
+        old.check_unexpiring_age(now, now - never.timestamp).unwrap();
+        assert!(matches!(
+            old.check_unexpiring_age(now, now - never.timestamp - 1),
+            Err(Error::TokenTooOld { .. })
+        ));
+        let v = SessionVerifier::new(provider(), 0).with_max_unexpiring_age(0);
+        assert!(matches!(
+            v.check_stateless(&old, now),
+            Err(Error::TokenTooOld { .. })
+        ));
         let (t, _) = SessionToken::create(&s, &never).unwrap();
         t.check_time_and_provider(provider(), u64::MAX, 0).unwrap();
 
@@ -495,5 +569,18 @@ mod tests {
             v.verify(&header, 1_700_000_000_002, |_| None),
             Err(Error::UnknownAccount { .. })
         ));
+        assert_eq!(v.cached_tokens(), 1);
+    }
+
+    /// Anyone can sign a token with a fresh key: only tokens whose account is known are remembered.
+    #[test]
+    fn tokens_of_unknown_accounts_are_not_cached() {
+        let v = SessionVerifier::new(provider(), 0);
+        for _ in 0..10 {
+            let s = EthSigner::random();
+            let (_, header) = SessionToken::create(&s, &claims(s.address())).unwrap();
+            assert!(v.verify(&header, 1_700_000_000_001, |_| None).is_err());
+        }
+        assert_eq!(v.cached_tokens(), 0);
     }
 }

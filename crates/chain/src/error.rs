@@ -112,6 +112,25 @@ pub enum Error {
         /// Needed.
         needed: Amount,
     },
+    /// `settle_fees` refused to broadcast a key reveal: the refund freeze that the customer's acknowledgement
+    /// started ends too soon. Once broadcast, the key is public even if the transaction reverts, and after the
+    /// freeze a matured refund processed first would make it revert (`InsufficientBalance`): the customer would
+    /// have the model without paying.
+    #[error(
+        "not revealing {user}'s key: the refund freeze from its acknowledgement ends at {until} (chain time {now},          margin {margin} s), so a refund processed first could leave the reveal unpaid; ask the customer to          acknowledge the deliverable again (that restarts the freeze), or settle it at the penalty without the key"
+    )]
+    RevealWindowClosed {
+        /// The customer.
+        user: Address,
+        /// The provider (the sender).
+        provider: Address,
+        /// End of the freeze, Unix seconds (0: no acknowledged deliverable is pending).
+        until: u64,
+        /// Latest block's timestamp.
+        now: u64,
+        /// Seconds kept in hand for the transaction to be included.
+        margin: u64,
+    },
     /// The local devnet could not be started or set up.
     #[error("devnet: {0}")]
     Devnet(String),

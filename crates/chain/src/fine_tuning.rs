@@ -8,7 +8,7 @@ use crate::{
 };
 use alloy::{
     primitives::{Address, Bytes, U256},
-    providers::DynProvider,
+    providers::{DynProvider, Provider as _},
 };
 
 /// FineTuningServing, bound to a [`Client`].
@@ -36,6 +36,20 @@ pub struct TaskSettlement {
     /// Customer.
     pub user: Address,
 }
+
+/// A sub-account's refund freeze (`getRefundFreeze`): while `acknowledged_unsettled` is non-zero and the chain's
+/// time is before `until`, matured refunds stay in the sub-account, so a settlement that reveals a key cannot
+/// be made to revert by the customer's refund.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
+pub struct RefundFreeze {
+    /// End of the freeze (Unix seconds): `lockTime` after the customer's latest acknowledgement.
+    pub until: u64,
+    /// Deliverables the customer acknowledged that are not settled yet.
+    pub acknowledged_unsettled: u64,
+}
+
+/// Seconds a reveal must leave before the freeze ends, at most: `min(REVEAL_MARGIN_SECS, lockTime / 4)`.
+pub const REVEAL_MARGIN_SECS: u64 = 120;
 
 /// The machine a fine-tuning provider offers (the contract's `Quota`).
 #[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
@@ -329,8 +343,55 @@ impl<'a> FineTuning<'a> {
             .map(|r| outcome(&r))
     }
 
+    /// The refund lock time in seconds (also the length of a refund freeze).
+    pub async fn lock_time(&self) -> Result<u64> {
+        self.contract
+            .lockTime()
+            .call()
+            .await
+            .map(|v| u64::try_from(v).unwrap_or(u64::MAX))
+            .map_err(|e| self.client.contract_error("FineTuningServing.lockTime", e))
+    }
+
+    /// The refund freeze of `user`'s sub-account with `provider` (see [`RefundFreeze`]).
+    pub async fn refund_freeze(&self, user: Address, provider: Address) -> Result<RefundFreeze> {
+        let r = self
+            .contract
+            .getRefundFreeze(user, provider)
+            .call()
+            .await
+            .map_err(|e| self.client.contract_error("FineTuningServing.getRefundFreeze", e))?;
+        Ok(RefundFreeze {
+            until: u64::try_from(r.until).unwrap_or(u64::MAX),
+            acknowledged_unsettled: u64::try_from(r.acknowledgedUnsettled).unwrap_or(u64::MAX),
+        })
+    }
+
+    /// The provider `signer` serves on this contract (the first the owner acknowledged it for), or `None`.
+    pub async fn tee_signer_provider(&self, signer: Address) -> Result<Option<Address>> {
+        let p = self
+            .contract
+            .teeSignerProvider(signer)
+            .call()
+            .await
+            .map_err(|e| {
+                self.client
+                    .contract_error("FineTuningServing.teeSignerProvider", e)
+            })?;
+        Ok((!p.is_zero()).then_some(p))
+    }
+
     /// Provider: settles a task (pays the provider; reveals the key if the customer acknowledged).
+    ///
+    /// A settlement that carries a key is sent only while the customer's refund freeze has at least
+    /// `min(REVEAL_MARGIN_SECS, lockTime / 4)` seconds left ([`Error::RevealWindowClosed`] otherwise): the
+    /// calldata makes the key public even if the transaction reverts, and only inside the freeze can the
+    /// customer not make it revert by processing a matured refund first. (If the transaction waits in the
+    /// mempool past the freeze that can still happen: the margin is for inclusion.)
     pub async fn settle_fees(&self, s: &TaskSettlement) -> Result<TxOutcome> {
+        if !s.encrypted_secret.is_empty() {
+            self.check_reveal_window(s.user).await?;
+        }
         let input = FineTuningServing::VerifierInput {
             id: s.id.clone(),
             encryptedSecret: s.encrypted_secret.clone(),
@@ -344,5 +405,33 @@ impl<'a> FineTuning<'a> {
             .send(self.contract.settleFees(input), "FineTuningServing.settleFees")
             .await
             .map(|r| outcome(&r))
+    }
+
+    /// Refuses a reveal to `user` unless its refund freeze still has the margin left (see [`Self::settle_fees`]).
+    async fn check_reveal_window(&self, user: Address) -> Result<()> {
+        let provider = self.client.signer_address()?;
+        let freeze = self.refund_freeze(user, provider).await?;
+        let lock = self.lock_time().await?;
+        let margin = REVEAL_MARGIN_SECS.min(lock / 4);
+        let block = self
+            .client
+            .provider()
+            .get_block_by_number(alloy::eips::BlockNumberOrTag::Latest)
+            .await
+            .map_err(|e| self.client.rpc("eth_getBlockByNumber(latest)", e))?
+            .ok_or_else(|| self.client.rpc("eth_getBlockByNumber(latest)", "no latest block"))?;
+        let now = block.header.timestamp;
+        // With nothing acknowledged the contract refuses a secret itself (`SecretShouldBeEmpty`) when the
+        // transaction is estimated, before anything is broadcast.
+        if freeze.acknowledged_unsettled != 0 && now.saturating_add(margin) >= freeze.until {
+            return Err(crate::Error::RevealWindowClosed {
+                user,
+                provider,
+                until: freeze.until,
+                now,
+                margin,
+            });
+        }
+        Ok(())
     }
 }

@@ -158,6 +158,20 @@ impl<'a> Inference<'a> {
             .map_err(|e| self.client.contract_error("InferenceServing.lockTime", e))
     }
 
+    /// The provider `signer` serves on this contract (the first the owner acknowledged it for), or `None`.
+    pub async fn tee_signer_provider(&self, signer: Address) -> Result<Option<Address>> {
+        let p = self
+            .contract
+            .teeSignerProvider(signer)
+            .call()
+            .await
+            .map_err(|e| {
+                self.client
+                    .contract_error("InferenceServing.teeSignerProvider", e)
+            })?;
+        Ok((!p.is_zero()).then_some(p))
+    }
+
     /// Registers or updates the sender's service, staking `stake` (the first registration needs the minimum).
     pub async fn add_or_update_service(&self, params: &ServiceParams, stake: Amount) -> Result<TxOutcome> {
         let p = InferenceServing::ServiceParams {
@@ -358,8 +372,9 @@ impl<'a> Inference<'a> {
     }
 
     /// Finds the result of the `settleFeesWithTEE` item for (`user`, `nonce`) that the chain accepted (status
-    /// success or partial), searching from block `from_block`: what a settler needs after a crash lost the
-    /// transaction hash.
+    /// success or partial), searching from block `from_block` (the block the settlement was prepared at: it
+    /// cannot have landed earlier) to the latest, in windows of [`Inference::MAX_LOG_RANGE`] blocks, since public
+    /// RPC nodes cap the range of `eth_getLogs`: what a settler needs after a crash lost the transaction hash.
     ///
     /// `TEESettlementResult` does not carry the nonce, so this reads the user's result events, decodes the
     /// inputs of the transactions that emitted them, and pairs items with events in order (one event per item).
@@ -376,50 +391,67 @@ impl<'a> Inference<'a> {
             sol_types::{SolCall, SolEvent},
         };
         let rpc = self.client.provider();
-        let filter = Filter::new()
-            .address(self.address())
-            .event_signature(InferenceServing::TEESettlementResult::SIGNATURE_HASH)
-            .topic1(user.into_word())
-            .from_block(from_block);
-        let mut txs: Vec<B256> = rpc
-            .get_logs(&filter)
+        let latest = rpc
+            .get_block_number()
             .await
-            .map_err(|e| self.client.rpc("eth_getLogs", e))?
-            .iter()
-            .filter_map(|l| l.transaction_hash)
-            .collect();
-        txs.dedup();
-        for tx in txs {
-            let t = rpc
-                .get_transaction_by_hash(tx)
+            .map_err(|e| self.client.rpc("eth_blockNumber", e))?;
+        let mut start = from_block;
+        while start <= latest {
+            let end = start.saturating_add(Self::MAX_LOG_RANGE - 1).min(latest);
+            let filter = Filter::new()
+                .address(self.address())
+                .event_signature(InferenceServing::TEESettlementResult::SIGNATURE_HASH)
+                .topic1(user.into_word())
+                .from_block(start)
+                .to_block(end);
+            let mut txs: Vec<B256> = rpc
+                .get_logs(&filter)
                 .await
-                .map_err(|e| self.client.rpc("eth_getTransactionByHash", e))?;
-            let (Some(t), Some(receipt)) = (t, self.client.receipt(tx).await?) else {
-                continue;
-            };
-            let Ok(call) = InferenceServing::settleFeesWithTEECall::abi_decode(t.input()) else {
-                continue;
-            };
-            let events = receipt
-                .inner
-                .logs()
+                .map_err(|e| self.client.rpc("eth_getLogs", e))?
                 .iter()
-                .filter_map(|l| l.log_decode::<InferenceServing::TEESettlementResult>().ok());
-            for (item, ev) in call.settlements.iter().zip(events) {
-                let ev = ev.inner.data;
-                let status = SettlementStatus::from_code(ev.status);
-                if item.user == user && item.nonce == nonce && status.paid() {
-                    return Ok(Some(SettledItem {
-                        user,
-                        status,
-                        unsettled: Some(ev.unsettledAmount),
-                        paid: None,
-                    }));
+                .filter_map(|l| l.transaction_hash)
+                .collect();
+            txs.dedup();
+            for tx in txs {
+                let t = rpc
+                    .get_transaction_by_hash(tx)
+                    .await
+                    .map_err(|e| self.client.rpc("eth_getTransactionByHash", e))?;
+                let (Some(t), Some(receipt)) = (t, self.client.receipt(tx).await?) else {
+                    continue;
+                };
+                let Ok(call) = InferenceServing::settleFeesWithTEECall::abi_decode(t.input()) else {
+                    continue;
+                };
+                let events = receipt
+                    .inner
+                    .logs()
+                    .iter()
+                    .filter_map(|l| l.log_decode::<InferenceServing::TEESettlementResult>().ok());
+                for (item, ev) in call.settlements.iter().zip(events) {
+                    let ev = ev.inner.data;
+                    let status = SettlementStatus::from_code(ev.status);
+                    if item.user == user && item.nonce == nonce && status.paid() {
+                        return Ok(Some(SettledItem {
+                            user,
+                            status,
+                            unsettled: Some(ev.unsettledAmount),
+                            paid: None,
+                        }));
+                    }
                 }
             }
+            if end == u64::MAX {
+                break;
+            }
+            start = end + 1;
         }
         Ok(None)
     }
+
+    /// Most blocks one `eth_getLogs` call of [`Inference::find_tee_settlement`] spans (public RPC nodes commonly
+    /// cap ranges at 10 000 blocks).
+    pub const MAX_LOG_RANGE: u64 = 10_000;
 
     /// `(paid so far, last accepted voucher nonce)` for a (customer, provider) pair.
     pub async fn voucher_state(&self, user: Address, provider: Address) -> Result<(U256, U256)> {

@@ -12,6 +12,8 @@ mod inference;
 mod keys;
 mod ledger;
 mod revert;
+#[cfg(feature = "billing")]
+mod settlement;
 mod types;
 
 pub use amount::{Amount, NEURON_PER_ZG};
@@ -24,12 +26,15 @@ pub use deploy::{DeployConfig, deploy_all};
 pub use devnet::{DevAccount, Devnet, DevnetConfig, DevnetInfo};
 pub use error::{Error, Result};
 pub use fine_tuning::{
-    FineTuning, FineTuningAccount, FineTuningQuota, FineTuningServiceParams, TaskSettlement,
+    FineTuning, FineTuningAccount, FineTuningQuota, FineTuningServiceParams, REVEAL_MARGIN_SECS,
+    RefundFreeze, TaskSettlement,
 };
 pub use inference::Inference;
 pub use keys::{load_keystore, save_keystore, signer_from_hex};
 pub use ledger::Ledger;
 pub use revert::Revert;
+#[cfg(feature = "billing")]
+pub use settlement::SettlementAdapter;
 pub use types::{
     ContractAddresses, Deliverable, InferenceAccount, InferenceService, LedgerInfo, Refund, ServiceInfo,
     ServiceKind, ServiceParams, SettledItem, SettlementOutcome, SettlementPreview, SettlementStatus,

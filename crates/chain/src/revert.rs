@@ -194,6 +194,11 @@ fn hint(name: &str, v: &[DynSolValue]) -> Option<String> {
                 ),
             }
         }
+        "TEESignerBoundToOtherProvider" => format!(
+            "TEE signer {} already serves provider {}: one signer key serves one provider for good (a settlement              it signed for one provider must not be replayable by another); this provider must register its own              TEE signer",
+            address(v.first()),
+            address(v.get(1))
+        ),
         "TEESignerChanged" => format!(
             "provider {}'s TEE signer is now {}, not {}: verify the attestation of the current signer before \
              acknowledging it",

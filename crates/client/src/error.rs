@@ -154,6 +154,115 @@ pub enum Error {
     /// Bad input from the caller (body not JSON, bad argument).
     #[error("invalid input: {0}")]
     InvalidInput(String),
+    /// The provider's on-chain `teeSignerAddress` is no longer the signer this data dir verified. Nothing is
+    /// sent to it and no funds are moved until a fresh attestation binds the new signer.
+    #[error(
+        "provider {provider} changed its on-chain TEE signer from {verified} (verified) to {on_chain}: refusing to \
+         send or top up until the new signer is verified; run `zg inference verify --provider {provider}` \
+         (and `zg inference acknowledge-provider` before any TEE-batch settlement)"
+    )]
+    SignerChanged {
+        /// The provider.
+        provider: Address,
+        /// The signer bound by the last attestation this data dir accepted.
+        verified: Address,
+        /// The signer registered on chain now.
+        on_chain: Address,
+    },
+    /// A provider's body exceeded the size limit (a provider is anyone registered on chain).
+    #[error(
+        "the provider's {what} exceeds {limit} bytes; stopped reading (raise ClientConfig::max_response_bytes if it is legitimate)"
+    )]
+    ResponseTooLarge {
+        /// Which body (`answer`, `attestation`, `stream`).
+        what: &'static str,
+        /// The limit, bytes.
+        limit: u64,
+    },
+    /// A provider's body did not arrive in time (a slow drip holds a connection and the caller).
+    #[error(
+        "the provider's {what} did not complete within {} s; stopped reading (ClientConfig::timeout / stream_timeout)",
+        after.as_secs_f64()
+    )]
+    ResponseTimeout {
+        /// Which body (`answer`, `attestation`, `stream`).
+        what: &'static str,
+        /// The time bound that elapsed.
+        after: std::time::Duration,
+    },
+    /// A local gateway refused a request before doing anything for it (see [`Refusal`]).
+    #[error("request refused: {0}")]
+    Refused(#[from] Refusal),
+}
+
+/// Why a local gateway ([`crate::LocalGuard`]) refused a request. Each has a stable [`Refusal::kind`] name
+/// that the gateway returns as the OpenAI error `type`.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum Refusal {
+    /// No `Host` header (HTTP/1.1 requires one; browsers always send it).
+    #[error("the request has no Host header")]
+    MissingHost,
+    /// The `Host` is not the address the gateway is bound to: a DNS-rebinding page, or a proxy.
+    #[error("Host {host:?} is not this gateway's address ({allowed}); DNS-rebinding protection")]
+    ForeignHost {
+        /// The Host received.
+        host: String,
+        /// The Hosts accepted, comma-separated.
+        allowed: String,
+    },
+    /// A browser sent the request from another origin (a web page spending your funds).
+    #[error("Origin {origin:?} is not this gateway's origin ({allowed}); cross-origin requests are refused")]
+    ForeignOrigin {
+        /// The Origin received.
+        origin: String,
+        /// The origins accepted, comma-separated.
+        allowed: String,
+    },
+    /// A browser marked the request as coming from another site (`Sec-Fetch-Site`).
+    #[error("Sec-Fetch-Site {site:?}: requests from other sites are refused")]
+    CrossSite {
+        /// The header's value.
+        site: String,
+    },
+    /// A POST whose body is not declared JSON (HTML forms and no-cors fetches can only send
+    /// `text/plain`, `application/x-www-form-urlencoded` or `multipart/form-data`).
+    #[error("Content-Type {content_type:?} is not application/json")]
+    UnsupportedMediaType {
+        /// The Content-Type received (empty when absent).
+        content_type: String,
+    },
+    /// The gateway requires an API key and none was sent.
+    #[error(
+        "no API key: send `Authorization: Bearer <key>` (the key `zg serve` printed at start, e.g. OPENAI_API_KEY)"
+    )]
+    MissingApiKey,
+    /// The API key sent is not the gateway's.
+    #[error("wrong API key (use the key `zg serve` printed at start, or the one in ZG_SERVE_API_KEY)")]
+    InvalidApiKey,
+}
+
+impl Refusal {
+    /// The stable name of the refusal (the OpenAI error `type` the gateway answers with).
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Refusal::MissingHost | Refusal::ForeignHost { .. } => "forbidden_host",
+            Refusal::ForeignOrigin { .. } => "forbidden_origin",
+            Refusal::CrossSite { .. } => "forbidden_cross_site",
+            Refusal::UnsupportedMediaType { .. } => "unsupported_media_type",
+            Refusal::MissingApiKey => "missing_api_key",
+            Refusal::InvalidApiKey => "invalid_api_key",
+        }
+    }
+
+    /// The HTTP status to answer with: 401 for keys, 415 for the media type, 403 otherwise.
+    pub fn status(&self) -> u16 {
+        match self {
+            Refusal::MissingApiKey | Refusal::InvalidApiKey => 401,
+            Refusal::UnsupportedMediaType { .. } => 415,
+            _ => 403,
+        }
+    }
 }
 
 impl Error {

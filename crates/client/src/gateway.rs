@@ -7,6 +7,15 @@
 //! followed by an SSE comment `: zg-receipt <json>` (ignored by OpenAI clients); if verification fails the
 //! stream ends with an error event instead. `GET /zg/v1/receipts/{res_key}` returns a verified receipt
 //! later (streams expose `ZG-Res-Key` as a header).
+//!
+//! # Who can call it
+//!
+//! Every route sits behind a [`LocalGuard`]: only a caller on the bound address (`Host`), not a foreign
+//! web page (`Origin`, `Sec-Fetch-Site`), with a JSON body on POSTs and, unless the operator turned it off,
+//! the API key. What such a caller can do is written on each route below; the worst is spending the
+//! customer's funds with this one provider at the prices registered on chain, bounded by the ledger
+//! balance and by each request's signed fee cap. Nothing reaches a provider whose on-chain TEE signer is not
+//! the one verified ([`Error::SignerChanged`] → 403 `tee_signer_changed`).
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex};
@@ -22,6 +31,7 @@ use serde_json::json;
 
 use crate::client::{Client, Route};
 use crate::error::Error;
+use crate::guard::{LocalGuard, refusal_response};
 use crate::receipt::VerifiedReceipt;
 use crate::stream::StreamEvent;
 
@@ -54,9 +64,20 @@ impl Gw {
     }
 }
 
-/// The gateway's router for one provider: `/v1/chat/completions` (plain and SSE), `/v1/completions`,
-/// `/v1/embeddings`, `/v1/models`, plus `/zg/v1/receipts/{key}`, `/zg/v1/status` and `/healthz`.
-pub fn gateway_router(client: Client, provider: Address) -> Router {
+/// The gateway's router for one provider, every route behind `guard`:
+///
+/// | route | a caller the guard lets through can | worst case |
+/// |---|---|---|
+/// | `POST /v1/chat/completions` (and `/chat/completions`), `/v1/completions`, `/v1/embeddings` | send a request, signed and paid by the customer | spend the customer's funds with this provider (each request bounded by its fee cap, the total by the ledger) |
+/// | `GET /v1/models` | read the provider's on-chain model | none (public chain data) |
+/// | `GET /zg/v1/receipts/{key}` | read a verified receipt kept in memory (last 4,096) | learn token counts and fees of earlier answers |
+/// | `GET /zg/v1/status` | read the customer's balance with this provider | learn balances (public on chain) and receipt counts |
+/// | `GET /healthz` | public (no key): `ok` | learn that a gateway runs |
+///
+/// The guard answers refused requests itself (named error `type`: `forbidden_host`, `forbidden_origin`,
+/// `forbidden_cross_site`, `unsupported_media_type`, `missing_api_key`, `invalid_api_key`) before any
+/// body is read; handlers never see them.
+pub fn gateway_router(client: Client, provider: Address, guard: LocalGuard) -> Router {
     let gw = Gw {
         client,
         provider,
@@ -65,7 +86,7 @@ pub fn gateway_router(client: Client, provider: Address) -> Router {
     let billed = |route: Route| {
         post(move |State(g): State<Gw>, body: Bytes| async move { forward(g, route, body).await })
     };
-    Router::new()
+    let router = Router::new()
         .route("/v1/chat/completions", billed(Route::Chat))
         .route("/chat/completions", billed(Route::Chat))
         .route("/v1/completions", billed(Route::Completions))
@@ -74,7 +95,8 @@ pub fn gateway_router(client: Client, provider: Address) -> Router {
         .route("/zg/v1/receipts/{key}", get(receipt))
         .route("/zg/v1/status", get(status))
         .route("/healthz", get(|| async { "ok" }))
-        .with_state(gw)
+        .with_state(gw);
+    guard.public_path("/healthz").apply(router)
 }
 
 /// An OpenAI-style error response.
@@ -84,7 +106,11 @@ fn error_response(e: &Error) -> Response {
             StatusCode::from_u16(*status).unwrap_or(StatusCode::BAD_GATEWAY),
             kind.as_str(),
         ),
+        Error::Refused(r) => return refusal_response(r),
         Error::InvalidInput(_) => (StatusCode::BAD_REQUEST, "invalid_request_error"),
+        Error::SignerChanged { .. } => (StatusCode::FORBIDDEN, "tee_signer_changed"),
+        Error::ResponseTooLarge { .. } => (StatusCode::BAD_GATEWAY, "provider_response_too_large"),
+        Error::ResponseTimeout { .. } => (StatusCode::GATEWAY_TIMEOUT, "provider_timeout"),
         e if e.is_verification_failure() => (StatusCode::BAD_GATEWAY, "verification_failed"),
         e if e.is_insufficient_balance() => (StatusCode::PAYMENT_REQUIRED, "insufficient_balance"),
         Error::Http { .. } | Error::StreamIncomplete(_) => (StatusCode::BAD_GATEWAY, "provider_unreachable"),
@@ -112,13 +138,20 @@ fn receipt_headers(h: &mut HeaderMap, r: &VerifiedReceipt) {
     set("zg-verified", "true");
 }
 
+/// Whether the request asks for a stream: any `stream` value other than absent, `null` or `false` (vLLM and
+/// the provider's meter treat `1` or `"true"` as streaming too, so the answer would come as SSE).
 fn wants_stream(body: &[u8]) -> bool {
     serde_json::from_slice::<serde_json::Value>(body)
         .ok()
-        .and_then(|v| v.get("stream").and_then(serde_json::Value::as_bool))
-        .unwrap_or(false)
+        .and_then(|v| v.get("stream").cloned())
+        .is_some_and(|s| !s.is_null() && s != serde_json::Value::Bool(false))
 }
 
+/// `POST /v1/chat/completions`, `/chat/completions`, `/v1/completions`, `/v1/embeddings`.
+///
+/// Caller: whoever passed the guard (the key holder on this machine). Worst case: spends the customer's
+/// funds with this provider, each request bounded by the fee cap it signs (prompt bytes and `max_tokens` at
+/// the on-chain prices) and all of them by the ledger; the body is parsed only as JSON for the fee cap.
 async fn forward(g: Gw, route: Route, body: Bytes) -> Response {
     if route != Route::Embeddings && wants_stream(&body) {
         return forward_stream(g, route, body).await;
@@ -141,6 +174,8 @@ async fn forward(g: Gw, route: Route, body: Bytes) -> Response {
     }
 }
 
+/// The streamed form of [`forward`]: same caller, same worst case; the stream is bounded by
+/// [`crate::ClientConfig::max_response_bytes`] and [`crate::ClientConfig::stream_timeout`].
 async fn forward_stream(g: Gw, route: Route, body: Bytes) -> Response {
     let stream = match g.client.request_stream(g.provider, route, body).await {
         Ok(s) => s,
@@ -202,6 +237,8 @@ async fn forward_stream(g: Gw, route: Route, body: Bytes) -> Response {
     (StatusCode::OK, h, Body::from_stream(out)).into_response()
 }
 
+/// `GET /v1/models`: the provider's model from the chain. Caller: whoever passed the guard. Worst case:
+/// one chain read per call (public data).
 async fn models(State(g): State<Gw>) -> Response {
     match g.client.service(g.provider).await {
         Ok(s) => Json(json!({
@@ -213,6 +250,8 @@ async fn models(State(g): State<Gw>) -> Response {
     }
 }
 
+/// `GET /zg/v1/receipts/{key}`: a verified receipt kept in memory. Caller: whoever passed the guard.
+/// Worst case: reads token counts and fees of earlier answers (never the prompts or answers).
 async fn receipt(State(g): State<Gw>, Path(key): Path<String>) -> Response {
     let r = g.receipts.lock().ok().and_then(|m| m.0.get(&key).cloned());
     match r {
@@ -225,6 +264,8 @@ async fn receipt(State(g): State<Gw>, Path(key): Path<String>) -> Response {
     }
 }
 
+/// `GET /zg/v1/status`: the customer's balance with the provider. Caller: whoever passed the guard. Worst
+/// case: reads balances (public on chain) and receipt counts; three chain reads per call.
 async fn status(State(g): State<Gw>) -> Response {
     match g.client.balance(g.provider).await {
         Ok(b) => Json(json!({"provider": g.provider, "customer": g.client.address(), "balance": b}))

@@ -17,10 +17,10 @@ pub struct VerifiedReceipt {
     /// The receipt as received.
     pub receipt: ReceiptJson,
     /// The fee counted into the amount owed (the receipt's fee, capped at the signed fee cap).
-    #[serde(serialize_with = "crate::client::ser_dec")]
+    #[serde(serialize_with = "crate::dec::ser_dec")]
     pub fee: U256,
     /// Cumulative amount owed to this provider after this receipt.
-    #[serde(serialize_with = "crate::client::ser_dec")]
+    #[serde(serialize_with = "crate::dec::ser_dec")]
     pub owed_after: U256,
 }
 
@@ -119,11 +119,8 @@ pub(crate) fn check(r: &ReceiptJson, exp: &Expectation, request: &[u8], response
             r.model, exp.model
         )));
     }
-    let expected = if r.billed {
-        exp.prices.fee(&usage)?
-    } else {
-        U256::ZERO
-    };
+    // The provider's rule, from zg-billing: usage × prices, never above the signed cap, zero when not billed.
+    let expected = zg_billing::billed_fee(&exp.prices, r.billed.then_some(usage), exp.fee_cap)?;
     if fee != expected {
         return Err(Error::FeeMismatch {
             charged: fee,
@@ -132,8 +129,7 @@ pub(crate) fn check(r: &ReceiptJson, exp: &Expectation, request: &[u8], response
             usage_completion: usage.completion_tokens,
         });
     }
-    // The provider bills at most the signed cap (zg-billing's ledger), so count the same.
-    Ok(fee.min(exp.fee_cap))
+    Ok(fee)
 }
 
 /// Checks a receipt on its own: the ed25519 signature by `response_key` (from the provider's verified
@@ -162,5 +158,72 @@ pub fn verify_receipt(
         // Only the fee comparison can fail with zero prices; everything before it passed.
         Err(Error::FeeMismatch { .. }) => Ok(()),
         Err(e) => Err(e),
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+    use zg_billing::ReceiptSigner;
+
+    /// A receipt as an honest provider sends it for `usage`, billing `fee`.
+    fn receipt(signer: &ReceiptSigner, usage: Usage, fee: U256) -> ReceiptJson {
+        let signed = signer.sign(Receipt {
+            request_hash: zg_billing::body_hash(b"{}"),
+            response_hash: zg_billing::body_hash(b"answer"),
+            model: "m".into(),
+            usage,
+            fee,
+            nonce: U256::from(1),
+        });
+        ReceiptJson {
+            key: "k".into(),
+            request_hash: signed.receipt.request_hash,
+            response_hash: signed.receipt.response_hash,
+            model: "m".into(),
+            usage: usage.into(),
+            billed: true,
+            fee: fee.to_string(),
+            nonce: "1".into(),
+            signature: format!("0x{}", hex::encode(signed.signature)),
+            response_key: format!("0x{}", hex::encode(signer.verifying_key().to_bytes())),
+        }
+    }
+
+    /// The provider and the client apply one rule: fee = min(usage × prices, signed cap). An honest `n: 2`
+    /// answer whose usage is above a cap is billed the cap, and the client counts exactly that.
+    #[test]
+    fn the_fee_rule_is_the_providers() {
+        let signer = ReceiptSigner::random();
+        let prices = Prices {
+            input: U256::from(1),
+            output: U256::from(2),
+        };
+        let usage = Usage {
+            prompt_tokens: 10,
+            completion_tokens: 100,
+        };
+        let exp = |fee_cap| Expectation {
+            response_key: signer.verifying_key().to_bytes(),
+            nonce: U256::from(1),
+            model: "m".into(),
+            prices,
+            fee_cap: U256::from(fee_cap),
+        };
+        let resp = zg_billing::body_hash(b"answer");
+        // Metered 210, cap 150: billed 150.
+        let r = receipt(&signer, usage, U256::from(150));
+        assert_eq!(check(&r, &exp(150), b"{}", resp).unwrap(), U256::from(150));
+        // Metered 210 under a cap of 1000: billed 210; anything else is a mismatch.
+        let r = receipt(&signer, usage, U256::from(210));
+        assert_eq!(check(&r, &exp(1000), b"{}", resp).unwrap(), U256::from(210));
+        for wrong in [150u64, 209, 211, 1000] {
+            let r = receipt(&signer, usage, U256::from(wrong));
+            assert!(
+                matches!(check(&r, &exp(1000), b"{}", resp), Err(Error::FeeMismatch { .. })),
+                "fee {wrong}"
+            );
+        }
     }
 }

@@ -5,6 +5,11 @@
 //! under an exclusive OS file lock, so `zg serve` and `zg inference chat` can share a data dir without racing
 //! on nonces, and a crash never loses a signed voucher amount. Verified receipts are appended to a JSON-lines
 //! log beside it (an audit trail; the state file alone drives signing).
+//!
+//! The lock may be held by another process and each write costs two fsyncs, so every async method runs its
+//! file work on tokio's blocking pool (`spawn_blocking`): a waiting request never stalls the runtime that
+//! serves the others. A write that was started finishes even if its caller goes away (nonces and amounts
+//! only grow, so a finished write is never wrong).
 
 use std::collections::HashMap;
 use std::fs::{File, OpenOptions};
@@ -15,7 +20,9 @@ use std::sync::{Arc, Mutex};
 use alloy_primitives::{Address, U256};
 use serde::{Deserialize, Serialize};
 
+use crate::clock::now_ms;
 use crate::error::{Error, Result};
+use crate::receipt::{ReceiptJson, VerifiedReceipt};
 
 /// A provider's keys as last verified by attestation.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -51,19 +58,19 @@ pub struct ProviderState {
 
 /// One verified receipt, as appended to the audit log (amounts as decimal strings).
 #[derive(Debug, Clone, Serialize)]
-pub(crate) struct LoggedReceipt {
-    pub(crate) at_ms: u64,
-    pub(crate) key: String,
-    #[serde(serialize_with = "crate::client::ser_dec")]
-    pub(crate) nonce: U256,
-    #[serde(serialize_with = "crate::client::ser_dec")]
-    pub(crate) fee: U256,
-    pub(crate) prompt_tokens: u64,
-    pub(crate) completion_tokens: u64,
-    pub(crate) request_hash: String,
-    pub(crate) response_hash: String,
-    #[serde(serialize_with = "crate::client::ser_dec")]
-    pub(crate) owed_after: U256,
+struct LoggedReceipt {
+    at_ms: u64,
+    key: String,
+    #[serde(serialize_with = "crate::dec::ser_dec")]
+    nonce: U256,
+    #[serde(serialize_with = "crate::dec::ser_dec")]
+    fee: U256,
+    prompt_tokens: u64,
+    completion_tokens: u64,
+    request_hash: String,
+    response_hash: String,
+    #[serde(serialize_with = "crate::dec::ser_dec")]
+    owed_after: U256,
 }
 
 /// The state files of one customer in one data dir.
@@ -90,7 +97,7 @@ impl Store {
     }
 
     /// The receipt log of a provider.
-    pub(crate) fn log_path(&self, provider: Address) -> PathBuf {
+    fn log_path(&self, provider: Address) -> PathBuf {
         self.dir.join(format!("{provider:#x}.receipts.jsonl"))
     }
 
@@ -102,8 +109,70 @@ impl Store {
         Arc::clone(m.entry(provider).or_default())
     }
 
+    /// Runs `f` (file work under the locks) on the blocking pool.
+    async fn blocking<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&Store) -> Result<T> + Send + 'static,
+    ) -> Result<T> {
+        let store = self.clone();
+        tokio::task::spawn_blocking(move || f(&store))
+            .await
+            .map_err(|e| Error::store("run the state update for", &self.dir, e))?
+    }
+
     /// Reads the state (default when none yet).
-    pub(crate) fn load(&self, provider: Address) -> Result<ProviderState> {
+    pub(crate) async fn load(&self, provider: Address) -> Result<ProviderState> {
+        self.blocking(move |s| s.load_blocking(provider)).await
+    }
+
+    /// Read-modify-write under both locks; the new state is durable before this returns.
+    pub(crate) async fn update<T: Send + 'static>(
+        &self,
+        provider: Address,
+        f: impl FnOnce(&mut ProviderState) -> Result<T> + Send + 'static,
+    ) -> Result<T> {
+        self.blocking(move |s| s.update_blocking(provider, f)).await
+    }
+
+    /// Counts a verified receipt into the amount owed (durably), appends it to the audit log, and returns
+    /// it as a [`VerifiedReceipt`].
+    pub(crate) async fn record(
+        &self,
+        provider: Address,
+        r: ReceiptJson,
+        fee: U256,
+        nonce: U256,
+    ) -> Result<VerifiedReceipt> {
+        self.blocking(move |s| {
+            let owed_after = s.update_blocking(provider, move |st| {
+                st.owed = st.owed.saturating_add(fee);
+                st.receipts = st.receipts.saturating_add(1);
+                Ok(st.owed)
+            })?;
+            let logged = LoggedReceipt {
+                at_ms: now_ms(),
+                key: r.key.clone(),
+                nonce,
+                fee,
+                prompt_tokens: r.usage.prompt_tokens,
+                completion_tokens: r.usage.completion_tokens,
+                request_hash: r.request_hash.to_string(),
+                response_hash: r.response_hash.to_string(),
+                owed_after,
+            };
+            if let Err(e) = s.log(provider, &logged) {
+                tracing::warn!(error = %e, "could not append to the receipt log (the amount owed is recorded)");
+            }
+            Ok(VerifiedReceipt {
+                receipt: r,
+                fee,
+                owed_after,
+            })
+        })
+        .await
+    }
+
+    fn load_blocking(&self, provider: Address) -> Result<ProviderState> {
         let local = self.local_lock(provider);
         let _g = local.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
         let _file_lock = self.file_lock(provider)?;
@@ -129,14 +198,13 @@ impl Store {
             .write(true)
             .open(&path)
             .map_err(|e| Error::store("open lock", &path, e))?;
-        // Exclusive advisory lock, released when `f` is dropped. Held for microseconds (one small
-        // read-modify-write), so blocking the calling thread is fine.
+        // Exclusive advisory lock, released when `f` is dropped. Another process may hold it, so this runs
+        // on the blocking pool only (see the module docs).
         f.lock().map_err(|e| Error::store("lock", &path, e))?;
         Ok(f)
     }
 
-    /// Read-modify-write under both locks; the new state is durable before this returns.
-    pub(crate) fn update<T>(
+    fn update_blocking<T>(
         &self,
         provider: Address,
         f: impl FnOnce(&mut ProviderState) -> Result<T>,
@@ -179,7 +247,7 @@ impl Store {
     }
 
     /// Appends a verified receipt to the audit log.
-    pub(crate) fn log(&self, provider: Address, r: &LoggedReceipt) -> Result<()> {
+    fn log(&self, provider: Address, r: &LoggedReceipt) -> Result<()> {
         let path = self.log_path(provider);
         let mut line = serde_json::to_vec(r).map_err(|e| Error::store("encode", &path, e))?;
         line.push(b'\n');
@@ -202,8 +270,8 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let (me, p) = (Address::repeat_byte(1), Address::repeat_byte(2));
         let s = Store::open(dir.path(), me).unwrap();
-        assert_eq!(s.load(p).unwrap(), ProviderState::default());
-        s.update(p, |st| {
+        assert_eq!(s.load_blocking(p).unwrap(), ProviderState::default());
+        s.update_blocking(p, |st| {
             st.last_nonce = U256::from(7);
             st.owed = U256::from(100);
             st.vouched = U256::from(90);
@@ -211,18 +279,18 @@ mod tests {
         })
         .unwrap();
         let s2 = Store::open(dir.path(), me).unwrap();
-        let st = s2.load(p).unwrap();
+        let st = s2.load_blocking(p).unwrap();
         assert_eq!(
             (st.last_nonce, st.owed, st.vouched),
             (U256::from(7), U256::from(100), U256::from(90))
         );
         // A regressing write is refused and leaves the file as it was.
-        let e = s2.update(p, |st| {
+        let e = s2.update_blocking(p, |st| {
             st.vouched = U256::from(10);
             Ok(())
         });
         assert!(matches!(e, Err(Error::Store { .. })), "{e:?}");
-        assert_eq!(s2.load(p).unwrap().vouched, U256::from(90));
+        assert_eq!(s2.load_blocking(p).unwrap().vouched, U256::from(90));
     }
 
     #[test]
@@ -236,7 +304,7 @@ mod tests {
                 std::thread::spawn(move || {
                     (0..25)
                         .map(|_| {
-                            s.update(p, |st| {
+                            s.update_blocking(p, |st| {
                                 st.last_nonce += U256::from(1);
                                 Ok(st.last_nonce)
                             })
@@ -250,6 +318,6 @@ mod tests {
         all.sort();
         all.dedup();
         assert_eq!(all.len(), 200);
-        assert_eq!(s.load(p).unwrap().last_nonce, U256::from(200));
+        assert_eq!(s.load_blocking(p).unwrap().last_nonce, U256::from(200));
     }
 }

@@ -1,5 +1,9 @@
 //! Streamed answers: split the provider's SSE bytes into events, hash every byte before the receipt
 //! event, and verify the receipt when it arrives (fail closed: a stream without one is an error).
+//! A stream is bounded like any body from a provider: in total bytes and in total time.
+
+use std::sync::Arc;
+use std::time::Duration;
 
 use alloy_primitives::{Address, B256};
 use bytes::{Bytes, BytesMut};
@@ -7,9 +11,10 @@ use futures::StreamExt as _;
 use futures::stream::BoxStream;
 use sha2::{Digest as _, Sha256};
 
-use crate::client::Client;
 use crate::error::{Error, Result};
 use crate::receipt::{self, Expectation, RECEIPT_EVENT, ReceiptJson, VerifiedReceipt};
+use crate::store::Store;
+use crate::verify::Providers;
 
 /// Largest SSE event accepted (a longer one without a blank line is not SSE).
 const MAX_EVENT: usize = 4 * 1024 * 1024;
@@ -73,40 +78,53 @@ fn event_name(raw: &[u8]) -> Option<&str> {
     text.lines().find_map(|l| l.strip_prefix("event:")).map(str::trim)
 }
 
-/// Index just past the first event terminator (`\n\n` or `\r\n\r\n`) in `buf`.
+/// Index just past the first event terminator (a blank line: `\n\n` or `\r\n\r\n`) in `buf`. One pass
+/// over the newlines, so splitting a chunk of many small events stays linear.
 fn event_end(buf: &[u8]) -> Option<usize> {
-    let lf = buf
-        .windows(2)
-        .position(|w| w == b"\n\n")
-        .map(|i| i.saturating_add(2));
-    let crlf = buf
-        .windows(4)
-        .position(|w| w == b"\r\n\r\n")
-        .map(|i| i.saturating_add(4));
-    match (lf, crlf) {
-        (Some(a), Some(b)) => Some(a.min(b)),
-        (a, b) => a.or(b),
+    let mut from = 0usize;
+    loop {
+        let at = from.checked_add(buf.get(from..)?.iter().position(|&b| b == b'\n')?)?;
+        match (buf.get(at.saturating_add(1)), buf.get(at.saturating_add(2))) {
+            (Some(b'\n'), _) => return at.checked_add(2),
+            (Some(b'\r'), Some(b'\n')) => return at.checked_add(3),
+            _ => from = at.checked_add(1)?,
+        }
     }
 }
 
+/// What a stream needs from its client: where to count the receipt, whom to distrust when it fails, and
+/// its bounds.
+pub(crate) struct StreamCtx {
+    pub(crate) provider: Address,
+    pub(crate) store: Store,
+    pub(crate) providers: Arc<Providers>,
+    /// Most bytes read in total.
+    pub(crate) max_bytes: u64,
+    /// The whole stream must end within this.
+    pub(crate) timeout: Duration,
+}
+
 /// A streamed answer being received. Call [`ChatStream::next`] until it returns `None`; the item before
-/// that is [`StreamEvent::Receipt`], or an error if the stream cannot be verified.
+/// that is [`StreamEvent::Receipt`], or an error if the stream cannot be verified, exceeds
+/// [`crate::ClientConfig::max_response_bytes`] or lasts longer than [`crate::ClientConfig::stream_timeout`].
 pub struct ChatStream {
-    client: Client,
-    provider: Address,
+    ctx: StreamCtx,
     body: Bytes,
     exp: Expectation,
     res_key: Option<String>,
     bytes: BoxStream<'static, reqwest::Result<Bytes>>,
     buf: BytesMut,
     hasher: Sha256,
+    /// Bytes received so far.
+    read: u64,
+    deadline: tokio::time::Instant,
     finished: bool,
 }
 
 impl std::fmt::Debug for ChatStream {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("ChatStream")
-            .field("provider", &self.provider)
+            .field("provider", &self.ctx.provider)
             .field("res_key", &self.res_key)
             .field("finished", &self.finished)
             .finish_non_exhaustive()
@@ -115,22 +133,23 @@ impl std::fmt::Debug for ChatStream {
 
 impl ChatStream {
     pub(crate) fn new(
-        client: Client,
-        provider: Address,
+        ctx: StreamCtx,
         resp: reqwest::Response,
         body: Bytes,
         exp: Expectation,
         res_key: Option<String>,
     ) -> Self {
+        let deadline = tokio::time::Instant::now() + ctx.timeout;
         Self {
-            client,
-            provider,
+            ctx,
             body,
             exp,
             res_key,
             bytes: resp.bytes_stream().boxed(),
             buf: BytesMut::new(),
             hasher: Sha256::new(),
+            read: 0,
+            deadline,
             finished: false,
         }
     }
@@ -149,6 +168,12 @@ impl ChatStream {
         if !matches!(r, Ok(StreamEvent::Data(_))) {
             self.finished = true;
         }
+        if let Err(e) = &r
+            && e.is_verification_failure()
+        {
+            // Read the provider's on-chain signer again before the next request.
+            self.ctx.providers.distrust(self.ctx.provider);
+        }
         Some(r)
     }
 
@@ -157,7 +182,7 @@ impl ChatStream {
             if let Some(end) = event_end(&self.buf) {
                 let raw = self.buf.split_to(end).freeze();
                 if event_name(&raw) == Some(RECEIPT_EVENT) {
-                    return self.finish(&raw);
+                    return self.finish(&raw).await;
                 }
                 self.hasher.update(&raw);
                 return Ok(StreamEvent::Data(raw));
@@ -167,8 +192,25 @@ impl ChatStream {
                     "an SSE event longer than {MAX_EVENT} bytes"
                 )));
             }
-            match self.bytes.next().await {
-                Some(Ok(chunk)) => self.buf.extend_from_slice(&chunk),
+            let next = tokio::time::timeout_at(self.deadline, self.bytes.next())
+                .await
+                .map_err(|_| Error::ResponseTimeout {
+                    what: "stream",
+                    after: self.ctx.timeout,
+                })?;
+            match next {
+                Some(Ok(chunk)) => {
+                    self.read = self
+                        .read
+                        .saturating_add(u64::try_from(chunk.len()).unwrap_or(u64::MAX));
+                    if self.read > self.ctx.max_bytes {
+                        return Err(Error::ResponseTooLarge {
+                            what: "stream",
+                            limit: self.ctx.max_bytes,
+                        });
+                    }
+                    self.buf.extend_from_slice(&chunk);
+                }
                 Some(Err(e)) => return Err(Error::StreamIncomplete(format!("the stream broke: {e}"))),
                 None => {
                     return Err(Error::StreamIncomplete(if self.buf.is_empty() {
@@ -181,13 +223,17 @@ impl ChatStream {
         }
     }
 
-    fn finish(&mut self, raw: &[u8]) -> Result<StreamEvent> {
+    async fn finish(&mut self, raw: &[u8]) -> Result<StreamEvent> {
         let data = data_of(raw).ok_or_else(|| Error::ReceiptInvalid("receipt event has no data".into()))?;
         let r: ReceiptJson =
             serde_json::from_str(&data).map_err(|e| Error::ReceiptInvalid(format!("receipt JSON: {e}")))?;
         let response_hash = B256::from(<[u8; 32]>::from(std::mem::take(&mut self.hasher).finalize()));
         let fee = receipt::check(&r, &self.exp, &self.body, response_hash)?;
-        let v = self.client.record(self.provider, &r, fee, self.exp.nonce)?;
+        let v = self
+            .ctx
+            .store
+            .record(self.ctx.provider, r, fee, self.exp.nonce)
+            .await?;
         Ok(StreamEvent::Receipt(Box::new(v)))
     }
 
@@ -218,6 +264,10 @@ mod tests {
         assert_eq!(event_end(b"data: a\n\ndata: b"), Some(9));
         assert_eq!(event_end(b"data: a\r\n\r\n"), Some(11));
         assert_eq!(event_end(b"data: a\n"), None);
+        assert_eq!(event_end(b"data: a\r\n"), None);
+        assert_eq!(event_end(b"a\nb\n\nc\n\n"), Some(5));
+        assert_eq!(event_end(b"a\r\nb\r\n\r\n"), Some(8));
+        assert_eq!(event_end(b""), None);
         assert_eq!(
             data_of(b"event: x\ndata: {\"a\":1}\n\n").as_deref(),
             Some("{\"a\":1}")

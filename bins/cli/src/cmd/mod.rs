@@ -11,6 +11,7 @@ mod owner;
 mod sealing;
 mod serve;
 mod storage;
+mod web;
 
 use clap::{Parser, Subcommand};
 use std::process::ExitCode;
@@ -69,12 +70,19 @@ enum Command {
     Inference(inference::InferenceCommand),
     /// Run a local OpenAI-compatible endpoint for one provider that signs, pays, verifies and forwards.
     ///
-    /// Point any OpenAI client at it (`OPENAI_BASE_URL=http://127.0.0.1:3001/v1`); receipts come back in
-    /// `ZG-Receipt` headers. Example: `zg serve --provider 0x… --allow-simulated --port 3001`.
+    /// Point any OpenAI client at it (`OPENAI_BASE_URL=http://127.0.0.1:3001/v1`) with the API key it prints
+    /// once at start, or yours from ZG_SERVE_API_KEY (`OPENAI_API_KEY=…`); receipts come back in `ZG-Receipt`
+    /// headers. Only its own address as Host, no foreign Origin, JSON POSTs and the key are accepted.
+    /// Example: `zg serve --provider 0x… --allow-simulated --port 3001`.
     Serve(serve::ServeArgs),
     /// Contract owner: acknowledge (or revoke) a provider's TEE signer, as in 0G's provider onboarding.
     #[command(subcommand)]
     Owner(owner::OwnerCommand),
+    /// Open the local web dashboard (account, providers, verified chat, fine-tuning, provider metrics).
+    ///
+    /// Serves on 127.0.0.1 only and prints the URL to open, which carries a per-session token. Example:
+    /// `zg web --port 4000 --allow-simulated --policy deploy/policy.simulated.toml`.
+    Web(web::WebArgs),
 }
 
 impl Cli {
@@ -99,6 +107,7 @@ impl Cli {
             Command::Inference(c) => c.run(g).await,
             Command::Serve(a) => a.run(g).await,
             Command::Owner(c) => c.run(g).await,
+            Command::Web(a) => a.run(g).await,
         }
     }
 }

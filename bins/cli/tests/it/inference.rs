@@ -1,6 +1,7 @@
 //! `zg inference …` and `zg serve` end to end: a devnet, the real provider in process on loopback, the `zg`
-//! binary as a process, and the official `openai` Python package (from `.tools/venv`, made by
-//! `scripts/setup.sh`) talking to `zg serve`.
+//! binary as a process, `curl` attacking `zg serve` as a web page, a DNS-rebinding page and a keyless local
+//! process would (issue 9, item 6), and the official `openai` Python package (from `.tools/venv`, made by
+//! `just setup` / `scripts/setup.sh`; the test fails without it) talking to `zg serve` with its key.
 
 use std::io::{BufRead as _, BufReader};
 use std::process::{Command, Stdio};
@@ -18,6 +19,59 @@ fn dec(v: &serde_json::Value) -> u128 {
         .unwrap_or_else(|| panic!("not a decimal string: {v}"))
         .parse()
         .unwrap()
+}
+
+/// `curl -sS` with `args`: (status, body as JSON or Null). curl must be installed: the test fails otherwise.
+fn curl(args: &[String]) -> (u16, serde_json::Value) {
+    let o = Command::new("curl")
+        .args(["-sS", "--max-time", "60", "-o", "-", "-w", "\n%{http_code}"])
+        .args(args)
+        .output()
+        .expect("curl is required by this test (apt-get install curl)");
+    assert!(
+        o.status.success(),
+        "curl failed: {}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    let text = String::from_utf8_lossy(&o.stdout).into_owned();
+    let (body, status) = text.rsplit_once('\n').unwrap();
+    (
+        status.trim().parse().unwrap(),
+        serde_json::from_str(body).unwrap_or_default(),
+    )
+}
+
+/// Starts `zg serve --port 0 --allow-simulated --json` with `env` plus `extra`; returns it and its JSON.
+async fn start_serve(env: &[(&str, &str)], extra: &[(&str, &str)]) -> (KillOnDrop, serde_json::Value) {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_zg"));
+    for (k, _) in std::env::vars() {
+        if k.starts_with("ZG_") {
+            cmd.env_remove(k);
+        }
+    }
+    let child = cmd
+        .args(["serve", "--port", "0", "--allow-simulated", "--json"])
+        .envs(env.iter().copied())
+        .envs(extra.iter().copied())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut child = KillOnDrop(child);
+    let out = child.0.stdout.take().unwrap();
+    let v = tokio::task::spawn_blocking(move || {
+        let mut text = String::new();
+        for line in BufReader::new(out).lines() {
+            text.push_str(&line.unwrap());
+            if let Ok(v) = serde_json::from_str::<serde_json::Value>(&text) {
+                return v;
+            }
+        }
+        panic!("zg serve printed no URL: {text}");
+    })
+    .await
+    .unwrap();
+    (child, v)
 }
 
 struct KillOnDrop(std::process::Child);
@@ -214,44 +268,148 @@ async fn inference_verbs_and_serve_with_the_official_openai_client() {
         .unwrap();
     assert!(stderr(&o).contains("--token-id 0-254"), "{}", stderr(&o));
 
-    // zg serve + the official openai Python client.
+    // zg serve, attacked with curl, then used by the official openai Python client with the printed key.
     let python = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../.tools/venv/bin/python");
-    let mut fees_via_serve = 0u128;
-    let mut served = 0u64;
-    if python.is_file() {
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_zg"));
-        for (k, _) in std::env::vars() {
-            if k.starts_with("ZG_") {
-                cmd.env_remove(k);
-            }
-        }
-        let child = cmd
-            .args(["serve", "--port", "0", "--allow-simulated", "--json"])
-            .envs(env.iter().copied())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
-        let mut child = KillOnDrop(child);
-        let url = tokio::task::spawn_blocking({
-            let out = child.0.stdout.take().unwrap();
-            move || {
-                let mut text = String::new();
-                for line in BufReader::new(out).lines() {
-                    text.push_str(&line.unwrap());
-                    if let Ok(v) = serde_json::from_str::<serde_json::Value>(&text) {
-                        return v["url"].as_str().unwrap().to_owned();
-                    }
-                }
-                panic!("zg serve printed no URL: {text}");
-            }
-        })
-        .await
-        .unwrap();
-        let script = r#"
+    assert!(
+        python.is_file(),
+        "{} is missing: run `just setup` (scripts/setup.sh installs the pinned openai client into .tools/venv)",
+        python.display()
+    );
+    let (child, serve) = start_serve(&env, &[]).await;
+    let url = serve["url"].as_str().unwrap().to_owned();
+    let api_key = serve["api_key"]
+        .as_str()
+        .expect("a generated key is printed once")
+        .to_owned();
+    assert!(api_key.starts_with("sk-zg-") && api_key.len() > 40, "{api_key}");
+    assert_eq!(serve["api_key_source"], "generated for this run; shown once");
+    let port = url
+        .trim_start_matches("http://127.0.0.1:")
+        .trim_end_matches("/v1")
+        .to_owned();
+    let chat_url = format!("{url}/chat/completions");
+    let body = r#"{"messages":[{"role":"user","content":"spend it"}],"max_tokens":8}"#;
+    let bearer = format!("Authorization: Bearer {api_key}");
+    let rebind_host = format!("rebind.evil.example:{port}");
+    let rebind_url = format!("http://{rebind_host}/v1/chat/completions");
+    let resolve = format!("{rebind_host}:127.0.0.1");
+    // (what, curl arguments, status, error type)
+    let attacks: Vec<(&str, Vec<&str>, u16, &str)> = vec![
+        (
+            "cross-origin POST from a web page",
+            vec![
+                "-H",
+                "Origin: https://evil.example",
+                "-H",
+                "Content-Type: application/json",
+                "-H",
+                &bearer,
+                "--data",
+                body,
+                &chat_url,
+            ],
+            403,
+            "forbidden_origin",
+        ),
+        (
+            "no-cors form POST (text/plain) from a web page",
+            vec![
+                "-H",
+                "Origin: https://evil.example",
+                "-H",
+                "Sec-Fetch-Site: cross-site",
+                "-H",
+                "Sec-Fetch-Mode: no-cors",
+                "-H",
+                "Content-Type: text/plain;charset=UTF-8",
+                "--data",
+                body,
+                &chat_url,
+            ],
+            403,
+            "forbidden_origin",
+        ),
+        (
+            "text/plain POST from a local process, even with the key",
+            vec![
+                "-H",
+                "Content-Type: text/plain",
+                "-H",
+                &bearer,
+                "--data",
+                body,
+                &chat_url,
+            ],
+            415,
+            "unsupported_media_type",
+        ),
+        (
+            "DNS rebinding: the attacker's name resolving to 127.0.0.1",
+            vec![
+                "--resolve",
+                &resolve,
+                "-H",
+                "Content-Type: application/json",
+                "-H",
+                &bearer,
+                "--data",
+                body,
+                &rebind_url,
+            ],
+            403,
+            "forbidden_host",
+        ),
+        (
+            "missing key",
+            vec!["-H", "Content-Type: application/json", "--data", body, &chat_url],
+            401,
+            "missing_api_key",
+        ),
+        (
+            "wrong key",
+            vec![
+                "-H",
+                "Content-Type: application/json",
+                "-H",
+                "Authorization: Bearer sk-zg-guessed-wrong-0000000000",
+                "--data",
+                body,
+                &chat_url,
+            ],
+            401,
+            "invalid_api_key",
+        ),
+    ];
+    for (what, args, status, kind) in attacks {
+        let args: Vec<String> = args.into_iter().map(str::to_owned).collect();
+        let (got, v) = tokio::task::spawn_blocking(move || curl(&args)).await.unwrap();
+        assert_eq!(
+            (got, v["error"]["type"].as_str().unwrap_or_default()),
+            (status, kind),
+            "{what}: {v}"
+        );
+    }
+    // The same request with the key, JSON and no foreign origin is served (curl, then the openai client).
+    let args: Vec<String> = [
+        "-H",
+        "Content-Type: application/json",
+        "-H",
+        &bearer,
+        "--data",
+        body,
+        &chat_url,
+    ]
+    .into_iter()
+    .map(str::to_owned)
+    .collect();
+    let (got, v) = tokio::task::spawn_blocking(move || curl(&args)).await.unwrap();
+    assert_eq!(got, 200, "{v}");
+    let fee_curl = v["usage"]["prompt_tokens"].as_u64().unwrap() as u128 * 1_000_000_000
+        + v["usage"]["completion_tokens"].as_u64().unwrap() as u128 * 2_000_000_000;
+    let script = r#"
 import base64, json, os, sys, urllib.request
 import openai
-c = openai.OpenAI(base_url=os.environ["BASE"], api_key="unused")
+c = openai.OpenAI(base_url=os.environ["BASE"], api_key=os.environ["KEY"])
 m = c.models.list().data[0].id
 raw = c.chat.completions.with_raw_response.create(model=m, max_tokens=12, messages=[{"role": "user", "content": "hello"}])
 plain = raw.parse()
@@ -259,50 +417,85 @@ rec = json.loads(base64.urlsafe_b64decode(raw.headers["zg-receipt"] + "=="))
 raw2 = c.chat.completions.with_raw_response.create(model=m, max_tokens=12, stream=True, messages=[{"role": "user", "content": "stream"}])
 text = "".join((x.choices[0].delta.content or "") for x in raw2.parse() if x.choices)
 key = raw2.headers["zg-res-key"]
-r2 = json.load(urllib.request.urlopen(os.environ["BASE"].rsplit("/v1", 1)[0] + "/zg/v1/receipts/" + key))
+req = urllib.request.Request(os.environ["BASE"].rsplit("/v1", 1)[0] + "/zg/v1/receipts/" + key,
+                             headers={"Authorization": "Bearer " + os.environ["KEY"]})
+r2 = json.load(urllib.request.urlopen(req))
+try:
+    openai.OpenAI(base_url=os.environ["BASE"], api_key="sk-zg-wrong-key-000000000000").models.list()
+    wrong = "accepted"
+except openai.AuthenticationError as e:
+    wrong = e.body["type"] if isinstance(e.body, dict) else str(e.body)
 print(json.dumps({"model": m, "verified": raw.headers["zg-verified"], "fee": raw.headers["zg-fee"], "receipt_key": rec["key"],
                   "res_key": raw.headers["zg-res-key"], "plain": plain.choices[0].message.content,
-                  "usage": [plain.usage.prompt_tokens, plain.usage.completion_tokens], "stream": text, "stream_fee": r2["fee"]}))
+                  "usage": [plain.usage.prompt_tokens, plain.usage.completion_tokens], "stream": text, "stream_fee": r2["fee"],
+                  "wrong_key": wrong}))
 "#;
-        let out = tokio::task::spawn_blocking({
-            let python = python.clone();
-            move || {
-                Command::new(python)
-                    .args(["-c", script])
-                    .env("BASE", &url)
-                    .output()
-                    .unwrap()
-            }
-        })
+    let out = tokio::task::spawn_blocking({
+        let (python, url, api_key) = (python.clone(), url.clone(), api_key.clone());
+        move || {
+            Command::new(python)
+                .args(["-c", script])
+                .env("BASE", &url)
+                .env("KEY", &api_key)
+                .output()
+                .unwrap()
+        }
+    })
+    .await
+    .unwrap();
+    assert!(
+        out.status.success(),
+        "python: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["model"], zg_provider::DEMO_MODEL_ID);
+    assert_eq!(v["verified"], "true");
+    assert_eq!(v["receipt_key"], v["res_key"]);
+    assert_eq!(v["wrong_key"], "invalid_api_key");
+    assert!(!v["plain"].as_str().unwrap().is_empty() && !v["stream"].as_str().unwrap().is_empty());
+    let fee: u128 = v["fee"].as_str().unwrap().parse().unwrap();
+    let (p, c) = (
+        v["usage"][0].as_u64().unwrap() as u128,
+        v["usage"][1].as_u64().unwrap() as u128,
+    );
+    assert_eq!(fee, p * 1_000_000_000 + c * 2_000_000_000);
+    let fees_via_serve = fee_curl + fee + dec(&v["stream_fee"]);
+    let served = 3;
+    drop(child);
+
+    // A key of the user's own (ZG_SERVE_API_KEY) works and is never printed.
+    let own = "sk-zg-my-own-stable-key-0123456789";
+    let (_child2, serve2) = start_serve(&env, &[("ZG_SERVE_API_KEY", own)]).await;
+    assert!(serve2["api_key"].is_null(), "{serve2}");
+    let models = format!("{}/models", serve2["url"].as_str().unwrap());
+    let args: Vec<String> = vec![
+        "-H".into(),
+        format!("Authorization: Bearer {own}"),
+        models.clone(),
+    ];
+    let (got, v) = tokio::task::spawn_blocking(move || curl(&args)).await.unwrap();
+    assert_eq!(
+        (got, v["data"][0]["id"].as_str()),
+        (200, Some(zg_provider::DEMO_MODEL_ID)),
+        "{v}"
+    );
+    let (got, _) = tokio::task::spawn_blocking(move || curl(&[models]))
         .await
         .unwrap();
-        assert!(
-            out.status.success(),
-            "python: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-        assert_eq!(v["model"], zg_provider::DEMO_MODEL_ID);
-        assert_eq!(v["verified"], "true");
-        assert_eq!(v["receipt_key"], v["res_key"]);
-        assert!(!v["plain"].as_str().unwrap().is_empty() && !v["stream"].as_str().unwrap().is_empty());
-        let fee: u128 = v["fee"].as_str().unwrap().parse().unwrap();
-        let (p, c) = (
-            v["usage"][0].as_u64().unwrap() as u128,
-            v["usage"][1].as_u64().unwrap() as u128,
-        );
-        assert_eq!(fee, p * 1_000_000_000 + c * 2_000_000_000);
-        fees_via_serve = fee + dec(&v["stream_fee"]);
-        served = 2;
-    } else {
-        #[allow(clippy::print_stderr)]
-        {
-            eprintln!(
-                "SKIPPED the openai-client part: {} is absent (run scripts/setup.sh)",
-                python.display()
-            );
-        }
-    }
+    assert_eq!(got, 401);
+    // Turning the key off is refused beyond loopback.
+    let o = run(vec![
+        "serve",
+        "--host",
+        "0.0.0.0",
+        "--dangerous-no-api-key",
+        "--allow-simulated",
+    ])
+    .await
+    .unwrap();
+    assert!(!o.status.success());
+    assert!(stderr(&o).contains("not loopback"), "{}", stderr(&o));
 
     // The client's books: every verified receipt counted once, across processes sharing the data dir.
     let v = json(&run(vec!["inference", "balance", "--json"]).await.unwrap());

@@ -13,6 +13,7 @@ mod inference;
 mod ledger;
 mod official_cli;
 mod owner;
+mod web;
 
 use std::process::Output;
 

@@ -13,10 +13,10 @@ use zg_proto::v1::{
 };
 use zg_provider::{ReceiptJson, RunArgs, Settings, now_ms};
 
-use crate::fake_upstream;
+use zg_test_utils::fake_upstream;
 
 fn hexkey(k: &PrivateKeySigner) -> String {
-    format!("0x{}", hex::encode(k.to_bytes()))
+    zg_test_utils::keys::hex_key(&k.to_bytes().0)
 }
 
 fn eth(k: &PrivateKeySigner) -> EthSigner {
@@ -75,6 +75,9 @@ async fn balance(devnet: &Devnet, user: Address, provider: Address) -> U256 {
 async fn anvil_e2e_register_serve_grpc_and_settle_exactly() {
     let devnet = devnet().await;
     let keys = devnet.keys().to_vec();
+    // The well-known keys the test helpers hand out are anvil's.
+    let known: Vec<String> = keys.iter().map(hexkey).collect();
+    assert_eq!(known, zg_test_utils::keys::ANVIL_KEYS);
     let (owner, prov, cust) = (&keys[0], &keys[3], &keys[4]);
     let dir = tempfile::tempdir().unwrap();
     let settings = Settings::resolve(RunArgs {
@@ -240,13 +243,7 @@ impl Drop for Child {
     }
 }
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
+use zg_test_utils::net::free_port;
 
 async fn spawn_provider(
     dir: &std::path::Path,

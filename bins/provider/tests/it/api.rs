@@ -9,7 +9,7 @@ use zg_billing::{ChainAccount, EthSigner, Request, TokenState, ZgReceipt, body_h
 use zg_provider::{RECEIPT_EVENT, ReceiptJson, now_ms};
 
 use crate::common::*;
-use crate::fake_upstream;
+use zg_test_utils::fake_upstream;
 
 fn http() -> reqwest::Client {
     reqwest::Client::new()
@@ -164,7 +164,7 @@ async fn native_stream_ends_with_a_receipt_event_and_replayed_nonce_is_refused()
     let req = Request {
         user: c.address(),
         provider: o.me,
-        service: "chatbot".into(),
+        service: "chat".into(),
         nonce: U256::from(1),
         bodyHash: body_hash(body.as_bytes()),
         feeCap: U256::from(10u64.pow(15)),
@@ -250,6 +250,69 @@ async fn every_bad_credential_is_refused_before_the_upstream() {
         )
     };
     assert_eq!(post(Some(forged), body).await.unwrap().status(), 401);
+    // Forged native envelopes: signed by mallory for c, for another provider, over another body, with a
+    // voucher mallory signed, or not an envelope at all.
+    let native = |signer: &EthSigner, user: Address, provider: Address, signed_body: &str| {
+        let req = Request {
+            user,
+            provider,
+            service: "chat".into(),
+            nonce: U256::from(7),
+            bodyHash: body_hash(signed_body.as_bytes()),
+            feeCap: U256::from(10u64.pow(15)),
+        };
+        let signature = o.domains.sign_request(signer, req.clone()).unwrap().signature;
+        zg_billing::SignedRequest {
+            request: req,
+            signature,
+            voucher: None,
+        }
+    };
+    let with_foreign_voucher = native(&c, c.address(), o.me, body).with_voucher(
+        o.domains
+            .sign_voucher(
+                &mallory,
+                zg_billing::Voucher {
+                    user: c.address(),
+                    provider: o.me,
+                    cumulativeAmount: U256::ZERO,
+                    nonce: U256::from(7),
+                },
+            )
+            .unwrap(),
+    );
+    for (what, env, want) in [
+        (
+            "signed by another key",
+            native(&mallory, c.address(), o.me, body).to_header(),
+            401,
+        ),
+        (
+            "for another provider",
+            native(&c, c.address(), Address::repeat_byte(9), body).to_header(),
+            400,
+        ),
+        (
+            "over another body",
+            native(&c, c.address(), o.me, "{}").to_header(),
+            400,
+        ),
+        (
+            "with a voucher signed by another key",
+            with_foreign_voucher.to_header(),
+            401,
+        ),
+        ("not an envelope", "bm90IGFuIGVudmVsb3Bl".to_owned(), 400),
+    ] {
+        let r = http()
+            .post(format!("{}/v1/proxy/chat/completions", o.url))
+            .header("zg-request", env)
+            .body(body)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), want, "native envelope {what}");
+    }
     // Expired.
     assert_eq!(
         post(Some(token(&c, o.me, 1, now_ms() - 10, 0)), body)
@@ -312,7 +375,7 @@ async fn every_bad_credential_is_refused_before_the_upstream() {
         0,
         "no rejected request reached the upstream"
     );
-    assert!(o.provider.receipts().len().await.unwrap() == 0);
+    assert_eq!(o.provider.ledger().receipt_count().await.unwrap(), 0);
     // Non-billed routes are authenticated too.
     assert_eq!(
         http()
@@ -370,7 +433,12 @@ async fn upstream_errors_pass_through_unbilled_and_missing_usage_is_not_billed()
         .unwrap();
     assert_eq!(r.status(), 200);
     let key = r.headers()["zg-res-key"].to_str().unwrap().to_owned();
-    let _ = zg_receipt(&o, &key).await; // still signed
+    let answer = r.bytes().await.unwrap();
+    // Not billed, but still signed over exactly these bytes.
+    let zg = zg_receipt(&o, &key).await;
+    let sent = br#"{"model":"nousage","messages":[]}"#;
+    zg.verify(sent, &answer, o.provider.tee().signer()).unwrap();
+    assert_eq!(zg.text, format!("{}:{}", sha(sent), sha(&answer)));
     assert_eq!(unsettled(&o, &token, c.address()).await, U256::ZERO);
     assert_eq!(
         o.provider.ledger().available(c.address()),
@@ -467,7 +535,7 @@ async fn two_hundred_concurrent_streams_from_ten_customers_bill_exactly() {
     for (c, token) in &customers {
         assert_eq!(unsettled(&o, token, c.address()).await, per);
     }
-    assert_eq!(o.provider.receipts().len().await.unwrap(), 200);
+    assert_eq!(o.provider.ledger().receipt_count().await.unwrap(), 200);
 }
 
 #[tokio::test]

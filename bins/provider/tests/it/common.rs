@@ -1,6 +1,7 @@
 //! Shared helpers: an in-process provider over loopback with in-memory chain accounts, and 0G tokens.
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use alloy_primitives::{Address, U256};
@@ -8,7 +9,8 @@ use zg_billing::{
     ChainAccount, Domains, EthSigner, Ledger, LedgerConfig, Prices, SessionClaims, SessionToken,
 };
 use zg_provider::{
-    BackendChoice, CoreConfig, Metrics, Provider, ReceiptStore, StaticAccounts, Tee, Upstream, now_ms,
+    AccountSource, BackendChoice, CoreConfig, Limits, Metrics, Provider, StaticAccounts, Tee, Upstream,
+    now_ms,
 };
 
 pub const INPUT_PRICE: u64 = 1_000_000_000;
@@ -18,6 +20,8 @@ pub struct Offline {
     pub url: String,
     pub provider: Provider,
     pub accounts: Arc<StaticAccounts>,
+    /// Chain reads of customers' accounts (`getAccount` RPCs) so far.
+    pub lookups: Arc<AtomicU64>,
     pub me: Address,
     pub domains: Domains,
     pub _dir: tempfile::TempDir,
@@ -26,6 +30,7 @@ pub struct Offline {
 pub struct Opts {
     pub upstream: Option<String>,
     pub max_concurrency: usize,
+    pub limits: Limits,
     /// How long a read account is trusted (zero: read on every request).
     pub account_ttl: Duration,
 }
@@ -35,8 +40,29 @@ impl Default for Opts {
         Self {
             upstream: None,
             max_concurrency: 64,
+            limits: Limits {
+                // Long enough that a test's repeated requests of one stranger all meet the cache.
+                unknown_account_ttl: Duration::from_secs(60),
+                ..Limits::default()
+            },
             account_ttl: Duration::ZERO,
         }
+    }
+}
+
+/// An [`AccountSource`] that counts the chain reads it answers.
+struct Counting {
+    inner: Arc<StaticAccounts>,
+    calls: Arc<AtomicU64>,
+}
+
+impl AccountSource for Counting {
+    fn account(
+        &self,
+        user: Address,
+    ) -> futures::future::BoxFuture<'_, Result<Option<zg_billing::ChainAccount>, zg_billing::BoxError>> {
+        self.calls.fetch_add(1, Ordering::SeqCst);
+        self.inner.account(user)
     }
 }
 
@@ -51,7 +77,6 @@ pub async fn offline(opts: Opts) -> Offline {
         domains.clone(),
     ))
     .unwrap();
-    let receipts = ReceiptStore::open(&dir.path().join("receipts.sqlite")).unwrap();
     let (upstream, model) = match &opts.upstream {
         None => (
             Upstream::builtin(zg_provider::SHIPPED_CORPUS),
@@ -63,6 +88,11 @@ pub async fn offline(opts: Opts) -> Offline {
         ),
     };
     let accounts = Arc::new(StaticAccounts::default());
+    let lookups = Arc::new(AtomicU64::new(0));
+    let counting = Arc::new(Counting {
+        inner: Arc::clone(&accounts),
+        calls: Arc::clone(&lookups),
+    });
     let provider = Provider::new(
         me,
         CoreConfig {
@@ -77,12 +107,12 @@ pub async fn offline(opts: Opts) -> Offline {
             account_ttl: opts.account_ttl,
             default_max_tokens: 256,
             max_skew_ms: 60_000,
+            limits: opts.limits.clone(),
         },
         ledger,
         tee,
         upstream,
-        receipts,
-        accounts.clone(),
+        counting,
         Arc::new(Metrics::default()),
     );
     let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -93,6 +123,7 @@ pub async fn offline(opts: Opts) -> Offline {
         url: format!("http://{addr}"),
         provider,
         accounts,
+        lookups,
         me,
         domains,
         _dir: dir,

@@ -9,11 +9,11 @@
 
 // Helpers: in-process provider with in-memory accounts, tokens.
 mod common;
-// A fast fake OpenAI-compatible upstream.
-mod fake_upstream;
 // The HTTP API: happy paths, receipts, rejections, back-pressure, concurrency.
 mod api;
 // Real anvil: registration, gRPC, settlement with exact balances, kill mid-stream and restart.
 mod anvil;
+// Issue 9, written as the attacks (free inference, over-charging, stalling the provider).
+mod attacks;
 // Issue 9: the log names the owner's command while the TEE signer waits for it.
 mod owner_ack_log;

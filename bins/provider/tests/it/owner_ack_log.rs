@@ -29,7 +29,7 @@ async fn provider_logs_the_owner_command_every_round_until_the_signer_is_acknowl
     .unwrap();
     let prov = devnet.keys()[7].clone();
     let provider = prov.address();
-    let fake = crate::fake_upstream::start().await;
+    let fake = zg_test_utils::fake_upstream::start().await;
     let dir = tempfile::tempdir().unwrap();
     let cfg = dir.path().join("p.toml");
     std::fs::write(&cfg, "[settlement]\nthreshold = \"1\"\ninterval_secs = 1\n").unwrap();

@@ -105,6 +105,32 @@ impl GpuCollateral {
     }
 }
 
+/// Longest RIM identifier accepted (NVIDIA's are about 40 characters).
+const MAX_RIM_ID_LEN: usize = 128;
+
+/// Refuses anything but a RIM identifier: ASCII letters, digits, `.`, `_`, `-`, not starting with `.`.
+///
+/// Who: the identifiers come from strings inside a report that has not been verified yet (driver
+/// version, project, SKU), i.e. from whoever sends the evidence. Worst case without this check: a
+/// `project` of `x/../../elsewhere` makes [`DirectoryGpuCollateral`] read files outside its directory,
+/// and a `?`/`#` makes [`NvidiaRimService`] request another URL.
+pub(crate) fn check_rim_id(id: &str) -> Result<()> {
+    let ok = !id.is_empty()
+        && id.len() <= MAX_RIM_ID_LEN
+        && !id.starts_with('.')
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b));
+    if ok {
+        Ok(())
+    } else {
+        Err(Error::MalformedGpuEvidence {
+            field: "rim",
+            reason: format!("{id:?} is not a RIM identifier"),
+        })
+    }
+}
+
 /// Somewhere RIMs come from. `now` lets caches decide what is still usable.
 pub trait GpuCollateralSource {
     /// The RIM with NVIDIA identifier `id`.
@@ -148,6 +174,7 @@ impl DirectoryGpuCollateral {
     /// Loads the RIM for `id` (blocking file I/O: call [`GpuCollateralSource::rim`] from async code).
     /// `version` (the report's driver or VBIOS version) finds a file named otherwise.
     pub fn load_rim(&self, id: &str, version: Option<&str>) -> Result<Rim> {
+        check_rim_id(id)?;
         for ext in ["xml", "swidtag"] {
             let p = self.dir.join(format!("{id}.{ext}"));
             if p.is_file() {
@@ -358,16 +385,7 @@ impl NvidiaRimService {
 
     /// Fetches the RIM `id` as XML bytes (checked to parse as a RIM), e.g. to staple it to evidence.
     pub async fn fetch_xml(&self, id: &str) -> Result<Vec<u8>> {
-        if id.is_empty()
-            || !id
-                .bytes()
-                .all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b))
-        {
-            return Err(Error::MalformedGpuEvidence {
-                field: "rim",
-                reason: format!("{id:?} is not a RIM identifier"),
-            });
-        }
+        check_rim_id(id)?;
         let url = format!("{}{id}", self.base_url);
         let fail = |reason: String| Error::Fetch {
             url: url.clone(),

@@ -50,6 +50,12 @@ pub const NVIDIA_RIM_ROOT_PEM: &str = include_str!("nvidia_rim_root.pem");
 pub const MAX_GPUS: usize = 16;
 /// Largest GPU evidence document accepted (bytes of JSON).
 pub const MAX_GPU_EVIDENCE_BYTES: usize = 1 << 20;
+/// Most stapled RIMs accepted (a driver and a VBIOS RIM per GPU).
+pub const MAX_STAPLED_RIMS: usize = 2 * MAX_GPUS;
+/// Most stapled OCSP responses accepted (NVIDIA's are 3 per device chain and 4 per RIM pair). Each one
+/// that names a certificate of the evidence costs an ECDSA verification: without a bound, a provider's
+/// 1 MiB of copies costs its verifying client seconds of CPU.
+pub const MAX_STAPLED_OCSP: usize = 8 * MAX_GPUS;
 
 /// The trust anchors GPU evidence is verified to: never taken from the evidence.
 #[derive(Debug, Clone)]
@@ -238,6 +244,21 @@ impl GpuEvidence {
                 })
             })
             .collect::<Result<Vec<_>>>()?;
+        if doc.rims.len() > MAX_STAPLED_RIMS {
+            return Err(bad(
+                "rims",
+                format!("{} stapled RIMs, more than {MAX_STAPLED_RIMS}", doc.rims.len()),
+            ));
+        }
+        if doc.ocsp.len() > MAX_STAPLED_OCSP {
+            return Err(bad(
+                "ocsp",
+                format!(
+                    "{} stapled OCSP responses, more than {MAX_STAPLED_OCSP}",
+                    doc.ocsp.len()
+                ),
+            ));
+        }
         let rims = doc
             .rims
             .iter()
@@ -614,12 +635,26 @@ pub(crate) fn verify_into(
                 continue;
             }
             let results: Vec<_> = responses.iter().map(|o| o.check(c, iss, now)).collect();
+            // The verdict (and a cache entry made from it) holds only while the responses it rests on
+            // say the same: never past the moment a response that is not valid yet starts to count
+            // (it may say "revoked"), and never past the good response actually relied on. A response
+            // that failed its checks (a stapled decoy with a far nextUpdate) bounds nothing.
+            for o in &responses {
+                if now < o.this_update {
+                    window.1 = window.1.min(Timestamp(o.this_update.as_secs().saturating_sub(1)));
+                }
+            }
+            let relied_on = responses
+                .iter()
+                .zip(&results)
+                .filter(|(_, x)| matches!(x, Ok(ocsp::CertStatus::Good)))
+                .filter_map(|(o, _)| o.next_update.map(|until| (until, o.this_update)))
+                .max();
             if results.iter().any(|x| matches!(x, Ok(ocsp::CertStatus::Revoked))) {
                 out.ocsp_revoked.push(label);
-            } else if results.iter().any(|x| matches!(x, Ok(ocsp::CertStatus::Good))) {
-                if let Some(o) = responses.iter().find_map(|o| o.next_update) {
-                    window.1 = window.1.min(o);
-                }
+            } else if let Some((until, from)) = relied_on {
+                window.0 = window.0.max(from);
+                window.1 = window.1.min(until);
                 out.ocsp_good.push(label);
             } else {
                 let why: Vec<String> = results

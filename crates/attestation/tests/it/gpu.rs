@@ -675,3 +675,248 @@ fn one_verifier_memoises_only_successes_and_never_time() {
     assert_eq!(failing(&run(&ev, &c, T0)), ["gpu.rim.driver"]);
     assert!(run(&ev, &collateral_a(), T0).passed());
 }
+
+fn ocsp_der(name: &str) -> Vec<u8> {
+    use base64::Engine as _;
+    let text = testdata::read_string(&format!(
+        "gpu/ocsp/test_gpu_{name}_base64encoded_ocsp_response.dat"
+    ));
+    base64::engine::general_purpose::STANDARD
+        .decode(text.trim().replace(['\n', '\r'], ""))
+        .unwrap()
+}
+
+/// `der` with its last occurrence of a GeneralizedTime value replaced (same length, so the DER stays well formed; the
+/// signature no longer verifies).
+fn with_time(der: &[u8], from: &str, to: &str) -> Vec<u8> {
+    let at = der
+        .windows(from.len())
+        .rposition(|w| w == from.as_bytes())
+        .unwrap();
+    let mut out = der.to_vec();
+    out[at..at + to.len()].copy_from_slice(to.as_bytes());
+    out
+}
+
+#[test]
+fn a_cached_pass_never_outlives_the_ocsp_response_it_relied_on() {
+    // Attack: the host staples, before each genuine "good" response for the device certificates, a
+    // copy whose nextUpdate says 2099 (its signature is broken, so it is never *used*). The verifier's
+    // cache must still expire the pass when the genuine responses do (2025-08-22T06:47:07Z), not when
+    // the decoys claim to.
+    let mut stapled = Vec::new();
+    for (name, next) in [
+        ("certificate_l4", "20250822064707Z"),
+        ("certificate_l3", "20250822064707Z"),
+        ("certificate_l2", "20250822064708Z"),
+    ] {
+        let genuine = ocsp_der(name);
+        stapled.push(with_time(&genuine, next, "20990822064707Z"));
+        stapled.push(genuine);
+    }
+    let (mut ev, p) = simulated_tdx(&nonce(NONCE_A));
+    let mut gpu = evidence(&report_a(), "hopperCertChain.txt");
+    gpu.ocsp = stapled;
+    ev.gpu_evidence = Some(gpu.to_json(None));
+    let p = AttestationPolicy {
+        require_gpu: true,
+        ..p
+    };
+    let v = Verifier::new_prod();
+    let r = v.verify_with_gpu(&ev, &p, None, Some(&collateral_a()), t("2025-08-21T12:00:00Z"));
+    assert!(r.passed(), "{r}");
+    assert!(found(&r, "gpu.ocsp").contains("good: 3"), "{r}");
+    // Still inside the genuine window: the cached report may be reused.
+    let r = v.verify_with_gpu(&ev, &p, None, Some(&collateral_a()), t("2025-08-22T06:00:00Z"));
+    assert!(found(&r, "gpu.ocsp").contains("good: 3"), "{r}");
+    // After it: the report must be what a fresh verifier says (the L4 response expired).
+    let late = t("2025-08-23T00:00:00Z");
+    let fresh = Verifier::new_prod().verify_with_gpu(&ev, &p, None, Some(&collateral_a()), late);
+    let cached = v.verify_with_gpu(&ev, &p, None, Some(&collateral_a()), late);
+    assert!(found(&fresh, "gpu.ocsp").contains("expired"), "{fresh}");
+    assert_eq!(
+        found(&cached, "gpu.ocsp"),
+        found(&fresh, "gpu.ocsp"),
+        "cached:\n{cached}"
+    );
+    // And with OCSP required, that is a failure, not a cached pass.
+    let strict = AttestationPolicy {
+        require_gpu_ocsp: true,
+        ..p
+    };
+    let v = Verifier::new_prod();
+    let at = t("2025-08-21T12:00:00Z");
+    let r = v.verify_with_gpu(&ev, &strict, None, Some(&collateral_a()), at);
+    // (The RIM chains' responses are not stapled, so strict fails at once; nothing is cached.)
+    assert_eq!(failing(&r), ["gpu.ocsp"], "{r}");
+    assert_eq!(v.cache_len(), 0);
+}
+
+#[test]
+fn rim_ids_from_a_report_cannot_walk_out_of_the_collateral_directory() {
+    // The RIM id is built from strings inside the (not yet verified) report: a hostile host can name
+    // `NV_GPU_VBIOS_<project>...` with a project of `../..`. The directory source must only ever read
+    // `<dir>/<id>.xml|.swidtag` for an id made of RIM-id characters.
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("collateral");
+    std::fs::create_dir_all(dir.join("NV_GPU_DRIVER_GH100_x")).unwrap();
+    std::fs::write(
+        tmp.path().join("outside.xml"),
+        testdata::read("gpu/NV_GPU_DRIVER_GH100_550.90.07.xml"),
+    )
+    .unwrap();
+    let src = zg_attestation::DirectoryGpuCollateral::new(&dir);
+    for id in [
+        "NV_GPU_DRIVER_GH100_x/../../outside",
+        "../outside",
+        "/etc/passwd",
+        "NV_GPU_DRIVER_GH100_\0",
+        "",
+    ] {
+        let e = src.load_rim(id, None).unwrap_err().to_string();
+        assert!(e.contains("not a RIM identifier"), "{id:?}: {e}");
+    }
+    // A real id still loads.
+    std::fs::write(
+        dir.join(format!("{DRIVER_A}.xml")),
+        testdata::read("gpu/NV_GPU_DRIVER_GH100_550.90.07.xml"),
+    )
+    .unwrap();
+    assert_eq!(src.load_rim(DRIVER_A, None).unwrap().version, "550.90.07");
+}
+
+#[test]
+fn xml_signature_wrapping_variants_of_the_driver_rim() {
+    const R7: &str = r#"<ns0:Resource type="Measurement" index="7" active="True""#;
+    let original =
+        zg_attestation::Rim::parse(&testdata::read("gpu/NV_GPU_DRIVER_GH100_550.90.07.xml")).unwrap();
+    let check = |what: &str, f: &dyn Fn(String) -> String| -> (bool, Option<zg_attestation::Rim>) {
+        let xml = f(testdata::read_string("gpu/NV_GPU_DRIVER_GH100_550.90.07.xml"));
+        assert_ne!(
+            xml,
+            testdata::read_string("gpu/NV_GPU_DRIVER_GH100_550.90.07.xml"),
+            "{what}: no edit"
+        );
+        let mut c = collateral_a();
+        if c.add_rim(DRIVER_A, xml.as_bytes()).is_err() {
+            return (false, None); // refused by the parser
+        }
+        let r = verify(
+            &evidence(&report_a(), "hopperCertChain.txt"),
+            &c,
+            nonce(NONCE_A),
+            T0,
+        );
+        (
+            r.check("gpu.rim.driver").is_some_and(|c| c.ok),
+            zg_attestation::Rim::parse(xml.as_bytes()).ok(),
+        )
+    };
+    // Edits C14N removes (comments, whitespace inside tags, quoting, character references, CDATA) or the
+    // enveloped-signature transform leaves out (a decoy Payload inside ds:Signature): the signature still
+    // holds, and what the verifier reads is unchanged (values come from the document element's own Meta
+    // and Payload only).
+    let same: [(&str, &dyn Fn(String) -> String); 6] = [
+        ("decoy Payload inside the Signature", &|x| {
+            x.replacen(
+                "<ds:KeyInfo>",
+                "<ds:Object><ns0:Payload xmlns:ns0=\"http://standards.iso.org/iso/19770/-2/2015/schema.xsd\"><ns0:Resource index=\"7\" active=\"False\" alternatives=\"1\" size=\"48\"/></ns0:Payload></ds:Object><ds:KeyInfo>",
+                1,
+            )
+        }),
+        ("comment", &|x| {
+            x.replacen(R7, &format!("<!-- index=\"9\" -->{R7}"), 1)
+        }),
+        ("spaces in a tag", &|x| {
+            x.replacen(R7, &R7.replace(" index", "   index"), 1)
+        }),
+        ("single quotes", &|x| {
+            x.replacen(R7, &R7.replace("\"7\"", "'7'"), 1)
+        }),
+        ("character reference", &|x| {
+            x.replacen(R7, &R7.replace("\"7\"", "\"&#55;\""), 1)
+        }),
+        ("CDATA digest", &|x| {
+            x.replacen("<ds:DigestValue>gMJp", "<ds:DigestValue><![CDATA[gMJp", 1)
+                .replacen("1+Kw</ds:DigestValue>", "1+Kw]]></ds:DigestValue>", 1)
+        }),
+    ];
+    for (what, f) in same {
+        let (ok, rim) = check(what, f);
+        assert!(ok, "{what}: C14N-equivalent edit must still verify");
+        let rim = rim.unwrap();
+        assert_eq!(
+            (&rim.version, &rim.measurements),
+            (&original.version, &original.measurements),
+            "{what}"
+        );
+    }
+    // Edits that would change what is read: refused (by the digest, or by the parser's structure rules).
+    let refused: [(&str, &dyn Fn(String) -> String); 8] = [
+        ("golden value", &|x| {
+            x.replacen("ns2:Hash0=\"8016", "ns2:Hash0=\"0016", 1)
+        }),
+        ("resource in another namespace", &|x| {
+            x.replacen(R7, &format!("<x:Resource xmlns:x=\"urn:evil\" index=\"99\" active=\"True\" alternatives=\"1\" size=\"48\"/>{R7}"), 1)
+        }),
+        ("prefix rebound to another hash namespace", &|x| {
+            x.replacen("<ns0:Payload ", "<ns0:Payload xmlns:ns2=\"urn:evil\" ", 1)
+        }),
+        ("second Payload", &|x| {
+            x.replacen(
+                "<ns0:Payload ",
+                "<ns0:Payload xmlns:ns2=\"urn:x\"></ns0:Payload><ns0:Payload ",
+                1,
+            )
+        }),
+        ("second Signature", &|x| {
+            x.replacen(
+                "<ns0:Meta ",
+                "<ds:Signature xmlns:ds=\"http://www.w3.org/2000/09/xmldsig#\"/><ns0:Meta ",
+                1,
+            )
+        }),
+        ("reference to a fragment", &|x| {
+            x.replacen("URI=\"\"", "URI=\"#Payload\"", 1)
+        }),
+        ("extra transform", &|x| {
+            x.replacen(
+                "</ds:Transforms>",
+                "<ds:Transform Algorithm=\"http://www.w3.org/TR/1999/REC-xpath-19991116\"/></ds:Transforms>",
+                1,
+            )
+        }),
+        ("entity expansion", &|x| {
+            format!(
+                "<!DOCTYPE a [<!ENTITY e \"7\">]>{}",
+                x.replacen("index=\"7\"", "index=\"&e;\"", 1)
+            )
+        }),
+    ];
+    for (what, f) in refused {
+        let (ok, rim) = check(what, f);
+        assert!(!ok, "{what}: must not verify");
+        // When it still parses, a verified copy can never carry the edit: it did not verify.
+        let _ = rim;
+    }
+}
+
+#[test]
+fn stapled_collateral_is_bounded() {
+    // A provider staples 129 copies of one OCSP response (each costs its verifier an ECDSA check).
+    let mut ev = evidence(&report_a(), "hopperCertChain.txt");
+    ev.ocsp = vec![ocsp_der("certificate_l4"); zg_attestation::MAX_STAPLED_OCSP + 1];
+    let e = GpuEvidence::from_json(&ev.to_json(None)).unwrap_err().to_string();
+    assert!(e.contains("stapled OCSP responses, more than"), "{e}");
+    ev.ocsp.truncate(zg_attestation::MAX_STAPLED_OCSP);
+    assert_eq!(
+        GpuEvidence::from_json(&ev.to_json(None)).unwrap().ocsp.len(),
+        zg_attestation::MAX_STAPLED_OCSP
+    );
+    let mut ev = evidence(&report_a(), "hopperCertChain.txt");
+    ev.rims = (0..=zg_attestation::MAX_STAPLED_RIMS)
+        .map(|i| (format!("NV_GPU_X_{i}"), b"<a/>".to_vec()))
+        .collect();
+    let e = GpuEvidence::from_json(&ev.to_json(None)).unwrap_err().to_string();
+    assert!(e.contains("stapled RIMs, more than"), "{e}");
+}

@@ -160,3 +160,80 @@ fn gpu_evidence_nonce_binding() {
     let r = v.verify(&ev, &p, None, t("2026-01-01T00:01:00Z"));
     assert_eq!(crate::common::first_failure(&r).0, "gpu.parse");
 }
+
+#[test]
+fn app_emitted_identity_event_cannot_override_the_boot_one() {
+    // Attack: the operator boots compose hash 0xcd.. (not allowed), then a container that can reach the
+    // guest agent emits a second `compose-hash` runtime event naming the allowed 0xab... The log replays
+    // (RTMR3 covers both events), so only a rule about repeated identity events stops it.
+    let tee = SimulatedTee::new().unwrap();
+    tee.extend_runtime("compose-hash", &[0xcd; 32]).unwrap();
+    tee.extend_runtime("app-id", &[0x01; 20]).unwrap();
+    tee.extend_runtime("system-ready", b"").unwrap();
+    tee.extend_runtime("compose-hash", &[0xab; 32]).unwrap();
+    let (_, binding, nonce) = setup();
+    let ev = tee.evidence_for(&binding, &nonce).unwrap();
+    let r = Verifier::new_prod().verify(&ev, &allow(&tee), None, t("2026-01-01T00:01:00Z"));
+    assert!(!r.passed(), "a second compose-hash event must not pass: {r}");
+    assert!(
+        r.check("event_log.rtmr3").unwrap().ok,
+        "the log itself replays: {r}"
+    );
+    let (name, found) = crate::common::first_failure(&r);
+    assert_eq!(name, "event_log.identity", "{r}");
+    assert!(found.contains("compose-hash") && found.contains("2"), "{found}");
+    // The same attack on app-id (emitted before the real one cannot happen: the boot one comes first).
+    let tee = SimulatedTee::new().unwrap();
+    tee.extend_runtime("compose-hash", &[0xab; 32]).unwrap();
+    tee.extend_runtime("app-id", &[0x02; 20]).unwrap();
+    tee.extend_runtime("app-id", &[0x01; 20]).unwrap();
+    let ev = tee.evidence_for(&binding, &nonce).unwrap();
+    let mut p = allow(&tee);
+    p.allowed_app_ids = vec!["01".repeat(20)];
+    let r = Verifier::new_prod().verify(&ev, &p, None, t("2026-01-01T00:01:00Z"));
+    assert_eq!(crate::common::first_failure(&r).0, "event_log.identity", "{r}");
+    // One of each still passes (the normal dstack log).
+    let (tee, binding, nonce) = setup();
+    let ev = tee.evidence_for(&binding, &nonce).unwrap();
+    let r = Verifier::new_prod().verify(&ev, &allow(&tee), None, t("2026-01-01T00:01:00Z"));
+    assert!(r.passed(), "{r}");
+    assert!(r.check("event_log.identity").unwrap().ok, "{r}");
+}
+
+#[test]
+fn another_provider_cannot_present_this_tee_as_its_own() {
+    // Attack: provider B registers provider A's TEE signer and serves A's attestation (its URL proxies A).
+    // The signer binding alone cannot tell them apart; a binding that names the provider can.
+    let a = Address::repeat_byte(0xaa);
+    let b = Address::repeat_byte(0xbb);
+    let (tee, binding, nonce) = setup();
+    let bound = binding.clone().with_provider(a);
+    // Naming the provider changes the commitment; leaving it out keeps today's bindings valid.
+    assert_ne!(bound.commitment(), binding.commitment());
+    let ev = tee.evidence_for(&bound, &nonce).unwrap();
+    let v = Verifier::new_prod();
+    let at = t("2026-01-01T00:01:00Z");
+    let mut p = allow(&tee);
+    p.expected_provider = Some(a);
+    let r = v.verify(&ev, &p, None, at);
+    assert!(r.passed(), "{r}");
+    assert_eq!(r.binding.as_ref().unwrap().provider, Some(a));
+    // Verified on behalf of B: refused by name.
+    p.expected_provider = Some(b);
+    let (name, found) = crate::common::first_failure(&v.verify(&ev, &p, None, at));
+    assert_eq!(name, "binding.provider");
+    assert!(found.contains(&a.to_checksum(None)), "{found}");
+    // A binding that names no provider cannot satisfy a policy that expects one.
+    let plain = tee.evidence_for(&binding, &nonce).unwrap();
+    assert_eq!(
+        crate::common::first_failure(&v.verify(&plain, &p, None, at)).0,
+        "binding.provider"
+    );
+    // Swapping the provider in the binding document breaks the commitment.
+    let mut swapped = ev.clone();
+    swapped.binding = Some(binding.clone().with_provider(b));
+    assert_eq!(
+        crate::common::first_failure(&v.verify(&swapped, &p, None, at)).0,
+        "binding.commitment"
+    );
+}

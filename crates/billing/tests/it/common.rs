@@ -48,6 +48,8 @@ pub struct MockState {
     /// Sets a customer's balance just before the next `submit_tee` applies (a refund landing between
     /// preview and inclusion), so the item pays only part.
     pub balance_at_submit: Option<(Address, U256)>,
+    /// The `from_block` of every `find_tee_result` search.
+    pub searched_from: Vec<u64>,
 }
 
 /// In-memory InferenceServing: verifies signatures, nonces and balances like the contract.
@@ -216,7 +218,13 @@ impl SettlementChain for MockChain {
                 .recover_address_from_prehash(&self.domains.voucher_hash(vv))
                 .ok();
             let st = s.vouchers.get(&vv.user).copied().unwrap_or_default();
-            if signer != Some(vv.user) || vv.provider != self.provider || vv.nonce <= st.nonce {
+            // Like the contract: no high-s signatures, no nonce above 2^128 - 1.
+            if signer != Some(vv.user)
+                || v.signature.normalize_s().is_some()
+                || vv.provider != self.provider
+                || vv.nonce <= st.nonce
+                || vv.nonce > U256::from(u128::MAX)
+            {
                 continue;
             }
             let owed = vv.cumulativeAmount.saturating_sub(st.paid);
@@ -262,8 +270,14 @@ impl SettlementChain for MockChain {
             .ok_or_else(|| err("unknown tx"))
     }
 
-    async fn find_tee_result(&self, user: Address, nonce: U256) -> Result<Option<TeeItemResult>, BoxError> {
-        let s = self.state.lock().unwrap();
+    async fn find_tee_result(
+        &self,
+        user: Address,
+        nonce: U256,
+        from_block: u64,
+    ) -> Result<Option<TeeItemResult>, BoxError> {
+        let mut s = self.state.lock().unwrap();
+        s.searched_from.push(from_block);
         if s.hide_events {
             return Ok(None);
         }
@@ -271,6 +285,11 @@ impl SettlementChain for MockChain {
             .iter()
             .find(|(u, n, _)| *u == user && *n == nonce)
             .map(|(_, _, r)| *r))
+    }
+
+    async fn block_number(&self) -> Result<u64, BoxError> {
+        // One block per transaction.
+        Ok(self.state.lock().unwrap().submissions)
     }
 }
 

@@ -38,6 +38,7 @@ fn completion(fee: u64) -> Completion {
         }),
         fee: U256::from(fee),
         receipt_signature: vec![0; 64],
+        receipt: None,
     }
 }
 
@@ -66,7 +67,7 @@ async fn hundreds_of_concurrent_requests_never_double_reserve_or_reuse_a_nonce()
             tasks.push(tokio::spawn(async move {
                 let r = native(&d, &u, provider, n, 1000);
                 let body = format!("body-{n}");
-                (n, copy, l.admit_native(&r, body.as_bytes(), 1).await)
+                (n, copy, l.admit_native(&r, body.as_bytes(), U256::ZERO, 1).await)
             }));
         }
     }
@@ -124,7 +125,7 @@ async fn hundreds_of_concurrent_requests_never_double_reserve_or_reuse_a_nonce()
     let again = native(&d, &user, provider, n, 1);
     assert!(matches!(
         ledger
-            .admit_native(&again, format!("body-{n}").as_bytes(), 3)
+            .admit_native(&again, format!("body-{n}").as_bytes(), U256::ZERO, 3)
             .await,
         Err(Error::NonceReplayed { .. })
     ));
@@ -140,7 +141,7 @@ async fn rejections_leave_the_ledger_untouched_and_vouchers_are_checked() {
     let r = native(&d, &user, provider, 1, 10);
     // Unknown account: refused before anything is recorded.
     assert!(matches!(
-        ledger.admit_native(&r, b"body-1", 0).await,
+        ledger.admit_native(&r, b"body-1", U256::ZERO, 0).await,
         Err(Error::UnknownAccount { .. })
     ));
     ledger
@@ -154,22 +155,22 @@ async fn rejections_leave_the_ledger_untouched_and_vouchers_are_checked() {
         .unwrap();
     // Wrong body, wrong provider, bad signature.
     assert!(matches!(
-        ledger.admit_native(&r, b"other", 0).await,
+        ledger.admit_native(&r, b"other", U256::ZERO, 0).await,
         Err(Error::BodyMismatch { .. })
     ));
     let wrong = native(&d, &user, signer(8).address(), 1, 10);
     assert!(matches!(
-        ledger.admit_native(&wrong, b"body-1", 0).await,
+        ledger.admit_native(&wrong, b"body-1", U256::ZERO, 0).await,
         Err(Error::WrongProvider { .. })
     ));
     let mut forged = r.clone();
     forged.request.feeCap = U256::from(1);
     assert!(matches!(
-        ledger.admit_native(&forged, b"body-1", 0).await,
+        ledger.admit_native(&forged, b"body-1", U256::ZERO, 0).await,
         Err(Error::BadSignature { .. })
     ));
     // The nonce was not consumed by any rejection.
-    let a = ledger.admit_native(&r, b"body-1", 0).await.unwrap();
+    let a = ledger.admit_native(&r, b"body-1", U256::ZERO, 0).await.unwrap();
     ledger.complete(a, completion(10), 1).await.unwrap();
 
     // Owed 10 with no voucher; credit limit is larger, so fine. Voucher regressions are refused.
@@ -186,7 +187,7 @@ async fn rejections_leave_the_ledger_untouched_and_vouchers_are_checked() {
         .unwrap()
     };
     let r2 = native(&d, &user, provider, 2, 10).with_voucher(v(10, 5));
-    let a = ledger.admit_native(&r2, b"body-2", 2).await.unwrap();
+    let a = ledger.admit_native(&r2, b"body-2", U256::ZERO, 2).await.unwrap();
     ledger.release(a).await.unwrap();
     assert_eq!(
         ledger
@@ -198,14 +199,14 @@ async fn rejections_leave_the_ledger_untouched_and_vouchers_are_checked() {
     );
     let r3 = native(&d, &user, provider, 3, 10).with_voucher(v(9, 6));
     assert!(matches!(
-        ledger.admit_native(&r3, b"body-3", 3).await,
+        ledger.admit_native(&r3, b"body-3", U256::ZERO, 3).await,
         Err(Error::VoucherRegressed { .. })
     ));
     let mut bad = v(20, 7);
     bad.voucher.cumulativeAmount = U256::from(21);
     let r4 = native(&d, &user, provider, 4, 10).with_voucher(bad);
     assert!(matches!(
-        ledger.admit_native(&r4, b"body-4", 4).await,
+        ledger.admit_native(&r4, b"body-4", U256::ZERO, 4).await,
         Err(Error::BadSignature { .. })
     ));
     assert_eq!(
@@ -215,7 +216,7 @@ async fn rejections_leave_the_ledger_untouched_and_vouchers_are_checked() {
     // Insufficient balance (100 − 10 unsettled = 90 < 95).
     let big = native(&d, &user, provider, 5, 95);
     assert!(matches!(
-        ledger.admit_native(&big, b"body-5", 5).await,
+        ledger.admit_native(&big, b"body-5", U256::ZERO, 5).await,
         Err(Error::InsufficientBalance { available, .. }) if available == U256::from(90)
     ));
 }

@@ -7,6 +7,8 @@
 )]
 #![allow(missing_docs, unreachable_pub)]
 
+/// Issue 9 at the ledger: vouchers the contract refuses, refunds noticed without traffic.
+mod admission_attacks;
 /// Shared fixtures and the in-memory `SettlementChain` double with fault injection.
 mod common;
 /// Hundreds of concurrent admissions of one customer; durability across reopen.

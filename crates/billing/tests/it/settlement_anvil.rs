@@ -18,8 +18,8 @@ use zg_chain::{Amount, Client, Devnet, DevnetConfig, ServiceKind, ServiceParams,
 use crate::common::Fault;
 use crate::settlement_crash::serve;
 
-// The adapter is the provider's own (`zg_provider::ChainAdapter`): what runs in production is what is tested.
-type ZgChain = zg_provider::ChainAdapter;
+// The adapter is the one the provider settles through: what runs in production is what is tested.
+type ZgChain = zg_chain::SettlementAdapter;
 
 // ---------------------------------------------------------------------------------------------
 // Crash injection around any `SettlementChain`.
@@ -103,8 +103,16 @@ impl<C: SettlementChain> SettlementChain for Crashing<C> {
         }
         Ok(r)
     }
-    async fn find_tee_result(&self, user: Address, nonce: U256) -> Result<Option<TeeItemResult>, BoxError> {
-        self.inner.find_tee_result(user, nonce).await
+    async fn find_tee_result(
+        &self,
+        user: Address,
+        nonce: U256,
+        from_block: u64,
+    ) -> Result<Option<TeeItemResult>, BoxError> {
+        self.inner.find_tee_result(user, nonce, from_block).await
+    }
+    async fn block_number(&self) -> Result<u64, BoxError> {
+        self.inner.block_number().await
     }
 }
 
@@ -282,7 +290,7 @@ async fn check_exactly_once(w: &World, ledger: &Ledger, before: &Before, totals:
         U256::from(all),
         "contract released the fees once"
     );
-    assert!(ledger.open_settlements().unwrap().is_empty());
+    assert!(ledger.open_settlements().await.unwrap().is_empty());
 }
 
 async fn scenario(fault: Option<Fault>, session: bool) {
@@ -400,6 +408,94 @@ async fn anvil_voucher_mode_crash_before_receipt() {
 #[tokio::test]
 async fn anvil_voucher_mode_crash_after_receipt_before_commit() {
     scenario(Some(Fault::AfterReceiptBeforeCommit), false).await;
+}
+
+/// High-s voucher signatures and voucher nonces ≥ 2^128 (both refused by the contract): each voucher either
+/// ends in an on-chain `VoucherSettled` that pays its full amount, or is refused when the provider admits it.
+#[tokio::test]
+async fn anvil_vouchers_the_contract_refuses_never_get_past_admission() {
+    use crate::admission_attacks::high_s;
+    use zg_billing::{Completion, Usage, Voucher, body_hash};
+    let w = world().await;
+    let dir = tempfile::tempdir().unwrap();
+    let chain = ZgChain::new(w.provider.clone(), w.provider.signer_address().unwrap());
+    let provider = w.provider.signer_address().unwrap();
+    let addrs: Vec<Address> = w.customers.iter().map(EthSigner::address).collect();
+    let ledger = open_ledger(dir.path(), &w);
+    sync_accounts(&ledger, &chain, &addrs).await;
+    let d = ledger.domains().clone();
+    let fee = U256::from(1_000_000u64);
+    let mut admitted = Vec::new();
+    for (i, (c, nonce)) in w.customers[..2]
+        .iter()
+        .zip([U256::from(2), U256::from(1) << 200])
+        .enumerate()
+    {
+        // One request served and billed...
+        let first = crate::ledger_concurrency::native(&d, c, provider, 1, 10_000_000);
+        let a = ledger
+            .admit_native(&first, b"body-1", U256::ZERO, 1)
+            .await
+            .unwrap();
+        let done = Completion {
+            request_hash: body_hash(b"body-1"),
+            response_hash: body_hash(b"answer"),
+            model: "zg-demo".into(),
+            usage: Some(Usage {
+                prompt_tokens: 1,
+                completion_tokens: 1,
+            }),
+            fee,
+            receipt_signature: vec![0; 64],
+            receipt: None,
+        };
+        ledger.complete(a, done, 2).await.unwrap();
+        // ...then the next request carries the voucher for it: high-s (customer 0) or a huge nonce (customer 1).
+        let v = Voucher {
+            user: c.address(),
+            provider,
+            cumulativeAmount: fee,
+            nonce,
+        };
+        let mut v = d.sign_voucher(c, v).unwrap();
+        if i == 0 {
+            v.signature = high_s(v.signature);
+        }
+        let next = crate::ledger_concurrency::native(&d, c, provider, 2, 10_000_000).with_voucher(v);
+        match ledger.admit_native(&next, b"body-2", U256::ZERO, 3).await {
+            Ok(a) => {
+                ledger.release(a).await.unwrap();
+                admitted.push(c.address());
+            }
+            Err(e) => assert!(i == 1, "the high-s voucher is valid and must be admitted: {e}"),
+        }
+    }
+    let settler = Settler::new(
+        ledger.clone(),
+        chain.clone(),
+        w.tee.clone(),
+        SettlerConfig::default(),
+    )
+    .unwrap();
+    let report = settler.settle_due(10, true).await.unwrap();
+    assert!(!admitted.is_empty());
+    assert_eq!(report.tx_hashes.len(), 1, "{report:?}");
+    let out = w
+        .provider
+        .inference()
+        .settlement_outcome(report.tx_hashes[0])
+        .await
+        .unwrap();
+    for user in admitted {
+        let r = out
+            .results
+            .iter()
+            .find(|r| r.user == user)
+            .expect("a VoucherSettled event");
+        assert_eq!(r.status, SettlementStatus::Success, "{user}: {out:?}");
+        assert_eq!(r.paid, Some(fee), "{user} paid in full");
+        assert_eq!(chain.voucher_state(user).await.unwrap().paid, fee);
+    }
 }
 
 /// A customer who stops sending requests and calls `retrieveFund` must be settled before the refund unlocks,

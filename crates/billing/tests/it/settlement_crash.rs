@@ -24,6 +24,7 @@ fn completion(fee: u64, i: u64) -> Completion {
         }),
         fee: U256::from(fee),
         receipt_signature: vec![1; 65],
+        receipt: None,
     }
 }
 
@@ -67,7 +68,7 @@ pub(crate) async fn serve(ledger: &Ledger, users: &[EthSigner], per_user: u64, s
                     r = r.with_voucher(d.sign_voucher(user, v).unwrap());
                 }
                 ledger
-                    .admit_native(&r, format!("body-{i}").as_bytes(), 10)
+                    .admit_native(&r, format!("body-{i}").as_bytes(), U256::ZERO, 10)
                     .await
                     .unwrap()
             };
@@ -85,7 +86,7 @@ pub(crate) async fn serve(ledger: &Ledger, users: &[EthSigner], per_user: u64, s
             };
             let r = native(&d, user, provider, n, 1).with_voucher(d.sign_voucher(user, v).unwrap());
             let a = ledger
-                .admit_native(&r, format!("body-{n}").as_bytes(), 12)
+                .admit_native(&r, format!("body-{n}").as_bytes(), U256::ZERO, 12)
                 .await
                 .unwrap();
             ledger.release(a).await.unwrap();
@@ -136,32 +137,34 @@ async fn scenario(fault: Option<Fault>, session: bool) {
         settler.reconcile(30).await.unwrap();
         sync_accounts(&ledger, &chain, &addrs).await;
         settler.settle_due(31, true).await.unwrap();
-        check(&ledger, &chain, &addrs, &totals, all);
+        check(&ledger, &chain, &addrs, &totals, all).await;
         // A further round finds nothing to do.
         let again = settler.settle_due(40, true).await.unwrap();
         assert!(again.tx_hashes.is_empty(), "{again:?}");
-        check(&ledger, &chain, &addrs, &totals, all);
+        check(&ledger, &chain, &addrs, &totals, all).await;
     } else {
         let report = settler.settle_due(20, true).await.unwrap();
         assert_eq!(report.total_paid(), U256::from(all));
         assert_eq!(report.tx_hashes.len(), 1);
         assert!(report.items.iter().all(|i| i.state == SettlementState::Done));
-        check(&ledger, &chain, &addrs, &totals, all);
+        check(&ledger, &chain, &addrs, &totals, all).await;
     }
 }
 
-fn check(ledger: &Ledger, chain: &MockChain, addrs: &[Address], totals: &[u64], all: u64) {
-    let s = chain.state.lock().unwrap();
-    assert_eq!(s.provider_earned, U256::from(all), "paid exactly once");
-    for (u, t) in addrs.iter().zip(totals) {
-        assert_eq!(
-            s.accounts[u].balance,
-            U256::from(DEPOSIT - t),
-            "exact balance of {u}"
-        );
-        assert_eq!(ledger.unsettled_fee(*u), U256::ZERO);
+async fn check(ledger: &Ledger, chain: &MockChain, addrs: &[Address], totals: &[u64], all: u64) {
+    {
+        let s = chain.state.lock().unwrap();
+        assert_eq!(s.provider_earned, U256::from(all), "paid exactly once");
+        for (u, t) in addrs.iter().zip(totals) {
+            assert_eq!(
+                s.accounts[u].balance,
+                U256::from(DEPOSIT - t),
+                "exact balance of {u}"
+            );
+            assert_eq!(ledger.unsettled_fee(*u), U256::ZERO);
+        }
     }
-    assert!(ledger.open_settlements().unwrap().is_empty());
+    assert!(ledger.open_settlements().await.unwrap().is_empty());
 }
 
 #[tokio::test]
@@ -236,7 +239,14 @@ async fn partial_balance_resigns_the_subset_that_fits_and_batches_cap_at_50_user
     let r = settler.settle_due(1, true).await.unwrap();
     assert_eq!(r.total_paid(), U256::from(203));
     assert_eq!(ledger.unsettled_fee(user.address()), U256::from(515 - 203));
-    assert_eq!(ledger.pending_session_requests(user.address()).unwrap().len(), 3);
+    assert_eq!(
+        ledger
+            .pending_session_requests(user.address())
+            .await
+            .unwrap()
+            .len(),
+        3
+    );
     chain.deposit(user.address(), U256::from(1000));
     let r = settler.settle_due(2, true).await.unwrap();
     assert_eq!(r.total_paid(), U256::from(515 - 203));
@@ -275,6 +285,7 @@ async fn partial_payment_after_crash(fault: Fault) {
         let mut s = chain.state.lock().unwrap();
         s.balance_at_submit = Some((user.address(), U256::from(300)));
         s.hide_events = true;
+        s.submissions = 41; // the chain is at block 41 when the settlement is prepared
     }
     chain.arm(fault);
     let settler = Settler::new(
@@ -307,7 +318,7 @@ async fn partial_payment_after_crash(fault: Fault) {
         assert!(r.items.is_empty(), "{r:?}");
         assert_eq!(r.skipped.len(), 1);
         assert!(r.skipped[0].1.contains("result event was not found"), "{r:?}");
-        assert_eq!(ledger.open_settlements().unwrap().len(), 1, "stays open");
+        assert_eq!(ledger.open_settlements().await.unwrap().len(), 1, "stays open");
         assert_eq!(ledger.unsettled_fee(user.address()), U256::from(515));
         // Still open: a settlement round does not send a second claim for the same requests.
         let again = settler.settle_due(3, true).await.unwrap();
@@ -321,12 +332,18 @@ async fn partial_payment_after_crash(fault: Fault) {
         (U256::from(300), SettlementState::Done)
     );
     assert!(r.tx_hashes.is_empty(), "nothing re-sent: {r:?}");
-    assert!(ledger.open_settlements().unwrap().is_empty());
+    assert!(ledger.open_settlements().await.unwrap().is_empty());
+    if hash_lost {
+        // The event search started at the block the settlement was prepared at, never at genesis.
+        let from = chain.state.lock().unwrap().searched_from.clone();
+        assert!(!from.is_empty() && from.iter().all(|b| *b == 41), "{from:?}");
+    }
     assert_eq!(chain.state.lock().unwrap().provider_earned, U256::from(300));
     // The unpaid 215 frees the newest requests that fit in it (105 + 104); 101..=103 (306) were paid 300,
     // so the provider forgoes 6, less than one request, and the customer never pays twice.
     let pending: Vec<U256> = ledger
         .pending_session_requests(user.address())
+        .await
         .unwrap()
         .iter()
         .map(|r| r.fee)
@@ -347,6 +364,7 @@ async fn partial_payment_after_crash(fault: Fault) {
     assert!(
         ledger
             .pending_session_requests(user.address())
+            .await
             .unwrap()
             .is_empty()
     );

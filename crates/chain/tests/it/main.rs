@@ -10,6 +10,7 @@ mod abi;
 mod devnet;
 mod fine_tuning;
 mod money_flow;
+mod reveal;
 mod tee_signer_trust;
 
 use zg_chain::{Devnet, DevnetConfig};

@@ -15,6 +15,8 @@ use zg_provider::{RunArgs, Running, Settings};
 pub struct Env {
     pub devnet: Devnet,
     pub running: Option<Running>,
+    /// What the provider was started with (to restart it).
+    pub settings: Settings,
     pub provider: Address,
     pub customer: PrivateKeySigner,
     pub provider_url: String,
@@ -64,7 +66,7 @@ pub async fn env(ledger_zg: u64) -> Env {
     })
     .unwrap();
     settings.settle_threshold = U256::from(1);
-    let running = zg_provider::start(settings).await.unwrap();
+    let running = zg_provider::start(settings.clone()).await.unwrap();
     if ledger_zg > 0 {
         let c = devnet.client(Some(customer.clone())).await.unwrap();
         c.ledger()
@@ -76,6 +78,7 @@ pub async fn env(ledger_zg: u64) -> Env {
         provider: prov.address(),
         provider_url: format!("http://127.0.0.1:{port}"),
         running: Some(running),
+        settings,
         devnet,
         customer,
         dir,
@@ -231,4 +234,64 @@ async fn handle(
         }
     }
     (status, out_headers, Body::from(bytes)).into_response()
+}
+
+impl Env {
+    /// The provider re-registers its service with `signer` as its TEE signer (what a provider operator can
+    /// do at any time; the running provider keeps its attested keys).
+    pub async fn register_signer(&self, signer: Address) {
+        let c = self
+            .devnet
+            .client(Some(self.devnet.keys()[2].clone()))
+            .await
+            .unwrap();
+        let s = c.inference().get_service(self.provider).await.unwrap().unwrap();
+        let params = zg_chain::ServiceParams {
+            service_type: s.service_type,
+            url: s.url,
+            model: s.model,
+            verifiability: s.verifiability,
+            input_price: s.input_price,
+            output_price: s.output_price,
+            additional_info: s.additional_info,
+            tee_signer: signer,
+        };
+        c.inference()
+            .add_or_update_service(&params, Amount(U256::ZERO))
+            .await
+            .unwrap();
+    }
+
+    /// Stops the provider, deletes its simulated TEE keys and starts it again on the same address: it comes
+    /// back with new keys and registers the new signer on chain (what a TEE redeploy does).
+    pub async fn restart_provider_with_new_keys(&mut self) {
+        self.running.take().unwrap().shutdown().await;
+        std::fs::remove_file(self.settings.data_dir.join("tee-keys.simulated.json")).unwrap();
+        self.running = Some(zg_provider::start(self.settings.clone()).await.unwrap());
+    }
+
+    /// The on-chain TEE signer of the provider.
+    pub async fn tee_signer(&self) -> Address {
+        let c = self.devnet.client(None).await.unwrap();
+        c.inference()
+            .get_service(self.provider)
+            .await
+            .unwrap()
+            .unwrap()
+            .tee_signer
+    }
+
+    /// How many transactions `who` has sent (`eth_getTransactionCount`, latest).
+    pub async fn tx_count(&self, who: Address) -> u64 {
+        let v: serde_json::Value = reqwest::Client::new()
+            .post(self.devnet.rpc_url())
+            .json(&serde_json::json!({"jsonrpc": "2.0", "id": 1, "method": "eth_getTransactionCount", "params": [who, "latest"]}))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        u64::from_str_radix(v["result"].as_str().unwrap().trim_start_matches("0x"), 16).unwrap()
+    }
 }

@@ -16,3 +16,13 @@ mod e2e;
 mod rejections;
 // Funding: top-up, insufficient funds; nonces and vouchers survive restarts; replay refused.
 mod money;
+// zg serve's router over loopback: routes, receipts in headers, and the guard's refusals.
+mod gateway;
+// The provider changes its on-chain TEE signer mid-session: refused, nothing topped up.
+mod signer;
+// Endless and dripping provider bodies end in named errors.
+mod limits;
+// The durable state never blocks the async runtime.
+mod runtime;
+// Module dependencies point one way.
+mod layers;

@@ -50,7 +50,7 @@ async fn nonces_and_vouchers_survive_a_restart_and_replays_are_refused() {
     let first = e.client_with(cfg.clone()).await;
     let a = first.chat(e.provider, chat_body("one", 8, false)).await.unwrap();
     let b = first.chat(e.provider, chat_body("two", 8, false)).await.unwrap();
-    let st1 = first.state(e.provider).unwrap();
+    let st1 = first.state(e.provider).await.unwrap();
     assert_eq!(st1.owed, a.receipt.fee + b.receipt.fee);
     assert_eq!(
         st1.vouched, a.receipt.fee,
@@ -61,13 +61,13 @@ async fn nonces_and_vouchers_survive_a_restart_and_replays_are_refused() {
     // A new process on the same data dir: larger nonces, the owed amount continues, no re-verification
     // needed (the keys verified earlier are kept and still match the chain).
     let second = e.client_with(cfg).await;
-    let st = second.state(e.provider).unwrap();
+    let st = second.state(e.provider).await.unwrap();
     assert_eq!(st, st1);
     let c = second
         .chat(e.provider, chat_body("three", 8, false))
         .await
         .unwrap();
-    let st2 = second.state(e.provider).unwrap();
+    let st2 = second.state(e.provider).await.unwrap();
     assert!(st2.last_nonce > st1.last_nonce);
     assert_eq!(st2.vouched, st1.owed);
     assert_eq!(st2.owed, st1.owed + c.receipt.fee);

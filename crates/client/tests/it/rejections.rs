@@ -59,7 +59,7 @@ async fn tampered_truncated_and_receiptless_answers_are_rejected() {
     assert!(matches!(&err, Error::StreamIncomplete(_)), "{err}");
 
     // None of the rejected answers was counted as owed.
-    let st = client.state(e.provider).unwrap();
+    let st = client.state(e.provider).await.unwrap();
     assert_eq!((st.owed, st.receipts), (owed, 1));
     assert!(owed > U256::ZERO);
 }
@@ -82,5 +82,5 @@ async fn simulated_provider_is_refused_without_the_flag() {
         .await
         .unwrap_err();
     assert!(matches!(err, Error::SimulatedRefused { .. }), "{err}");
-    assert!(client.state(e.provider).unwrap().verified.is_none());
+    assert!(client.state(e.provider).await.unwrap().verified.is_none());
 }
