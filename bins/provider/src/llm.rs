@@ -109,7 +109,9 @@ impl LlmUpstream {
         .map_err(|e| Error::Config {
             field: "upstream.model_path",
             value: path.display().to_string(),
-            fix: format!("{e} (run `just setup` to fetch SmolLM2, or set --model-path / upstream.model_path)"),
+            fix: format!(
+                "{e} (run `just setup` to fetch SmolLM2, or set --model-path / upstream.model_path)"
+            ),
         })?;
         let max_streams = if max_streams == 0 {
             std::thread::available_parallelism().map_or(1, |n| n.get())
@@ -256,7 +258,10 @@ fn prompt_of(req: &Value, chat: bool) -> std::result::Result<Prompt, Refusal> {
             Some(Value::Array(parts)) => {
                 let mut s = String::new();
                 for p in parts {
-                    match (p.get("type").and_then(Value::as_str), p.get("text").and_then(Value::as_str)) {
+                    match (
+                        p.get("type").and_then(Value::as_str),
+                        p.get("text").and_then(Value::as_str),
+                    ) {
                         (Some("text") | None, Some(t)) => s.push_str(t),
                         _ => {
                             return Err(Refusal::bad(format!(
@@ -376,7 +381,10 @@ fn run(
         }
     };
     let stream = req.get("stream").and_then(Value::as_bool) == Some(true);
-    let include_usage = req.pointer("/stream_options/include_usage").and_then(Value::as_bool) == Some(true);
+    let include_usage = req
+        .pointer("/stream_options/include_usage")
+        .and_then(Value::as_bool)
+        == Some(true);
     let gen_req = GenerateRequest {
         model: None,
         prompt,
@@ -472,9 +480,11 @@ fn run(
     }
     let mut tail = Vec::new();
     if chat && !started {
-        tail.push(json!({"id": rid, "object": chunk_object, "created": created, "model": id,
+        tail.push(
+            json!({"id": rid, "object": chunk_object, "created": created, "model": id,
             "choices": [{"index": 0, "delta": {"role": "assistant", "content": ""}, "logprobs": null,
-                         "finish_reason": null}]}));
+                         "finish_reason": null}]}),
+        );
     }
     let mut last = chunk("", json!(finish));
     if chat && let Some(c) = last.pointer_mut("/choices/0/delta") {
@@ -482,8 +492,10 @@ fn run(
     }
     tail.push(last);
     if include_usage {
-        tail.push(json!({"id": rid, "object": chunk_object, "created": created, "model": id, "choices": [],
-                         "usage": usage}));
+        tail.push(
+            json!({"id": rid, "object": chunk_object, "created": created, "model": id, "choices": [],
+                         "usage": usage}),
+        );
     }
     for v in &tail {
         if tx.blocking_send(sse(v)).is_err() {

@@ -14,8 +14,8 @@ use crate::config::{CONFIG_TEMPLATE, Settings};
 use crate::core::{CoreConfig, Provider, now_ms};
 use crate::error::{Error, Result};
 use crate::grpc::{ServiceInfo, grpc_service};
-use crate::metrics::Metrics;
 use crate::llm::LlmUpstream;
+use crate::metrics::Metrics;
 use crate::tee::Tee;
 use crate::upstream::Upstream;
 
@@ -100,7 +100,12 @@ pub async fn start(s: Settings) -> Result<Running> {
     };
     // The upstream first: a missing model file fails before anything is registered on chain.
     let upstream = if s.upstream == "builtin" && s.model.eq_ignore_ascii_case(crate::llm::SMOLLM2_MODEL_ID) {
-        let (path, id, streams, wait) = (s.model_path.clone(), s.model.clone(), s.max_streams, s.upstream_timeout);
+        let (path, id, streams, wait) = (
+            s.model_path.clone(),
+            s.model.clone(),
+            s.max_streams,
+            s.upstream_timeout,
+        );
         // Loading reads and repacks ~100 MB: a blocking thread, not the executor.
         let llm = tokio::task::spawn_blocking(move || LlmUpstream::load(&path, &id, streams, wait))
             .await

@@ -31,6 +31,8 @@ pub struct Opts {
     pub upstream: Option<String>,
     /// Serve the built-in SmolLM2 (the GGUF `just setup` fetches into `models/`) instead of the n-gram.
     pub smollm2: bool,
+    /// The built-in SmolLM2's generation slots.
+    pub smollm2_slots: usize,
     pub max_concurrency: usize,
     pub limits: Limits,
     /// How long a read account is trusted (zero: read on every request).
@@ -42,6 +44,7 @@ impl Default for Opts {
         Self {
             upstream: None,
             smollm2: false,
+            smollm2_slots: 2,
             max_concurrency: 64,
             limits: Limits {
                 // Long enough that a test's repeated requests of one stranger all meet the cache.
@@ -82,7 +85,7 @@ pub async fn offline(opts: Opts) -> Offline {
     .unwrap();
     let (upstream, model) = match &opts.upstream {
         None if opts.smollm2 => (
-            Upstream::Llm(smollm2()),
+            Upstream::Llm(smollm2(opts.smollm2_slots)),
             zg_provider::SMOLLM2_MODEL_ID.to_owned(),
         ),
         None => (
@@ -138,11 +141,19 @@ pub async fn offline(opts: Opts) -> Offline {
 }
 
 /// The built-in SmolLM2 upstream on the repository's `models/` GGUF (a missing file fails the test: run `just setup`),
-/// two generations at a time.
-pub fn smollm2() -> zg_provider::LlmUpstream {
-    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../").join(zg_provider::DEFAULT_MODEL_PATH);
+/// `slots` generations at a time.
+pub fn smollm2(slots: usize) -> zg_provider::LlmUpstream {
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../../")
+        .join(zg_provider::DEFAULT_MODEL_PATH);
     assert!(path.is_file(), "{} is missing: run `just setup`", path.display());
-    zg_provider::LlmUpstream::load(&path, zg_provider::SMOLLM2_MODEL_ID, 2, Duration::from_secs(60)).unwrap()
+    zg_provider::LlmUpstream::load(
+        &path,
+        zg_provider::SMOLLM2_MODEL_ID,
+        slots,
+        Duration::from_secs(60),
+    )
+    .unwrap()
 }
 
 /// A funded customer with a 0G session token for `provider`.

@@ -149,7 +149,12 @@ async fn smollm2_streams_bill_the_usage_chunk_and_refusals_bill_nothing() {
         .await
         .unwrap();
     assert_eq!(r.status(), 200);
-    assert!(r.headers()["content-type"].to_str().unwrap().starts_with("text/event-stream"));
+    assert!(
+        r.headers()["content-type"]
+            .to_str()
+            .unwrap()
+            .starts_with("text/event-stream")
+    );
     let key = r.headers()["zg-res-key"].to_str().unwrap().to_owned();
     let bytes = r.bytes().await.unwrap();
     let sse = String::from_utf8(bytes.to_vec()).unwrap();
