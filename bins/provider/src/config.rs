@@ -713,6 +713,49 @@ mod tests {
         assert!(e.to_string().contains("http_adr"), "{e}");
     }
 
+    /// `builtin` serves the demo n-gram (default) or SmolLM2 (from `model_path`); any other id is refused by name.
+    #[test]
+    fn builtin_serves_the_ngram_or_smollm2_only() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("c.toml");
+        std::fs::write(
+            &p,
+            "[upstream]\nurl = \"builtin\"\nmodel = \"smollm2-135m-instruct\"\nmodel_path = \"/m/s.gguf\"\n\
+             max_streams = 3\n",
+        )
+        .unwrap();
+        let s = Settings::resolve(RunArgs {
+            config: Some(p.clone()),
+            ..RunArgs::default()
+        })
+        .unwrap();
+        assert_eq!(
+            (s.model.as_str(), s.model_path.to_str(), s.max_streams),
+            ("smollm2-135m-instruct", Some("/m/s.gguf"), 3)
+        );
+        let s = Settings::resolve(RunArgs {
+            config: Some(p),
+            max_streams: Some(1),
+            ..RunArgs::default()
+        })
+        .unwrap();
+        assert_eq!(s.max_streams, 1);
+        let s = Settings::resolve(RunArgs::default()).unwrap();
+        assert_eq!(
+            (s.model.as_str(), s.model_path.to_str()),
+            (crate::demo::DEMO_MODEL_ID, Some(crate::llm::DEFAULT_MODEL_PATH))
+        );
+        let e = Settings::resolve(RunArgs {
+            model: Some("gpt-4".into()),
+            ..RunArgs::default()
+        })
+        .unwrap_err();
+        assert!(
+            e.to_string().contains("smollm2-135m-instruct") && e.to_string().contains("gpt-4"),
+            "{e}"
+        );
+    }
+
     #[test]
     fn debug_never_prints_the_secrets() {
         let mut s = Settings::resolve(RunArgs::default()).unwrap();
