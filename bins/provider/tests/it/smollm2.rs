@@ -305,3 +305,41 @@ async fn smollm2_generation_never_blocks_the_executor_and_slots_bound_it() {
         "The capital of France is Paris."
     );
 }
+
+/// At most `max_streams` generate at once: with one slot and a short wait, a second request meets a busy model and
+/// gets a 503 (which the provider passes through unbilled), while the first is served.
+#[tokio::test]
+async fn smollm2_slots_bound_concurrent_generations() {
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../../")
+        .join(zg_provider::DEFAULT_MODEL_PATH);
+    let up = zg_provider::LlmUpstream::load(
+        &path,
+        zg_provider::SMOLLM2_MODEL_ID,
+        1,
+        Duration::from_millis(200),
+    )
+    .unwrap();
+    assert_eq!(up.max_streams(), 1);
+    let long = chat_body("Count from 1 to 100, separated by commas.", 96, false);
+    let first = {
+        let up = up.clone();
+        let body = long.clone();
+        tokio::spawn(async move { up.send(zg_provider::Route::Chat, body.into()).await.unwrap() })
+    };
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let second = up
+        .send(zg_provider::Route::Chat, long.clone().into())
+        .await
+        .unwrap();
+    assert_eq!(second.status, 503);
+    let zg_provider::UpBody::Full(msg) = second.body else {
+        panic!("a refusal is JSON")
+    };
+    assert!(String::from_utf8_lossy(&msg).contains("slots"));
+    let first = first.await.unwrap();
+    assert_eq!(first.status, 200);
+    // The slot is free again.
+    let third = up.send(zg_provider::Route::Chat, long.into()).await.unwrap();
+    assert_eq!(third.status, 200);
+}
