@@ -609,9 +609,11 @@ impl Provider {
             Authorized::Session(token) => token.user(),
         };
         let admission = match admit().await {
-            Err(zg_billing::Error::InsufficientBalance { .. }) if self.reread_account(user).await? => {
-                admit().await?
-            }
+            // The official SDK funds (or acknowledges) right before it sends: read the chain once more.
+            Err(
+                zg_billing::Error::InsufficientBalance { .. }
+                | zg_billing::Error::TeeSignerNotAcknowledged { .. },
+            ) if self.reread_account(user).await? => admit().await?,
             r => r?,
         };
         let forward = up_body.rewritten.map(Bytes::from).unwrap_or_else(|| body.clone());

@@ -136,6 +136,7 @@ impl Error {
                 | B::UnknownAccount { .. }
                 | B::VoucherBehind { .. }
                 | B::FeeCapBelowBound { .. } => StatusCode::PAYMENT_REQUIRED,
+                B::TeeSignerNotAcknowledged { .. } => StatusCode::FORBIDDEN,
                 B::NonceReplayed { .. } | B::NonceTooOld { .. } | B::VoucherRegressed { .. } => {
                     StatusCode::CONFLICT
                 }
@@ -161,6 +162,9 @@ impl Error {
     pub fn code(&self) -> &'static str {
         match self {
             Error::Billing(zg_billing::Error::FeeCapBelowBound { .. }) => return "fee_cap_too_low",
+            Error::Billing(zg_billing::Error::TeeSignerNotAcknowledged { .. }) => {
+                return "tee_signer_not_acknowledged";
+            }
             Error::RateLimited { .. } => return "rate_limited",
             Error::BodyTooLarge { .. } => return "body_too_large",
             Error::BodyTimeout { .. } => return "body_timeout",

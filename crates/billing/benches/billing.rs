@@ -71,6 +71,7 @@ fn session_admission(c: &mut Criterion) {
     .unwrap();
     let acct = ChainAccount {
         balance: U256::from(u128::MAX),
+        tee_signer_acknowledged: true,
         ..Default::default()
     };
     ledger.set_chain_account(user.address(), acct).unwrap();
@@ -164,6 +165,7 @@ fn admission_setup(users: u32, per_user: u32) -> AdmissionSetup {
         let s = signer(u);
         let acct = ChainAccount {
             balance: U256::from(u128::MAX),
+            tee_signer_acknowledged: true,
             ..Default::default()
         };
         ledger.set_chain_account(s.address(), acct).unwrap();

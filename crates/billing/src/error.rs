@@ -219,6 +219,17 @@ pub enum Error {
         /// The account.
         user: Address,
     },
+    /// A 0G session-token request from a customer who has not acknowledged the provider's current TEE signer:
+    /// the contract would refuse to settle it (`settleFeesWithTEE` status 8), so serving it would be free.
+    #[error(
+        "{user} has not acknowledged this provider's current TEE signer on chain, so session-token requests \
+         cannot be paid; acknowledge it first (`zg inference acknowledge-provider --provider ADDR`, or the official \
+         `0g-compute-cli inference acknowledge-provider`)"
+    )]
+    TeeSignerNotAcknowledged {
+        /// The account.
+        user: Address,
+    },
     /// Available balance does not cover the request's fee cap.
     #[error("{user} needs {needed} neuron but only {available} is available")]
     InsufficientBalance {

@@ -49,11 +49,23 @@ impl MemoryChain {
         self.state.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    /// Credits `amount` to `user`'s sub-account with this provider.
+    /// Credits `amount` to `user`'s sub-account with this provider, as a customer onboarded the 0G way (funded and
+    /// acknowledged the TEE signer; see [`MemoryChain::set_acknowledged`]).
     pub fn deposit(&self, user: Address, amount: U256) {
         let mut s = self.state();
         let a = s.accounts.entry(user).or_default();
         a.balance = a.balance.saturating_add(amount);
+        a.tee_signer_acknowledged = true;
+    }
+
+    /// Sets whether `user` acknowledged the TEE signer (`Account.acknowledged`); TEE items of a customer who did
+    /// not are refused with status 8, as the contract does.
+    pub fn set_acknowledged(&self, user: Address, acknowledged: bool) {
+        self.state()
+            .accounts
+            .entry(user)
+            .or_default()
+            .tee_signer_acknowledged = acknowledged;
     }
 
     /// Everything paid to the provider so far.
@@ -84,6 +96,9 @@ impl MemoryChain {
             return refuse(5);
         }
         let acct = s.accounts.entry(it.user).or_default();
+        if !acct.tee_signer_acknowledged {
+            return refuse(8);
+        }
         if it.nonce <= acct.nonce {
             return refuse(4);
         }

@@ -38,7 +38,8 @@ pub struct TeeItem {
 }
 
 /// Per-item outcome of `settleFeesWithTEE` / `previewSettlementResults`
-/// (status 0 ok, 1 partial, 2 provider mismatch, 3 no TEE signer, 4 invalid nonce, 5 invalid signature).
+/// (status 0 ok, 1 partial, 2 provider mismatch, 3 no TEE signer, 4 invalid nonce, 5 invalid signature,
+/// 7 signer not acknowledged by the contract owner, 8 signer not acknowledged by the customer).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct TeeItemResult {
     /// The status code.

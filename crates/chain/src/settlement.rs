@@ -61,6 +61,7 @@ impl SettlementAdapter {
                 generation: a.generation,
                 revoked_bitmap: a.revoked_bitmap,
             },
+            tee_signer_acknowledged: a.acknowledged,
         }))
     }
 }

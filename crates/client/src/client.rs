@@ -209,6 +209,27 @@ impl Client {
         Ok((v, tx))
     }
 
+    /// Acknowledges `provider`'s TEE signer (as [`Client::acknowledge_provider`]: verified first, pinned) unless the
+    /// sub-account already acknowledges its current signer. 0G session tokens need it: they settle only through
+    /// TEE-signed batches, which the contract refuses for a customer who has not acknowledged the signer, so
+    /// providers refuse such tokens. Returns the verification and transaction when it acknowledged now.
+    pub async fn ensure_acknowledged(
+        &self,
+        provider: Address,
+    ) -> Result<Option<(ProviderVerification, TxOutcome)>> {
+        let acct = self
+            .0
+            .chain
+            .inference()
+            .get_account(self.address(), provider)
+            .await
+            .map_err(Error::chain("getAccount"))?;
+        if acct.is_some_and(|a| a.acknowledged) {
+            return Ok(None);
+        }
+        self.acknowledge_provider(provider).await.map(Some)
+    }
+
     /// The customer's balance with a provider: on-chain sub-account, and the amounts owed and paid.
     pub async fn balance(&self, provider: Address) -> Result<Balance> {
         self.0.funder.balance(provider).await

@@ -18,6 +18,9 @@ use crate::error::{Error, Result};
 use crate::http::{http_err, provider_refusal, read_body};
 use crate::store::{Store, VerifiedKeys};
 
+/// The longest `Retry-After` (seconds) a quote refusal is waited out once before it is reported.
+const MAX_QUOTE_RETRY_AFTER_SECS: u64 = 10;
+
 /// The outcome of verifying a provider.
 #[derive(Debug, Clone, Serialize)]
 pub struct ProviderVerification {
@@ -110,7 +113,21 @@ impl Providers {
         let base = self.base_url(&service);
         let nonce: [u8; 32] = rand::random();
         let url = format!("{base}/v1/attestation?nonce={}", hex::encode(nonce));
-        let resp = self.http.get(&url).send().await.map_err(http_err("GET", &url))?;
+        let mut resp = self.http.get(&url).send().await.map_err(http_err("GET", &url))?;
+        // Providers rate-limit fresh quotes per client (a quote costs them a TDX round trip). A short wait they
+        // ask for is honoured once (verify, acknowledge and `zg serve` run back to back); a longer one is an error.
+        if resp.status() == reqwest::StatusCode::TOO_MANY_REQUESTS {
+            let wait = resp
+                .headers()
+                .get(reqwest::header::RETRY_AFTER)
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| v.trim().parse::<u64>().ok());
+            if let Some(secs) = wait.filter(|s| *s <= MAX_QUOTE_RETRY_AFTER_SECS) {
+                tracing::info!(%provider, secs, "the provider asked to wait before a fresh attestation quote");
+                tokio::time::sleep(std::time::Duration::from_secs(secs)).await;
+                resp = self.http.get(&url).send().await.map_err(http_err("GET", &url))?;
+            }
+        }
         if !resp.status().is_success() {
             return Err(provider_refusal(resp, self.cfg.timeout).await);
         }

@@ -4,7 +4,9 @@
 //! Who can call these: only the page holding the session token. A chat spends the customer's funds (the signed
 //! fee cap bounds each request, and the sub-account is topped up under zg-client's [`zg_client::TopUpPolicy`]);
 //! get-secret hands the page an `app-sk-…` bearer secret for that provider, which is what the customer asked for
-//! (it is shown once to copy; the private key itself never leaves the server). Revoke sends one transaction.
+//! (it is shown once to copy; the private key itself never leaves the server); when the customer has not yet
+//! acknowledged that provider's TEE signer, get-secret verifies the provider and acknowledges it first (one
+//! transaction; providers refuse session tokens otherwise). Revoke sends one transaction.
 //!
 //! Stream protocol to the page (SSE over a `fetch` POST): `event: delta` `{"text"}` as tokens arrive, then either
 //! `event: receipt` with the verified receipt, or `event: error` `{"message", "code"}`. Text that arrived before an
@@ -214,13 +216,17 @@ pub(crate) async fn secret(
                 .into(),
         ));
     }
+    // Providers refuse session tokens of customers who have not acknowledged their current TEE signer (TEE
+    // batches would not pay for them): verify and acknowledge first, as `zg inference get-secret` does.
+    let acknowledged = s.client.ensure_acknowledged(p).await?;
     let secret = s
         .client
         .session_token(p, r.token_id, r.duration_secs.map(std::time::Duration::from_secs))
         .await?;
-    Ok(Json(
-        json!({"provider": p, "token_id": r.token_id, "duration_secs": r.duration_secs, "secret": secret}),
-    ))
+    Ok(Json(json!({
+        "provider": p, "token_id": r.token_id, "duration_secs": r.duration_secs, "secret": secret,
+        "acknowledged_tx": acknowledged.map(|(_, tx)| tx.tx),
+    })))
 }
 
 /// `POST /api/tokens/{addr}/revoke` body.

@@ -182,6 +182,11 @@ pub(crate) struct GetSecretArgs {
     /// Lifetime in seconds (default: 24 h for id 255, never expiring for 0-254).
     #[arg(long, value_name = "SECONDS")]
     duration: Option<u64>,
+    /// Fail instead of acknowledging the provider's TEE signer when this account has not yet. Session tokens are
+    /// settled by TEE-signed batches, which pay only for customers who acknowledged the signer, so providers
+    /// refuse tokens of anyone else; by default get-secret verifies the provider and acknowledges it first.
+    #[arg(long)]
+    no_acknowledge: bool,
     #[command(flatten)]
     client: ClientOpts,
 }
@@ -474,6 +479,27 @@ impl GetSecretArgs {
             );
         }
         let client = self.client.client().await?;
+        if self.no_acknowledge {
+            let acct = client
+                .chain()
+                .inference()
+                .get_account(client.address(), self.provider)
+                .await?;
+            if !acct.is_some_and(|a| a.acknowledged) {
+                anyhow::bail!(
+                    "you have not acknowledged {}'s TEE signer, so it refuses session tokens: run `zg inference \
+                     acknowledge-provider --provider {}` (or drop --no-acknowledge)",
+                    self.provider,
+                    self.provider
+                );
+            }
+        } else if let Some((v, tx)) = client.ensure_acknowledged(self.provider).await? {
+            // A chain write the user did not spell out: always said, at the default log level.
+            tracing::warn!(
+                provider = %self.provider, signer = %v.signer, tx = %tx.tx,
+                "verified the provider and acknowledged its TEE signer: session tokens are settled by batches it signs"
+            );
+        }
         let secret = client
             .session_token(
                 self.provider,

@@ -223,11 +223,27 @@ async fn inference_verbs_and_serve_with_the_official_openai_client() {
     let fee_b = dec(&b["receipt"]["fee"]);
     assert_eq!(dec(&b["receipt"]["owed_after"]), fee_a + fee_b);
 
-    // A 0G session secret works straight against the provider, and stops working once revoked.
+    // A session token is refused unless the customer acknowledged the provider's signer (TEE batches would not pay
+    // for it): with --no-acknowledge, get-secret says so and what to run.
+    let refused = run(vec![
+        "inference",
+        "get-secret",
+        "--no-acknowledge",
+        "--token-id",
+        "1",
+    ])
+    .await
+    .unwrap();
+    assert!(!refused.status.success());
+    let err = String::from_utf8_lossy(&refused.stderr);
+    assert!(err.contains("acknowledge-provider"), "{err}");
+    // A 0G session secret works straight against the provider, and stops working once revoked. get-secret
+    // verifies the provider and acknowledges its signer first.
     let s = json(
         &run(vec![
             "inference",
             "get-secret",
+            "--allow-simulated",
             "--token-id",
             "1",
             "--duration",

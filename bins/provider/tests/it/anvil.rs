@@ -408,3 +408,87 @@ async fn anvil_provider_killed_mid_stream_restarts_without_double_charge() {
         "no second charge"
     );
 }
+
+/// Attack (issue 9): a customer funds a sub-account but never acknowledges the provider's TEE signer, then pays
+/// with a 0G session token. `settleFeesWithTEE` refuses such a customer (status 8), so anything served would be
+/// free. The provider refuses it with a named 403 before the upstream sees a byte, and serves the same token once
+/// the customer acknowledges (on its next account read; a refusal also re-reads it, at most once per TTL).
+#[tokio::test]
+async fn anvil_session_token_without_the_customers_acknowledgement_is_refused_before_the_upstream() {
+    let devnet = devnet().await;
+    let keys = devnet.keys().to_vec();
+    let (owner, prov, cust) = (&keys[0], &keys[3], &keys[5]);
+    let upstream = fake_upstream::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let settings = Settings::resolve(RunArgs {
+        data_dir: Some(dir.path().to_path_buf()),
+        http_addr: Some("127.0.0.1:0".parse().unwrap()),
+        grpc_addr: Some("127.0.0.1:0".parse().unwrap()),
+        rpc_url: Some(devnet.rpc_url()),
+        provider_key: Some(hexkey(prov)),
+        tee: Some(zg_provider::BackendChoice::Simulated),
+        upstream: Some(upstream.base.clone()),
+        model: Some("fake".into()),
+        settle_interval: Some(0),
+        account_ttl_ms: Some(0),
+        ..RunArgs::default()
+    })
+    .unwrap();
+    let running = zg_provider::start(settings).await.unwrap();
+    let provider = prov.address();
+    devnet
+        .client(Some(owner.clone()))
+        .await
+        .unwrap()
+        .inference()
+        .acknowledge_tee_signer_by_owner(provider)
+        .await
+        .unwrap();
+    // Funded, but not acknowledged.
+    let c = devnet.client(Some(cust.clone())).await.unwrap();
+    c.ledger().add_ledger(Amount::from_zg(4), "").await.unwrap();
+    c.ledger()
+        .transfer_fund(provider, ServiceKind::Inference, Amount::from_zg(2))
+        .await
+        .unwrap();
+    let token = session(&eth(cust), provider);
+    let url = format!("http://{}/v1/proxy/chat/completions", running.http_addr);
+    let body = r#"{"messages":[{"role":"user","content":"free?"}],"max_tokens":10}"#;
+    let http = reqwest::Client::new();
+    let r = http
+        .post(&url)
+        .header("authorization", &token)
+        .body(body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 403);
+    let text = r.text().await.unwrap();
+    assert!(text.contains("tee_signer_not_acknowledged"), "{text}");
+    assert!(
+        text.contains("acknowledge-provider"),
+        "the refusal names the fix: {text}"
+    );
+    assert_eq!(upstream.calls.load(std::sync::atomic::Ordering::Relaxed), 0);
+    assert_eq!(
+        running.provider.ledger().unsettled_fee(cust.address()),
+        U256::ZERO
+    );
+
+    // The customer acknowledges the current signer: the next request is served.
+    devnet
+        .acknowledge_tee_signer(ServiceKind::Inference, provider, std::slice::from_ref(cust))
+        .await
+        .unwrap();
+    let r = http
+        .post(&url)
+        .header("authorization", &token)
+        .body(body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200, "{}", r.text().await.unwrap());
+    assert_eq!(upstream.calls.load(std::sync::atomic::Ordering::Relaxed), 1);
+    assert!(running.provider.ledger().unsettled_fee(cust.address()) > U256::ZERO);
+    running.shutdown().await;
+}

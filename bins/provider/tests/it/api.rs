@@ -157,6 +157,7 @@ async fn native_stream_ends_with_a_receipt_event_and_replayed_nonce_is_refused()
         c.address(),
         ChainAccount {
             balance: U256::from(10u128.pow(18)),
+            tee_signer_acknowledged: true,
             ..Default::default()
         },
     );
@@ -341,6 +342,7 @@ async fn every_bad_credential_is_refused_before_the_upstream() {
                 generation: U256::ZERO,
                 revoked_bitmap: U256::from(1u8) << 1,
             },
+            tee_signer_acknowledged: true,
             ..Default::default()
         },
     );
@@ -353,6 +355,7 @@ async fn every_bad_credential_is_refused_before_the_upstream() {
                 generation: U256::from(1),
                 revoked_bitmap: U256::ZERO,
             },
+            tee_signer_acknowledged: true,
             ..Default::default()
         },
     );
@@ -677,6 +680,7 @@ async fn a_top_up_right_after_a_cached_read_is_seen_before_refusing() {
         c.address(),
         ChainAccount {
             balance: U256::from(10u128.pow(18)),
+            tee_signer_acknowledged: true,
             ..Default::default()
         },
     );
@@ -700,6 +704,7 @@ async fn a_top_up_right_after_a_cached_read_is_seen_before_refusing() {
         c2.address(),
         ChainAccount {
             balance: U256::from(10u128.pow(18)),
+            tee_signer_acknowledged: true,
             ..Default::default()
         },
     );

@@ -48,6 +48,7 @@ fn funded(o: &Offline, balance: u128) -> EthSigner {
         c.address(),
         ChainAccount {
             balance: U256::from(balance),
+            tee_signer_acknowledged: true,
             ..Default::default()
         },
     );
@@ -380,6 +381,7 @@ async fn unsettledfee_before_funding_does_not_refuse_the_first_request() {
         c.address(),
         ChainAccount {
             balance: U256::from(10u128.pow(18)),
+            tee_signer_acknowledged: true,
             ..Default::default()
         },
     );

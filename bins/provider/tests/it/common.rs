@@ -163,6 +163,7 @@ pub fn customer(o: &Offline, balance: u128) -> (EthSigner, String) {
         c.address(),
         ChainAccount {
             balance: U256::from(balance),
+            tee_signer_acknowledged: true,
             ..Default::default()
         },
     );

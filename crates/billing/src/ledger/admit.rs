@@ -183,6 +183,12 @@ impl Ledger {
         {
             let u = self.existing(user).ok_or(Error::UnknownAccount { user })?;
             let mut s = u.lock().map_err(|_| self.poisoned_err())?;
+            let chain = s.chain.ok_or(Error::UnknownAccount { user })?;
+            // Session requests settle only through `settleFeesWithTEE`, which pays nothing for a customer who
+            // has not acknowledged the current signer: refuse before anything is served.
+            if !chain.tee_signer_acknowledged {
+                return Err(Error::TeeSignerNotAcknowledged { user });
+            }
             let available = s.available().ok_or(Error::UnknownAccount { user })?;
             if fee_cap > available {
                 return Err(Error::InsufficientBalance {

@@ -52,6 +52,10 @@ pub struct ChainAccount {
     pub nonce: U256,
     /// Session-token generation and revocation bitmap.
     pub tokens: TokenState,
+    /// `Account.acknowledged`: the customer acknowledged this provider's *current* TEE signer (the contract
+    /// clears it when the signer changes). Without it `settleFeesWithTEE` refuses the customer (status 8), so a
+    /// session-token request served now could never be paid: [`crate::Ledger::admit_session`] refuses it.
+    pub tee_signer_acknowledged: bool,
 }
 
 /// Which protocol admitted a request, which decides how it is settled.

@@ -25,6 +25,7 @@ fn funded(ledger: &zg_billing::Ledger, user: Address) {
             user,
             ChainAccount {
                 balance: U256::from(10u64.pow(18)),
+                tee_signer_acknowledged: true,
                 ..Default::default()
             },
         )
@@ -126,4 +127,52 @@ async fn a_refund_requested_without_traffic_is_noticed_by_the_next_round() {
         .pending_refund = U256::from(900_000);
     let r = settler.settle_due(21, false).await.unwrap();
     assert_eq!(r.total_paid(), U256::from(totals[0]), "{r:?}");
+}
+
+/// Attack (issue 9): a funded customer who never acknowledged the TEE signer pays with a session token. The TEE
+/// batch would be refused (status 8), so the ledger refuses the request with a named error and reserves nothing.
+#[tokio::test]
+async fn a_session_token_of_a_customer_who_did_not_acknowledge_the_signer_is_refused() {
+    use zg_billing::{Error, SessionClaims, SessionToken};
+    let dir = tempfile::tempdir().unwrap();
+    let provider = signer(9).address();
+    let ledger = open_ledger(dir.path(), provider);
+    let user = signer(1);
+    let unacknowledged = ChainAccount {
+        balance: U256::from(10u64.pow(18)),
+        ..Default::default()
+    };
+    ledger.set_chain_account(user.address(), unacknowledged).unwrap();
+    let claims = SessionClaims {
+        address: user.address(),
+        provider: provider.to_string(),
+        timestamp: 1,
+        expires_at: 2,
+        nonce: "x".into(),
+        generation: 0,
+        token_id: 255,
+    };
+    let (tok, _) = SessionToken::create(&user, &claims).unwrap();
+    let e = ledger
+        .admit_session(&tok, U256::from(10_000), 1)
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(e, Error::TeeSignerNotAcknowledged { user: u } if u == user.address()),
+        "{e}"
+    );
+    assert!(e.to_string().contains("acknowledge-provider"), "{e}");
+    assert_eq!(ledger.available(user.address()), Some(U256::from(10u64.pow(18))));
+    // Once acknowledged, the same token is admitted.
+    ledger
+        .set_chain_account(
+            user.address(),
+            ChainAccount {
+                tee_signer_acknowledged: true,
+                ..unacknowledged
+            },
+        )
+        .unwrap();
+    let a = ledger.admit_session(&tok, U256::from(10_000), 1).await.unwrap();
+    ledger.release(a).await.unwrap();
 }

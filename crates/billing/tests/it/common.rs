@@ -79,6 +79,7 @@ impl MockChain {
         let mut s = self.state.lock().unwrap();
         let a = s.accounts.entry(user).or_default();
         a.balance += amount;
+        a.tee_signer_acknowledged = true;
     }
 
     pub fn arm(&self, fault: Fault) {

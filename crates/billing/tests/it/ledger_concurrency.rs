@@ -54,6 +54,7 @@ async fn hundreds_of_concurrent_requests_never_double_reserve_or_reuse_a_nonce()
             user.address(),
             ChainAccount {
                 balance: U256::from(100_000),
+                tee_signer_acknowledged: true,
                 ..Default::default()
             },
         )
@@ -116,6 +117,7 @@ async fn hundreds_of_concurrent_requests_never_double_reserve_or_reuse_a_nonce()
             user.address(),
             ChainAccount {
                 balance: U256::from(100_000),
+                tee_signer_acknowledged: true,
                 ..Default::default()
             },
         )
@@ -149,6 +151,7 @@ async fn rejections_leave_the_ledger_untouched_and_vouchers_are_checked() {
             user.address(),
             ChainAccount {
                 balance: U256::from(100),
+                tee_signer_acknowledged: true,
                 ..Default::default()
             },
         )
