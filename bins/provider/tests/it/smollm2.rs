@@ -343,3 +343,46 @@ async fn smollm2_slots_bound_concurrent_generations() {
     let third = up.send(zg_provider::Route::Chat, long.into()).await.unwrap();
     assert_eq!(third.status, 200);
 }
+
+/// `zg-provider run` with `model = "smollm2-135m-instruct"`: the model loads first, so a missing GGUF fails with the
+/// config key and the fix before anything touches the chain; with the real file the start gets past the model to
+/// the chain (a dead RPC URL here).
+#[tokio::test]
+async fn run_loads_smollm2_before_touching_the_chain() {
+    let dir = tempfile::tempdir().unwrap();
+    let settings = |model_path: std::path::PathBuf| {
+        let mut s = zg_provider::Settings::resolve(zg_provider::RunArgs {
+            data_dir: Some(dir.path().to_path_buf()),
+            upstream: Some("builtin".into()),
+            model: Some("smollm2-135m-instruct".into()),
+            model_path: Some(model_path),
+            rpc_url: Some("http://127.0.0.1:1".into()),
+            tee: Some(zg_provider::BackendChoice::Simulated),
+            ..zg_provider::RunArgs::default()
+        })
+        .unwrap();
+        s.provider_key = Some(format!("0x{}", "11".repeat(32)));
+        s
+    };
+    let e = zg_provider::start(settings(dir.path().join("missing.gguf")))
+        .await
+        .err()
+        .expect("a missing model fails the start");
+    let msg = e.to_string();
+    assert!(
+        msg.contains("upstream.model_path") && msg.contains("just setup"),
+        "{msg}"
+    );
+    let real = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../../")
+        .join(zg_provider::DEFAULT_MODEL_PATH);
+    let e = zg_provider::start(settings(real))
+        .await
+        .err()
+        .expect("no chain at 127.0.0.1:1");
+    let msg = e.to_string();
+    assert!(
+        !msg.contains("model_path") && msg.contains("chain call"),
+        "the model loaded; the chain failed: {msg}"
+    );
+}
