@@ -364,10 +364,9 @@ async fn run_loads_smollm2_before_touching_the_chain() {
         s.provider_key = Some(format!("0x{}", "11".repeat(32)));
         s
     };
-    let e = zg_provider::start(settings(dir.path().join("missing.gguf")))
-        .await
-        .err()
-        .expect("a missing model fails the start");
+    let Err(e) = zg_provider::start(settings(dir.path().join("missing.gguf"))).await else {
+        panic!("a missing model fails the start")
+    };
     let msg = e.to_string();
     assert!(
         msg.contains("upstream.model_path") && msg.contains("just setup"),
@@ -376,10 +375,9 @@ async fn run_loads_smollm2_before_touching_the_chain() {
     let real = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
         .join("../../")
         .join(zg_provider::DEFAULT_MODEL_PATH);
-    let e = zg_provider::start(settings(real))
-        .await
-        .err()
-        .expect("no chain at 127.0.0.1:1");
+    let Err(e) = zg_provider::start(settings(real)).await else {
+        panic!("no chain at 127.0.0.1:1")
+    };
     let msg = e.to_string();
     assert!(
         !msg.contains("model_path") && msg.contains("chain call"),
