@@ -30,11 +30,18 @@ max_concurrency = 256
 retry_after_secs = 1
 
 [upstream]
-# "builtin" = the demo n-gram model (zg-demo-ngram); or an OpenAI-compatible root such as
+# "builtin" = a model run in-process (see `model`); or an OpenAI-compatible root such as
 # "http://127.0.0.1:8000/v1" (vLLM, SGLang, llama.cpp, TGI, Ollama) (--upstream, ZG_PROVIDER_UPSTREAM).
 url = "builtin"
-# Model id registered on chain and put into receipts; required for an HTTP upstream (--model).
+# Model id registered on chain and put into receipts; required for an HTTP upstream (--model). With "builtin":
+# "zg-demo-ngram" (the default: the instant demo n-gram model, for tests) or "smollm2-135m-instruct" (a real LLM,
+# SmolLM2-135M-Instruct on the CPU, from the GGUF at `model_path`).
 # model = "meta-llama/Llama-3.1-8B-Instruct"
+# Built-in SmolLM2 only: the GGUF (`just setup` fetches it) (--model-path, ZG_PROVIDER_MODEL_PATH).
+# model_path = "models/SmolLM2-135M-Instruct.Q4_1.gguf"
+# Built-in SmolLM2 only: generations run at once, one core each; 0 = one per core. Others wait up to
+# timeout_secs for a turn, then get a 503 (--max-streams, ZG_PROVIDER_MAX_STREAMS).
+# max_streams = 0
 # Bearer key for the upstream, if it needs one (--upstream-api-key, ZG_PROVIDER_UPSTREAM_API_KEY).
 # api_key = ""
 # Per-request timeout: time to response headers, and the longest gap between stream chunks (--upstream-timeout).
@@ -193,6 +200,8 @@ struct UpstreamFile {
     api_key: Option<String>,
     timeout_secs: Option<u64>,
     corpus_dir: Option<PathBuf>,
+    model_path: Option<PathBuf>,
+    max_streams: Option<usize>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -252,12 +261,19 @@ pub struct RunArgs {
     /// Public base URL of the HTTP API, registered on chain.
     #[arg(long, env = "ZG_PROVIDER_PUBLIC_URL")]
     pub public_url: Option<String>,
-    /// `builtin` (demo n-gram model) or an OpenAI-compatible root URL, e.g. http://127.0.0.1:8000/v1.
+    /// `builtin` (a model in-process, see --model) or an OpenAI-compatible root URL, e.g. http://127.0.0.1:8000/v1.
     #[arg(long, env = "ZG_PROVIDER_UPSTREAM")]
     pub upstream: Option<String>,
-    /// Model id served (registered on chain; required with an HTTP upstream).
+    /// Model id served (registered on chain; required with an HTTP upstream). With `builtin`: `zg-demo-ngram`
+    /// (default, the demo n-gram model) or `smollm2-135m-instruct` (SmolLM2 on the CPU).
     #[arg(long, env = "ZG_PROVIDER_MODEL")]
     pub model: Option<String>,
+    /// Built-in SmolLM2: the GGUF file (default models/SmolLM2-135M-Instruct.Q4_1.gguf).
+    #[arg(long, env = "ZG_PROVIDER_MODEL_PATH")]
+    pub model_path: Option<PathBuf>,
+    /// Built-in SmolLM2: generations at once (0 = one per core).
+    #[arg(long, env = "ZG_PROVIDER_MAX_STREAMS")]
+    pub max_streams: Option<usize>,
     /// Bearer key for the upstream.
     #[arg(long, env = "ZG_PROVIDER_UPSTREAM_API_KEY", hide_env_values = true)]
     pub upstream_api_key: Option<String>,
@@ -338,6 +354,10 @@ pub struct Settings {
     pub upstream_timeout: Duration,
     /// Demo corpus directory.
     pub corpus_dir: Option<PathBuf>,
+    /// Built-in SmolLM2's GGUF.
+    pub model_path: PathBuf,
+    /// Built-in SmolLM2's concurrent generations (0 = one per core).
+    pub max_streams: usize,
     /// Concurrency limit.
     pub max_concurrency: usize,
     /// Retry-After.
@@ -391,6 +411,8 @@ impl std::fmt::Debug for Settings {
             .field("upstream_api_key", &redacted(&self.upstream_api_key))
             .field("upstream_timeout", &self.upstream_timeout)
             .field("corpus_dir", &self.corpus_dir)
+            .field("model_path", &self.model_path)
+            .field("max_streams", &self.max_streams)
             .field("max_concurrency", &self.max_concurrency)
             .field("retry_after_secs", &self.retry_after_secs)
             .field("service_type", &self.service_type)
@@ -496,6 +518,21 @@ impl Settings {
                 });
             }
         };
+        if upstream == "builtin"
+            && model != crate::demo::DEMO_MODEL_ID
+            && !model.eq_ignore_ascii_case(crate::llm::SMOLLM2_MODEL_ID)
+        {
+            return Err(Error::Config {
+                field: "upstream.model",
+                value: model,
+                fix: format!(
+                    "the built-in upstream serves `{}` (demo n-gram) or `{}` (SmolLM2); for another model run a \
+                     model server and give its URL as --upstream",
+                    crate::demo::DEMO_MODEL_ID,
+                    crate::llm::SMOLLM2_MODEL_ID
+                ),
+            });
+        }
         let d = zg_chain::ContractAddresses::DEVNET;
         let additional_info = file.service.additional_info.unwrap_or_else(|| {
             r#"{"description":"zg-compute provider","attestation":"/v1/attestation"}"#.into()
@@ -548,6 +585,11 @@ impl Settings {
                     .unwrap_or(300),
             ),
             corpus_dir: file.upstream.corpus_dir,
+            model_path: args
+                .model_path
+                .or(file.upstream.model_path)
+                .unwrap_or_else(|| PathBuf::from(crate::llm::DEFAULT_MODEL_PATH)),
+            max_streams: args.max_streams.or(file.upstream.max_streams).unwrap_or(0),
             max_concurrency,
             retry_after_secs: file.server.retry_after_secs.unwrap_or(1),
             service_type: file.service.service_type.unwrap_or_else(|| "chatbot".into()),
@@ -669,6 +711,49 @@ mod tests {
         })
         .unwrap_err();
         assert!(e.to_string().contains("http_adr"), "{e}");
+    }
+
+    /// `builtin` serves the demo n-gram (default) or SmolLM2 (from `model_path`); any other id is refused by name.
+    #[test]
+    fn builtin_serves_the_ngram_or_smollm2_only() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("c.toml");
+        std::fs::write(
+            &p,
+            "[upstream]\nurl = \"builtin\"\nmodel = \"smollm2-135m-instruct\"\nmodel_path = \"/m/s.gguf\"\n\
+             max_streams = 3\n",
+        )
+        .unwrap();
+        let s = Settings::resolve(RunArgs {
+            config: Some(p.clone()),
+            ..RunArgs::default()
+        })
+        .unwrap();
+        assert_eq!(
+            (s.model.as_str(), s.model_path.to_str(), s.max_streams),
+            ("smollm2-135m-instruct", Some("/m/s.gguf"), 3)
+        );
+        let s = Settings::resolve(RunArgs {
+            config: Some(p),
+            max_streams: Some(1),
+            ..RunArgs::default()
+        })
+        .unwrap();
+        assert_eq!(s.max_streams, 1);
+        let s = Settings::resolve(RunArgs::default()).unwrap();
+        assert_eq!(
+            (s.model.as_str(), s.model_path.to_str()),
+            (crate::demo::DEMO_MODEL_ID, Some(crate::llm::DEFAULT_MODEL_PATH))
+        );
+        let e = Settings::resolve(RunArgs {
+            model: Some("gpt-4".into()),
+            ..RunArgs::default()
+        })
+        .unwrap_err();
+        assert!(
+            e.to_string().contains("smollm2-135m-instruct") && e.to_string().contains("gpt-4"),
+            "{e}"
+        );
     }
 
     #[test]

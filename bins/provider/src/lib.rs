@@ -12,6 +12,7 @@ mod demo;
 mod error;
 mod grpc;
 mod http;
+mod llm;
 mod metrics;
 mod run;
 mod tee;
@@ -32,6 +33,7 @@ pub use crate::grpc::{GrpcService, ServiceInfo, grpc_service};
 pub use crate::http::{
     MAX_BODY, RECEIPT_EVENT, RECEIPT_HEADER, REQUEST_HEADER, RES_KEY_HEADER, receipt_event, router, serve,
 };
+pub use crate::llm::{DEFAULT_MODEL_PATH, LlmUpstream, SMOLLM2_MODEL_ID};
 pub use crate::metrics::Metrics;
 pub use crate::run::{Running, init, run, settle_round, start};
 pub use crate::tee::{BackendChoice, GpuChoice, Tee, TeeKeys};

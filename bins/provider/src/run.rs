@@ -14,6 +14,7 @@ use crate::config::{CONFIG_TEMPLATE, Settings};
 use crate::core::{CoreConfig, Provider, now_ms};
 use crate::error::{Error, Result};
 use crate::grpc::{ServiceInfo, grpc_service};
+use crate::llm::LlmUpstream;
 use crate::metrics::Metrics;
 use crate::tee::Tee;
 use crate::upstream::Upstream;
@@ -97,6 +98,30 @@ pub async fn start(s: Settings) -> Result<Running> {
         })
         .to_string(),
     };
+    // The upstream first: a missing model file fails before anything is registered on chain.
+    let upstream = if s.upstream == "builtin" && s.model.eq_ignore_ascii_case(crate::llm::SMOLLM2_MODEL_ID) {
+        let (path, id, streams, wait) = (
+            s.model_path.clone(),
+            s.model.clone(),
+            s.max_streams,
+            s.upstream_timeout,
+        );
+        // Loading reads and repacks ~100 MB: a blocking thread, not the executor.
+        let llm = tokio::task::spawn_blocking(move || LlmUpstream::load(&path, &id, streams, wait))
+            .await
+            .map_err(|e| Error::Config {
+                field: "upstream.model_path",
+                value: s.model_path.display().to_string(),
+                fix: format!("loading the model failed: {e}"),
+            })??;
+        tracing::info!(model = %s.model, path = %s.model_path.display(), streams = llm.max_streams(),
+            "built-in SmolLM2 loaded");
+        Upstream::Llm(llm)
+    } else if s.upstream == "builtin" {
+        Upstream::builtin(&corpus(s.corpus_dir.as_ref())?)
+    } else {
+        Upstream::http(&s.upstream, s.upstream_api_key.clone(), s.upstream_timeout)?
+    };
     let tee = Arc::new(Tee::start_with_gpu(
         s.tee,
         s.gpu,
@@ -159,11 +184,6 @@ pub async fn start(s: Settings) -> Result<Running> {
         provider,
         domains,
     ))?;
-    let upstream = if s.upstream == "builtin" {
-        Upstream::builtin(&corpus(s.corpus_dir.as_ref())?)
-    } else {
-        Upstream::http(&s.upstream, s.upstream_api_key.clone(), s.upstream_timeout)?
-    };
     let metrics = Arc::new(Metrics::default());
     let core = Provider::new(
         provider,

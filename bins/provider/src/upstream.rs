@@ -1,5 +1,5 @@
-//! Where requests are served: the built-in demo model in-process, or any OpenAI-compatible server over
-//! HTTP. Streams pass through chunk by chunk; nothing buffers a whole streamed response.
+//! Where requests are served: a built-in model in-process (the demo n-gram, or SmolLM2 through zg-model), or any
+//! OpenAI-compatible server over HTTP. Streams pass through chunk by chunk; nothing buffers a whole streamed response.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -10,6 +10,7 @@ use futures::stream::BoxStream;
 
 use crate::demo::{DemoReply, NgramModel};
 use crate::error::{Error, Result};
+use crate::llm::LlmUpstream;
 
 /// An OpenAI route the provider serves (relative to `/v1`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -98,8 +99,10 @@ pub struct HttpUpstream {
 /// The model server behind the provider.
 #[derive(Debug, Clone)]
 pub enum Upstream {
-    /// The built-in demo n-gram model.
+    /// The built-in demo n-gram model (`zg-demo-ngram`: instant, for tests and demos of the money path).
     Builtin(Arc<NgramModel>),
+    /// A real LLM in-process (SmolLM2-135M-Instruct on zg-model): generation on blocking threads.
+    Llm(LlmUpstream),
     /// An external OpenAI-compatible server.
     Http(HttpUpstream),
 }
@@ -140,15 +143,16 @@ impl Upstream {
         }))
     }
 
-    /// Whether this is the demo model.
+    /// Whether the model runs in-process (the demo n-gram or the built-in LLM).
     pub fn is_builtin(&self) -> bool {
-        matches!(self, Upstream::Builtin(_))
+        matches!(self, Upstream::Builtin(_) | Upstream::Llm(_))
     }
 
     /// Sends one request. For POST routes `body` is the JSON to forward.
     pub async fn send(&self, route: Route, body: Bytes) -> Result<UpResponse> {
         match self {
             Upstream::Builtin(m) => Ok(builtin(m, route, &body)),
+            Upstream::Llm(m) => m.send(route, body).await,
             Upstream::Http(h) => h.send(route, body).await,
         }
     }

@@ -1,13 +1,16 @@
 //! Decode throughput, time to first token and RSS of zg-model on SmolLM2-135M-Instruct (Q4_1), side by side with
 //! llama.cpp (llama-cpp-python) on the same GGUF and thread count.
 //!
-//! `CANDLE_NUM_THREADS=2 RAYON_NUM_THREADS=2 cargo bench -p zg-model --bench decode` (threads: `ZG_BENCH_THREADS`,
-//! default 2, passed to llama.cpp and rayon; candle's quantized matmul pool reads `CANDLE_NUM_THREADS`, which a
-//! program cannot set for itself safely, so set it to the same number; llama.cpp side: set `ZG_LLAMA_CPP_PYTHON`
-//! to a Python with `llama_cpp`, e.g. the venv `tests/reference/make_reference.py` names).
+//! `RAYON_NUM_THREADS=1 ZG_BENCH_THREADS=1 cargo bench -p zg-model --bench decode` (`ZG_BENCH_THREADS`, default 2:
+//! llama.cpp's `n_threads` and the size of rayon's global pool, which runs our prompt products; set
+//! `RAYON_NUM_THREADS` to the same number, since candle sizes its GEMM split from it; llama.cpp side: set
+//! `ZG_LLAMA_CPP_PYTHON` to a Python with `llama_cpp`, e.g. the venv `tests/reference/make_reference.py` names).
+//! Ours runs with the default [`zg_model::Threads::PerStream`] (each stream decodes on its own thread), or with
+//! `ZG_BENCH_POOL=n` on a pool of its own (`Threads::Pool(n)`).
 //! Protocol, both sides: a fixed chat prompt; TTFT = median of 5 prefill+first-token runs; decode tokens/s = tokens
-//! after the first / time after the first, 128 tokens per stream, end-of-turn ignored; 4 streams = 4 concurrent
-//! sequences, aggregate tokens/s over the wall time of the decode phase; RSS = VmRSS after the 1-stream run.
+//! after the first / time after the first (1 stream: median of 3 runs), 128 tokens per stream, end-of-turn
+//! ignored; 4 streams = 4 concurrent sequences, aggregate tokens/s over the wall time of the decode phase; RSS =
+//! VmRSS after the 1-stream runs.
 
 #![allow(
     clippy::unwrap_used,
@@ -21,7 +24,7 @@ use std::path::PathBuf;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use zg_model::{ChatMessage, GenerateRequest, LoadOptions, Model, Prompt, SamplingParams};
+use zg_model::{ChatMessage, GenerateRequest, LoadOptions, Model, Prompt, SamplingParams, Threads};
 
 const PROMPT: &str = "Explain in detail how a steam engine works, step by step, for a curious student.";
 /// Tokens per stream (`ZG_BENCH_TOKENS` overrides).
@@ -55,6 +58,14 @@ fn decode_rate(c: &zg_model::Completion) -> f64 {
     (c.completion_tokens - 1) as f64 / (c.elapsed - c.time_to_first_token).as_secs_f64()
 }
 
+fn opts_threads(pool: usize) -> Threads {
+    if pool > 0 {
+        Threads::Pool(pool)
+    } else {
+        Threads::PerStream
+    }
+}
+
 fn median(mut v: Vec<Duration>) -> Duration {
     v.sort();
     v[v.len() / 2]
@@ -78,7 +89,16 @@ fn main() {
         .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../models"))
         .join(zg_model::SMOLLM2_GGUF_FILE);
     let t0 = Instant::now();
-    let model = Model::load(&path, LoadOptions::default()).expect("model (run `just setup`)");
+    // `ZG_BENCH_POOL=n`: the model's own pool of n threads (`Threads::Pool`) instead of the default.
+    let pool: usize = std::env::var("ZG_BENCH_POOL")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0);
+    let opts = LoadOptions {
+        threads: opts_threads(pool),
+        ..LoadOptions::default()
+    };
+    let model = Model::load(&path, opts).expect("model (run `just setup`)");
     let load = t0.elapsed();
     let none = &mut |_: &str| ControlFlow::Continue(());
     let prompt_tokens = model.prompt_tokens(&req(1).prompt).unwrap().len();
@@ -89,8 +109,12 @@ fn main() {
             .map(|_| model.generate(&req(1), none).unwrap().time_to_first_token)
             .collect(),
     );
-    let one = model.generate(&req(tokens), none).unwrap();
-    let rate1 = decode_rate(&one);
+    // Decode of one stream: median of 3 runs (the machine is shared; one run moves with the load).
+    let mut rates: Vec<f64> = (0..3)
+        .map(|_| decode_rate(&model.generate(&req(tokens), none).unwrap()))
+        .collect();
+    rates.sort_by(f64::total_cmp);
+    let rate1 = rates[1];
     let (rss, hwm) = rss_mb();
     let wall = Instant::now();
     let outs: Vec<zg_model::Completion> = std::thread::scope(|s| {
@@ -110,7 +134,8 @@ fn main() {
     let rate4 =
         outs.iter().map(|c| (c.completion_tokens - 1) as f64).sum::<f64>() / (wall - first).as_secs_f64();
     println!(
-        "zg-model: threads {threads}, prompt {prompt_tokens} tokens, load {:.2} s",
+        "zg-model: threads {threads}, {:?}, prompt {prompt_tokens} tokens, load {:.2} s",
+        opts_threads(pool),
         load.as_secs_f64()
     );
     let ours = [rate1, rate4, ttft.as_secs_f64() * 1000.0, rss, hwm];

@@ -3,6 +3,7 @@
 #![cfg_attr(test, allow(clippy::unwrap_used, clippy::expect_used))]
 
 mod error;
+mod kernels;
 mod llama;
 mod lora;
 mod model;
@@ -18,7 +19,7 @@ pub use crate::lora::{
 };
 pub use crate::model::{
     Completion, DeviceKind, FinishReason, GenerateRequest, LoadOptions, MAX_STOP, MAX_STOP_BYTES, Model,
-    Prompt, SMOLLM2_135M_INSTRUCT, SMOLLM2_GGUF_FILE, SamplingParams,
+    Prompt, SMOLLM2_135M_INSTRUCT, SMOLLM2_GGUF_FILE, SamplingParams, Threads,
 };
 pub use crate::template::{ChatMessage, ChatTemplate};
 pub use crate::tokenizer::Tokenizer;

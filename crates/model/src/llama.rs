@@ -6,11 +6,12 @@
 
 use std::sync::Arc;
 
-use candle_core::quantized::{GgmlDType, QMatMul, QTensor};
+use candle_core::quantized::{QMatMul, QTensor};
 use candle_core::{D, DType, Device, Module, Tensor};
 use candle_nn::kv_cache::KvCache;
 
-use crate::error::Result;
+use crate::error::{Error, Result};
+use crate::kernels::{DENSE_MIN_ROWS, Exec, QActs, QMatrix};
 use crate::lora::{LoraSet, Target};
 
 /// Shape of a llama model, from the GGUF's `llama.*` metadata.
@@ -58,112 +59,95 @@ impl LlamaConfig {
 /// A linear layer without bias: `y = x Wᵀ`.
 #[derive(Debug, Clone)]
 pub(crate) enum Lin {
-    /// A GGUF matrix run by candle's quantized kernels, or a dense f32 matrix (training).
-    Plain(QMatMul),
-    /// A Q4_1 matrix split exactly into its Q4_0 part and a per-block offset: each Q4_1 weight is
-    /// `d·q + m = d·(q − 8) + (m + 8d)`, so `x·w = Q4_0(d, q)·x + Σ_blocks (m + 8d)·Σ_block x`. The Q4_0 part runs on
-    /// candle's SIMD kernel (its Q4_1 kernel is scalar) and the offsets are a tiny `[n, k/32]` matmul.
-    Q41 { q40: QMatMul, offsets: Tensor },
+    /// A GGUF matrix on the CPU, run by [`crate::kernels`].
+    Q(Arc<QMatrix>),
+    /// candle: a GGUF matrix on a GPU or of a type our kernels lack, or a dense f32 matrix (training).
+    Candle(QMatMul),
 }
 
 impl Lin {
-    fn new(t: QTensor, split_q41: bool) -> Result<Self> {
-        if split_q41 && t.dtype() == GgmlDType::Q4_1 && matches!(t.device(), Device::Cpu) {
-            return split_q4_1(&t);
+    fn new(t: QTensor) -> Result<Self> {
+        if matches!(t.device(), Device::Cpu) {
+            let (n, k) = t.shape().dims2()?;
+            if let Some(q) = QMatrix::from_ggml(t.dtype(), &t.data()?, n, k) {
+                return Ok(Self::Q(Arc::new(q)));
+            }
         }
-        Ok(Self::Plain(QMatMul::from_qtensor(t)?))
+        Ok(Self::Candle(QMatMul::from_qtensor(t)?))
     }
 
-    fn forward(&self, x: &Tensor) -> Result<Tensor> {
+    fn forward(&self, x: &Tensor, exec: &Exec) -> Result<Tensor> {
         match self {
-            Self::Plain(m) => Ok(m.forward(x)?),
-            Self::Q41 { q40, offsets } => {
-                let y = q40.forward(x)?;
-                let dims = x.dims();
-                let k = dims.last().copied().unwrap_or(0);
-                let mut sum_dims = dims.to_vec();
-                if let Some(last) = sum_dims.last_mut() {
-                    *last = k / 32;
+            Self::Candle(m) => Ok(m.forward(x)?),
+            Self::Q(q) => {
+                let rows = x.elem_count() / q.k();
+                if rows >= DENSE_MIN_ROWS {
+                    return dense_product(q, x, exec);
                 }
-                sum_dims.push(32);
-                let sums = x.reshape(sum_dims)?.sum(D::Minus1)?;
-                let off = sums.broadcast_matmul(&offsets.t()?)?;
-                Ok((y + off)?)
+                let acts = QActs::quantize(&x.flatten_all()?.to_vec1::<f32>()?, q.k());
+                q_output(q, &acts, x, exec)
             }
         }
     }
 
+    /// `lins` applied to the same `x`; few rows are quantized once for all of them.
+    fn forward_shared(lins: &[&Self], x: &Tensor, exec: &Exec) -> Result<Vec<Tensor>> {
+        let k = x.dims().last().copied().unwrap_or(0);
+        let small = x.elem_count() / k.max(1) < DENSE_MIN_ROWS;
+        let all_q = lins.iter().all(|l| matches!(l, Self::Q(q) if q.k() == k));
+        if !(small && all_q) {
+            return lins.iter().map(|l| l.forward(x, exec)).collect();
+        }
+        let acts = QActs::quantize(&x.flatten_all()?.to_vec1::<f32>()?, k);
+        lins.iter()
+            .map(|l| match l {
+                Self::Q(q) => q_output(q, &acts, x, exec),
+                Self::Candle(m) => Ok(m.forward(x)?),
+            })
+            .collect()
+    }
+
     /// The same matrix dequantized to f32 (for training).
     fn dequantized(&self) -> Result<Self> {
-        Ok(Self::Plain(QMatMul::Tensor(self.dense()?)))
+        Ok(Self::Candle(QMatMul::Tensor(self.dense()?)))
     }
 
     /// The dense f32 matrix `[out, in]`.
     pub(crate) fn dense(&self) -> Result<Tensor> {
         match self {
-            Self::Plain(QMatMul::QTensor(t)) => Ok(t.dequantize(&t.device())?),
-            Self::Plain(QMatMul::Tensor(t)) => Ok(t.clone()),
-            Self::Plain(QMatMul::TensorF16(t)) => Ok(t.to_dtype(DType::F32)?),
-            Self::Q41 { q40, offsets } => {
-                let w = match q40 {
-                    QMatMul::QTensor(t) => t.dequantize(&t.device())?,
-                    QMatMul::Tensor(t) | QMatMul::TensorF16(t) => t.to_dtype(DType::F32)?,
-                };
-                let (n, k) = w.dims2()?;
-                let off = offsets
-                    .unsqueeze(2)?
-                    .broadcast_as((n, k / 32, 32))?
-                    .reshape((n, k))?;
-                Ok((w + off)?)
-            }
+            Self::Q(q) => Ok(Tensor::from_vec(
+                q.dequantize(&Exec::Inline),
+                (q.n(), q.k()),
+                &Device::Cpu,
+            )?),
+            Self::Candle(QMatMul::QTensor(t)) => Ok(t.dequantize(&t.device())?),
+            Self::Candle(QMatMul::Tensor(t)) => Ok(t.clone()),
+            Self::Candle(QMatMul::TensorF16(t)) => Ok(t.to_dtype(DType::F32)?),
         }
     }
 }
 
-/// Splits a Q4_1 tensor into Q4_0 bytes (same nibbles and scale) and f32 offsets `m + 8d` (see [`Lin::Q41`]).
-fn split_q4_1(t: &QTensor) -> Result<Lin> {
-    let (n, k) = t.shape().dims2()?;
-    let data = t.data()?;
-    // Q4_1 block: d (f16), m (f16), 16 bytes of nibbles = 20 bytes; Q4_0 block: d (f16), 16 bytes = 18 bytes.
-    let blocks = n * (k / 32);
-    if data.len() != blocks * 20 || k % 32 != 0 {
-        return Ok(Lin::Plain(QMatMul::from_qtensor(QTensor::new(
-            candle_core::quantized::QStorage::from_data(data, &Device::Cpu, GgmlDType::Q4_1)?,
-            (n, k),
-        )?)?));
+/// The output of an 8-bit-activation product in `x`'s shape with the last dimension `n`.
+fn q_output(q: &QMatrix, acts: &QActs, x: &Tensor, exec: &Exec) -> Result<Tensor> {
+    let mut dims = x.dims().to_vec();
+    if let Some(last) = dims.last_mut() {
+        *last = q.n();
     }
-    let mut q40 = Vec::with_capacity(blocks * 18);
-    let mut offsets = Vec::with_capacity(blocks);
-    for b in data.chunks_exact(20) {
-        let d = half_to_f32([b[0], b[1]]);
-        let m = half_to_f32([b[2], b[3]]);
-        q40.extend_from_slice(&b[0..2]);
-        q40.extend_from_slice(&b[4..20]);
-        offsets.push(m + 8.0 * d);
-    }
-    let storage = candle_core::quantized::QStorage::from_data(q40.into(), &Device::Cpu, GgmlDType::Q4_0)?;
-    let q40 = QMatMul::from_qtensor(QTensor::new(storage, (n, k))?)?;
-    let offsets = Tensor::from_vec(offsets, (n, k / 32), &Device::Cpu)?;
-    Ok(Lin::Q41 { q40, offsets })
+    Ok(Tensor::from_vec(q.matmul_q8(acts, exec), dims, x.device())?)
 }
 
-/// IEEE half (little-endian bytes) to f32.
-fn half_to_f32(b: [u8; 2]) -> f32 {
-    let h = u16::from_le_bytes(b);
-    let sign = if h & 0x8000 != 0 { -1.0f32 } else { 1.0 };
-    let exp = i32::from((h >> 10) & 0x1f);
-    let frac = f32::from(h & 0x3ff);
-    match exp {
-        0 => sign * frac * 2f32.powi(-24),
-        31 => {
-            if frac == 0.0 {
-                sign * f32::INFINITY
-            } else {
-                f32::NAN
-            }
-        }
-        e => sign * (1.0 + frac / 1024.0) * 2f32.powi(e - 15),
+/// Many rows (a prompt): dequantize the matrix once and run candle's f32 GEMM, whose rayon threads are `exec`'s
+/// pool if it has one (else rayon's global pool).
+fn dense_product(q: &QMatrix, x: &Tensor, exec: &Exec) -> Result<Tensor> {
+    let w = Tensor::from_vec(q.dequantize(exec), (q.n(), q.k()), x.device())?;
+    let mut dims = x.dims().to_vec();
+    let rows = x.elem_count() / q.k();
+    if let Some(last) = dims.last_mut() {
+        *last = q.n();
     }
+    let x2 = x.contiguous()?.reshape((rows, q.k()))?;
+    let y = exec.install(|| x2.matmul(&w.t()?))?;
+    Ok(y.reshape(dims)?)
 }
 
 #[derive(Debug, Clone)]
@@ -195,6 +179,9 @@ impl Layer {
 
 #[derive(Debug, Clone)]
 enum Embed {
+    /// Rows dequantized on lookup; shared with the output projection when tied.
+    Q(Arc<QMatrix>),
+    /// candle's quantized embedding (GPU, other types).
     Quant(Arc<QTensor>),
     Dense(Tensor),
 }
@@ -211,57 +198,93 @@ pub(crate) struct Llama {
     sin: Tensor,
     /// Dense weights and differentiable kernels (training).
     train: bool,
+    /// Where the quantized products run (inference).
+    exec: Exec,
 }
 
 /// Where the tensors come from (a GGUF reader), so loading is testable apart from the file.
 pub(crate) trait TensorSource {
     fn get(&mut self, name: &str) -> Result<QTensor>;
     fn has(&self, name: &str) -> bool;
+    /// The error for a malformed model, naming the file.
+    fn bad(&self, reason: String) -> Error;
 }
 
 impl Llama {
-    pub(crate) fn load(cfg: LlamaConfig, src: &mut dyn TensorSource, device: &Device) -> Result<Self> {
-        let split = matches!(device, Device::Cpu);
+    pub(crate) fn load(
+        cfg: LlamaConfig,
+        src: &mut dyn TensorSource,
+        device: &Device,
+        exec: Exec,
+    ) -> Result<Self> {
         let dense = |t: QTensor| -> Result<Tensor> { Ok(t.dequantize(device)?) };
         let embed_q = src.get("token_embd.weight")?;
-        let output = if src.has("output.weight") {
-            Lin::new(src.get("output.weight")?, split)?
-        } else {
-            // Tied embeddings (SmolLM2): the output projection is the embedding matrix.
-            Lin::new(src.get("token_embd.weight")?, split)?
+        let (embed, output) = match Lin::new(embed_q)? {
+            Lin::Q(q) => {
+                if q.n() < cfg.vocab || q.k() != cfg.hidden {
+                    return Err(src.bad(format!(
+                        "token_embd.weight is [{}, {}], the model needs [{}, {}]",
+                        q.n(),
+                        q.k(),
+                        cfg.vocab,
+                        cfg.hidden
+                    )));
+                }
+                let output = if src.has("output.weight") {
+                    Lin::new(src.get("output.weight")?)?
+                } else {
+                    // Tied embeddings (SmolLM2): the output projection is the embedding matrix, held once.
+                    Lin::Q(q.clone())
+                };
+                (Embed::Q(q), output)
+            }
+            Lin::Candle(_) => {
+                let output = if src.has("output.weight") {
+                    Lin::new(src.get("output.weight")?)?
+                } else {
+                    Lin::new(src.get("token_embd.weight")?)?
+                };
+                (Embed::Quant(Arc::new(src.get("token_embd.weight")?)), output)
+            }
         };
         let mut layers = Vec::with_capacity(cfg.n_layer);
         for i in 0..cfg.n_layer {
             let mut g = |n: &str| src.get(&format!("blk.{i}.{n}.weight"));
             layers.push(Layer {
                 attn_norm: dense(g("attn_norm")?)?,
-                q: Lin::new(g("attn_q")?, split)?,
-                k: Lin::new(g("attn_k")?, split)?,
-                v: Lin::new(g("attn_v")?, split)?,
-                o: Lin::new(g("attn_output")?, split)?,
+                q: Lin::new(g("attn_q")?)?,
+                k: Lin::new(g("attn_k")?)?,
+                v: Lin::new(g("attn_v")?)?,
+                o: Lin::new(g("attn_output")?)?,
                 ffn_norm: dense(g("ffn_norm")?)?,
-                gate: Lin::new(g("ffn_gate")?, split)?,
-                up: Lin::new(g("ffn_up")?, split)?,
-                down: Lin::new(g("ffn_down")?, split)?,
+                gate: Lin::new(g("ffn_gate")?)?,
+                up: Lin::new(g("ffn_up")?)?,
+                down: Lin::new(g("ffn_down")?)?,
             });
         }
         let norm = dense(src.get("output_norm.weight")?)?;
         let (cos, sin) = rope_tables(&cfg, device)?;
         Ok(Self {
             cfg,
-            embed: Embed::Quant(Arc::new(embed_q)),
+            embed,
             layers,
             norm,
             output,
             cos,
             sin,
             train: false,
+            exec,
         })
     }
 
     /// A copy with every matrix dequantized to f32 and differentiable kernels, for LoRA training.
     pub(crate) fn dequantized(&self) -> Result<Self> {
         let embed = match &self.embed {
+            Embed::Q(q) => Embed::Dense(Tensor::from_vec(
+                q.dequantize(&self.exec),
+                (q.n(), q.k()),
+                self.device(),
+            )?),
             Embed::Quant(q) => Embed::Dense(q.dequantize(&q.device())?),
             Embed::Dense(t) => Embed::Dense(t.clone()),
         };
@@ -284,7 +307,9 @@ impl Llama {
             .collect::<Result<Vec<_>>>()?;
         // Tied output: reuse the dense embedding rather than a second 113 MB copy.
         let output = match (&embed, &self.output) {
-            (Embed::Dense(e), _) if !self.layers.is_empty() => Lin::Plain(QMatMul::Tensor(e.clone())),
+            (Embed::Dense(e), Lin::Q(q)) if matches!(&self.embed, Embed::Q(t) if Arc::ptr_eq(t, q)) => {
+                Lin::Candle(QMatMul::Tensor(e.clone()))
+            }
             (_, o) => o.dequantized()?,
         };
         Ok(Self {
@@ -296,6 +321,7 @@ impl Llama {
             cos: self.cos.clone(),
             sin: self.sin.clone(),
             train: true,
+            exec: self.exec.clone(),
         })
     }
 
@@ -313,6 +339,23 @@ impl Llama {
 
     fn embed(&self, ids: &Tensor) -> Result<Tensor> {
         match &self.embed {
+            Embed::Q(q) => {
+                let (b, t) = ids.dims2()?;
+                let h = q.k();
+                let ids = ids.flatten_all()?.to_vec1::<u32>()?;
+                let mut out = vec![0f32; ids.len() * h];
+                for (id, row) in ids.iter().zip(out.chunks_exact_mut(h)) {
+                    let id = *id as usize;
+                    if id >= q.n() {
+                        return Err(Error::InvalidParam {
+                            name: "prompt",
+                            reason: format!("token id {id} ≥ {} embeddings", q.n()),
+                        });
+                    }
+                    q.dequantize_rows(id, row);
+                }
+                Ok(Tensor::from_vec(out, (b, t, h), self.device())?)
+            }
             Embed::Quant(q) => Ok(q.embedding(ids)?),
             Embed::Dense(w) => {
                 let (b, t) = ids.dims2()?;
@@ -332,11 +375,31 @@ impl Llama {
     }
 
     fn lin(&self, layer: usize, t: Target, x: &Tensor, lora: Option<&LoraSet>) -> Result<Tensor> {
-        let base = self.layers[layer].lin(t).forward(x)?;
+        let base = self.layers[layer].lin(t).forward(x, &self.exec)?;
         match lora.and_then(|l| l.get(layer, t)) {
             Some(ab) => Ok((base + ab.delta(x)?)?),
             None => Ok(base),
         }
+    }
+
+    /// Several projections of the same `x` (Q/K/V, gate/up): few rows are quantized once for all of them.
+    fn lins<const N: usize>(
+        &self,
+        layer: usize,
+        ts: [Target; N],
+        x: &Tensor,
+        lora: Option<&LoraSet>,
+    ) -> Result<[Tensor; N]> {
+        let l = &self.layers[layer];
+        let lins = ts.map(|t| l.lin(t));
+        let mut out = Lin::forward_shared(&lins, x, &self.exec)?;
+        for (y, t) in out.iter_mut().zip(ts) {
+            if let Some(ab) = lora.and_then(|l| l.get(layer, t)) {
+                *y = (&*y + ab.delta(x)?)?;
+            }
+        }
+        out.try_into()
+            .map_err(|_| Error::Backend(candle_core::Error::Msg("projection count".into())))
     }
 
     /// Runs `ids` (`[batch, seq]`) starting at position `pos`.
@@ -363,7 +426,7 @@ impl Llama {
 
     /// The output projection of final hidden states (any leading shape).
     pub(crate) fn head(&self, x: &Tensor) -> Result<Tensor> {
-        self.output.forward(x)
+        self.output.forward(x, &self.exec)
     }
 
     /// The final normalised hidden states: `[batch, 1, hidden]` (last position) with caches, else
@@ -389,18 +452,10 @@ impl Llama {
         for i in 0..cfg.n_layer {
             let layer = &self.layers[i];
             let h = self.rms(&x, &layer.attn_norm)?;
-            let q = self
-                .lin(i, Target::Q, &h, lora)?
-                .reshape((b, t, cfg.n_head, hd))?
-                .transpose(1, 2)?;
-            let k = self
-                .lin(i, Target::K, &h, lora)?
-                .reshape((b, t, cfg.n_kv_head, hd))?
-                .transpose(1, 2)?;
-            let v = self
-                .lin(i, Target::V, &h, lora)?
-                .reshape((b, t, cfg.n_kv_head, hd))?
-                .transpose(1, 2)?;
+            let [q, k, v] = self.lins(i, [Target::Q, Target::K, Target::V], &h, lora)?;
+            let q = q.reshape((b, t, cfg.n_head, hd))?.transpose(1, 2)?;
+            let k = k.reshape((b, t, cfg.n_kv_head, hd))?.transpose(1, 2)?;
+            let v = v.reshape((b, t, cfg.n_kv_head, hd))?.transpose(1, 2)?;
             let (q, k) = if self.train {
                 (
                     candle_nn::rotary_emb::rope_i_slow(&q.contiguous()?, &cos, &sin)?,
@@ -436,8 +491,8 @@ impl Llama {
                 .reshape((b, t, cfg.hidden))?;
             x = (x + self.lin(i, Target::O, &y, lora)?)?;
             let h = self.rms(&x, &layer.ffn_norm)?;
-            let gate = candle_nn::ops::silu(&self.lin(i, Target::Gate, &h, lora)?)?;
-            let up = self.lin(i, Target::Up, &h, lora)?;
+            let [gate, up] = self.lins(i, [Target::Gate, Target::Up], &h, lora)?;
+            let gate = candle_nn::ops::silu(&gate)?;
             x = (x + self.lin(i, Target::Down, &(gate * up)?, lora)?)?;
         }
         let x = if caches.is_some() {
@@ -485,46 +540,45 @@ fn rope_tables(cfg: &LlamaConfig, device: &Device) -> Result<(Tensor, Tensor)> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use candle_core::quantized::GgmlDType;
 
+    /// Our kernels (few rows: 8-bit activations; many rows: dequantized GEMM) agree with candle's quantized matmul
+    /// on the same GGUF blocks, and the dense form is candle's dequantization.
     #[test]
-    fn half_conversion() {
-        assert_eq!(half_to_f32(0x3c00u16.to_le_bytes()), 1.0);
-        assert_eq!(half_to_f32(0xc000u16.to_le_bytes()), -2.0);
-        assert_eq!(half_to_f32(0x0001u16.to_le_bytes()), 2f32.powi(-24));
-        assert_eq!(half_to_f32(0x7bffu16.to_le_bytes()), 65504.0);
-    }
-
-    /// The Q4_1 split is exact: dequantizing both forms gives the same matrix, and the matmuls agree.
-    #[test]
-    fn q4_1_split_matches_q4_1() {
+    fn kernels_match_candle_quantized_matmul() {
         let dev = Device::Cpu;
         let w = Tensor::randn(0f32, 1.0, (64, 128), &dev).unwrap();
-        let q = QTensor::quantize(&w, GgmlDType::Q4_1).unwrap();
-        let want = q.dequantize(&dev).unwrap();
-        let plain = Lin::new(QTensor::quantize(&w, GgmlDType::Q4_1).unwrap(), false).unwrap();
-        let split = Lin::new(q, true).unwrap();
-        assert!(matches!(split, Lin::Q41 { .. }));
-        let diff = (split.dense().unwrap() - &want)
-            .unwrap()
-            .abs()
-            .unwrap()
-            .max_all()
-            .unwrap()
-            .to_scalar::<f32>()
-            .unwrap();
-        assert!(diff < 1e-5, "dequantized split differs by {diff}");
-        let x = Tensor::randn(0f32, 1.0, (1, 3, 128), &dev).unwrap();
-        let a = plain.forward(&x).unwrap();
-        let b = split.forward(&x).unwrap();
-        let rel = ((a.clone() - b)
-            .unwrap()
-            .abs()
-            .unwrap()
-            .max_all()
-            .unwrap()
-            .to_scalar::<f32>()
-            .unwrap())
-            / a.abs().unwrap().max_all().unwrap().to_scalar::<f32>().unwrap();
-        assert!(rel < 0.02, "split matmul differs by {rel} (relative)");
+        for dtype in [GgmlDType::Q4_1, GgmlDType::Q8_0] {
+            let q = QTensor::quantize(&w, dtype).unwrap();
+            let want = q.dequantize(&dev).unwrap();
+            let candle = QMatMul::from_qtensor(QTensor::quantize(&w, dtype).unwrap()).unwrap();
+            let ours = Lin::new(q).unwrap();
+            assert!(matches!(ours, Lin::Q(_)));
+            let diff = (ours.dense().unwrap() - &want)
+                .unwrap()
+                .abs()
+                .unwrap()
+                .max_all()
+                .unwrap()
+                .to_scalar::<f32>()
+                .unwrap();
+            assert_eq!(diff, 0.0, "{dtype:?}: dequantized forms differ by {diff}");
+            for rows in [1, 3, DENSE_MIN_ROWS + 1] {
+                let x = Tensor::randn(0f32, 1.0, (1, rows, 128), &dev).unwrap();
+                let a = candle.forward(&x).unwrap();
+                let b = ours.forward(&x, &Exec::Inline).unwrap();
+                assert_eq!(a.dims(), b.dims());
+                let rel = ((a.clone() - b)
+                    .unwrap()
+                    .abs()
+                    .unwrap()
+                    .max_all()
+                    .unwrap()
+                    .to_scalar::<f32>()
+                    .unwrap())
+                    / a.abs().unwrap().max_all().unwrap().to_scalar::<f32>().unwrap();
+                assert!(rel < 0.02, "{dtype:?}, {rows} rows: differs by {rel} (relative)");
+            }
+        }
     }
 }

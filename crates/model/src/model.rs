@@ -14,6 +14,7 @@ use candle_core::{Device, Tensor};
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
+use crate::kernels::Exec;
 use crate::llama::{Llama, LlamaConfig, TensorSource};
 use crate::lora::{LoraAdapter, LoraConfig, LoraSet};
 use crate::sample::{Rng, sample};
@@ -40,6 +41,22 @@ pub enum DeviceKind {
     Cuda(usize),
 }
 
+/// Where a CPU model's matrix products run (the crate README's "Threads" has the measurements behind the default).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Threads {
+    /// Each generation computes its tokens on the thread that calls [`Model::generate`]: one core per stream, no
+    /// pool, nothing spin-waits, and concurrent streams run side by side on their own threads. Products over many
+    /// rows (a prompt's prefill) use rayon's global pool (`RAYON_NUM_THREADS`, default one per core), whose idle
+    /// threads sleep. The default: on a machine with more runnable threads than cores it is the fastest and it
+    /// degrades gracefully, where a spinning pool collapses.
+    #[default]
+    PerStream,
+    /// A pool of this many threads, owned by the model and shared by all its streams: every product is split across
+    /// it. Lowers one stream's latency when cores are idle; concurrent streams queue for the pool.
+    Pool(usize),
+}
+
 /// How to load a model.
 #[derive(Debug, Clone, Default)]
 pub struct LoadOptions {
@@ -48,6 +65,8 @@ pub struct LoadOptions {
     pub name: Option<String>,
     /// Where to run.
     pub device: DeviceKind,
+    /// How the CPU kernels use threads.
+    pub threads: Threads,
 }
 
 /// Sampling parameters of one completion.
@@ -196,6 +215,12 @@ impl TensorSource for GgufSource<'_> {
     fn has(&self, name: &str) -> bool {
         self.content.tensor_infos.contains_key(name)
     }
+    fn bad(&self, reason: String) -> Error {
+        Error::BadModel {
+            path: self.path.to_path_buf(),
+            reason,
+        }
+    }
 }
 
 fn default_name(path: &Path) -> String {
@@ -304,7 +329,17 @@ impl Model {
             device: device.clone(),
             path,
         };
-        let llama = Llama::load(cfg, &mut src, &device)?;
+        let exec = match opts.threads {
+            Threads::Pool(n) if n > 1 => Exec::Pool(Arc::new(
+                rayon::ThreadPoolBuilder::new()
+                    .num_threads(n)
+                    .thread_name(|i| format!("zg-model-{i}"))
+                    .build()
+                    .map_err(|e| Error::Backend(candle_core::Error::Msg(format!("thread pool: {e}"))))?,
+            )),
+            _ => Exec::Inline,
+        };
+        let llama = Llama::load(cfg, &mut src, &device, exec)?;
         let name = opts.name.unwrap_or_else(|| default_name(path));
         Ok(Self {
             inner: Arc::new(Inner {
@@ -477,6 +512,38 @@ impl Model {
         let input = Tensor::new(ids, &self.inner.device)?.unsqueeze(0)?;
         let logits = self.inner.llama.forward(&input, 0, None, lora.as_deref())?;
         Ok(logits.squeeze(0)?.to_vec2::<f32>()?)
+    }
+
+    /// The next-token logits after `ids[..prefill]`, `ids[..prefill + 1]`, …, `ids[..]`, computed the way
+    /// [`Model::generate`] computes them: the first `prefill` tokens in one pass into the KV cache, then one token
+    /// at a time (so the single-row decode kernels run, where [`Model::sequence_logits`] runs the prompt kernels
+    /// everywhere). For tests and scoring.
+    pub fn incremental_logits(
+        &self,
+        ids: &[u32],
+        prefill: usize,
+        model: Option<&str>,
+    ) -> Result<Vec<Vec<f32>>> {
+        let lora = self.resolve(model)?;
+        if prefill == 0 || prefill > ids.len() || ids.len() > self.config().context {
+            return Err(Error::InvalidParam {
+                name: "prompt",
+                reason: format!("{} tokens, prefill {prefill}", ids.len()),
+            });
+        }
+        let llama = &self.inner.llama;
+        let mut caches = llama.new_cache(ids.len());
+        let mut rows = Vec::with_capacity(ids.len() - prefill + 1);
+        let mut start = 0;
+        let mut end = prefill;
+        while end <= ids.len() {
+            let input = Tensor::new(&ids[start..end], &self.inner.device)?.unsqueeze(0)?;
+            let logits = llama.forward(&input, start, Some(&mut caches), lora.as_deref())?;
+            rows.push(logits.squeeze(0)?.to_vec1::<f32>()?);
+            start = end;
+            end += 1;
+        }
+        Ok(rows)
     }
 
     /// Generates a completion, calling `on_text` with each new piece of text as soon as it is final (stop strings

@@ -552,6 +552,10 @@ pub fn train_lora(
     let eval: Vec<Encoded> = data.drain(..n_eval).collect();
     let mut train = data;
 
+    // Asked before the dequantized copy (hundreds of MB, a second of CPU) too: a cancelled run stops at once.
+    if should_stop() {
+        return Err(Error::Cancelled);
+    }
     let base = model.llama().dequantized()?;
     let cfg = base.cfg.clone();
     let dev = model.device().clone();

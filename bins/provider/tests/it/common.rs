@@ -29,6 +29,10 @@ pub struct Offline {
 
 pub struct Opts {
     pub upstream: Option<String>,
+    /// Serve the built-in SmolLM2 (the GGUF `just setup` fetches into `models/`) instead of the n-gram.
+    pub smollm2: bool,
+    /// The built-in SmolLM2's generation slots.
+    pub smollm2_slots: usize,
     pub max_concurrency: usize,
     pub limits: Limits,
     /// How long a read account is trusted (zero: read on every request).
@@ -39,6 +43,8 @@ impl Default for Opts {
     fn default() -> Self {
         Self {
             upstream: None,
+            smollm2: false,
+            smollm2_slots: 2,
             max_concurrency: 64,
             limits: Limits {
                 // Long enough that a test's repeated requests of one stranger all meet the cache.
@@ -78,6 +84,10 @@ pub async fn offline(opts: Opts) -> Offline {
     ))
     .unwrap();
     let (upstream, model) = match &opts.upstream {
+        None if opts.smollm2 => (
+            Upstream::Llm(smollm2(opts.smollm2_slots)),
+            zg_provider::SMOLLM2_MODEL_ID.to_owned(),
+        ),
         None => (
             Upstream::builtin(zg_provider::SHIPPED_CORPUS),
             zg_provider::DEMO_MODEL_ID.to_owned(),
@@ -128,6 +138,22 @@ pub async fn offline(opts: Opts) -> Offline {
         domains,
         _dir: dir,
     }
+}
+
+/// The built-in SmolLM2 upstream on the repository's `models/` GGUF (a missing file fails the test: run `just setup`),
+/// `slots` generations at a time.
+pub fn smollm2(slots: usize) -> zg_provider::LlmUpstream {
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../../")
+        .join(zg_provider::DEFAULT_MODEL_PATH);
+    assert!(path.is_file(), "{} is missing: run `just setup`", path.display());
+    zg_provider::LlmUpstream::load(
+        &path,
+        zg_provider::SMOLLM2_MODEL_ID,
+        slots,
+        Duration::from_secs(60),
+    )
+    .unwrap()
 }
 
 /// A funded customer with a 0G session token for `provider`.

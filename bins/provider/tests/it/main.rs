@@ -17,3 +17,5 @@ mod anvil;
 mod attacks;
 // Issue 9: the log names the owner's command while the TEE signer waits for it.
 mod owner_ack_log;
+// Issue 11: the built-in SmolLM2 upstream (real model, exact usage, blocking threads, bounded slots).
+mod smollm2;

@@ -18,8 +18,9 @@ fn run(r: &GenerateRequest) -> zg_model::Completion {
 }
 
 /// Bounds on how far our logits may be from llama.cpp's, over its top-5 tokens along its greedy paths. The kernels
-/// differ (llama.cpp keeps the KV cache in f16 and quantizes activations to Q8_1 for Q4_1; we keep f32 and run
-/// Q4_1 as Q4_0 plus exact offsets), so logits differ a little (measured: mean 0.20, max 1.26, on logits of ~25);
+/// differ (llama.cpp keeps the KV cache in f16 and quantizes activations to 8 bits for every product; we keep f32,
+/// quantize activations only when decoding, and run prompts in f32), so logits differ a little (measured: mean 0.18,
+/// max 0.91 for whole sequences; mean 0.19, max 0.78 token by token; on logits of ~25);
 /// a wrong RoPE, norm, mask or attention would be off by whole units everywhere.
 const MEAN_TOLERANCE: f32 = 0.35;
 const MAX_TOLERANCE: f32 = 1.6;
@@ -27,48 +28,58 @@ const MAX_TOLERANCE: f32 = 1.6;
 const CLEAR_MARGIN: f32 = 1.0;
 
 /// Along llama.cpp's greedy path (teacher-forced), our logits equal llama.cpp's within the bounds above, and our
-/// greedy choice equals llama.cpp's wherever its choice is clear.
+/// greedy choice equals llama.cpp's wherever its choice is clear. Both of our paths are checked: the whole sequence
+/// in one pass (the prompt kernels: dequantized weights, f32 products) and the prompt in one pass then one token at
+/// a time, as `generate` runs (the decode kernels: 8-bit activations against the 4/8-bit weights).
 #[test]
 fn logits_and_greedy_choices_equal_llama_cpp() {
     let m = model();
-    let (mut worst, mut sum, mut n, mut decided) = (0f32, 0f32, 0usize, 0usize);
-    for g in reference().greedy {
-        let steps = g.top5.len();
-        let mut ids = g.prompt_ids.clone();
-        ids.extend_from_slice(&g.tokens[..steps - 1]);
-        let rows = m.sequence_logits(&ids, None).unwrap();
-        for (step, top) in g.top5.iter().enumerate() {
-            let ours = &rows[g.prompt_ids.len() - 1 + step];
-            for (tok, theirs) in top {
-                let d = (ours[*tok as usize] - theirs).abs();
-                worst = worst.max(d);
-                sum += d;
-                n += 1;
-            }
-            let margin = top[0].1 - top[1].1;
-            if margin > CLEAR_MARGIN {
-                let argmax = ours
-                    .iter()
-                    .enumerate()
-                    .fold((0, f32::MIN), |b, (i, v)| if *v > b.1 { (i, *v) } else { b })
-                    .0;
-                assert_eq!(
-                    argmax as u32, top[0].0,
-                    "step {step}: llama.cpp's margin {margin}"
-                );
-                decided += 1;
+    for path in ["sequence", "incremental"] {
+        let (mut worst, mut sum, mut n, mut decided) = (0f32, 0f32, 0usize, 0usize);
+        for g in reference().greedy {
+            let steps = g.top5.len();
+            let mut ids = g.prompt_ids.clone();
+            ids.extend_from_slice(&g.tokens[..steps - 1]);
+            let rows = if path == "sequence" {
+                let all = m.sequence_logits(&ids, None).unwrap();
+                all[g.prompt_ids.len() - 1..].to_vec()
+            } else {
+                m.incremental_logits(&ids, g.prompt_ids.len(), None).unwrap()
+            };
+            assert_eq!(rows.len(), steps);
+            for (step, top) in g.top5.iter().enumerate() {
+                let ours = &rows[step];
+                for (tok, theirs) in top {
+                    let d = (ours[*tok as usize] - theirs).abs();
+                    worst = worst.max(d);
+                    sum += d;
+                    n += 1;
+                }
+                let margin = top[0].1 - top[1].1;
+                if margin > CLEAR_MARGIN {
+                    let argmax = ours
+                        .iter()
+                        .enumerate()
+                        .fold((0, f32::MIN), |b, (i, v)| if *v > b.1 { (i, *v) } else { b })
+                        .0;
+                    assert_eq!(
+                        argmax as u32, top[0].0,
+                        "{path}, step {step}: llama.cpp's margin {margin}"
+                    );
+                    decided += 1;
+                }
             }
         }
+        let mean = sum / n as f32;
+        eprintln!(
+            "{path}: logit difference to llama.cpp: max {worst:.4}, mean {mean:.4}; {decided} clear greedy choices equal"
+        );
+        assert!(
+            mean < MEAN_TOLERANCE && worst < MAX_TOLERANCE,
+            "{path}: mean {mean}, max {worst}"
+        );
+        assert!(decided >= 15, "{path}: only {decided} clear choices compared");
     }
-    let mean = sum / n as f32;
-    eprintln!(
-        "logit difference to llama.cpp: max {worst:.4}, mean {mean:.4}; {decided} clear greedy choices equal"
-    );
-    assert!(
-        mean < MEAN_TOLERANCE && worst < MAX_TOLERANCE,
-        "mean {mean}, max {worst}"
-    );
-    assert!(decided >= 15, "only {decided} clear choices compared");
 }
 
 /// Greedy decoding with our own choices: the third reference prompt has no near-tie at its start, so the first
@@ -125,10 +136,13 @@ fn greedy_is_deterministic_and_seeded_sampling_reproduces() {
     );
 }
 
+/// The prompt is one where llama.cpp's greedy answer (llama-cpp-python 0.3.36, same GGUF) is this sentence with a
+/// clear lead at every step (smallest top-1/top-2 logit gap 0.98). "What is the capital of France?" is not: its
+/// first token is a near tie (llama.cpp: "L" 24.74 vs "The" 24.65) and llama.cpp answers "L'Étoile, la Cité, …".
 #[test]
 fn streams_text_and_counts_usage_exactly() {
     let m = model();
-    let msgs = vec![ChatMessage::new("user", "What is the capital of France?")];
+    let msgs = vec![ChatMessage::new("user", "Name the capital of France.")];
     let mut pieces = Vec::new();
     let c = m
         .generate(

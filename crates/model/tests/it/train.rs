@@ -37,13 +37,24 @@ fn params(steps: i64) -> TrainParams {
     .unwrap()
 }
 
+/// Training steps of the loss test: 10 take the loss from 3.58 to 1.37 (20 steps: to 0.40; measured), at half
+/// the CPU time, so the suite stays short on a busy CI machine.
+const STEPS: usize = 10;
+
 #[test]
-fn slow_twenty_steps_lower_the_training_loss_and_the_adapter_round_trips() {
+fn slow_ten_steps_lower_the_training_loss_and_the_adapter_round_trips() {
     let m = model();
     let data = pirate_dataset();
     let before = dataset_loss(m, &data, None, 96).unwrap();
     let mut log = Vec::new();
-    let out = train_lora(m, &data, &params(20), &mut |p| log.push(p.clone()), &|| false).unwrap();
+    let out = train_lora(
+        m,
+        &data,
+        &params(STEPS as i64),
+        &mut |p| log.push(p.clone()),
+        &|| false,
+    )
+    .unwrap();
     let after = dataset_loss(m, &data, Some(&out.adapter), 96).unwrap();
     let secs = out.elapsed.as_secs_f64();
     eprintln!(
@@ -52,13 +63,13 @@ fn slow_twenty_steps_lower_the_training_loss_and_the_adapter_round_trips() {
         secs / out.steps as f64,
         out.tokens as f64 / secs
     );
-    assert_eq!(out.steps, 20);
-    assert_eq!(log.len(), 20);
+    assert_eq!(out.steps, STEPS);
+    assert_eq!(log.len(), STEPS);
     assert!(
         log.iter()
-            .all(|p| p.loss.is_finite() && p.tokens_per_sec > 0.0 && p.total_steps == 20)
+            .all(|p| p.loss.is_finite() && p.tokens_per_sec > 0.0 && p.total_steps == STEPS)
     );
-    assert_eq!(log.last().map(|p| p.step), Some(20));
+    assert_eq!(log.last().map(|p| p.step), Some(STEPS));
     assert!(
         after < before * 0.7,
         "training loss must drop: {before} → {after}"
