@@ -69,8 +69,10 @@ require_customer_ack = true
 max_bytes = 104857600
 max_records = 1000000
 
-# One [[models]] table per model offered. Executors: builtin (the demo n-gram family, in process),
-# command (any program; see zg_finetune's `command` contract), docker / podman (the same in a container).
+# One [[models]] table per model offered. Executors: builtin (the demo n-gram family, in process; or, for a model
+# named smollm2-135m-instruct, the same as lora), lora (real LoRA fine-tuning of a GGUF base in process, on the CPU,
+# output a PEFT adapter), command (any program; see zg_finetune's `command` contract), docker / podman (the same in
+# a container).
 [[models]]
 name = "zg-demo-ngram"
 executor = "builtin"
@@ -80,6 +82,16 @@ tokenizer = "zg-ngram"
 # corpus_dir = "./docs/corpus"
 # Builtin only: pause after each epoch (demos and crash tests; --epoch-pause-ms).
 # epoch_pause_ms = 0
+
+# Real LoRA on SmolLM2-135M-Instruct (the GGUF `just setup` fetches), CPU, f32; the delivered model is a PEFT
+# adapter (adapter_config.json + adapter_model.safetensors). Fees count the model's own tokens. Parameters:
+# lora_r (≤ 64), lora_alpha, target_modules, learning_rate, num_train_epochs, max_steps,
+# per_device_train_batch_size (≤ 16), max_seq_length (≤ 1024), validation_split, eval_steps, weight_decay, seed.
+# A demo-sized task (examples/finetune, config.lora.json: 12 steps) takes about 1.5 minutes on 2 busy cores.
+# [[models]]
+# name = "smollm2-135m-instruct"
+# executor = "lora"
+# model_path = "models/SmolLM2-135M-Instruct.Q4_1.gguf"
 
 # [[models]]
 # name = "Qwen2.5-0.5B-Instruct"
@@ -209,13 +221,13 @@ struct TeeFile {
 pub struct ModelConfig {
     /// Name customers pass as `--model`.
     pub name: String,
-    /// `builtin`, `command`, `docker` or `podman`.
+    /// `builtin`, `lora`, `command`, `docker` or `podman`.
     pub executor: String,
     /// One line for `list-models`.
     pub description: Option<String>,
     /// `preTrainedModelHash` (default: keccak256 of the base model for builtin, of the name otherwise).
     pub hash: Option<String>,
-    /// `zg-ngram` or `bytes`.
+    /// `zg-ngram`, `bytes` or (lora) `model`: the base's own tokenizer, the default for lora.
     pub tokenizer: Option<String>,
     /// Base model files (command/docker).
     pub base_model_dir: Option<PathBuf>,
@@ -223,6 +235,8 @@ pub struct ModelConfig {
     pub corpus_dir: Option<PathBuf>,
     /// builtin: pause after each epoch.
     pub epoch_pause_ms: Option<u64>,
+    /// lora: the base GGUF (default `models/SmolLM2-135M-Instruct.Q4_1.gguf`).
+    pub model_path: Option<PathBuf>,
     /// command: argv.
     pub command: Option<Vec<String>>,
     /// command/docker: extra environment.
@@ -420,11 +434,14 @@ impl Settings {
             }
         }
         for m in &models {
-            if !matches!(m.executor.as_str(), "builtin" | "command" | "docker" | "podman") {
+            if !matches!(
+                m.executor.as_str(),
+                "builtin" | "lora" | "command" | "docker" | "podman"
+            ) {
                 return Err(Error::Config {
                     field: "models.executor",
                     value: m.executor.clone(),
-                    fix: "use builtin, command, docker or podman".into(),
+                    fix: "use builtin, lora, command, docker or podman".into(),
                 });
             }
             if m.name.is_empty() || m.name.len() > 128 || m.name.contains(['/', '\\', ' ']) {
@@ -636,7 +653,7 @@ mod tests {
         })
         .unwrap_err();
         assert!(
-            e.to_string().contains("builtin, command, docker or podman"),
+            e.to_string().contains("builtin, lora, command, docker or podman"),
             "{e}"
         );
     }

@@ -21,7 +21,10 @@ pub use crate::error::{Error, Result};
 pub use crate::grpc::{Grpc, GrpcService, grpc_service, read_auth, task_pb};
 pub use crate::http::{MAX_JSON_BODY, READ_AUTH_HEADER, render_log, router, serve, task_json};
 pub use crate::metrics::Metrics;
-pub use crate::run::{App, BrokerPipeline, Running, ZEROG_MODEL_HASHES, build_models, init, run, start};
+pub use crate::run::{
+    App, BrokerPipeline, DEFAULT_MODEL_PATH, Running, SMOLLM2_MODEL, ZEROG_MODEL_HASHES, build_models, init,
+    run, start,
+};
 pub use crate::storage::BrokerStore;
 pub use crate::tee::{BackendChoice, Tee};
 

@@ -12,8 +12,8 @@ use tokio::task::JoinHandle;
 use zg_chain::{Amount, Client, FineTuningServiceParams};
 use zg_finetune::{
     BuiltinExecutor, ByteTokenizer, CommandExecutor, CommandSpec, ContainerRuntime, DatasetLimits,
-    DockerExecutor, Executor, ModelSpec, Pipeline, PipelineConfig, ResourceLimits, TaskEvent, TaskStore,
-    Tokenizer, WordTokenizer, sig,
+    DockerExecutor, Executor, LoraExecutor, ModelSpec, ModelTokenizer, Pipeline, PipelineConfig,
+    ResourceLimits, TaskEvent, TaskStore, Tokenizer, WordTokenizer, sig,
 };
 use zg_ngram::NgramModel;
 use zg_storage::LocalStore;
@@ -122,37 +122,82 @@ fn model_err(m: &ModelConfig, fix: impl Into<String>) -> Error {
     }
 }
 
-/// Builds the models and their executors from the config.
+/// The model name for which `executor = "builtin"` means the LoRA trainer (as the provider's built-in upstream
+/// serves it).
+pub const SMOLLM2_MODEL: &str = "smollm2-135m-instruct";
+
+/// The GGUF a `lora` model trains when `model_path` is not set.
+pub const DEFAULT_MODEL_PATH: &str = "models/SmolLM2-135M-Instruct.Q4_1.gguf";
+
+/// Builds the models and their executors from the config. Blocking: a `lora` model loads its GGUF (about 100 MB)
+/// and hashes it; call it from a blocking thread in async code.
 pub fn build_models(models: &[ModelConfig]) -> Result<Vec<ModelSpec>> {
     let mut out: Vec<ModelSpec> = Vec::new();
     for m in models {
         if out.iter().any(|o| o.name == m.name) {
             return Err(model_err(m, "two [[models]] have this name"));
         }
-        let builtin = m.executor == "builtin";
-        let tokenizer: Arc<dyn Tokenizer> =
-            match m
-                .tokenizer
-                .as_deref()
-                .unwrap_or(if builtin { "zg-ngram" } else { "bytes" })
-            {
-                "zg-ngram" => Arc::new(WordTokenizer),
-                "bytes" => Arc::new(ByteTokenizer),
-                other => {
-                    return Err(model_err(
-                        m,
-                        format!("tokenizer {other:?}: use zg-ngram or bytes"),
-                    ));
-                }
-            };
+        let lora = m.executor == "lora" || (m.executor == "builtin" && m.name == SMOLLM2_MODEL);
+        let builtin = m.executor == "builtin" && !lora;
+        let base = if lora {
+            let path = m
+                .model_path
+                .clone()
+                .unwrap_or_else(|| PathBuf::from(DEFAULT_MODEL_PATH));
+            let model = zg_model::Model::load(&path, zg_model::LoadOptions::default()).map_err(|e| {
+                model_err(
+                    m,
+                    format!(
+                        "loading the base model {}: {e} (run `just setup` to fetch it, or set model_path)",
+                        path.display()
+                    ),
+                )
+            })?;
+            let bytes = std::fs::read(&path).map_err(|source| Error::Io {
+                op: "read model",
+                path: path.clone(),
+                source,
+            })?;
+            Some((model, format!("{:#x}", keccak256(&bytes))))
+        } else {
+            None
+        };
+        let tokenizer: Arc<dyn Tokenizer> = match m.tokenizer.as_deref().unwrap_or(if builtin {
+            "zg-ngram"
+        } else if lora {
+            "model"
+        } else {
+            "bytes"
+        }) {
+            "zg-ngram" => Arc::new(WordTokenizer),
+            "bytes" => Arc::new(ByteTokenizer),
+            "model" => match &base {
+                Some((model, _)) => Arc::new(ModelTokenizer::new(model.clone())),
+                None => return Err(model_err(m, "tokenizer \"model\" needs executor = \"lora\"")),
+            },
+            other => {
+                return Err(model_err(
+                    m,
+                    format!("tokenizer {other:?}: use zg-ngram, bytes or (lora) model"),
+                ));
+            }
+        };
         let known = ZEROG_MODEL_HASHES
             .iter()
             .find(|(n, _)| *n == m.name)
             .map(|(_, h)| h.to_string());
-        let (executor, default_hash, default_desc): (Arc<dyn Executor>, String, String) = match m
-            .executor
-            .as_str()
-        {
+        let kind = if lora { "lora" } else { m.executor.as_str() };
+        let (executor, default_hash, default_desc): (Arc<dyn Executor>, String, String) = match kind {
+            "lora" => {
+                let Some((model, hash)) = base else {
+                    return Err(model_err(m, "internal: lora model not loaded"));
+                };
+                let desc = format!(
+                    "{}: real LoRA fine-tuning on the CPU; the delivered model is a PEFT adapter",
+                    model.name()
+                );
+                (Arc::new(LoraExecutor::new(model)), hash, desc)
+            }
             "builtin" => {
                 let base = NgramModel::train(&read_corpus(m.corpus_dir.as_ref())?);
                 let hash = format!("{:#x}", keccak256(base.to_bytes()));
@@ -213,7 +258,7 @@ pub fn build_models(models: &[ModelConfig]) -> Result<Vec<ModelSpec>> {
             other => {
                 return Err(model_err(
                     m,
-                    format!("executor {other:?}: use builtin, command, docker or podman"),
+                    format!("executor {other:?}: use builtin, lora, command, docker or podman"),
                 ));
             }
         };
@@ -276,7 +321,14 @@ pub async fn start(s: Settings) -> Result<Running> {
         path: s.data_dir.clone(),
         source,
     })?;
-    let models = build_models(&s.models)?;
+    let configs = s.models.clone();
+    let models = tokio::task::spawn_blocking(move || build_models(&configs))
+        .await
+        .map_err(|e| Error::Config {
+            field: "models",
+            value: String::new(),
+            fix: format!("loading the models failed: {e}"),
+        })??;
     let app_compose = match &s.app_compose {
         Some(p) => std::fs::read_to_string(p).map_err(|source| Error::Io {
             op: "read app compose",

@@ -25,8 +25,8 @@ pub use deliver::{Artifact, ArtifactStore, hash_file, seal_output};
 pub use error::{ChainFailure, Error, Result};
 pub use executor::{
     ADAPTER_FORMAT, BuiltinExecutor, CancelToken, CommandExecutor, CommandSpec, ContainerRuntime,
-    DockerExecutor, Executor, Job, MAX_LOG_LINE, Metric, ResourceLimits, TrainContext, TrainEvent,
-    TrainOutcome, apply_adapter,
+    DockerExecutor, Executor, Job, LoraExecutor, MAX_BATCH, MAX_LOG_LINE, MAX_LORA_RANK, MAX_SEQ_LEN, Metric,
+    ModelTokenizer, ResourceLimits, TrainContext, TrainEvent, TrainOutcome, apply_adapter,
 };
 #[cfg(any(test, feature = "test-utils"))]
 pub use memchain::{Fault, MemChain};

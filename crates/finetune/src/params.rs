@@ -53,6 +53,8 @@ enum Kind {
     /// One of these strings.
     Choice(&'static [&'static str]),
     Bool,
+    /// A string or a list of strings, each a short identifier (`target_modules`).
+    Names,
 }
 
 /// Every accepted key and its bounds. The modelled ones are re-read below; the rest go to `extra`.
@@ -75,7 +77,9 @@ const SCHEMA: &[(&str, Kind)] = &[
     ("max_length", Kind::Int(8, 131_072)),
     ("neftune_noise_alpha", Kind::Num(0.0, 100.0, false)),
     ("logging_steps", Kind::Int(1, 1_000_000)),
+    ("eval_steps", Kind::Int(1, 1_000_000)),
     ("save_steps", Kind::Int(1, 1_000_000)),
+    ("target_modules", Kind::Names),
     ("gradient_checkpointing", Kind::Bool),
     ("fp16", Kind::Bool),
     ("bf16", Kind::Bool),
@@ -143,6 +147,29 @@ fn check(field: &str, kind: Kind, v: &Value) -> Result<()> {
         Kind::Bool => {
             if !v.is_boolean() {
                 return Err(bad(field, format!("must be true or false, got {v}")));
+            }
+        }
+        Kind::Names => {
+            let ok = |s: &str| {
+                !s.is_empty()
+                    && s.len() <= 256
+                    && s.chars()
+                        .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.' | ',' | ' '))
+            };
+            let fine = match v {
+                Value::String(s) => ok(s),
+                Value::Array(a) => {
+                    !a.is_empty() && a.len() <= 32 && a.iter().all(|x| x.as_str().is_some_and(ok))
+                }
+                _ => false,
+            };
+            if !fine {
+                return Err(bad(
+                    field,
+                    format!(
+                        "must be a module name, a comma-separated list or a list of names (≤ 32), got {v}"
+                    ),
+                ));
             }
         }
     }

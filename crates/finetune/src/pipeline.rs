@@ -361,7 +361,8 @@ impl<C: FineTuningChain, S: ArtifactStore> Pipeline<C, S> {
             ),
         };
         let who = sig::verify_personal("create", &digest, &sig_bytes, req.user)?;
-        TrainingParams::parse(&req.training_params, inner.cfg.max_epochs)?;
+        let params = TrainingParams::parse(&req.training_params, inner.cfg.max_epochs)?;
+        model.executor.check_params(&params)?;
         if req.dataset_hash.is_empty() || req.dataset_hash.len() > 200 {
             return Err(Error::InvalidField {
                 field: "datasetHash",

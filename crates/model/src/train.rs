@@ -346,7 +346,8 @@ impl TrainParams {
 /// One step's report.
 #[derive(Debug, Clone, PartialEq)]
 pub struct TrainProgress {
-    /// 1-based optimizer step.
+    /// 1-based optimizer step; 0 for the one report before training, which carries only the base's held-out loss
+    /// (`loss` is NaN, `tokens_per_sec` 0), sent when there is a held-out split.
     pub step: usize,
     /// Steps in the run.
     pub total_steps: usize,
@@ -518,7 +519,8 @@ pub fn dataset_loss(
 /// Trains a LoRA adapter for `model` on `examples` (see [`TrainParams`] for every knob).
 ///
 /// Deterministic: the same model, examples, params and seed give the same adapter bit for bit on one machine.
-/// `on_progress` is called after every step; `should_stop` is asked before every step and ends the run with
+/// `on_progress` is called once before the first step with the base's held-out loss (step 0, when there is a
+/// held-out split) and after every step; `should_stop` is asked before every step and ends the run with
 /// [`Error::Cancelled`] when it says true (a cancel flag, a deadline).
 pub fn train_lora(
     model: &Model,
@@ -610,6 +612,18 @@ pub fn train_lora(
         Some(mean_loss(&base, &eval, &vars.set(cfg.n_layer, true), pad, bs)?)
     };
     let mut held_out_after = held_out_before;
+    if let Some(l) = held_out_before {
+        // Step 0: the base's held-out loss, reported before the first step so a log shows it live.
+        on_progress(&TrainProgress {
+            step: 0,
+            total_steps: total,
+            epoch: 0.0,
+            loss: f32::NAN,
+            tokens_per_sec: 0.0,
+            held_out_loss: Some(l),
+            elapsed: start.elapsed(),
+        });
+    }
     let mut tokens_total = 0;
     let mut cursor = steps_per_epoch; // forces a shuffle before the first step
     for step in 1..=total {

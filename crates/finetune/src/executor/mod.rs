@@ -1,11 +1,12 @@
 //! Executors train one task. They run on a blocking thread, report log lines, metrics and progress through
 //! a [`TrainContext`], stop promptly when it says so (cancel or deadline), and leave their result in the
-//! job's output directory — which the pipeline then packages, seals and delivers. A new trainer (the
-//! neural LoRA trainer of zg-model) is a new `impl Executor`; nothing else changes.
+//! job's output directory — which the pipeline then packages, seals and delivers. Executors: `builtin` (the demo
+//! n-gram family), `lora` (real LoRA on a GGUF base with zg-model, CPU), `command` and `docker` (any trainer).
 
 mod builtin;
 mod command;
 mod docker;
+mod lora;
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -15,6 +16,7 @@ use std::time::{Duration, Instant};
 pub use builtin::{ADAPTER_FORMAT, BuiltinExecutor, apply_adapter};
 pub use command::{CommandExecutor, CommandSpec, MAX_LOG_LINE, ResourceLimits};
 pub use docker::{ContainerRuntime, DockerExecutor};
+pub use lora::{LoraExecutor, MAX_BATCH, MAX_LORA_RANK, MAX_SEQ_LEN, ModelTokenizer};
 
 use crate::error::{Error, Result};
 use crate::params::TrainingParams;
@@ -205,4 +207,11 @@ pub trait Executor: Send + Sync + std::fmt::Debug {
     /// `Err(TimedOut)` promptly once [`TrainContext::checkpoint`] says so, and must only write inside
     /// `job.output_dir`.
     fn train(&self, job: &Job, ctx: &TrainContext) -> Result<TrainOutcome>;
+
+    /// Refuses parameters this executor cannot run (beyond the schema's bounds), by name, when the task is
+    /// created: before any fee or training. Accepts everything by default.
+    fn check_params(&self, params: &TrainingParams) -> Result<()> {
+        let _ = params;
+        Ok(())
+    }
 }

@@ -10,4 +10,5 @@
 mod common;
 mod datasets;
 mod executors;
+mod lora;
 mod pipeline;
