@@ -10,4 +10,5 @@
 mod common;
 mod crash;
 mod e2e;
+mod lora;
 mod official_cli;
