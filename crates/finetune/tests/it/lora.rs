@@ -250,7 +250,7 @@ fn lora_params_out_of_bounds_are_refused_by_name() {
             "per_device_train_batch_size",
         ),
         (r#"{"max_seq_length": 4096}"#, "max_seq_length"),
-        (r#"{"max_length": 4}"#, "max_length"),
+        (r#"{"max_length": 2048}"#, "max_length"),
     ] {
         let p = TrainingParams::parse(cfg, 10).unwrap();
         match LoraExecutor::train_params(&p) {
