@@ -119,10 +119,10 @@ step "the customer acknowledges the verified TEE signer for its sub-account (its
 echo "customer $customer acknowledged TEE signer $signer of $provider" >&2
 
 step "native chat (signed request + voucher; receipt verified before the answer is printed)"
-"$ZG" inference chat --max-tokens 40 "Name the capital of France."
+"$ZG" inference chat --temperature 0 --max-tokens 40 "Name the capital of France."
 
 step "native streaming chat"
-"$ZG" inference chat --stream --max-tokens 40 "In one sentence, what does a signature prove?"
+"$ZG" inference chat --stream --temperature 0 --max-tokens 40 "In one sentence, what does a signature prove?"
 
 step "zg serve: a local OpenAI-compatible endpoint; the official openai Python client, unchanged"
 "$ZG" serve --port 0 --json > "$work/serve.json" 2> "$work/serve.log" &
@@ -138,7 +138,7 @@ import openai
 client = openai.OpenAI()
 model = os.environ["MODEL"]
 raw = client.chat.completions.with_raw_response.create(
-    model=model, max_tokens=40, messages=[{"role": "user", "content": "In one sentence, what is a GPU?"}])
+    model=model, max_tokens=40, temperature=0, messages=[{"role": "user", "content": "In one sentence, what is a GPU?"}])
 answer = raw.parse()
 assert raw.headers["zg-verified"] == "true"
 receipt = json.loads(base64.urlsafe_b64decode(raw.headers["zg-receipt"] + "=="))
@@ -147,7 +147,7 @@ print(f"  receipt {receipt['key']} verified by zg serve; fee {raw.headers['zg-fe
       f"usage {answer.usage.prompt_tokens}+{answer.usage.completion_tokens}")
 
 raw = client.chat.completions.with_raw_response.create(
-    model=model, max_tokens=40, stream=True, messages=[{"role": "user", "content": "Name three colours."}])
+    model=model, max_tokens=40, temperature=0, stream=True, messages=[{"role": "user", "content": "Name three colours."}])
 text = "".join((c.choices[0].delta.content or "") for c in raw.parse() if c.choices)
 key = raw.headers["zg-res-key"]
 base = os.environ["OPENAI_BASE_URL"].rsplit("/v1", 1)[0]
