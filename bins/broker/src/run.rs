@@ -540,3 +540,40 @@ async fn wait_for_signal() {
         _ = term.recv() => {}
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// `executor = "lora"`, and `builtin` for the SmolLM2 name, load the GGUF and train with LoRA, counting fees
+    /// with the model's tokenizer; a missing GGUF is refused naming the fix.
+    #[test]
+    fn lora_models_load_the_gguf_or_name_the_fix() {
+        let gguf = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+            .join("../../")
+            .join(DEFAULT_MODEL_PATH);
+        assert!(gguf.is_file(), "{} is missing: run `just setup`", gguf.display());
+        let cfg = |name: &str, executor: &str, path: &Path| ModelConfig {
+            name: name.into(),
+            executor: executor.into(),
+            model_path: Some(path.to_owned()),
+            ..ModelConfig::default()
+        };
+        let models =
+            build_models(&[cfg("tuned", "lora", &gguf), cfg(SMOLLM2_MODEL, "builtin", &gguf)]).unwrap();
+        for m in &models {
+            assert_eq!(m.executor.kind(), "lora", "{}", m.name);
+            assert_eq!(m.tokenizer.name(), "SmolLM2-135M-Instruct");
+            assert_eq!(m.tokenizer.count("Hello, world"), 3);
+            assert!(m.hash.starts_with("0x") && m.hash.len() == 66, "{}", m.hash);
+        }
+        let e = build_models(&[cfg("tuned", "lora", Path::new("/nonexistent.gguf"))]).unwrap_err();
+        assert!(e.to_string().contains("just setup"), "{e}");
+        let e = build_models(&[ModelConfig {
+            tokenizer: Some("model".into()),
+            ..cfg("x", "command", &gguf)
+        }])
+        .unwrap_err();
+        assert!(e.to_string().contains("lora"), "{e}");
+    }
+}
