@@ -87,7 +87,7 @@ tokenizer = "zg-ngram"
 # adapter (adapter_config.json + adapter_model.safetensors). Fees count the model's own tokens. Parameters:
 # lora_r (≤ 64), lora_alpha, target_modules, learning_rate, num_train_epochs, max_steps,
 # per_device_train_batch_size (≤ 16), max_seq_length (≤ 1024), validation_split, eval_steps, weight_decay, seed.
-# A demo-sized task (examples/finetune, config.lora.json: 12 steps) takes about 1.5 minutes on 2 busy cores.
+# A demo-sized task (examples/finetune, config.lora.json: 12 steps) takes 1-2 minutes on 2 busy cores.
 # [[models]]
 # name = "smollm2-135m-instruct"
 # executor = "lora"
