@@ -11,6 +11,7 @@ mod funding;
 mod gateway;
 #[cfg(feature = "gateway")]
 mod guard;
+mod grpc;
 mod http;
 mod receipt;
 mod store;
@@ -18,7 +19,7 @@ mod stream;
 mod verify;
 
 pub use crate::client::{ChatResponse, Client, Route};
-pub use crate::config::{ClientConfig, TopUpPolicy};
+pub use crate::config::{ClientConfig, TopUpPolicy, Transport};
 pub use crate::error::{Error, Refusal, Result};
 pub use crate::funding::Balance;
 #[cfg(feature = "gateway")]
