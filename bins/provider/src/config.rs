@@ -548,7 +548,8 @@ impl Settings {
         let additional_info = file.service.additional_info.unwrap_or_else(|| {
             r#"{"description":"zg-compute provider","attestation":"/v1/attestation"}"#.into()
         });
-        let Ok(mut info) = serde_json::from_str::<serde_json::Map<String, serde_json::Value>>(&additional_info)
+        let Ok(mut info) =
+            serde_json::from_str::<serde_json::Map<String, serde_json::Value>>(&additional_info)
         else {
             return Err(Error::Config {
                 field: "service.additional_info",

@@ -196,7 +196,9 @@ pub(crate) async fn chat(
             Some(_) => Err(Error::StreamIncomplete(
                 "the provider's gRPC answer did not start with its head".into(),
             )),
-            None => Err(Error::StreamIncomplete("the provider's gRPC answer was empty".into())),
+            None => Err(Error::StreamIncomplete(
+                "the provider's gRPC answer was empty".into(),
+            )),
         }
     };
     let (h, mut rest) = tokio::time::timeout(timeout, head)

@@ -9,9 +9,9 @@ mod error;
 mod funding;
 #[cfg(feature = "gateway")]
 mod gateway;
+mod grpc;
 #[cfg(feature = "gateway")]
 mod guard;
-mod grpc;
 mod http;
 mod receipt;
 mod store;

@@ -81,10 +81,21 @@ pub(crate) struct ClientOpts {
     pub(crate) provider_url: Option<String>,
     /// How paid requests reach the provider: `auto` (its gRPC API when its service advertises one, else
     /// HTTP), `http` or `grpc`. Attestation always uses HTTP.
-    #[arg(long, env = "ZG_TRANSPORT", value_name = "auto|http|grpc", default_value = "auto", help_heading = "Client")]
+    #[arg(
+        long,
+        env = "ZG_TRANSPORT",
+        value_name = "auto|http|grpc",
+        default_value = "auto",
+        help_heading = "Client"
+    )]
     pub(crate) transport: zg_client::Transport,
     /// Reach the provider's gRPC API at this URL (`http://host:port`) instead of the one its service advertises.
-    #[arg(long, env = "ZG_PROVIDER_GRPC_URL", value_name = "URL", help_heading = "Client")]
+    #[arg(
+        long,
+        env = "ZG_PROVIDER_GRPC_URL",
+        value_name = "URL",
+        help_heading = "Client"
+    )]
     pub(crate) provider_grpc_url: Option<String>,
     /// Never move funds automatically; fail with the `zg transfer-fund` to run instead.
     #[arg(long, help_heading = "Client")]

@@ -246,11 +246,22 @@ async fn inference_verbs_and_serve_with_the_official_openai_client() {
     assert!(fee_g > 0);
     assert_eq!(dec(&g["receipt"]["owed_after"]), fee_a + fee_b + fee_g);
     // Forcing gRPC without an endpoint is a named error.
-    let o = run(vec!["inference", "chat", "--allow-simulated", "--transport", "grpc", "hi"])
-        .await
-        .unwrap();
+    let o = run(vec![
+        "inference",
+        "chat",
+        "--allow-simulated",
+        "--transport",
+        "grpc",
+        "hi",
+    ])
+    .await
+    .unwrap();
     assert!(!o.status.success());
-    assert!(stderr(&o).contains("advertises no gRPC endpoint"), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("advertises no gRPC endpoint"),
+        "{}",
+        stderr(&o)
+    );
 
     // A session token is refused unless the customer acknowledged the provider's signer (TEE batches would not pay
     // for it): with --no-acknowledge, get-secret says so and what to run.
@@ -570,6 +581,9 @@ print(json.dumps({"model": m, "verified": raw.headers["zg-verified"], "fee": raw
     let v = json(&run(vec!["inference", "balance", "--json"]).await.unwrap());
     assert_eq!(dec(&v["balance"]["owed"]), fee_a + fee_b + fee_g + fees_via_serve);
     assert_eq!(v["balance"]["receipts"], 3 + served);
-    assert_eq!(dec(&v["balance"]["unsettled"]), fee_a + fee_b + fee_g + fees_via_serve);
+    assert_eq!(
+        dec(&v["balance"]["unsettled"]),
+        fee_a + fee_b + fee_g + fees_via_serve
+    );
     running.shutdown().await;
 }

@@ -122,7 +122,10 @@ async fn grpc_chat_and_stream_billed_exactly_receipts_verified_and_http_still_wo
         .unwrap();
     let status = http.status().as_u16();
     let body: serde_json::Value = http.json().await.unwrap();
-    assert_eq!((status, body["error"]["type"].as_str().unwrap()), (400, "invalid_request"));
+    assert_eq!(
+        (status, body["error"]["type"].as_str().unwrap()),
+        (400, "invalid_request")
+    );
     assert_eq!(err.metadata().get("zg-http-status").unwrap(), "400");
     assert_eq!(err.metadata().get("zg-error-type").unwrap(), "invalid_request");
 
@@ -251,7 +254,8 @@ impl ProviderRpc for Hostile {
             Mode::Refuse => {
                 let mut s = Status::failed_precondition("nonce 7 was used before");
                 s.metadata_mut().insert("zg-http-status", "409".parse().unwrap());
-                s.metadata_mut().insert("zg-error-type", "nonce_replayed".parse().unwrap());
+                s.metadata_mut()
+                    .insert("zg-error-type", "nonce_replayed".parse().unwrap());
                 return Err(s);
             }
             _ => {}
@@ -292,7 +296,10 @@ impl ProviderRpc for Hostile {
         Ok(Response::new(Box::pin(out)))
     }
 
-    async fn get_receipt(&self, _: Request<GetReceiptRequest>) -> Result<Response<GetReceiptResponse>, Status> {
+    async fn get_receipt(
+        &self,
+        _: Request<GetReceiptRequest>,
+    ) -> Result<Response<GetReceiptResponse>, Status> {
         Err(Status::unimplemented("hostile"))
     }
 
@@ -360,7 +367,10 @@ async fn stream_error(c: &zg_client::Client, e: &Env) -> Error {
 async fn grpc_forged_or_missing_receipt_rejects_the_answer() {
     let (e, mode, client) = hostile().await;
     // Honest forwarding works (so each refusal below is the attack's doing).
-    let ok = client.chat(e.provider, chat_body("honest", 8, false)).await.unwrap();
+    let ok = client
+        .chat(e.provider, chat_body("honest", 8, false))
+        .await
+        .unwrap();
     let owed0 = owed(&client, &e).await;
     assert_eq!(owed0, ok.receipt.fee);
 
@@ -399,7 +409,10 @@ async fn grpc_forged_or_missing_receipt_rejects_the_answer() {
     );
 
     *mode.lock().unwrap() = Mode::Honest;
-    let again = client.chat(e.provider, chat_body("honest again", 8, false)).await.unwrap();
+    let again = client
+        .chat(e.provider, chat_body("honest again", 8, false))
+        .await
+        .unwrap();
     assert_eq!(owed(&client, &e).await, owed0 + again.receipt.fee);
 }
 
@@ -413,18 +426,42 @@ async fn grpc_stream_that_never_ends_is_a_named_timeout() {
         .chat(e.provider, chat_body("silence", 8, false))
         .await
         .unwrap_err();
-    assert!(matches!(err, Error::ResponseTimeout { what: "gRPC head", .. }), "{err:?}");
+    assert!(
+        matches!(
+            err,
+            Error::ResponseTimeout {
+                what: "gRPC head",
+                ..
+            }
+        ),
+        "{err:?}"
+    );
     let err = stream_error(&client, &e).await;
-    assert!(matches!(err, Error::ResponseTimeout { what: "gRPC head", .. }), "{err:?}");
+    assert!(
+        matches!(
+            err,
+            Error::ResponseTimeout {
+                what: "gRPC head",
+                ..
+            }
+        ),
+        "{err:?}"
+    );
 
     *mode.lock().unwrap() = Mode::Endless;
     let err = client
         .chat(e.provider, chat_body("endless", 8, false))
         .await
         .unwrap_err();
-    assert!(matches!(err, Error::ResponseTimeout { what: "answer", .. }), "{err:?}");
+    assert!(
+        matches!(err, Error::ResponseTimeout { what: "answer", .. }),
+        "{err:?}"
+    );
     let err = stream_error(&client, &e).await;
-    assert!(matches!(err, Error::ResponseTimeout { what: "stream", .. }), "{err:?}");
+    assert!(
+        matches!(err, Error::ResponseTimeout { what: "stream", .. }),
+        "{err:?}"
+    );
     assert!(t.elapsed() < Duration::from_secs(30), "{:?}", t.elapsed());
     assert_eq!(owed(&client, &e).await, U256::ZERO);
 }
@@ -439,7 +476,15 @@ async fn grpc_oversize_message_or_answer_is_refused() {
         .chat(e.provider, chat_body("huge", 8, false))
         .await
         .unwrap_err();
-    let decoder = |err: &Error| matches!(err, Error::ResponseTooLarge { what: "gRPC message", limit: 262_144 });
+    let decoder = |err: &Error| {
+        matches!(
+            err,
+            Error::ResponseTooLarge {
+                what: "gRPC message",
+                limit: 262_144
+            }
+        )
+    };
     assert!(decoder(&err), "{err:?}");
     let err = stream_error(&client, &e).await;
     assert!(decoder(&err), "{err:?}");
@@ -451,12 +496,24 @@ async fn grpc_oversize_message_or_answer_is_refused() {
         .await
         .unwrap_err();
     assert!(
-        matches!(err, Error::ResponseTooLarge { what: "answer", limit: 262_144 }),
+        matches!(
+            err,
+            Error::ResponseTooLarge {
+                what: "answer",
+                limit: 262_144
+            }
+        ),
         "{err:?}"
     );
     let err = stream_error(&client, &e).await;
     assert!(
-        matches!(err, Error::ResponseTooLarge { what: "stream", limit: 262_144 }),
+        matches!(
+            err,
+            Error::ResponseTooLarge {
+                what: "stream",
+                limit: 262_144
+            }
+        ),
         "{err:?}"
     );
     assert_eq!(owed(&client, &e).await, U256::ZERO);
