@@ -790,6 +790,46 @@ mod tests {
         );
     }
 
+    /// `--grpc-public-url` is published as `grpc` in additionalInfo, next to the configured fields (which the
+    /// official 0G SDK reads) left as they are; the broker's spelling works in the file; a non-URL is refused.
+    #[test]
+    fn grpc_public_url_is_added_to_additional_info() {
+        let s = Settings::resolve(RunArgs::default()).unwrap();
+        assert_eq!(s.grpc_public_url, None);
+        assert!(!s.additional_info.contains("grpc"), "{}", s.additional_info);
+        let s = Settings::resolve(RunArgs {
+            grpc_public_url: Some("http://p.example:50051/".into()),
+            ..RunArgs::default()
+        })
+        .unwrap();
+        let v: serde_json::Value = serde_json::from_str(&s.additional_info).unwrap();
+        assert_eq!(
+            v,
+            serde_json::json!({"description": "zg-compute provider", "attestation": "/v1/attestation",
+                "grpc": "http://p.example:50051"})
+        );
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("c.toml");
+        std::fs::write(
+            &p,
+            "[server]\npublic_grpc_url = \"http://q:1\"\n[service]\nadditional_info = '{\"x\":1}'\n",
+        )
+        .unwrap();
+        let s = Settings::resolve(RunArgs {
+            config: Some(p),
+            ..RunArgs::default()
+        })
+        .unwrap();
+        let v: serde_json::Value = serde_json::from_str(&s.additional_info).unwrap();
+        assert_eq!(v, serde_json::json!({"x": 1, "grpc": "http://q:1"}));
+        let e = Settings::resolve(RunArgs {
+            grpc_public_url: Some("p.example:50051".into()),
+            ..RunArgs::default()
+        })
+        .unwrap_err();
+        assert!(e.to_string().contains("grpc_public_url"), "{e}");
+    }
+
     #[test]
     fn debug_never_prints_the_secrets() {
         let mut s = Settings::resolve(RunArgs::default()).unwrap();
