@@ -51,14 +51,15 @@ owner_key=$(json "$work/devnet.json" 'd["accounts"][0]["private_key"]')
 owner=$(json "$work/devnet.json" 'd["accounts"][0]["address"]')
 echo "rpc $ZG_RPC_URL  owner $owner  customer $customer  provider $provider" >&2
 
-step "starting zg-provider $provider (SIMULATED TEE, built-in demo model, settlement every 2 s)"
+step "starting zg-provider $provider (SIMULATED TEE, built-in SmolLM2-135M-Instruct on the CPU, settlement every 2 s)"
 port=$(free_port)
 "$PROVIDER_BIN" init "$work/provider.toml" 2>/dev/null
 # Settle any customer who owes at least 1 neuron, every 2 s (the shipped defaults are 0.001 0G / 60 s).
 sed -i -e 's/^threshold = .*/threshold = "1"/' -e 's/^interval_secs = .*/interval_secs = 2/' "$work/provider.toml"
 ZG_PROVIDER_KEY="$provider_key" ZG_LOG=warn "$PROVIDER_BIN" run -c "$work/provider.toml" --tee simulated \
   --data-dir "$work/provider-data" --http-addr "127.0.0.1:$port" --grpc-addr 127.0.0.1:0 \
-  --public-url "http://127.0.0.1:$port" --rpc-url "$ZG_RPC_URL" > "$work/provider.log" 2>&1 &
+  --public-url "http://127.0.0.1:$port" --rpc-url "$ZG_RPC_URL" \
+  --upstream builtin --model smollm2-135m-instruct > "$work/provider.log" 2>&1 &
 pids+=($!)
 for _ in $(seq 1 150); do
   curl -fsS "http://127.0.0.1:$port/healthz" >/dev/null 2>&1 && break
@@ -118,10 +119,10 @@ step "the customer acknowledges the verified TEE signer for its sub-account (its
 echo "customer $customer acknowledged TEE signer $signer of $provider" >&2
 
 step "native chat (signed request + voucher; receipt verified before the answer is printed)"
-"$ZG" inference chat --max-tokens 40 "how does the provider settle fees on chain?"
+"$ZG" inference chat --temperature 0 --max-tokens 40 "Name the capital of France."
 
 step "native streaming chat"
-"$ZG" inference chat --stream --max-tokens 40 "what does a voucher prove?"
+"$ZG" inference chat --stream --temperature 0 --max-tokens 40 "In one sentence, what does a signature prove?"
 
 step "zg serve: a local OpenAI-compatible endpoint; the official openai Python client, unchanged"
 "$ZG" serve --port 0 --json > "$work/serve.json" 2> "$work/serve.log" &
@@ -137,7 +138,7 @@ import openai
 client = openai.OpenAI()
 model = os.environ["MODEL"]
 raw = client.chat.completions.with_raw_response.create(
-    model=model, max_tokens=40, messages=[{"role": "user", "content": "explain attestation in one line"}])
+    model=model, max_tokens=40, temperature=0, messages=[{"role": "user", "content": "In one sentence, what is a GPU?"}])
 answer = raw.parse()
 assert raw.headers["zg-verified"] == "true"
 receipt = json.loads(base64.urlsafe_b64decode(raw.headers["zg-receipt"] + "=="))
@@ -146,7 +147,7 @@ print(f"  receipt {receipt['key']} verified by zg serve; fee {raw.headers['zg-fe
       f"usage {answer.usage.prompt_tokens}+{answer.usage.completion_tokens}")
 
 raw = client.chat.completions.with_raw_response.create(
-    model=model, max_tokens=40, stream=True, messages=[{"role": "user", "content": "and streaming?"}])
+    model=model, max_tokens=40, temperature=0, stream=True, messages=[{"role": "user", "content": "Name three colours."}])
 text = "".join((c.choices[0].delta.content or "") for c in raw.parse() if c.choices)
 key = raw.headers["zg-res-key"]
 base = os.environ["OPENAI_BASE_URL"].rsplit("/v1", 1)[0]
