@@ -62,6 +62,8 @@ pub struct ChatResponse {
     pub body: Bytes,
     /// The checked receipt.
     pub receipt: VerifiedReceipt,
+    /// The transport that carried it ([`Transport::Http`] or [`Transport::Grpc`]).
+    pub transport: Transport,
 }
 
 impl ChatResponse {
@@ -94,6 +96,15 @@ pub(crate) enum Sent {
         /// Head and the rest.
         answer: GrpcAnswer,
     },
+}
+
+impl Sent {
+    fn transport(&self) -> Transport {
+        match self {
+            Sent::Http(_) => Transport::Http,
+            Sent::Grpc { .. } => Transport::Grpc,
+        }
+    }
 }
 
 pub(crate) struct Inner {
@@ -430,6 +441,7 @@ impl Client {
         let body = body.into();
         let (sent, exp, _) = self.send(provider, route, &body).await?;
         let (max, deadline) = (self.0.cfg.max_response_bytes, self.0.cfg.timeout);
+        let transport = sent.transport();
         let (status, bytes, receipt) = match sent {
             Sent::Http(resp) => {
                 let status = resp.status().as_u16();
@@ -464,6 +476,7 @@ impl Client {
             status,
             body: bytes,
             receipt,
+            transport,
         })
     }
 
@@ -483,6 +496,7 @@ impl Client {
     ) -> Result<ChatStream> {
         let body = body.into();
         let (sent, exp, _) = self.send(provider, route, &body).await?;
+        let transport = sent.transport();
         let (pieces, res_key) = match sent {
             Sent::Http(resp) => {
                 let res_key = resp
@@ -504,7 +518,7 @@ impl Client {
             max_bytes: self.0.cfg.max_response_bytes,
             timeout: self.0.cfg.stream_timeout,
         };
-        Ok(ChatStream::new(ctx, pieces, body, exp, res_key))
+        Ok(ChatStream::new(ctx, pieces, body, exp, res_key, transport))
     }
 
     /// A streamed chat completion, verified at its end.

@@ -13,6 +13,7 @@ use futures::StreamExt as _;
 use futures::stream::BoxStream;
 use sha2::{Digest as _, Sha256};
 
+use crate::config::Transport;
 use crate::error::{Error, Result};
 use crate::receipt::{self, Expectation, RECEIPT_EVENT, ReceiptJson, VerifiedReceipt};
 use crate::store::Store;
@@ -135,6 +136,7 @@ pub struct ChatStream {
     body: Bytes,
     exp: Expectation,
     res_key: Option<String>,
+    transport: Transport,
     pieces: Pieces,
     /// A receipt received out of band, checked once the bytes before it are delivered.
     pending: Option<ReceiptJson>,
@@ -163,6 +165,7 @@ impl ChatStream {
         body: Bytes,
         exp: Expectation,
         res_key: Option<String>,
+        transport: Transport,
     ) -> Self {
         let deadline = tokio::time::Instant::now() + ctx.timeout;
         Self {
@@ -170,6 +173,7 @@ impl ChatStream {
             body,
             exp,
             res_key,
+            transport,
             pieces,
             pending: None,
             buf: BytesMut::new(),
@@ -183,6 +187,11 @@ impl ChatStream {
     /// The `ZG-Res-Key` the provider stores this exchange's receipts under.
     pub fn res_key(&self) -> Option<&str> {
         self.res_key.as_deref()
+    }
+
+    /// The transport carrying this stream ([`Transport::Http`] or [`Transport::Grpc`]).
+    pub fn transport(&self) -> Transport {
+        self.transport
     }
 
     /// The next event; `None` after the receipt (or after an error).

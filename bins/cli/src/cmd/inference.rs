@@ -422,6 +422,8 @@ struct ChatOut<'a> {
     provider: Address,
     answer: String,
     verified: bool,
+    /// `grpc` or `http`: the API the paid request went over.
+    transport: String,
     receipt: &'a zg_client::VerifiedReceipt,
 }
 
@@ -443,8 +445,9 @@ impl ChatArgs {
     async fn run(self, g: &GlobalOpts) -> anyhow::Result<ExitCode> {
         let client = self.client.client().await?;
         let body = self.body();
-        let (answer, receipt) = if self.stream {
+        let (answer, receipt, transport) = if self.stream {
             let mut s = client.chat_stream(self.provider, body).await?;
+            let transport = s.transport();
             let live = !g.json && std::io::stderr().is_terminal();
             let mut text = String::new();
             let mut receipt = None;
@@ -470,23 +473,30 @@ impl ChatArgs {
             (
                 text,
                 receipt.ok_or(zg_client::Error::StreamIncomplete("no receipt".into()))?,
+                transport,
             )
         } else {
             let r = client.chat(self.provider, body).await?;
-            (r.text().unwrap_or_default(), r.receipt)
+            (r.text().unwrap_or_default(), r.receipt, r.transport)
         };
         if g.json {
             output::json(&ChatOut {
                 provider: self.provider,
                 answer,
                 verified: true,
+                transport: transport.to_string(),
                 receipt: &receipt,
             })?;
         } else {
             output::text(&answer)?;
             let u = receipt.receipt.usage;
             output::text(format!(
-                "-- receipt verified: key {}  tokens {}+{}  fee {}  owed to provider {}",
+                "-- receipt verified (over {}): key {}  tokens {}+{}  fee {}  owed to provider {}",
+                if transport == zg_client::Transport::Grpc {
+                    "gRPC"
+                } else {
+                    "HTTP"
+                },
                 receipt.receipt.key,
                 u.prompt_tokens,
                 u.completion_tokens,

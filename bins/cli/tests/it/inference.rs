@@ -242,6 +242,10 @@ async fn inference_verbs_and_serve_with_the_official_openai_client() {
         .unwrap(),
     );
     assert_eq!(g["verified"], true);
+    assert_eq!(
+        (a["transport"].as_str(), g["transport"].as_str()),
+        (Some("http"), Some("grpc"))
+    );
     let fee_g = dec(&g["receipt"]["fee"]);
     assert!(fee_g > 0);
     assert_eq!(dec(&g["receipt"]["owed_after"]), fee_a + fee_b + fee_g);

@@ -55,7 +55,7 @@ async fn grpc_chat_and_stream_billed_exactly_receipts_verified_and_http_still_wo
         assert_eq!(r.receipt.fee, fee);
         sum += fee;
         assert_eq!(r.receipt.owed_after, sum);
-        assert_eq!(r.status, 200);
+        assert_eq!((r.status, r.transport), (200, Transport::Grpc));
         assert!(!r.text().unwrap().is_empty());
     }
     let mut s = client
@@ -63,6 +63,7 @@ async fn grpc_chat_and_stream_billed_exactly_receipts_verified_and_http_still_wo
         .await
         .unwrap();
     assert!(s.res_key().is_some());
+    assert_eq!(s.transport(), Transport::Grpc);
     let (mut text, mut events, mut receipt) = (String::new(), 0, None);
     while let Some(ev) = s.next().await {
         match ev.unwrap() {
@@ -97,6 +98,7 @@ async fn grpc_chat_and_stream_billed_exactly_receipts_verified_and_http_still_wo
         .unwrap();
     sum += r.receipt.fee;
     assert_eq!(r.receipt.owed_after, sum);
+    assert_eq!(r.transport, Transport::Http);
     assert_eq!(p.seen.lock().unwrap().len(), 1);
 
     // A refusal over gRPC is named like over HTTP: the provider's status and type ride in metadata.
