@@ -182,6 +182,8 @@ enum Mode {
     Huge,
     /// A 200 head, then 64 KiB chunks, forever.
     Flood,
+    /// A 500 head (an upstream error), then 64 KiB chunks of error body, forever.
+    EndlessError,
     /// Refuse like a zg-provider refusing a replayed nonce.
     Refuse,
 }
@@ -249,6 +251,20 @@ impl ProviderRpc for Hostile {
                 )));
             }
             Mode::Flood => return Ok(Response::new(paced(Duration::from_millis(5), &FLOOD))),
+            Mode::EndlessError => {
+                let h = Ok(ChatResponse {
+                    event: Some(Event::Head(ChatHead {
+                        status: 500,
+                        content_type: "application/json".into(),
+                        res_key: String::new(),
+                    })),
+                });
+                let rest = futures::stream::unfold((), |()| async {
+                    tokio::time::sleep(Duration::from_millis(5)).await;
+                    Some((chunk(FLOOD.to_vec()), ()))
+                });
+                return Ok(Response::new(Box::pin(futures::stream::iter([h]).chain(rest))));
+            }
             Mode::Huge => {
                 let s = futures::stream::iter([head(), chunk(vec![b'x'; 1024 * 1024])]);
                 return Ok(Response::new(Box::pin(s)));
@@ -466,6 +482,16 @@ async fn grpc_stream_that_never_ends_is_a_named_timeout() {
     );
     assert!(t.elapsed() < Duration::from_secs(30), "{:?}", t.elapsed());
     assert_eq!(owed(&client, &e).await, U256::ZERO);
+
+    // An endless error body is cut (64 KiB, within the request timeout): the status is what counts.
+    *mode.lock().unwrap() = Mode::EndlessError;
+    let t = std::time::Instant::now();
+    let err = client
+        .chat(e.provider, chat_body("error", 8, false))
+        .await
+        .unwrap_err();
+    assert!(matches!(err, Error::Provider { status: 500, .. }), "{err:?}");
+    assert!(t.elapsed() < Duration::from_secs(5), "{:?}", t.elapsed());
 }
 
 #[tokio::test]
