@@ -1,7 +1,8 @@
 //! zg-client tour: verify a provider's TEE, then chat (plain and streamed) with every receipt checked, and show
 //! what is owed. Against `just demo`'s devnet or any chain:
 //! `ZG_RPC_URL=… ZG_PRIVATE_KEY=0x… ZG_PROVIDER=0x… cargo run -p zg-examples --example verified_chat`
-//! (set `ZG_ALLOW_SIMULATED=1` for a provider on the simulated TEE).
+//! (set `ZG_ALLOW_SIMULATED=1` for a provider on the simulated TEE). Paid requests go over the provider's gRPC API
+//! when its service advertises one, HTTP otherwise; `ZG_TRANSPORT=http|grpc` forces one.
 
 use zg_client::{Client, ClientConfig, StreamEvent};
 
@@ -18,8 +19,11 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         Some(zg_chain::signer_from_hex(&key)?),
     )
     .await?;
-    let cfg = ClientConfig::new(std::env::temp_dir().join("zg-example-client"))
+    let mut cfg = ClientConfig::new(std::env::temp_dir().join("zg-example-client"))
         .dangerous_allow_simulated(allow_simulated);
+    if let Ok(t) = std::env::var("ZG_TRANSPORT") {
+        cfg.transport = t.parse()?;
+    }
     let client = Client::new(chain, zg_billing::EthSigner::from_hex(&key)?, cfg)?;
 
     // Fresh nonce → quote → policy → bound signer == on-chain teeSignerAddress.

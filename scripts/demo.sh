@@ -53,12 +53,13 @@ echo "rpc $ZG_RPC_URL  owner $owner  customer $customer  provider $provider" >&2
 
 step "starting zg-provider $provider (SIMULATED TEE, built-in SmolLM2-135M-Instruct on the CPU, settlement every 2 s)"
 port=$(free_port)
+gport=$(free_port)
 "$PROVIDER_BIN" init "$work/provider.toml" 2>/dev/null
 # Settle any customer who owes at least 1 neuron, every 2 s (the shipped defaults are 0.001 0G / 60 s).
 sed -i -e 's/^threshold = .*/threshold = "1"/' -e 's/^interval_secs = .*/interval_secs = 2/' "$work/provider.toml"
 ZG_PROVIDER_KEY="$provider_key" ZG_LOG=warn "$PROVIDER_BIN" run -c "$work/provider.toml" --tee simulated \
-  --data-dir "$work/provider-data" --http-addr "127.0.0.1:$port" --grpc-addr 127.0.0.1:0 \
-  --public-url "http://127.0.0.1:$port" --rpc-url "$ZG_RPC_URL" \
+  --data-dir "$work/provider-data" --http-addr "127.0.0.1:$port" --grpc-addr "127.0.0.1:$gport" \
+  --public-url "http://127.0.0.1:$port" --grpc-public-url "http://127.0.0.1:$gport" --rpc-url "$ZG_RPC_URL" \
   --upstream builtin --model smollm2-135m-instruct > "$work/provider.log" 2>&1 &
 pids+=($!)
 for _ in $(seq 1 150); do
@@ -118,7 +119,7 @@ step "the customer acknowledges the verified TEE signer for its sub-account (its
 [ "$(json "$work/sub.json" 'd["acknowledged"]')" = "True" ] || fail "the customer's acknowledgement is not on chain"
 echo "customer $customer acknowledged TEE signer $signer of $provider" >&2
 
-step "native chat (signed request + voucher; receipt verified before the answer is printed)"
+step "native chat over the provider's gRPC API, which its service advertises (signed request + voucher; receipt verified before the answer is printed)"
 "$ZG" inference chat --temperature 0 --max-tokens 40 "Name the capital of France."
 
 step "native streaming chat"

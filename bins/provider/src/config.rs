@@ -25,6 +25,9 @@ http_addr = "0.0.0.0:8080"
 grpc_addr = "0.0.0.0:50051"
 # The URL customers reach the HTTP API at; registered on chain as the service URL (--public-url).
 public_url = "http://127.0.0.1:8080"
+# The URL customers reach the gRPC API at (--grpc-public-url, ZG_PROVIDER_GRPC_PUBLIC_URL); published as "grpc" in
+# the service's additionalInfo so zg clients send native requests over gRPC. Plaintext http:// only for now.
+# grpc_public_url = "http://127.0.0.1:50051"
 # Requests served at once; beyond this the provider answers 429 with Retry-After (--max-concurrency).
 max_concurrency = 256
 retry_after_secs = 1
@@ -188,6 +191,8 @@ struct ServerFile {
     http_addr: Option<SocketAddr>,
     grpc_addr: Option<SocketAddr>,
     public_url: Option<String>,
+    #[serde(alias = "public_grpc_url")]
+    grpc_public_url: Option<String>,
     max_concurrency: Option<usize>,
     retry_after_secs: Option<u64>,
 }
@@ -261,6 +266,9 @@ pub struct RunArgs {
     /// Public base URL of the HTTP API, registered on chain.
     #[arg(long, env = "ZG_PROVIDER_PUBLIC_URL")]
     pub public_url: Option<String>,
+    /// Public URL of the gRPC API (`http://host:port`), published as `grpc` in the on-chain additionalInfo.
+    #[arg(long, env = "ZG_PROVIDER_GRPC_PUBLIC_URL", alias = "public-grpc-url")]
+    pub grpc_public_url: Option<String>,
     /// `builtin` (a model in-process, see --model) or an OpenAI-compatible root URL, e.g. http://127.0.0.1:8000/v1.
     #[arg(long, env = "ZG_PROVIDER_UPSTREAM")]
     pub upstream: Option<String>,
@@ -344,6 +352,8 @@ pub struct Settings {
     pub grpc_addr: SocketAddr,
     /// Public URL.
     pub public_url: String,
+    /// Public gRPC URL (published in `additionalInfo` as `grpc`).
+    pub grpc_public_url: Option<String>,
     /// `builtin` or a URL.
     pub upstream: String,
     /// Model id.
@@ -406,6 +416,7 @@ impl std::fmt::Debug for Settings {
             .field("http_addr", &self.http_addr)
             .field("grpc_addr", &self.grpc_addr)
             .field("public_url", &self.public_url)
+            .field("grpc_public_url", &self.grpc_public_url)
             .field("upstream", &self.upstream)
             .field("model", &self.model)
             .field("upstream_api_key", &redacted(&self.upstream_api_key))
@@ -537,14 +548,36 @@ impl Settings {
         let additional_info = file.service.additional_info.unwrap_or_else(|| {
             r#"{"description":"zg-compute provider","attestation":"/v1/attestation"}"#.into()
         });
-        if serde_json::from_str::<serde_json::Map<String, serde_json::Value>>(&additional_info).is_err() {
+        let Ok(mut info) =
+            serde_json::from_str::<serde_json::Map<String, serde_json::Value>>(&additional_info)
+        else {
             return Err(Error::Config {
                 field: "service.additional_info",
                 value: additional_info,
                 fix: "must be a non-empty JSON object (the official 0G SDK refuses services without one)"
                     .into(),
             });
-        }
+        };
+        let grpc_public_url = args
+            .grpc_public_url
+            .or(file.server.grpc_public_url)
+            .map(|u| u.trim().trim_end_matches('/').to_owned())
+            .filter(|u| !u.is_empty());
+        let additional_info = match &grpc_public_url {
+            Some(u) if !u.starts_with("http://") && !u.starts_with("https://") => {
+                return Err(Error::Config {
+                    field: "server.grpc_public_url",
+                    value: u.clone(),
+                    fix: "give a URL such as http://provider.example:50051".into(),
+                });
+            }
+            Some(u) => {
+                // Added next to the fields the official SDK reads, which stay as they are.
+                info.insert("grpc".into(), serde_json::Value::String(u.clone()));
+                serde_json::Value::Object(info).to_string()
+            }
+            None => additional_info,
+        };
         let max_concurrency = args
             .max_concurrency
             .or(file.server.max_concurrency)
@@ -573,6 +606,7 @@ impl Settings {
                 .public_url
                 .or(file.server.public_url)
                 .unwrap_or_else(|| "http://127.0.0.1:8080".into()),
+            grpc_public_url,
             upstream,
             model,
             upstream_api_key: args
@@ -754,6 +788,46 @@ mod tests {
             e.to_string().contains("smollm2-135m-instruct") && e.to_string().contains("gpt-4"),
             "{e}"
         );
+    }
+
+    /// `--grpc-public-url` is published as `grpc` in additionalInfo, next to the configured fields (which the
+    /// official 0G SDK reads) left as they are; the broker's spelling works in the file; a non-URL is refused.
+    #[test]
+    fn grpc_public_url_is_added_to_additional_info() {
+        let s = Settings::resolve(RunArgs::default()).unwrap();
+        assert_eq!(s.grpc_public_url, None);
+        assert!(!s.additional_info.contains("grpc"), "{}", s.additional_info);
+        let s = Settings::resolve(RunArgs {
+            grpc_public_url: Some("http://p.example:50051/".into()),
+            ..RunArgs::default()
+        })
+        .unwrap();
+        let v: serde_json::Value = serde_json::from_str(&s.additional_info).unwrap();
+        assert_eq!(
+            v,
+            serde_json::json!({"description": "zg-compute provider", "attestation": "/v1/attestation",
+                "grpc": "http://p.example:50051"})
+        );
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("c.toml");
+        std::fs::write(
+            &p,
+            "[server]\npublic_grpc_url = \"http://q:1\"\n[service]\nadditional_info = '{\"x\":1}'\n",
+        )
+        .unwrap();
+        let s = Settings::resolve(RunArgs {
+            config: Some(p),
+            ..RunArgs::default()
+        })
+        .unwrap();
+        let v: serde_json::Value = serde_json::from_str(&s.additional_info).unwrap();
+        assert_eq!(v, serde_json::json!({"x": 1, "grpc": "http://q:1"}));
+        let e = Settings::resolve(RunArgs {
+            grpc_public_url: Some("p.example:50051".into()),
+            ..RunArgs::default()
+        })
+        .unwrap_err();
+        assert!(e.to_string().contains("grpc_public_url"), "{e}");
     }
 
     #[test]

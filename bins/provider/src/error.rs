@@ -232,6 +232,16 @@ impl From<Error> for tonic::Status {
         if code == Code::Internal {
             tracing::error!(error = %e, "gRPC request failed");
         }
-        tonic::Status::new(code, e.public_message())
+        let mut status = tonic::Status::new(code, e.public_message());
+        // The HTTP status and error type, so gRPC clients name a refusal exactly as HTTP clients do (402 and
+        // 409 share FailedPrecondition). Both are ASCII, so the values always parse.
+        let meta = status.metadata_mut();
+        if let Ok(v) = e.status().as_u16().to_string().parse() {
+            meta.insert("zg-http-status", v);
+        }
+        if let Ok(v) = e.code().parse() {
+            meta.insert("zg-error-type", v);
+        }
+        status
     }
 }

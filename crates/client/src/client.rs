@@ -12,13 +12,14 @@ use zg_billing::{Domains, EthSigner, Request, SessionClaims, SessionToken, Vouch
 use zg_chain::{InferenceService, TxOutcome};
 
 use crate::clock::now_ms;
-use crate::config::ClientConfig;
+use crate::config::{ClientConfig, Transport};
 use crate::error::{Error, Result};
 use crate::funding::{Balance, Funder};
+use crate::grpc::{self, Channels, GrpcAnswer};
 use crate::http::{http_err, provider_refusal, read_body};
 use crate::receipt::{self, Expectation, RECEIPT_HEADER, REQUEST_HEADER, RES_KEY_HEADER, VerifiedReceipt};
 use crate::store::{ProviderState, Store};
-use crate::stream::{ChatStream, StreamCtx};
+use crate::stream::{ChatStream, StreamCtx, http_pieces};
 use crate::verify::{ProviderVerification, Providers, Target};
 
 /// The OpenAI routes the client pays for.
@@ -61,6 +62,8 @@ pub struct ChatResponse {
     pub body: Bytes,
     /// The checked receipt.
     pub receipt: VerifiedReceipt,
+    /// The transport that carried it ([`Transport::Http`] or [`Transport::Grpc`]).
+    pub transport: Transport,
 }
 
 impl ChatResponse {
@@ -82,10 +85,33 @@ impl ChatResponse {
     }
 }
 
+/// A request the provider accepted (2xx head), on the transport it went over.
+pub(crate) enum Sent {
+    /// The HTTP response, body unread.
+    Http(reqwest::Response),
+    /// The gRPC stream after its head.
+    Grpc {
+        /// The gRPC URL (for error messages).
+        url: String,
+        /// Head and the rest.
+        answer: GrpcAnswer,
+    },
+}
+
+impl Sent {
+    fn transport(&self) -> Transport {
+        match self {
+            Sent::Http(_) => Transport::Http,
+            Sent::Grpc { .. } => Transport::Grpc,
+        }
+    }
+}
+
 pub(crate) struct Inner {
     pub(crate) chain: zg_chain::Client,
     pub(crate) key: EthSigner,
     pub(crate) http: reqwest::Client,
+    channels: Channels,
     pub(crate) cfg: ClientConfig,
     pub(crate) store: Store,
     providers: Arc<Providers>,
@@ -140,6 +166,7 @@ impl Client {
             chain,
             key,
             http,
+            channels: Channels::default(),
             cfg,
             store,
             providers,
@@ -327,15 +354,19 @@ impl Client {
     }
 
     /// Sends a signed request to a provider whose on-chain signer is still the verified one, after the
-    /// sub-account was topped up; retries once after a fresh top-up if the provider has not seen the new
-    /// balance yet (it caches accounts for a moment).
+    /// sub-account was topped up, over gRPC when the target has a gRPC URL (see
+    /// [`ClientConfig::transport`]), HTTP otherwise; retries once after a fresh top-up if the provider has
+    /// not seen the new balance yet (it caches accounts for a moment).
     pub(crate) async fn send(
         &self,
         provider: Address,
         route: Route,
         body: &Bytes,
-    ) -> Result<(reqwest::Response, Expectation, Target)> {
+    ) -> Result<(Sent, Expectation, Target)> {
         let t = self.0.providers.target(provider).await?;
+        if self.0.cfg.transport == Transport::Grpc && t.grpc_url.is_none() {
+            return Err(Error::NoGrpcEndpoint { provider });
+        }
         let fee_cap = self.fee_cap(&t, route, body)?;
         let topped = self.0.funder.ensure_funded(provider, fee_cap).await?;
         let url = format!("{}/v1/proxy{}", t.base_url, route.path());
@@ -343,22 +374,48 @@ impl Client {
         loop {
             attempt += 1;
             let (header, exp) = self.sign(&t, route, body, fee_cap).await?;
-            let resp = self
-                .0
-                .http
-                .post(&url)
-                .header(REQUEST_HEADER, header)
-                .header("content-type", "application/json")
-                .body(body.clone())
-                .send()
-                .await
-                .map_err(http_err("POST", &url))?;
-            let status = resp.status().as_u16();
-            if (200..300).contains(&status) {
-                return Ok((resp, exp, t));
-            }
-            let err = provider_refusal(resp, self.0.cfg.timeout).await;
-            if status == 402 && attempt == 1 {
+            let err = match &t.grpc_url {
+                Some(g) => {
+                    let sent = grpc::chat(
+                        &self.0.channels,
+                        g,
+                        route.path().trim_start_matches('/'),
+                        header,
+                        body,
+                        self.0.cfg.max_response_bytes,
+                        self.0.cfg.timeout,
+                    )
+                    .await;
+                    match sent {
+                        Ok(answer) => {
+                            let sent = Sent::Grpc {
+                                url: g.clone(),
+                                answer,
+                            };
+                            return Ok((sent, exp, t));
+                        }
+                        Err(e) => e,
+                    }
+                }
+                None => {
+                    let resp = self
+                        .0
+                        .http
+                        .post(&url)
+                        .header(REQUEST_HEADER, header)
+                        .header("content-type", "application/json")
+                        .body(body.clone())
+                        .send()
+                        .await
+                        .map_err(http_err("POST", &url))?;
+                    let status = resp.status().as_u16();
+                    if (200..300).contains(&status) {
+                        return Ok((Sent::Http(resp), exp, t));
+                    }
+                    provider_refusal(resp, self.0.cfg.timeout).await
+                }
+            };
+            if matches!(err, Error::Provider { status: 402, .. }) && attempt == 1 {
                 // Our view of the balance may be stale (or the provider's): re-read, top up, retry once.
                 self.0.funder.forget(provider);
                 let again = self.0.funder.ensure_funded(provider, fee_cap).await?;
@@ -374,7 +431,7 @@ impl Client {
     /// Sends a request (`stream` must be absent or `false` in the body) and returns the answer once its
     /// receipt verified: signature by the attested key, hashes of the exact bytes, nonce, model, and fee.
     /// The answer is read whole within [`ClientConfig::timeout`] and up to
-    /// [`ClientConfig::max_response_bytes`].
+    /// [`ClientConfig::max_response_bytes`], over either transport.
     pub async fn request(
         &self,
         provider: Address,
@@ -382,16 +439,28 @@ impl Client {
         body: impl Into<Bytes>,
     ) -> Result<ChatResponse> {
         let body = body.into();
-        let (resp, exp, _) = self.send(provider, route, &body).await?;
-        let status = resp.status().as_u16();
-        let header = resp
-            .headers()
-            .get(RECEIPT_HEADER)
-            .and_then(|v| v.to_str().ok())
-            .map(str::to_owned);
-        let bytes = read_body(resp, "answer", self.0.cfg.max_response_bytes, self.0.cfg.timeout).await?;
-        let checked = header.ok_or(Error::MissingReceipt).and_then(|h| {
-            let r = receipt::parse_receipt_header(&h)?;
+        let (sent, exp, _) = self.send(provider, route, &body).await?;
+        let (max, deadline) = (self.0.cfg.max_response_bytes, self.0.cfg.timeout);
+        let transport = sent.transport();
+        let (status, bytes, receipt) = match sent {
+            Sent::Http(resp) => {
+                let status = resp.status().as_u16();
+                let header = resp
+                    .headers()
+                    .get(RECEIPT_HEADER)
+                    .and_then(|v| v.to_str().ok())
+                    .map(str::to_owned);
+                let bytes = read_body(resp, "answer", max, deadline).await?;
+                let receipt = header.map(|h| receipt::parse_receipt_header(&h)).transpose();
+                (status, bytes, receipt)
+            }
+            Sent::Grpc { url, answer } => {
+                let (bytes, r) = grpc::read_answer(&url, answer.rest, max, deadline).await?;
+                (answer.status, bytes, Ok(r))
+            }
+        };
+        let checked = receipt.and_then(|r| {
+            let r = r.ok_or(Error::MissingReceipt)?;
             let response_hash = B256::from(<[u8; 32]>::from(Sha256::digest(&bytes)));
             let fee = receipt::check(&r, &exp, &body, response_hash)?;
             Ok((r, fee))
@@ -407,6 +476,7 @@ impl Client {
             status,
             body: bytes,
             receipt,
+            transport,
         })
     }
 
@@ -425,12 +495,22 @@ impl Client {
         body: impl Into<Bytes>,
     ) -> Result<ChatStream> {
         let body = body.into();
-        let (resp, exp, _) = self.send(provider, route, &body).await?;
-        let res_key = resp
-            .headers()
-            .get(RES_KEY_HEADER)
-            .and_then(|v| v.to_str().ok())
-            .map(str::to_owned);
+        let (sent, exp, _) = self.send(provider, route, &body).await?;
+        let transport = sent.transport();
+        let (pieces, res_key) = match sent {
+            Sent::Http(resp) => {
+                let res_key = resp
+                    .headers()
+                    .get(RES_KEY_HEADER)
+                    .and_then(|v| v.to_str().ok())
+                    .map(str::to_owned);
+                (http_pieces(resp), res_key)
+            }
+            Sent::Grpc { url, answer } => (
+                grpc::pieces(&url, answer.rest, self.0.cfg.max_response_bytes),
+                answer.res_key,
+            ),
+        };
         let ctx = StreamCtx {
             provider,
             store: self.0.store.clone(),
@@ -438,7 +518,7 @@ impl Client {
             max_bytes: self.0.cfg.max_response_bytes,
             timeout: self.0.cfg.stream_timeout,
         };
-        Ok(ChatStream::new(ctx, resp, body, exp, res_key))
+        Ok(ChatStream::new(ctx, pieces, body, exp, res_key, transport))
     }
 
     /// A streamed chat completion, verified at its end.

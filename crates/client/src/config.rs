@@ -36,6 +36,42 @@ impl Default for TopUpPolicy {
     }
 }
 
+/// How native (signed, receipted) requests reach a provider.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Transport {
+    /// gRPC (`zg.v1.Provider/Chat`) when the service advertises a plaintext `grpc` URL in its on-chain
+    /// `additionalInfo` (or [`ClientConfig::grpc_url_override`] names one), HTTP otherwise.
+    #[default]
+    Auto,
+    /// Always the HTTP API (`/v1/proxy/...`).
+    Http,
+    /// Always gRPC; a service without a gRPC endpoint is an error ([`crate::Error::NoGrpcEndpoint`]).
+    Grpc,
+}
+
+impl std::str::FromStr for Transport {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s.trim().to_ascii_lowercase().as_str() {
+            "auto" => Ok(Transport::Auto),
+            "http" => Ok(Transport::Http),
+            "grpc" => Ok(Transport::Grpc),
+            other => Err(format!("transport {other:?}: use auto, http or grpc")),
+        }
+    }
+}
+
+impl std::fmt::Display for Transport {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Transport::Auto => "auto",
+            Transport::Http => "http",
+            Transport::Grpc => "grpc",
+        })
+    }
+}
+
 /// Settings of a [`crate::Client`].
 #[derive(Debug, Clone)]
 pub struct ClientConfig {
@@ -64,11 +100,15 @@ pub struct ClientConfig {
     /// Use this base URL instead of the registered service URL (tests, SSH tunnels). The attestation is
     /// still checked against the on-chain signer, so a wrong URL cannot impersonate a provider.
     pub url_override: Option<String>,
+    /// Which API carries native requests (default [`Transport::Auto`]). Attestation always uses HTTP.
+    pub transport: Transport,
+    /// Use this gRPC URL (`http://host:port`) instead of the one the service advertises (tests, tunnels).
+    pub grpc_url_override: Option<String>,
 }
 
 impl ClientConfig {
     /// Defaults for `data_dir`: production policy, top-up on, 1024 tokens, 120 s per request, 10 min per
-    /// stream, 64 MiB per body, the on-chain signer re-read every 30 s.
+    /// stream, transport auto, 64 MiB per body, the on-chain signer re-read every 30 s.
     pub fn new(data_dir: impl Into<PathBuf>) -> Self {
         Self {
             data_dir: data_dir.into(),
@@ -81,6 +121,8 @@ impl ClientConfig {
             max_response_bytes: 64 * 1024 * 1024,
             signer_check_interval: Duration::from_secs(30),
             url_override: None,
+            transport: Transport::Auto,
+            grpc_url_override: None,
         }
     }
 

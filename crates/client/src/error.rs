@@ -72,10 +72,30 @@ pub enum Error {
         /// The transport error.
         reason: String,
     },
+    /// gRPC transport failure talking to the provider (connect, or the stream broke at the transport level).
+    #[error("gRPC {op} {url} failed: {reason}")]
+    Grpc {
+        /// What was attempted.
+        op: &'static str,
+        /// The provider's gRPC URL.
+        url: String,
+        /// The transport error.
+        reason: String,
+    },
+    /// `transport = grpc` but the provider's service advertises no usable gRPC endpoint (a plaintext
+    /// `http://` URL under `grpc` in its on-chain `additionalInfo`).
+    #[error(
+        "provider {provider} advertises no gRPC endpoint (no plaintext `grpc` URL in its additionalInfo); \
+         use transport auto or http, or name one with --provider-grpc-url"
+    )]
+    NoGrpcEndpoint {
+        /// The provider.
+        provider: Address,
+    },
     /// The provider refused the request (its status and error body).
     #[error("provider answered {status} ({kind}): {message}")]
     Provider {
-        /// HTTP status.
+        /// HTTP status (over gRPC: the provider's `zg-http-status` metadata, else the code's HTTP equivalent).
         status: u16,
         /// The provider's error type (`insufficient_balance`, `nonce_replayed`, `unauthenticated`, ...).
         kind: String,

@@ -9,6 +9,7 @@ mod error;
 mod funding;
 #[cfg(feature = "gateway")]
 mod gateway;
+mod grpc;
 #[cfg(feature = "gateway")]
 mod guard;
 mod http;
@@ -18,7 +19,7 @@ mod stream;
 mod verify;
 
 pub use crate::client::{ChatResponse, Client, Route};
-pub use crate::config::{ClientConfig, TopUpPolicy};
+pub use crate::config::{ClientConfig, TopUpPolicy, Transport};
 pub use crate::error::{Error, Refusal, Result};
 pub use crate::funding::Balance;
 #[cfg(feature = "gateway")]

@@ -1,6 +1,8 @@
 //! Streamed answers: split the provider's SSE bytes into events, hash every byte before the receipt
 //! event, and verify the receipt when it arrives (fail closed: a stream without one is an error).
-//! A stream is bounded like any body from a provider: in total bytes and in total time.
+//! A stream is bounded like any body from a provider: in total bytes and in total time. The bytes come
+//! from either transport as [`Piece`]s: over HTTP the receipt is the SSE `zg-receipt` event, over gRPC its
+//! own message; both are checked by the same code.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -11,6 +13,7 @@ use futures::StreamExt as _;
 use futures::stream::BoxStream;
 use sha2::{Digest as _, Sha256};
 
+use crate::config::Transport;
 use crate::error::{Error, Result};
 use crate::receipt::{self, Expectation, RECEIPT_EVENT, ReceiptJson, VerifiedReceipt};
 use crate::store::Store;
@@ -18,6 +21,27 @@ use crate::verify::Providers;
 
 /// Largest SSE event accepted (a longer one without a blank line is not SSE).
 const MAX_EVENT: usize = 4 * 1024 * 1024;
+
+/// One piece of a streamed answer as a transport delivers it.
+pub(crate) enum Piece {
+    /// Response bytes (SSE), hashed for the receipt.
+    Bytes(Bytes),
+    /// The receipt, delivered out of band (gRPC's `Receipt` message).
+    Receipt(ReceiptJson),
+}
+
+/// A transport's stream of [`Piece`]s; its errors are already named.
+pub(crate) type Pieces = BoxStream<'static, Result<Piece>>;
+
+/// The pieces of an HTTP response body.
+pub(crate) fn http_pieces(resp: reqwest::Response) -> Pieces {
+    resp.bytes_stream()
+        .map(|r| {
+            r.map(Piece::Bytes)
+                .map_err(|e| Error::StreamIncomplete(format!("the stream broke: {e}")))
+        })
+        .boxed()
+}
 
 /// One item of a [`ChatStream`].
 #[derive(Debug, Clone)]
@@ -112,7 +136,10 @@ pub struct ChatStream {
     body: Bytes,
     exp: Expectation,
     res_key: Option<String>,
-    bytes: BoxStream<'static, reqwest::Result<Bytes>>,
+    transport: Transport,
+    pieces: Pieces,
+    /// A receipt received out of band, checked once the bytes before it are delivered.
+    pending: Option<ReceiptJson>,
     buf: BytesMut,
     hasher: Sha256,
     /// Bytes received so far.
@@ -134,10 +161,11 @@ impl std::fmt::Debug for ChatStream {
 impl ChatStream {
     pub(crate) fn new(
         ctx: StreamCtx,
-        resp: reqwest::Response,
+        pieces: Pieces,
         body: Bytes,
         exp: Expectation,
         res_key: Option<String>,
+        transport: Transport,
     ) -> Self {
         let deadline = tokio::time::Instant::now() + ctx.timeout;
         Self {
@@ -145,7 +173,9 @@ impl ChatStream {
             body,
             exp,
             res_key,
-            bytes: resp.bytes_stream().boxed(),
+            transport,
+            pieces,
+            pending: None,
             buf: BytesMut::new(),
             hasher: Sha256::new(),
             read: 0,
@@ -157,6 +187,11 @@ impl ChatStream {
     /// The `ZG-Res-Key` the provider stores this exchange's receipts under.
     pub fn res_key(&self) -> Option<&str> {
         self.res_key.as_deref()
+    }
+
+    /// The transport carrying this stream ([`Transport::Http`] or [`Transport::Grpc`]).
+    pub fn transport(&self) -> Transport {
+        self.transport
     }
 
     /// The next event; `None` after the receipt (or after an error).
@@ -187,19 +222,30 @@ impl ChatStream {
                 self.hasher.update(&raw);
                 return Ok(StreamEvent::Data(raw));
             }
+            if let Some(r) = self.pending.take() {
+                if !self.buf.is_empty() {
+                    // Bytes without a final blank line: still part of the answer the receipt covers.
+                    let raw = self.buf.split().freeze();
+                    self.hasher.update(&raw);
+                    self.pending = Some(r);
+                    return Ok(StreamEvent::Data(raw));
+                }
+                return self.check_receipt(r).await;
+            }
             if self.buf.len() > MAX_EVENT {
                 return Err(Error::StreamIncomplete(format!(
                     "an SSE event longer than {MAX_EVENT} bytes"
                 )));
             }
-            let next = tokio::time::timeout_at(self.deadline, self.bytes.next())
+            let next = tokio::time::timeout_at(self.deadline, self.pieces.next())
                 .await
                 .map_err(|_| Error::ResponseTimeout {
                     what: "stream",
                     after: self.ctx.timeout,
                 })?;
             match next {
-                Some(Ok(chunk)) => {
+                Some(Ok(Piece::Receipt(r))) => self.pending = Some(r),
+                Some(Ok(Piece::Bytes(chunk))) => {
                     self.read = self
                         .read
                         .saturating_add(u64::try_from(chunk.len()).unwrap_or(u64::MAX));
@@ -211,7 +257,7 @@ impl ChatStream {
                     }
                     self.buf.extend_from_slice(&chunk);
                 }
-                Some(Err(e)) => return Err(Error::StreamIncomplete(format!("the stream broke: {e}"))),
+                Some(Err(e)) => return Err(e),
                 None => {
                     return Err(Error::StreamIncomplete(if self.buf.is_empty() {
                         "no receipt event (fail closed: the answer is unverified)".into()
@@ -227,6 +273,10 @@ impl ChatStream {
         let data = data_of(raw).ok_or_else(|| Error::ReceiptInvalid("receipt event has no data".into()))?;
         let r: ReceiptJson =
             serde_json::from_str(&data).map_err(|e| Error::ReceiptInvalid(format!("receipt JSON: {e}")))?;
+        self.check_receipt(r).await
+    }
+
+    async fn check_receipt(&mut self, r: ReceiptJson) -> Result<StreamEvent> {
         let response_hash = B256::from(<[u8; 32]>::from(std::mem::take(&mut self.hasher).finalize()));
         let fee = receipt::check(&r, &self.exp, &self.body, response_hash)?;
         let v = self

@@ -13,7 +13,7 @@ use zg_attestation::{Evidence, Timestamp, VerificationReport, Verifier};
 use zg_billing::Prices;
 use zg_chain::InferenceService;
 
-use crate::config::ClientConfig;
+use crate::config::{ClientConfig, Transport};
 use crate::error::{Error, Result};
 use crate::http::{http_err, provider_refusal, read_body};
 use crate::store::{Store, VerifiedKeys};
@@ -46,6 +46,8 @@ pub struct ProviderVerification {
 pub(crate) struct Target {
     pub(crate) provider: Address,
     pub(crate) base_url: String,
+    /// The gRPC URL native requests go to (`None`: HTTP), chosen by [`crate::ClientConfig::transport`].
+    pub(crate) grpc_url: Option<String>,
     pub(crate) model: String,
     pub(crate) prices: Prices,
     pub(crate) response_key: [u8; 32],
@@ -58,6 +60,17 @@ fn hex32(s: &str) -> Option<[u8; 32]> {
     hex::decode(s.trim_start_matches("0x"))
         .ok()
         .and_then(|v| <[u8; 32]>::try_from(v).ok())
+}
+
+/// The `grpc` URL in a service's `additionalInfo` JSON, if any (a provider writes what it likes there:
+/// it is only a hint where to connect, as the registered URL is; trust comes from the attestation).
+pub(crate) fn advertised_grpc_url(additional_info: &str) -> Option<String> {
+    if additional_info.len() > 64 * 1024 {
+        return None;
+    }
+    let v: serde_json::Value = serde_json::from_str(additional_info).ok()?;
+    let url = v.get("grpc")?.as_str()?;
+    (url.len() <= 2048).then(|| url.to_owned())
 }
 
 /// The verified providers of one client.
@@ -104,6 +117,21 @@ impl Providers {
             .unwrap_or_else(|| service.url.clone())
             .trim_end_matches('/')
             .to_owned()
+    }
+
+    /// Where native requests go over gRPC: the override, else the `grpc` URL the service advertises in
+    /// its on-chain `additionalInfo` JSON; only plaintext `http://` URLs (gRPC over TLS is not built in yet,
+    /// so `auto` falls back to HTTP for anything else). `None` under [`Transport::Http`].
+    fn grpc_url(&self, service: &InferenceService) -> Option<String> {
+        if self.cfg.transport == Transport::Http {
+            return None;
+        }
+        let url = match &self.cfg.grpc_url_override {
+            Some(u) => u.clone(),
+            None => advertised_grpc_url(&service.additional_info)?,
+        };
+        let url = url.trim().trim_end_matches('/').to_owned();
+        url.starts_with("http://").then_some(url)
     }
 
     /// Fresh evidence for a random nonce, checked under the policy, the bound signer compared with the
@@ -211,6 +239,7 @@ impl Providers {
         let t = Target {
             provider,
             base_url: self.base_url(service),
+            grpc_url: self.grpc_url(service),
             model: service.model.clone(),
             prices: Prices {
                 input: service.input_price,

@@ -79,6 +79,24 @@ pub(crate) struct ClientOpts {
     /// attestation is still checked against the on-chain signer.
     #[arg(long, env = "ZG_PROVIDER_URL", value_name = "URL", help_heading = "Client")]
     pub(crate) provider_url: Option<String>,
+    /// How paid requests reach the provider: `auto` (its gRPC API when its service advertises one, else
+    /// HTTP), `http` or `grpc`. Attestation always uses HTTP.
+    #[arg(
+        long,
+        env = "ZG_TRANSPORT",
+        value_name = "auto|http|grpc",
+        default_value = "auto",
+        help_heading = "Client"
+    )]
+    pub(crate) transport: zg_client::Transport,
+    /// Reach the provider's gRPC API at this URL (`http://host:port`) instead of the one its service advertises.
+    #[arg(
+        long,
+        env = "ZG_PROVIDER_GRPC_URL",
+        value_name = "URL",
+        help_heading = "Client"
+    )]
+    pub(crate) provider_grpc_url: Option<String>,
     /// Never move funds automatically; fail with the `zg transfer-fund` to run instead.
     #[arg(long, help_heading = "Client")]
     pub(crate) no_top_up: bool,
@@ -127,6 +145,8 @@ impl ClientOpts {
             cfg.collateral = Some(Arc::new(col));
         }
         cfg.url_override = self.provider_url.clone();
+        cfg.transport = self.transport;
+        cfg.grpc_url_override = self.provider_grpc_url.clone();
         cfg.top_up = TopUpPolicy {
             enabled: !self.no_top_up,
             refill: self.top_up.0,
@@ -402,6 +422,8 @@ struct ChatOut<'a> {
     provider: Address,
     answer: String,
     verified: bool,
+    /// `grpc` or `http`: the API the paid request went over.
+    transport: String,
     receipt: &'a zg_client::VerifiedReceipt,
 }
 
@@ -423,8 +445,9 @@ impl ChatArgs {
     async fn run(self, g: &GlobalOpts) -> anyhow::Result<ExitCode> {
         let client = self.client.client().await?;
         let body = self.body();
-        let (answer, receipt) = if self.stream {
+        let (answer, receipt, transport) = if self.stream {
             let mut s = client.chat_stream(self.provider, body).await?;
+            let transport = s.transport();
             let live = !g.json && std::io::stderr().is_terminal();
             let mut text = String::new();
             let mut receipt = None;
@@ -450,23 +473,30 @@ impl ChatArgs {
             (
                 text,
                 receipt.ok_or(zg_client::Error::StreamIncomplete("no receipt".into()))?,
+                transport,
             )
         } else {
             let r = client.chat(self.provider, body).await?;
-            (r.text().unwrap_or_default(), r.receipt)
+            (r.text().unwrap_or_default(), r.receipt, r.transport)
         };
         if g.json {
             output::json(&ChatOut {
                 provider: self.provider,
                 answer,
                 verified: true,
+                transport: transport.to_string(),
                 receipt: &receipt,
             })?;
         } else {
             output::text(&answer)?;
             let u = receipt.receipt.usage;
             output::text(format!(
-                "-- receipt verified: key {}  tokens {}+{}  fee {}  owed to provider {}",
+                "-- receipt verified (over {}): key {}  tokens {}+{}  fee {}  owed to provider {}",
+                if transport == zg_client::Transport::Grpc {
+                    "gRPC"
+                } else {
+                    "HTTP"
+                },
                 receipt.receipt.key,
                 u.prompt_tokens,
                 u.completion_tokens,

@@ -222,6 +222,50 @@ async fn inference_verbs_and_serve_with_the_official_openai_client() {
     );
     let fee_b = dec(&b["receipt"]["fee"]);
     assert_eq!(dec(&b["receipt"]["owed_after"]), fee_a + fee_b);
+    // The same over the provider's gRPC API (issue 11 item 5), named here since this service advertises none.
+    let grpc_url: &'static str = Box::leak(format!("http://{}", running.grpc_addr).into_boxed_str());
+    let g = json(
+        &run(vec![
+            "inference",
+            "chat",
+            "--allow-simulated",
+            "--json",
+            "--transport",
+            "grpc",
+            "--provider-grpc-url",
+            grpc_url,
+            "--max-tokens",
+            "16",
+            "over grpc",
+        ])
+        .await
+        .unwrap(),
+    );
+    assert_eq!(g["verified"], true);
+    assert_eq!(
+        (a["transport"].as_str(), g["transport"].as_str()),
+        (Some("http"), Some("grpc"))
+    );
+    let fee_g = dec(&g["receipt"]["fee"]);
+    assert!(fee_g > 0);
+    assert_eq!(dec(&g["receipt"]["owed_after"]), fee_a + fee_b + fee_g);
+    // Forcing gRPC without an endpoint is a named error.
+    let o = run(vec![
+        "inference",
+        "chat",
+        "--allow-simulated",
+        "--transport",
+        "grpc",
+        "hi",
+    ])
+    .await
+    .unwrap();
+    assert!(!o.status.success());
+    assert!(
+        stderr(&o).contains("advertises no gRPC endpoint"),
+        "{}",
+        stderr(&o)
+    );
 
     // A session token is refused unless the customer acknowledged the provider's signer (TEE batches would not pay
     // for it): with --no-acknowledge, get-secret says so and what to run.
@@ -482,8 +526,32 @@ print(json.dumps({"model": m, "verified": raw.headers["zg-verified"], "fee": raw
 
     // A key of the user's own (ZG_SERVE_API_KEY) works and is never printed.
     let own = "sk-zg-my-own-stable-key-0123456789";
-    let (_child2, serve2) = start_serve(&env, &[("ZG_SERVE_API_KEY", own)]).await;
+    // This one forwards over the provider's gRPC API (ZG_TRANSPORT=grpc): a paid chat is billed the same.
+    let (_child2, serve2) = start_serve(
+        &env,
+        &[
+            ("ZG_SERVE_API_KEY", own),
+            ("ZG_TRANSPORT", "grpc"),
+            ("ZG_PROVIDER_GRPC_URL", grpc_url),
+        ],
+    )
+    .await;
     assert!(serve2["api_key"].is_null(), "{serve2}");
+    let args: Vec<String> = vec![
+        "-H".into(),
+        "Content-Type: application/json".into(),
+        "-H".into(),
+        format!("Authorization: Bearer {own}"),
+        "--data".into(),
+        body.to_owned(),
+        format!("{}/chat/completions", serve2["url"].as_str().unwrap()),
+    ];
+    let (got, v) = tokio::task::spawn_blocking(move || curl(&args)).await.unwrap();
+    assert_eq!(got, 200, "{v}");
+    let fee_serve_grpc = v["usage"]["prompt_tokens"].as_u64().unwrap() as u128 * 1_000_000_000
+        + v["usage"]["completion_tokens"].as_u64().unwrap() as u128 * 2_000_000_000;
+    let fees_via_serve = fees_via_serve + fee_serve_grpc;
+    let served = served + 1;
     let models = format!("{}/models", serve2["url"].as_str().unwrap());
     let args: Vec<String> = vec![
         "-H".into(),
@@ -515,8 +583,11 @@ print(json.dumps({"model": m, "verified": raw.headers["zg-verified"], "fee": raw
 
     // The client's books: every verified receipt counted once, across processes sharing the data dir.
     let v = json(&run(vec!["inference", "balance", "--json"]).await.unwrap());
-    assert_eq!(dec(&v["balance"]["owed"]), fee_a + fee_b + fees_via_serve);
-    assert_eq!(v["balance"]["receipts"], 2 + served);
-    assert_eq!(dec(&v["balance"]["unsettled"]), fee_a + fee_b + fees_via_serve);
+    assert_eq!(dec(&v["balance"]["owed"]), fee_a + fee_b + fee_g + fees_via_serve);
+    assert_eq!(v["balance"]["receipts"], 3 + served);
+    assert_eq!(
+        dec(&v["balance"]["unsettled"]),
+        fee_a + fee_b + fee_g + fees_via_serve
+    );
     running.shutdown().await;
 }

@@ -122,13 +122,20 @@ async fn official_cli_and_sdk_on_our_devnet_and_provider() {
         .unwrap()
         .port();
     let url = format!("http://127.0.0.1:{port}");
+    // It advertises its gRPC API too (`grpc` in additionalInfo): the official SDK must still read the service.
+    let grpc_port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
     // The provider as an operator runs it, with the default account cache (2 s); settlement rounds are
     // driven by the test (`settle(false)`: what the periodic loop does), so their timing is deterministic.
     let settings = zg_provider::Settings::resolve(zg_provider::RunArgs {
         data_dir: Some(dir.path().join("provider")),
         http_addr: Some(format!("127.0.0.1:{port}").parse().unwrap()),
-        grpc_addr: Some("127.0.0.1:0".parse().unwrap()),
+        grpc_addr: Some(format!("127.0.0.1:{grpc_port}").parse().unwrap()),
         public_url: Some(url.clone()),
+        grpc_public_url: Some(format!("http://127.0.0.1:{grpc_port}")),
         rpc_url: Some(rpc.clone()),
         provider_key: Some(format!("0x{}", hex::encode(prov.to_bytes()))),
         tee: Some(zg_provider::BackendChoice::Simulated),

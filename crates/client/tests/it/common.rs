@@ -42,6 +42,11 @@ fn free_port() -> u16 {
 /// A devnet, the provider (simulated TEE, built-in model, settlement loop off), and a customer whose
 /// ledger holds `ledger_zg` 0G (0 = no ledger).
 pub async fn env(ledger_zg: u64) -> Env {
+    env_with(ledger_zg, false).await
+}
+
+/// As [`env`]; with `grpc` the provider advertises its gRPC API (`grpc` in its on-chain additionalInfo).
+pub async fn env_with(ledger_zg: u64, grpc: bool) -> Env {
     let devnet = Devnet::start_with(DevnetConfig {
         anvil: Some(zg_test_utils::tools::anvil()),
         ..Default::default()
@@ -52,11 +57,13 @@ pub async fn env(ledger_zg: u64) -> Env {
     let (prov, customer) = (keys[2].clone(), keys[1].clone());
     let dir = tempfile::tempdir().unwrap();
     let port = free_port();
+    let grpc_port = if grpc { free_port() } else { 0 };
     let mut settings = Settings::resolve(RunArgs {
         data_dir: Some(dir.path().join("provider")),
         http_addr: Some(format!("127.0.0.1:{port}").parse().unwrap()),
-        grpc_addr: Some("127.0.0.1:0".parse().unwrap()),
+        grpc_addr: Some(format!("127.0.0.1:{grpc_port}").parse().unwrap()),
         public_url: Some(format!("http://127.0.0.1:{port}")),
+        grpc_public_url: grpc.then(|| format!("http://127.0.0.1:{grpc_port}")),
         rpc_url: Some(devnet.rpc_url()),
         provider_key: Some(hexkey(&prov)),
         tee: Some(zg_provider::BackendChoice::Simulated),

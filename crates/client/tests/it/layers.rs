@@ -5,7 +5,7 @@
 /// Lowest first.
 const LAYERS: &[&str] = &[
     "error", "clock", "dec", "config", "guard", "http", "receipt", "store", "verify", "funding", "stream",
-    "client", "gateway", "lib",
+    "grpc", "client", "gateway", "lib",
 ];
 
 #[test]

@@ -24,5 +24,7 @@ mod signer;
 mod limits;
 // The durable state never blocks the async runtime.
 mod runtime;
+// The native path over gRPC: real provider billed exactly; a hostile gRPC provider's attacks refused.
+mod grpc;
 // Module dependencies point one way.
 mod layers;
