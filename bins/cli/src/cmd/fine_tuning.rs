@@ -478,15 +478,43 @@ pub(crate) struct CalculateTokenArgs {
     /// Ask this provider for the model's tokenizer and price (otherwise only built-in model families are known).
     #[arg(long, value_name = "ADDR")]
     provider: Option<Address>,
+    /// A real model's GGUF whose tokenizer counts (SmolLM2: what the broker's `lora` executor bills with).
+    #[arg(long, env = "ZG_MODEL_PATH", value_name = "FILE", default_value = DEFAULT_MODEL_PATH)]
+    model_path: PathBuf,
     #[command(flatten)]
     rpc: RpcOpts,
 }
 
-fn tokenizer_named(name: &str) -> anyhow::Result<Box<dyn zg_finetune::Tokenizer>> {
+/// The model id whose tokenizer is SmolLM2's (the provider's and the broker's built-in real model).
+const SMOLLM2_MODEL: &str = "smollm2-135m-instruct";
+/// Where `just setup` puts SmolLM2's GGUF.
+const DEFAULT_MODEL_PATH: &str = "models/SmolLM2-135M-Instruct.Q4_1.gguf";
+
+/// The tokenizer a broker names (`zg-ngram`, `bytes`, or a real model's name, e.g. `SmolLM2-135M-Instruct`, whose
+/// tokenizer is read from the GGUF at `model_path`, on a blocking thread: it is about 100 MB).
+async fn tokenizer_named(name: &str, model_path: &Path) -> anyhow::Result<Box<dyn zg_finetune::Tokenizer>> {
     match name {
         "zg-ngram" => Ok(Box::new(zg_finetune::WordTokenizer)),
         "bytes" => Ok(Box::new(zg_finetune::ByteTokenizer)),
-        other => anyhow::bail!("tokenizer {other:?} is not known to this CLI (zg-ngram, bytes)"),
+        wanted => {
+            let path = model_path.to_owned();
+            let model = tokio::task::spawn_blocking(move || zg_model::Model::load(&path, zg_model::LoadOptions::default()))
+                .await?
+                .with_context(|| {
+                    format!(
+                        "the tokenizer {wanted:?} is a real model's: loading {} (run `just setup` to fetch SmolLM2, \
+                         or pass --model-path FILE)",
+                        model_path.display()
+                    )
+                })?;
+            anyhow::ensure!(
+                model.name() == wanted,
+                "the broker counts with {wanted:?} but {} holds {:?}: pass --model-path with that model's GGUF",
+                model_path.display(),
+                model.name()
+            );
+            Ok(Box::new(zg_finetune::ModelTokenizer::new(model)))
+        }
     }
 }
 
@@ -511,12 +539,13 @@ impl CalculateTokenArgs {
                 )
             }
             None if self.model == zg_ngram::DEMO_MODEL_ID => ("zg-ngram".to_owned(), None),
+            None if self.model == SMOLLM2_MODEL => ("SmolLM2-135M-Instruct".to_owned(), None),
             None => anyhow::bail!(
                 "the tokenizer of {:?} is not built in: pass --provider to ask its broker",
                 self.model
             ),
         };
-        let tok = tokenizer_named(&tokenizer)?;
+        let tok = tokenizer_named(&tokenizer, &self.model_path).await?;
         let epochs = match &self.config_path {
             Some(p) => {
                 let text = std::fs::read_to_string(p).with_context(|| format!("reading {}", p.display()))?;
@@ -1242,6 +1271,25 @@ mod tests {
             v.fee_0g,
             Amount(U256::from(2_000_000_000_000_000_000u128)).to_string()
         );
-        assert!(tokenizer_named("zg-ngram").is_ok() && tokenizer_named("gpt2").is_err());
+    }
+
+    #[tokio::test]
+    async fn tokenizers_by_name_and_a_real_models_from_its_gguf() {
+        let nowhere = Path::new("/nonexistent/model.gguf");
+        assert!(tokenizer_named("zg-ngram", nowhere).await.is_ok());
+        let e = tokenizer_named("gpt2", nowhere).await.err().unwrap();
+        assert!(format!("{e:#}").contains("just setup"), "{e:#}");
+        // The broker's `lora` executor bills with SmolLM2's own tokenizer: calculate-token counts the same.
+        let gguf = Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../../")
+            .join(DEFAULT_MODEL_PATH);
+        let tok = tokenizer_named("SmolLM2-135M-Instruct", &gguf).await.unwrap();
+        let text = "The capital of France is Paris.";
+        let model = zg_model::Model::load(&gguf, zg_model::LoadOptions::default()).unwrap();
+        assert_eq!(tok.count(text), model.tokenizer().count(text) as u64);
+        assert!(tok.count(text) > 3);
+        // A GGUF of another model than the broker names is refused by name.
+        let e = tokenizer_named("Llama-3-8B", &gguf).await.err().unwrap();
+        assert!(format!("{e:#}").contains("Llama-3-8B"), "{e:#}");
     }
 }
