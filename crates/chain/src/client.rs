@@ -235,9 +235,29 @@ impl Client {
         call: CallBuilder<&DynProvider, D>,
         what: &str,
     ) -> Result<B256> {
-        self.signer_address()?;
+        let call = self.with_gas_headroom(call, what).await?;
         let pending = call.send().await.map_err(|e| self.contract_error(what, e))?;
         Ok(*pending.tx_hash())
+    }
+
+    /// Sets the gas limit to the estimate plus headroom ([`GAS_HEADROOM_DIVISOR`]). An estimate is exact only
+    /// for the block it ran against: a write whose cost depends on the block that mines it (a no-op SSTORE of
+    /// `updatedAt = block.timestamp` in the estimate's second, a real one in the next) or on a transaction mined
+    /// in between would run out of gas and revert with the exact estimate. Unused gas is not charged.
+    async fn with_gas_headroom<'a, D: CallDecoder>(
+        &self,
+        call: CallBuilder<&'a DynProvider, D>,
+        what: &str,
+    ) -> Result<CallBuilder<&'a DynProvider, D>> {
+        let from = self.signer_address()?;
+        // Against the pending block (the next one, with its timestamp), as alloy's gas filler does.
+        let call = call.from(from).block(alloy::eips::BlockId::pending());
+        let estimate = call
+            .estimate_gas()
+            .await
+            .map_err(|e| self.contract_error(what, e))?;
+        let headroom = (estimate / GAS_HEADROOM_DIVISOR).max(MIN_GAS_HEADROOM);
+        Ok(call.gas(estimate.saturating_add(headroom)))
     }
 
     /// Sends a transaction and waits for a successful receipt.
@@ -246,7 +266,7 @@ impl Client {
         call: CallBuilder<&DynProvider, D>,
         what: &str,
     ) -> Result<TransactionReceipt> {
-        self.signer_address()?;
+        let call = self.with_gas_headroom(call, what).await?;
         let pending = call.send().await.map_err(|e| self.contract_error(what, e))?;
         self.finish(pending, what).await
     }
@@ -278,6 +298,11 @@ impl Client {
         Ok(receipt)
     }
 }
+
+/// Gas limits are the estimate plus a quarter of it ...
+const GAS_HEADROOM_DIVISOR: u64 = 4;
+/// ... and at least this much more (a cold storage write).
+const MIN_GAS_HEADROOM: u64 = 25_000;
 
 /// An HTTP provider that signs with `signer` (if any).
 ///

@@ -9,6 +9,7 @@
 mod abi;
 mod devnet;
 mod fine_tuning;
+mod gas;
 mod money_flow;
 mod reveal;
 mod tee_signer_trust;
