@@ -271,6 +271,15 @@ impl Client {
         self.finish(pending, what).await
     }
 
+    /// [`Client::send`], summarised as a [`TxOutcome`] (hash, block, gas used).
+    pub(crate) async fn send_outcome<D: CallDecoder>(
+        &self,
+        call: CallBuilder<&DynProvider, D>,
+        what: &str,
+    ) -> Result<TxOutcome> {
+        self.send(call, what).await.map(|r| outcome(&r))
+    }
+
     async fn finish(
         &self,
         pending: PendingTransactionBuilder<alloy::network::Ethereum>,

@@ -4,7 +4,6 @@
 use crate::{
     Amount, Client, Deliverable, Result, TeeSignerAcknowledgements, TxOutcome,
     bindings::FineTuningServing::{self, FineTuningServingInstance},
-    client::outcome,
 };
 use alloy::{
     primitives::{Address, Bytes, U256},
@@ -227,9 +226,8 @@ impl<'a> FineTuning<'a> {
     pub async fn acknowledge_tee_signer_by_owner(&self, provider: Address) -> Result<TxOutcome> {
         let call = self.contract.acknowledgeTEESignerByOwner(provider);
         self.client
-            .send(call, "FineTuningServing.acknowledgeTEESignerByOwner")
+            .send_outcome(call, "FineTuningServing.acknowledgeTEESignerByOwner")
             .await
-            .map(|r| outcome(&r))
     }
 
     /// Contract owner: acknowledges `signer` as the provider's TEE signer, only if it still is
@@ -241,9 +239,8 @@ impl<'a> FineTuning<'a> {
     ) -> Result<TxOutcome> {
         let call = self.contract.acknowledgeTEESignerAddressByOwner(provider, signer);
         self.client
-            .send(call, "FineTuningServing.acknowledgeTEESignerAddressByOwner")
+            .send_outcome(call, "FineTuningServing.acknowledgeTEESignerAddressByOwner")
             .await
-            .map(|r| outcome(&r))
     }
 
     /// Customer: acknowledges `signer` as the provider's TEE signer for this sub-account, only if it still is
@@ -255,9 +252,8 @@ impl<'a> FineTuning<'a> {
     ) -> Result<TxOutcome> {
         let call = self.contract.acknowledgeTEESignerAddress(provider, signer);
         self.client
-            .send(call, "FineTuningServing.acknowledgeTEESignerAddress")
+            .send_outcome(call, "FineTuningServing.acknowledgeTEESignerAddress")
             .await
-            .map(|r| outcome(&r))
     }
 
     /// Contract owner: withdraws the acknowledgement of a provider's TEE signer; `settleFees` is refused
@@ -265,9 +261,8 @@ impl<'a> FineTuning<'a> {
     pub async fn revoke_tee_signer_acknowledgement(&self, provider: Address) -> Result<TxOutcome> {
         let call = self.contract.revokeTEESignerAcknowledgement(provider);
         self.client
-            .send(call, "FineTuningServing.revokeTEESignerAcknowledgement")
+            .send_outcome(call, "FineTuningServing.revokeTEESignerAcknowledgement")
             .await
-            .map(|r| outcome(&r))
     }
 
     /// Customer: acknowledges the provider's current TEE signer (`true`; its address is recorded and
@@ -277,9 +272,8 @@ impl<'a> FineTuning<'a> {
     pub async fn acknowledge_tee_signer(&self, provider: Address, acknowledged: bool) -> Result<TxOutcome> {
         let call = self.contract.acknowledgeTEESigner(provider, acknowledged);
         self.client
-            .send(call, "FineTuningServing.acknowledgeTEESigner")
+            .send_outcome(call, "FineTuningServing.acknowledgeTEESigner")
             .await
-            .map(|r| outcome(&r))
     }
 
     /// The contract owner (who acknowledges providers' TEE signers).
@@ -353,9 +347,8 @@ impl<'a> FineTuning<'a> {
             )
             .value(stake.0);
         self.client
-            .send(call, "FineTuningServing.addOrUpdateService")
+            .send_outcome(call, "FineTuningServing.addOrUpdateService")
             .await
-            .map(|r| outcome(&r))
     }
 
     /// One deliverable.
@@ -387,27 +380,24 @@ impl<'a> FineTuning<'a> {
     ) -> Result<TxOutcome> {
         let call = self.contract.addDeliverable(user, id.to_owned(), model_root_hash);
         self.client
-            .send(call, "FineTuningServing.addDeliverable")
+            .send_outcome(call, "FineTuningServing.addDeliverable")
             .await
-            .map(|r| outcome(&r))
     }
 
     /// Customer: acknowledges a deliverable after checking it, so settlement reveals its key.
     pub async fn acknowledge_deliverable(&self, provider: Address, id: &str) -> Result<TxOutcome> {
         let call = self.contract.acknowledgeDeliverable(provider, id.to_owned());
         self.client
-            .send(call, "FineTuningServing.acknowledgeDeliverable")
+            .send_outcome(call, "FineTuningServing.acknowledgeDeliverable")
             .await
-            .map(|r| outcome(&r))
     }
 
     /// Provider: drops an unacknowledged, unsettled deliverable without charging.
     pub async fn abandon_deliverable(&self, user: Address, id: &str) -> Result<TxOutcome> {
         let call = self.contract.abandonDeliverable(user, id.to_owned());
         self.client
-            .send(call, "FineTuningServing.abandonDeliverable")
+            .send_outcome(call, "FineTuningServing.abandonDeliverable")
             .await
-            .map(|r| outcome(&r))
     }
 
     /// The refund lock time in seconds (also the length of a refund freeze).
@@ -469,9 +459,8 @@ impl<'a> FineTuning<'a> {
             user: s.user,
         };
         self.client
-            .send(self.contract.settleFees(input), "FineTuningServing.settleFees")
+            .send_outcome(self.contract.settleFees(input), "FineTuningServing.settleFees")
             .await
-            .map(|r| outcome(&r))
     }
 
     /// Refuses a reveal to `user` unless its refund freeze still has the margin left (see [`Self::settle_fees`]).

@@ -186,26 +186,23 @@ impl<'a> Inference<'a> {
         };
         let call = self.contract.addOrUpdateService(p).value(stake.0);
         self.client
-            .send(call, "InferenceServing.addOrUpdateService")
+            .send_outcome(call, "InferenceServing.addOrUpdateService")
             .await
-            .map(|r| outcome(&r))
     }
 
     /// Removes the sender's service and returns its stake.
     pub async fn remove_service(&self) -> Result<TxOutcome> {
         self.client
-            .send(self.contract.removeService(), "InferenceServing.removeService")
+            .send_outcome(self.contract.removeService(), "InferenceServing.removeService")
             .await
-            .map(|r| outcome(&r))
     }
 
     /// Contract owner: acknowledges a provider's TEE signer.
     pub async fn acknowledge_tee_signer_by_owner(&self, provider: Address) -> Result<TxOutcome> {
         let call = self.contract.acknowledgeTEESignerByOwner(provider);
         self.client
-            .send(call, "InferenceServing.acknowledgeTEESignerByOwner")
+            .send_outcome(call, "InferenceServing.acknowledgeTEESignerByOwner")
             .await
-            .map(|r| outcome(&r))
     }
 
     /// Contract owner: acknowledges `signer` as the provider's TEE signer, only if it still is
@@ -218,9 +215,8 @@ impl<'a> Inference<'a> {
     ) -> Result<TxOutcome> {
         let call = self.contract.acknowledgeTEESignerAddressByOwner(provider, signer);
         self.client
-            .send(call, "InferenceServing.acknowledgeTEESignerAddressByOwner")
+            .send_outcome(call, "InferenceServing.acknowledgeTEESignerAddressByOwner")
             .await
-            .map(|r| outcome(&r))
     }
 
     /// Customer: acknowledges `signer` as the provider's TEE signer for this sub-account, only if it still is
@@ -234,9 +230,8 @@ impl<'a> Inference<'a> {
     ) -> Result<TxOutcome> {
         let call = self.contract.acknowledgeTEESignerAddress(provider, signer);
         self.client
-            .send(call, "InferenceServing.acknowledgeTEESignerAddress")
+            .send_outcome(call, "InferenceServing.acknowledgeTEESignerAddress")
             .await
-            .map(|r| outcome(&r))
     }
 
     /// Contract owner: withdraws the acknowledgement of a provider's TEE signer. TEE-signed settlements of
@@ -245,9 +240,8 @@ impl<'a> Inference<'a> {
     pub async fn revoke_tee_signer_acknowledgement(&self, provider: Address) -> Result<TxOutcome> {
         let call = self.contract.revokeTEESignerAcknowledgement(provider);
         self.client
-            .send(call, "InferenceServing.revokeTEESignerAcknowledgement")
+            .send_outcome(call, "InferenceServing.revokeTEESignerAcknowledgement")
             .await
-            .map(|r| outcome(&r))
     }
 
     /// The contract owner (who acknowledges providers' TEE signers).
@@ -291,27 +285,24 @@ impl<'a> Inference<'a> {
     pub async fn acknowledge_tee_signer(&self, provider: Address, acknowledged: bool) -> Result<TxOutcome> {
         let call = self.contract.acknowledgeTEESigner(provider, acknowledged);
         self.client
-            .send(call, "InferenceServing.acknowledgeTEESigner")
+            .send_outcome(call, "InferenceServing.acknowledgeTEESigner")
             .await
-            .map(|r| outcome(&r))
     }
 
     /// Customer: revokes one session-token id.
     pub async fn revoke_token(&self, provider: Address, token_id: u8) -> Result<TxOutcome> {
         let call = self.contract.revokeToken(provider, token_id);
         self.client
-            .send(call, "InferenceServing.revokeToken")
+            .send_outcome(call, "InferenceServing.revokeToken")
             .await
-            .map(|r| outcome(&r))
     }
 
     /// Customer: revokes all session tokens (bumps the generation).
     pub async fn revoke_all_tokens(&self, provider: Address) -> Result<TxOutcome> {
         let call = self.contract.revokeAllTokens(provider);
         self.client
-            .send(call, "InferenceServing.revokeAllTokens")
+            .send_outcome(call, "InferenceServing.revokeAllTokens")
             .await
-            .map(|r| outcome(&r))
     }
 
     /// What `settleFeesWithTEE` would do with `items`, without sending anything.

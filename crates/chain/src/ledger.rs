@@ -3,7 +3,6 @@
 use crate::{
     Amount, Client, Error, LedgerInfo, Result, ServiceInfo, ServiceKind, TxOutcome,
     bindings::LedgerManager::{self, LedgerManagerInstance},
-    client::outcome,
 };
 use alloy::{primitives::Address, providers::DynProvider};
 
@@ -42,36 +41,28 @@ impl<'a> Ledger<'a> {
             .contract
             .addLedger(additional_info.to_owned())
             .value(amount.0);
-        self.client
-            .send(call, "LedgerManager.addLedger")
-            .await
-            .map(|r| outcome(&r))
+        self.client.send_outcome(call, "LedgerManager.addLedger").await
     }
 
     /// Adds funds to the sender's ledger.
     pub async fn deposit(&self, amount: Amount) -> Result<TxOutcome> {
         let call = self.contract.depositFund().value(amount.0);
-        self.client
-            .send(call, "LedgerManager.depositFund")
-            .await
-            .map(|r| outcome(&r))
+        self.client.send_outcome(call, "LedgerManager.depositFund").await
     }
 
     /// Adds funds to someone else's ledger (creating it if needed).
     pub async fn deposit_for(&self, recipient: Address, amount: Amount) -> Result<TxOutcome> {
         let call = self.contract.depositFundFor(recipient).value(amount.0);
         self.client
-            .send(call, "LedgerManager.depositFundFor")
+            .send_outcome(call, "LedgerManager.depositFundFor")
             .await
-            .map(|r| outcome(&r))
     }
 
     /// Withdraws available funds to the sender's wallet.
     pub async fn refund(&self, amount: Amount) -> Result<TxOutcome> {
         self.client
-            .send(self.contract.refund(amount.0), "LedgerManager.refund")
+            .send_outcome(self.contract.refund(amount.0), "LedgerManager.refund")
             .await
-            .map(|r| outcome(&r))
     }
 
     /// Moves funds from the sender's ledger into a provider sub-account of `service`.
@@ -84,10 +75,7 @@ impl<'a> Ledger<'a> {
         let call = self
             .contract
             .transferFund(provider, service.full_name().to_owned(), amount.0);
-        self.client
-            .send(call, "LedgerManager.transferFund")
-            .await
-            .map(|r| outcome(&r))
+        self.client.send_outcome(call, "LedgerManager.transferFund").await
     }
 
     /// Requests refunds from providers' sub-accounts and collects the matured ones back into the ledger.
@@ -95,10 +83,7 @@ impl<'a> Ledger<'a> {
         let call = self
             .contract
             .retrieveFund(providers, service.full_name().to_owned());
-        self.client
-            .send(call, "LedgerManager.retrieveFund")
-            .await
-            .map(|r| outcome(&r))
+        self.client.send_outcome(call, "LedgerManager.retrieveFund").await
     }
 
     /// The LedgerManager's owner (who registers serving contracts).
@@ -125,17 +110,15 @@ impl<'a> Ledger<'a> {
             description.to_owned(),
         );
         self.client
-            .send(call, "LedgerManager.registerService")
+            .send_outcome(call, "LedgerManager.registerService")
             .await
-            .map(|r| outcome(&r))
     }
 
     /// Closes the sender's ledger, returning what is left.
     pub async fn delete_ledger(&self) -> Result<TxOutcome> {
         self.client
-            .send(self.contract.deleteLedger(), "LedgerManager.deleteLedger")
+            .send_outcome(self.contract.deleteLedger(), "LedgerManager.deleteLedger")
             .await
-            .map(|r| outcome(&r))
     }
 
     /// Providers the customer has sub-accounts with, for one service.

@@ -244,6 +244,15 @@ impl Client {
         &self,
         provider: Address,
     ) -> Result<Option<(ProviderVerification, TxOutcome)>> {
+        if self.acknowledged(provider).await? {
+            return Ok(None);
+        }
+        self.acknowledge_provider(provider).await.map(Some)
+    }
+
+    /// Whether this customer's sub-account with `provider` acknowledges its *current* TEE signer on chain
+    /// (`Account.acknowledged`; false without a sub-account).
+    pub async fn acknowledged(&self, provider: Address) -> Result<bool> {
         let acct = self
             .0
             .chain
@@ -251,10 +260,7 @@ impl Client {
             .get_account(self.address(), provider)
             .await
             .map_err(Error::chain("getAccount"))?;
-        if acct.is_some_and(|a| a.acknowledged) {
-            return Ok(None);
-        }
-        self.acknowledge_provider(provider).await.map(Some)
+        Ok(acct.is_some_and(|a| a.acknowledged))
     }
 
     /// The customer's balance with a provider: on-chain sub-account, and the amounts owed and paid.

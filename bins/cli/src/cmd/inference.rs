@@ -517,12 +517,7 @@ impl GetSecretArgs {
         }
         let client = self.client.client().await?;
         if self.no_acknowledge {
-            let acct = client
-                .chain()
-                .inference()
-                .get_account(client.address(), self.provider)
-                .await?;
-            if !acct.is_some_and(|a| a.acknowledged) {
+            if !client.acknowledged(self.provider).await? {
                 anyhow::bail!(
                     "you have not acknowledged {}'s TEE signer, so it refuses session tokens: run `zg inference \
                      acknowledge-provider --provider {}` (or drop --no-acknowledge)",
