@@ -6,6 +6,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         "zg/v1/common.proto",
         "zg/v1/provider.proto",
         "zg/v1/finetune.proto",
+        "zg/v1/adapters.proto",
     ];
     let descriptors = protox::compile(files, [proto_root])?;
     tonic_prost_build::configure()

@@ -15,7 +15,7 @@
 //! ```
 #![cfg_attr(not(test), warn(unused_crate_dependencies))]
 
-/// Package `zg.v1`: messages, the `Provider` and `FineTuning` service clients and servers.
+/// Package `zg.v1`: messages, the `Provider`, `FineTuning` and `Adapters` service clients and servers.
 pub mod v1 {
     #![allow(
         missing_docs,
