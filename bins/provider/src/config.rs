@@ -114,6 +114,24 @@ quotes_per_minute = 12
 # Never-expiring 0G session tokens (API keys, expiresAt = 0) older than this are refused: 0G tokens carry no
 # chain id, so an old one is the most likely to be replayed from another deployment.
 max_unexpiring_token_age_days = 90
+
+[adapters]
+# LoRA adapters handed over by fine-tuning brokers (gRPC zg.v1.Adapters, served to their owner as "ft-…" models).
+# A broker must show TEE evidence that passes this policy, bound to the provider's nonce, whose signer is its
+# FineTuningServing teeSignerAddress. The default policy accepts nobody: configure an allow-list (images,
+# allowed_compose_hashes, allowed_app_ids) and DCAP collateral, inline below or in a file.
+# policy_file = "./broker-policy.toml"      (--adapters-policy, ZG_PROVIDER_ADAPTERS_POLICY)
+# collateral_file = "./collateral.json"     (--adapters-collateral, ZG_PROVIDER_ADAPTERS_COLLATERAL)
+# Largest adapter package in bytes (--adapters-max-bytes); a rank-64 adapter of a 7B model is ~160 MiB.
+max_package_bytes = 268435456
+# Longest one deployment may take (head to answer).
+deploy_timeout_secs = 300
+# DEVNET / DEMO ONLY: accept brokers running the SIMULATED TEE (no hardware attests them) and any image.
+# (--adapters-dangerous-allow-simulated, --adapters-dangerous-any-image; logged loudly at start.)
+# dangerous_allow_simulated = false
+# dangerous_any_image = false
+# [adapters.policy]                         (inline instead of policy_file; zg-attestation's policy keys)
+# allowed_compose_hashes = ["…"]
 "#;
 
 #[derive(Debug, Default, Deserialize)]
@@ -127,6 +145,75 @@ struct FileConfig {
     tee: TeeFile,
     settlement: SettlementFile,
     limits: LimitsFile,
+    adapters: AdaptersFile,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+struct AdaptersFile {
+    policy_file: Option<PathBuf>,
+    policy: Option<zg_attestation::AttestationPolicy>,
+    collateral_file: Option<PathBuf>,
+    max_package_bytes: Option<u64>,
+    deploy_timeout_secs: Option<u64>,
+    dangerous_allow_simulated: Option<bool>,
+    dangerous_any_image: Option<bool>,
+}
+
+fn adapter_settings(args: &RunArgs, file: AdaptersFile) -> Result<crate::adapters::AdapterSettings> {
+    let policy_file = args.adapters_policy.clone().or(file.policy_file);
+    let mut policy = match (policy_file, file.policy) {
+        (Some(p), Some(_)) => {
+            return Err(Error::Config {
+                field: "adapters.policy",
+                value: p.display().to_string(),
+                fix: "give the brokers' policy either as adapters.policy_file (--adapters-policy) or inline as \
+                      [adapters.policy], not both"
+                    .into(),
+            });
+        }
+        (Some(p), None) => zg_attestation::AttestationPolicy::from_file(&p).map_err(|e| Error::Config {
+            field: "adapters.policy_file",
+            value: p.display().to_string(),
+            fix: format!("{e}"),
+        })?,
+        (None, Some(inline)) => inline,
+        (None, None) => zg_attestation::AttestationPolicy::default(),
+    };
+    if args.adapters_dangerous_allow_simulated || file.dangerous_allow_simulated == Some(true) {
+        policy.dangerous_allow_simulated = true;
+    }
+    if args.adapters_dangerous_any_image || file.dangerous_any_image == Some(true) {
+        policy.dangerous_any_image = true;
+    }
+    let collateral = match args.adapters_collateral.clone().or(file.collateral_file) {
+        Some(p) => Some(zg_attestation::Collateral::from_file(&p).map_err(|e| Error::Config {
+            field: "adapters.collateral_file",
+            value: p.display().to_string(),
+            fix: format!("{e}"),
+        })?),
+        None => None,
+    };
+    let d = crate::adapters::AdapterSettings::default();
+    let max_package_bytes = args
+        .adapters_max_bytes
+        .or(file.max_package_bytes)
+        .unwrap_or(d.max_package_bytes);
+    if max_package_bytes == 0 {
+        return Err(Error::Config {
+            field: "adapters.max_package_bytes",
+            value: "0".into(),
+            fix: "use at least a few MiB (--adapters-max-bytes); 0 would refuse every adapter".into(),
+        });
+    }
+    Ok(crate::adapters::AdapterSettings {
+        policy: zg_adapters::PeerPolicy { policy, collateral },
+        max_package_bytes,
+        deploy_timeout: file
+            .deploy_timeout_secs
+            .map(Duration::from_secs)
+            .unwrap_or(d.deploy_timeout),
+    })
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -339,6 +426,21 @@ pub struct RunArgs {
     /// Seconds a customer's on-chain account is cached (milliseconds precision via the config file).
     #[arg(long, env = "ZG_PROVIDER_ACCOUNT_TTL_MS")]
     pub account_ttl_ms: Option<u64>,
+    /// Attestation policy (TOML or JSON, zg-attestation's keys) fine-tuning brokers must pass to deploy adapters.
+    #[arg(long, env = "ZG_PROVIDER_ADAPTERS_POLICY")]
+    pub adapters_policy: Option<PathBuf>,
+    /// DCAP collateral (JSON) to verify brokers' TDX quotes with.
+    #[arg(long, env = "ZG_PROVIDER_ADAPTERS_COLLATERAL")]
+    pub adapters_collateral: Option<PathBuf>,
+    /// Largest adapter package accepted, in bytes (default 256 MiB).
+    #[arg(long, env = "ZG_PROVIDER_ADAPTERS_MAX_BYTES")]
+    pub adapters_max_bytes: Option<u64>,
+    /// DEVNET / DEMO ONLY: accept adapters from brokers running the SIMULATED TEE (no hardware attests them).
+    #[arg(long, env = "ZG_PROVIDER_ADAPTERS_DANGEROUS_ALLOW_SIMULATED")]
+    pub adapters_dangerous_allow_simulated: bool,
+    /// DEVNET / DEMO ONLY: accept brokers whatever image and application they run (no allow-list).
+    #[arg(long, env = "ZG_PROVIDER_ADAPTERS_DANGEROUS_ANY_IMAGE")]
+    pub adapters_dangerous_any_image: bool,
 }
 
 /// Fully resolved settings. `Debug` prints `<redacted>` for the provider key and the upstream key.
@@ -406,6 +508,8 @@ pub struct Settings {
     pub settle_threshold: U256,
     /// Connection, time and rate limits.
     pub limits: Limits,
+    /// Adapter deployment: the brokers' attestation policy and the bounds.
+    pub adapters: crate::adapters::AdapterSettings,
 }
 
 impl std::fmt::Debug for Settings {
@@ -442,6 +546,7 @@ impl std::fmt::Debug for Settings {
             .field("settle_interval", &self.settle_interval)
             .field("settle_threshold", &self.settle_threshold)
             .field("limits", &self.limits)
+            .field("adapters", &self.adapters)
             .finish()
     }
 }
@@ -513,6 +618,7 @@ impl Settings {
             None => FileConfig::default(),
         };
         let key = provider_key(&args, &file.chain)?;
+        let adapters = adapter_settings(&args, file.adapters)?;
         let upstream = args
             .upstream
             .or(file.upstream.url)
@@ -677,6 +783,7 @@ impl Settings {
                     .unwrap_or_else(|| "1000000000000000".into()),
             )?,
             limits: file.limits.resolve()?,
+            adapters,
         })
     }
 }

@@ -31,6 +31,7 @@ use zg_billing::{
     upstream_body, usage_from_json,
 };
 
+use crate::adapters::AdapterRegistry;
 use crate::error::{Error, Result};
 use crate::metrics::Metrics;
 use crate::tee::Tee;
@@ -254,6 +255,8 @@ struct Inner {
     quote_slots: Arc<Semaphore>,
     limiter: Arc<Semaphore>,
     metrics: Arc<Metrics>,
+    /// LoRA adapters deployed here (`ft-…` models), each served to its owner only.
+    adapters: AdapterRegistry,
 }
 
 /// The provider's shared state. Cheap to clone.
@@ -366,6 +369,7 @@ impl Provider {
             quote_slots: Arc::new(Semaphore::new(2)),
             limiter,
             metrics,
+            adapters: AdapterRegistry::default(),
         }))
     }
 
@@ -397,6 +401,45 @@ impl Provider {
     /// The upstream.
     pub fn upstream(&self) -> &Upstream {
         &self.0.upstream
+    }
+
+    /// The LoRA adapters served (see [`crate::adapters`]).
+    pub fn adapters(&self) -> &AdapterRegistry {
+        &self.0.adapters
+    }
+
+    /// The adapter a request body names (`"model": "ft-…"`), for `user`: `None` for any other model (the base
+    /// serves it); an unknown adapter is refused with 404 `model_not_found`, another customer's with 403
+    /// `adapter_not_owned`. Both before admission and the upstream: nothing is reserved, billed or generated.
+    pub fn adapter_for(&self, body: &[u8], user: Address) -> Result<Option<String>> {
+        #[derive(serde::Deserialize)]
+        struct ModelField {
+            #[serde(default)]
+            model: Option<String>,
+        }
+        let Some(model) = serde_json::from_slice::<ModelField>(body)
+            .ok()
+            .and_then(|m| m.model)
+            .filter(|m| zg_adapters::is_adapter_name(m))
+        else {
+            return Ok(None);
+        };
+        match self.0.adapters.get(&model) {
+            None => Err(Error::Adapter {
+                code: "model_not_found",
+                status: axum::http::StatusCode::NOT_FOUND,
+                message: format!(
+                    "model {:?} is not served here (no adapter of that name)",
+                    model.chars().take(zg_adapters::MAX_NAME_LEN).collect::<String>()
+                ),
+            }),
+            Some(d) if d.owner != user => Err(Error::Adapter {
+                code: "adapter_not_owned",
+                status: axum::http::StatusCode::FORBIDDEN,
+                message: format!("adapter {model} is served to its owner only, and {user} is not its owner"),
+            }),
+            Some(_) => Ok(Some(model)),
+        }
     }
 
     /// Makes sure the ledger has a fresh copy of the customer's on-chain account: the cached one while younger
@@ -608,6 +651,10 @@ impl Provider {
             Authorized::Native(v) => v.request().user,
             Authorized::Session(token) => token.user(),
         };
+        // An adapter is served to its owner only; the receipt names the model that served.
+        let model = self
+            .adapter_for(&body, user)?
+            .unwrap_or_else(|| self.0.config.model.clone());
         let admission = match admit().await {
             // The official SDK funds (or acknowledges) right before it sends: read the chain once more.
             Err(
@@ -659,7 +706,7 @@ impl Provider {
                     .take()
                     .ok_or_else(|| Error::BadRequest("admission lost".into()))?;
                 let receipt = self
-                    .finish(admission, key.clone(), request_hash, sha(&bytes), usage)
+                    .finish(admission, key.clone(), request_hash, sha(&bytes), usage, model)
                     .await?;
                 self.0.metrics.request(route.label(), up.status);
                 drop(guard);
@@ -677,7 +724,7 @@ impl Provider {
             UpBody::Stream(stream) => {
                 let (tx, rx) = mpsc::channel::<StreamItem>(16);
                 let p = self.clone();
-                tokio::spawn(p.relay(stream, tx, guard, route, key.clone(), request_hash));
+                tokio::spawn(p.relay(stream, tx, guard, route, key.clone(), request_hash, model));
                 Ok(Exchange {
                     status: up.status,
                     content_type: up.content_type,
@@ -701,6 +748,7 @@ impl Provider {
         route: Route,
         key: String,
         request_hash: B256,
+        model: String,
     ) {
         let idle = self.0.config.upstream_timeout;
         let mut hasher = Sha256::new();
@@ -750,7 +798,7 @@ impl Provider {
         let response_hash = B256::from(<[u8; 32]>::from(hasher.finalize()));
         let Some(admission) = guard.take() else { return };
         match self
-            .finish(admission, key, request_hash, response_hash, usage.finish())
+            .finish(admission, key, request_hash, response_hash, usage.finish(), model)
             .await
         {
             Ok(r) if drain_until.is_none() => {
@@ -780,6 +828,7 @@ impl Provider {
         request_hash: B256,
         response_hash: B256,
         usage: Option<Usage>,
+        model: String,
     ) -> Result<ReceiptJson> {
         let keys = self.0.tee.keys();
         let fee = match self.0.meter.charge(usage) {
@@ -803,7 +852,7 @@ impl Provider {
         let signed = keys.response.sign(Receipt {
             request_hash,
             response_hash,
-            model: self.0.config.model.clone(),
+            model: model.clone(),
             usage: usage.unwrap_or_default(),
             fee,
             nonce,
@@ -812,7 +861,7 @@ impl Provider {
             key: key.clone(),
             request_hash,
             response_hash,
-            model: self.0.config.model.clone(),
+            model: model.clone(),
             usage: UsageJson {
                 prompt_tokens: usage.map(|u| u.prompt_tokens).unwrap_or(0),
                 completion_tokens: usage.map(|u| u.completion_tokens).unwrap_or(0),
@@ -834,7 +883,7 @@ impl Provider {
         let completion = Completion {
             request_hash,
             response_hash,
-            model: self.0.config.model.clone(),
+            model,
             usage,
             fee,
             receipt_signature: signed.signature.to_vec(),
@@ -861,19 +910,42 @@ impl Provider {
 
     /// `GET /v1/proxy/models`: authenticated (a session token, or a native envelope whose signer has an
     /// account: a key anyone can make is not enough), not billed; a native envelope's nonce is not consumed.
+    ///
+    /// The list names the caller's own adapters and no one else's (an upstream such as vLLM lists every LoRA it
+    /// loaded: other customers' entries are dropped).
     pub async fn models(&self, creds: &Credentials) -> Result<(u16, String, Bytes)> {
-        if let Some(env) = creds.zg_request.as_deref() {
-            self.authenticate_native(env).await?;
+        let user = if let Some(env) = creds.zg_request.as_deref() {
+            self.authenticate_native(env).await?.request().user
         } else {
             let auth = creds.authorization.as_deref().ok_or(Error::NoCredentials)?;
-            self.authenticate(auth).await?;
-        }
+            self.authenticate(auth).await?.user()
+        };
         let up = self.0.upstream.send(Route::Models, Bytes::new()).await?;
         let bytes = match up.body {
             UpBody::Full(b) => b,
             UpBody::Stream(_) => Bytes::new(),
         };
-        Ok((up.status, up.content_type, bytes))
+        if !(200..300).contains(&up.status) {
+            return Ok((up.status, up.content_type, bytes));
+        }
+        let Ok(mut list) = serde_json::from_slice::<serde_json::Value>(&bytes) else {
+            return Ok((up.status, up.content_type, bytes));
+        };
+        let own = self.0.adapters.owned_by(user);
+        if let Some(data) = list.get_mut("data").and_then(|d| d.as_array_mut()) {
+            data.retain(|m| {
+                m.get("id")
+                    .and_then(|i| i.as_str())
+                    .is_none_or(|id| !zg_adapters::is_adapter_name(id) || own.iter().any(|d| d.name == id))
+            });
+            for d in &own {
+                if !data.iter().any(|m| m.get("id").and_then(|i| i.as_str()) == Some(d.name.as_str())) {
+                    data.push(serde_json::json!({"id": d.name, "object": "model", "created": d.deployed_at,
+                        "owned_by": d.owner.to_checksum(None), "parent": d.base_model}));
+                }
+            }
+        }
+        Ok((up.status, "application/json".into(), Bytes::from(list.to_string())))
     }
 
     /// Takes one fresh-quote token of `peer` (a token bucket of [`Limits::quote_burst`], refilled at

@@ -100,6 +100,20 @@ pub enum Error {
         #[source]
         source: std::io::Error,
     },
+    /// An adapter operation was refused, or a request named an adapter it may not use: `code` names the
+    /// problem (`adapter_not_owned`, `model_not_found`, `peer_attestation_refused`, `provider_nonce_unknown`,
+    /// ...; see bins/provider/README.md "Adapters"), `status` is the HTTP status it maps to (403, 404, 400, 412,
+    /// 413, 408, 503).
+    #[error("{message}")]
+    Adapter {
+        /// Stable machine-readable code (HTTP `error.type`, gRPC `zg-error-type`).
+        code: &'static str,
+        /// HTTP status (gRPC: 403 PermissionDenied, 404 NotFound, 400/413 InvalidArgument, 412
+        /// FailedPrecondition, 408 DeadlineExceeded, 503 Unavailable, 429 ResourceExhausted).
+        status: StatusCode,
+        /// What was wrong and what to do.
+        message: String,
+    },
     /// A configuration value is unusable.
     #[error("invalid config `{field}` = {value:?}: {fix}")]
     Config {
@@ -152,6 +166,7 @@ impl Error {
             Error::Upstream { .. } => StatusCode::BAD_GATEWAY,
             Error::UpstreamTimeout { .. } => StatusCode::GATEWAY_TIMEOUT,
             Error::Chain { .. } => StatusCode::SERVICE_UNAVAILABLE,
+            Error::Adapter { status, .. } => *status,
             Error::Attestation(_) | Error::Io { .. } | Error::Config { .. } => {
                 StatusCode::INTERNAL_SERVER_ERROR
             }
@@ -166,6 +181,7 @@ impl Error {
                 return "tee_signer_not_acknowledged";
             }
             Error::RateLimited { .. } => return "rate_limited",
+            Error::Adapter { code, .. } => return code,
             Error::BodyTooLarge { .. } => return "body_too_large",
             Error::BodyTimeout { .. } => return "body_timeout",
             _ => {}
@@ -223,7 +239,9 @@ impl From<Error> for tonic::Status {
             StatusCode::PAYMENT_REQUIRED | StatusCode::CONFLICT => Code::FailedPrecondition,
             StatusCode::FORBIDDEN => Code::PermissionDenied,
             StatusCode::TOO_MANY_REQUESTS => Code::ResourceExhausted,
-            StatusCode::BAD_REQUEST => Code::InvalidArgument,
+            StatusCode::BAD_REQUEST | StatusCode::PAYLOAD_TOO_LARGE => Code::InvalidArgument,
+            StatusCode::PRECONDITION_FAILED => Code::FailedPrecondition,
+            StatusCode::REQUEST_TIMEOUT => Code::DeadlineExceeded,
             StatusCode::NOT_FOUND => Code::NotFound,
             StatusCode::BAD_GATEWAY | StatusCode::SERVICE_UNAVAILABLE => Code::Unavailable,
             StatusCode::GATEWAY_TIMEOUT => Code::DeadlineExceeded,

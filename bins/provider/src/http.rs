@@ -200,6 +200,9 @@ pub fn router(state: Provider) -> Router {
         .route("/v1/attestation", get(attestation))
         .route("/v1/user/{addr}/unsettledfee", get(unsettled_fee))
         .route("/v1/service", get(service))
+        .route("/v1/lora/adapters", get(lora_list))
+        .route("/v1/lora/adapters/deploy", post(lora_deploy))
+        .route("/v1/lora/adapters/{name}", get(lora_status))
         .route("/healthz", get(|| async { "ok" }))
         .route("/metrics", get(metrics))
         .layer(DefaultBodyLimit::max(MAX_BODY))
@@ -470,4 +473,105 @@ async fn metrics(State(s): State<Provider>) -> Response {
     });
     let text = s.metrics().render(now_ms() / 1000, total, unsettled.len());
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], text).into_response()
+}
+
+/// Largest body of `POST /v1/lora/adapters/deploy` (`{"taskId", "baseModel"}` or `{"adapterName"}`).
+const MAX_LORA_BODY: usize = 16 * 1024;
+
+/// The session token's customer (the 0G SDK's LoRA calls send `Authorization: Bearer app-sk-…`).
+async fn lora_user(s: &Provider, headers: &HeaderMap) -> Result<alloy_primitives::Address, Error> {
+    let auth = credentials(headers).authorization.ok_or(Error::NoCredentials)?;
+    Ok(s.authenticate(&auth).await?.user())
+}
+
+fn lora_not_found(name: &str) -> Response {
+    Error::Adapter {
+        code: "model_not_found",
+        status: StatusCode::NOT_FOUND,
+        message: format!(
+            "no adapter {:?} of yours is deployed here",
+            name.chars().take(zg_adapters::MAX_NAME_LEN).collect::<String>()
+        ),
+    }
+    .into_response()
+}
+
+/// `GET /v1/lora/adapters` (0G SDK `listAdapters`): the caller's adapters only.
+async fn lora_list(State(s): State<Provider>, headers: HeaderMap) -> Response {
+    match lora_user(&s, &headers).await {
+        Ok(user) => {
+            let adapters: Vec<_> = s
+                .adapters()
+                .owned_by(user)
+                .iter()
+                .map(crate::adapters::Deployment::zerog_json)
+                .collect();
+            Json(json!({ "adapters": adapters })).into_response()
+        }
+        Err(e) => e.into_response(),
+    }
+}
+
+/// `GET /v1/lora/adapters/{name}` (0G SDK `getAdapterStatus`): `state: "active"` for the caller's own adapter,
+/// 404 otherwise (another customer's adapter is not revealed).
+async fn lora_status(State(s): State<Provider>, Path(name): Path<String>, headers: HeaderMap) -> Response {
+    let user = match lora_user(&s, &headers).await {
+        Ok(u) => u,
+        Err(e) => return e.into_response(),
+    };
+    match s.adapters().get(&name) {
+        Some(d) if d.owner == user => Json(d.zerog_json()).into_response(),
+        _ => lora_not_found(&name),
+    }
+}
+
+/// `POST /v1/lora/adapters/deploy` (0G SDK `deployAdapter`): here an adapter arrives from the fine-tuning
+/// broker over gRPC (mutual attestation), never from the customer. The SDK's call is answered with 0G's
+/// "already deployed" message when the caller's adapter is active, else with 412 `deploy_through_broker`
+/// naming the command that deploys it. The body is bounded before the token is checked, and read after.
+async fn lora_deploy(State(s): State<Provider>, headers: HeaderMap, body: Body) -> Response {
+    let r = async {
+        let announced = headers
+            .get(header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse::<u64>().ok());
+        if announced.is_some_and(|n| n > MAX_LORA_BODY as u64) {
+            return Err(Error::BodyTooLarge { limit: MAX_LORA_BODY });
+        }
+        let user = lora_user(&s, &headers).await?;
+        let bytes = read_body(body, MAX_LORA_BODY, s.config().limits.body_timeout).await?;
+        let v: serde_json::Value = serde_json::from_slice(&bytes)
+            .map_err(|e| Error::BadRequest(format!("body is not JSON: {e}")))?;
+        let field = |k: &str| v.get(k).and_then(|x| x.as_str()).map(str::to_owned);
+        let name = match (field("adapterName"), field("taskId"), field("baseModel")) {
+            (Some(n), _, _) => n,
+            (None, Some(task), Some(base)) => zg_adapters::adapter_name(&base, &task),
+            _ => {
+                return Err(Error::BadRequest(
+                    "give adapterName, or taskId and baseModel".into(),
+                ));
+            }
+        };
+        match s.adapters().get(&name) {
+            Some(d) if d.owner == user => Ok(Json(json!({
+                "message": "Adapter is already deployed and active!",
+                "adapterName": d.name,
+                "state": crate::adapters::STATE_ACTIVE,
+            }))
+            .into_response()),
+            _ => Err(Error::Adapter {
+                code: "deploy_through_broker",
+                status: StatusCode::PRECONDITION_FAILED,
+                message: format!(
+                    "adapter {:?} is not deployed here. Adapters reach this provider from the fine-tuning provider \
+                     that trained them, over attested gRPC: ask it with `zg fine-tuning deploy-adapter \
+                     --provider <fine-tuning provider> --task-id <task id>` for this inference provider ({})",
+                    name.chars().take(zg_adapters::MAX_NAME_LEN).collect::<String>(),
+                    s.address().to_checksum(None)
+                ),
+            }),
+        }
+    }
+    .await;
+    r.unwrap_or_else(IntoResponse::into_response)
 }

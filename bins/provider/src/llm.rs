@@ -385,8 +385,16 @@ fn run(
         .pointer("/stream_options/include_usage")
         .and_then(Value::as_bool)
         == Some(true);
+    // A deployed LoRA adapter (`ft-…`, attached with `Model::add_adapter`) serves a request naming it; the core
+    // let only its owner through. Any other model name is the base.
+    let adapter = req
+        .get("model")
+        .and_then(Value::as_str)
+        .filter(|m| zg_adapters::is_adapter_name(m))
+        .map(str::to_owned);
+    let id: &str = adapter.as_deref().unwrap_or(id);
     let gen_req = GenerateRequest {
-        model: None,
+        model: adapter.clone(),
         prompt,
         params,
     };

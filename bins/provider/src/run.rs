@@ -207,6 +207,29 @@ pub async fn start(s: Settings) -> Result<Running> {
         Arc::new(adapter.clone()),
         Arc::clone(&metrics),
     );
+    // Adapters deployed before a restart are served again; a broken one is logged and skipped.
+    let adapters_served = crate::adapters::load_persisted(&core, &s.data_dir).await;
+    if adapters_served > 0 {
+        tracing::info!(adapters = adapters_served, "LoRA adapters loaded");
+    }
+    let policy = &s.adapters.policy.policy;
+    if policy.dangerous_allow_simulated || policy.dangerous_any_image {
+        tracing::warn!(
+            "\n!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!\n\
+             !!  ADAPTER DEPLOYMENT ACCEPTS {}{}{} brokers.   !!\n\
+             !!  Devnet / demo only: an unattested broker can hand this provider adapters. !!\n\
+             !!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!",
+            if policy.dangerous_allow_simulated { "SIMULATED-TEE" } else { "" },
+            if policy.dangerous_allow_simulated && policy.dangerous_any_image { " and " } else { "" },
+            if policy.dangerous_any_image { "ANY-IMAGE" } else { "" },
+        );
+    }
+    let adapter_svc = crate::adapters::adapter_service(
+        core.clone(),
+        client.clone(),
+        s.data_dir.clone(),
+        s.adapters.clone(),
+    );
     let owner_ack_watch = (client.clone(), provider);
     let settler = Arc::new(Settler::new(
         ledger,
@@ -265,6 +288,7 @@ pub async fn start(s: Settings) -> Result<Running> {
         };
         if let Err(e) = tonic::transport::Server::builder()
             .add_service(svc)
+            .add_service(adapter_svc)
             .serve_with_incoming_shutdown(incoming, stop)
             .await
         {

@@ -350,6 +350,35 @@ impl Tee {
         self.keys.settlement.address()
     }
 
+    /// The settlement key as zg-adapters takes it; built for one use and dropped (never stored elsewhere,
+    /// never logged).
+    fn settlement_key(&self) -> std::result::Result<k256::ecdsa::SigningKey, zg_adapters::Error> {
+        k256::ecdsa::SigningKey::from_slice(self.keys.settlement.to_bytes().as_slice()).map_err(|e| {
+            zg_adapters::Error::BadSignature {
+                what: "TEE settlement key",
+                reason: e.to_string(),
+            }
+        })
+    }
+
+    /// EIP-191 signature by the TEE signer (`teeSignerAddress`) over `digest` (a zg-adapters challenge): the
+    /// broker recovers from it the public key it seals the adapter to.
+    pub fn sign_adapter_digest(&self, digest: &B256) -> std::result::Result<zg_adapters::Sig65, zg_adapters::Error> {
+        zg_adapters::sign(&self.settlement_key()?, digest)
+    }
+
+    /// Opens a sealed adapter with the TEE signer's secret key (blocking: decrypts up to `max` bytes), checking
+    /// its tags are signed by `broker_signer`.
+    pub fn open_adapter(
+        &self,
+        sealed: &zg_adapters::SealedAdapter,
+        broker_signer: Address,
+        max: u64,
+    ) -> std::result::Result<zg_adapters::AdapterPackage, zg_adapters::Error> {
+        let secret = k256::SecretKey::from(self.settlement_key()?.as_nonzero_scalar());
+        sealed.open(&secret, broker_signer, max)
+    }
+
     /// `GET /v1/quote`: the 0G-layout quote document (cached at start).
     pub fn zerog_quote(&self) -> &Value {
         &self.zerog_quote

@@ -185,6 +185,56 @@ fn builtin(m: &NgramModel, route: Route, body: &[u8]) -> UpResponse {
 }
 
 impl HttpUpstream {
+    /// vLLM's runtime LoRA API: `POST {root}/load_lora_adapter {"lora_name", "lora_path"}` (`root` is the
+    /// upstream's OpenAI root, `…/v1`). vLLM must run with `--enable-lora` and
+    /// `VLLM_ALLOW_RUNTIME_LORA_UPDATING=True`, and see `lora_path` (the provider's adapter directory) on its
+    /// file system.
+    pub async fn load_lora(&self, name: &str, path: &std::path::Path) -> Result<()> {
+        let body = serde_json::json!({"lora_name": name, "lora_path": path.display().to_string()});
+        self.lora_call("load_lora_adapter", body).await
+    }
+
+    /// vLLM's `POST {root}/unload_lora_adapter {"lora_name"}`.
+    pub async fn unload_lora(&self, name: &str) -> Result<()> {
+        self.lora_call("unload_lora_adapter", serde_json::json!({"lora_name": name}))
+            .await
+    }
+
+    async fn lora_call(&self, op: &str, body: serde_json::Value) -> Result<()> {
+        let url = format!("{}/{op}", self.base);
+        let mut req = self
+            .client
+            .post(&url)
+            .header("content-type", "application/json")
+            .body(body.to_string());
+        if let Some(k) = &self.api_key {
+            req = req.bearer_auth(k);
+        }
+        let fail = |reason: String| Error::Upstream {
+            url: url.clone(),
+            reason,
+        };
+        let resp = tokio::time::timeout(self.timeout, req.send())
+            .await
+            .map_err(|_| Error::UpstreamTimeout {
+                secs: self.timeout.as_secs(),
+            })?
+            .map_err(|e| fail(e.to_string()))?;
+        let status = resp.status();
+        if status.is_success() {
+            return Ok(());
+        }
+        let text = tokio::time::timeout(Duration::from_secs(5), resp.text())
+            .await
+            .ok()
+            .and_then(|r| r.ok())
+            .unwrap_or_default();
+        Err(fail(format!(
+            "{op} answered {status}: {}",
+            text.chars().take(512).collect::<String>()
+        )))
+    }
+
     async fn send(&self, route: Route, body: Bytes) -> Result<UpResponse> {
         let url = format!("{}/{}", self.base, route.path());
         let mut req = match route {
