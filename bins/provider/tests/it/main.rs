@@ -19,3 +19,5 @@ mod attacks;
 mod owner_ack_log;
 // Issue 11: the built-in SmolLM2 upstream (real model, exact usage, blocking threads, bounded slots).
 mod smollm2;
+// Issue 11 item 4: adapters deployed over attested gRPC, served to their owner only, kept across restarts.
+mod adapters;
