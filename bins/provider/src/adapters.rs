@@ -38,8 +38,8 @@ use axum::http::StatusCode;
 use tokio::sync::Semaphore;
 use tonic::{Request, Response, Status, Streaming};
 use zg_adapters::{
-    AdapterPackage, DeployAuthorization, DeployStatement, OwnerAction, OwnerRequest, PeerPolicy, SealedAdapter,
-    SignedDeployAuthorization, adapter_name, challenge_digest, check_name, sig65, verify_peer,
+    AdapterPackage, DeployAuthorization, DeployStatement, OwnerAction, OwnerRequest, PeerPolicy,
+    SealedAdapter, SignedDeployAuthorization, adapter_name, challenge_digest, check_name, sig65, verify_peer,
 };
 use zg_attestation::{Timestamp, Verifier};
 use zg_proto::v1::adapters_server::{Adapters as AdaptersRpc, AdaptersServer};
@@ -149,7 +149,10 @@ impl AdapterRegistry {
 
     /// Number of adapters served.
     pub fn len(&self) -> usize {
-        self.0.read().unwrap_or_else(std::sync::PoisonError::into_inner).len()
+        self.0
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .len()
     }
 
     /// Whether none is served.
@@ -491,14 +494,20 @@ impl AdapterService {
         if a.broker != broker {
             return Err(denied(
                 "mismatch",
-                format!("the authorization names broker {}, the deployment {broker}", a.broker),
+                format!(
+                    "the authorization names broker {}, the deployment {broker}",
+                    a.broker
+                ),
             ));
         }
         let want = adapter_name(&checked.base_model, &a.task_id);
         if checked.name != want {
             return Err(invalid(
                 "bad_adapter_name",
-                format!("adapter_name {:?} is not {want:?} (ft-<base>-<task id prefix>)", checked.name),
+                format!(
+                    "adapter_name {:?} is not {want:?} (ft-<base>-<task id prefix>)",
+                    checked.name
+                ),
             ));
         }
         if !serves_base(&self.0.p.config().model, &checked.base_model) {
@@ -511,20 +520,29 @@ impl AdapterService {
                 ),
             ));
         }
-        let deliverable = ft.get_deliverable(a.user, broker, &a.task_id).await.map_err(|e| {
-            if e.revert().is_some() {
-                precondition(
-                    "deliverable_missing",
-                    format!("FineTuningServing has no deliverable {:?} of {} from {broker}", a.task_id, a.user),
-                )
-            } else {
-                chain_err("FineTuningServing.getDeliverable", e)
-            }
-        })?;
+        let deliverable = ft
+            .get_deliverable(a.user, broker, &a.task_id)
+            .await
+            .map_err(|e| {
+                if e.revert().is_some() {
+                    precondition(
+                        "deliverable_missing",
+                        format!(
+                            "FineTuningServing has no deliverable {:?} of {} from {broker}",
+                            a.task_id, a.user
+                        ),
+                    )
+                } else {
+                    chain_err("FineTuningServing.getDeliverable", e)
+                }
+            })?;
         if !deliverable.acknowledged {
             return Err(precondition(
                 "deliverable_not_acknowledged",
-                format!("the customer has not acknowledged deliverable {:?} on chain", a.task_id),
+                format!(
+                    "the customer has not acknowledged deliverable {:?} on chain",
+                    a.task_id
+                ),
             ));
         }
         if let Some(existing) = self.0.p.adapters().get(&checked.name)
@@ -541,10 +559,11 @@ impl AdapterService {
             wrapped_key: checked.wrapped_key.clone(),
         };
         let (svc, max) = (self.clone(), self.0.settings.max_package_bytes);
-        let package = tokio::task::spawn_blocking(move || svc.0.p.tee().open_adapter(&sealed, signer_addr, max))
-            .await
-            .map_err(blocking_failed)?
-            .map_err(refused)?;
+        let package =
+            tokio::task::spawn_blocking(move || svc.0.p.tee().open_adapter(&sealed, signer_addr, max))
+                .await
+                .map_err(blocking_failed)?
+                .map_err(refused)?;
         debug_assert_eq!(statement.adapter_name, checked.name);
         let d = Deployment {
             name: checked.name.clone(),
@@ -564,7 +583,10 @@ impl AdapterService {
             .map_err(|_| invalid("bad_request", "provider_nonce must be exactly 32 bytes"))?;
         let broker = address("broker", &h.broker)?;
         if h.broker_evidence_json.len() > MAX_EVIDENCE_BYTES {
-            return Err(invalid("bad_request", "broker_evidence_json is larger than 1 MiB"));
+            return Err(invalid(
+                "bad_request",
+                "broker_evidence_json is larger than 1 MiB",
+            ));
         }
         if h.wrapped_key.is_empty() || h.wrapped_key.len() > MAX_WRAPPED_KEY_BYTES {
             return Err(invalid("bad_request", "wrapped_key must be 1 to 1024 bytes"));
@@ -633,7 +655,8 @@ fn chain_err(op: &'static str, e: zg_chain::Error) -> Error {
 
 /// Reads exactly `len` sealed bytes from the rest of the stream (nothing more may follow).
 async fn read_sealed(stream: &mut Streaming<DeployAdapterChunk>, len: u64) -> Result<Vec<u8>> {
-    let cap = usize::try_from(len).map_err(|_| invalid("adapter_too_large", "sealed_len does not fit memory"))?;
+    let cap =
+        usize::try_from(len).map_err(|_| invalid("adapter_too_large", "sealed_len does not fit memory"))?;
     let mut buf = Vec::with_capacity(cap);
     loop {
         let m = stream
@@ -653,7 +676,12 @@ async fn read_sealed(stream: &mut Streaming<DeployAdapterChunk>, len: u64) -> Re
                 }
                 buf.extend_from_slice(&b);
             }
-            Some(_) => return Err(invalid("bad_request", "after the head only `sealed` chunks may follow")),
+            Some(_) => {
+                return Err(invalid(
+                    "bad_request",
+                    "after the head only `sealed` chunks may follow",
+                ));
+            }
         }
     }
     if buf.len() as u64 != len {
@@ -712,7 +740,10 @@ async fn activate(p: &Provider, name: &str, dir: &Path) -> Result<()> {
             .map_err(|e| invalid("adapter_refused", format!("the model refuses the adapter: {e}")))
         }
         Upstream::Http(h) => h.load_lora(name, dir).await.map_err(|e| {
-            precondition("adapter_refused", format!("the upstream refuses the adapter: {e}"))
+            precondition(
+                "adapter_refused",
+                format!("the upstream refuses the adapter: {e}"),
+            )
         }),
         Upstream::Builtin(_) => Err(precondition(
             "adapters_unsupported",
@@ -832,7 +863,9 @@ fn scan(root: &Path) -> Vec<(Deployment, PathBuf)> {
             });
         match record {
             Ok(d) => out.push((d, dir)),
-            Err(e) => tracing::warn!(dir = %dir.display(), error = %e, "adapter directory is broken; not served"),
+            Err(e) => {
+                tracing::warn!(dir = %dir.display(), error = %e, "adapter directory is broken; not served")
+            }
         }
     }
     out.sort_by(|a, b| a.0.name.cmp(&b.0.name));

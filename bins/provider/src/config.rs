@@ -187,11 +187,13 @@ fn adapter_settings(args: &RunArgs, file: AdaptersFile) -> Result<crate::adapter
         policy.dangerous_any_image = true;
     }
     let collateral = match args.adapters_collateral.clone().or(file.collateral_file) {
-        Some(p) => Some(zg_attestation::Collateral::from_file(&p).map_err(|e| Error::Config {
-            field: "adapters.collateral_file",
-            value: p.display().to_string(),
-            fix: format!("{e}"),
-        })?),
+        Some(p) => Some(
+            zg_attestation::Collateral::from_file(&p).map_err(|e| Error::Config {
+                field: "adapters.collateral_file",
+                value: p.display().to_string(),
+                fix: format!("{e}"),
+            })?,
+        ),
         None => None,
     };
     let d = crate::adapters::AdapterSettings::default();
@@ -935,6 +937,58 @@ mod tests {
         })
         .unwrap_err();
         assert!(e.to_string().contains("grpc_public_url"), "{e}");
+    }
+
+    /// `[adapters]`: the brokers' policy inline or from a file (not both), the dangerous opt-ins from the file or
+    /// the flags, the package bound; the default accepts no broker.
+    #[test]
+    fn adapters_policy_and_bounds_resolve() {
+        let s = Settings::resolve(RunArgs::default()).unwrap();
+        let p = &s.adapters.policy.policy;
+        assert!(!p.dangerous_allow_simulated && !p.dangerous_any_image && !p.has_allowlist());
+        assert_eq!(
+            s.adapters.max_package_bytes,
+            zg_adapters::DEFAULT_MAX_PACKAGE_BYTES
+        );
+        let dir = tempfile::tempdir().unwrap();
+        let c = dir.path().join("c.toml");
+        std::fs::write(
+            &c,
+            "[adapters]\nmax_package_bytes = 1048576\ndangerous_allow_simulated = true\n\
+             [adapters.policy]\nallowed_compose_hashes = [\"ab\"]\n",
+        )
+        .unwrap();
+        let s = Settings::resolve(RunArgs {
+            config: Some(c.clone()),
+            adapters_dangerous_any_image: true,
+            ..RunArgs::default()
+        })
+        .unwrap();
+        let p = &s.adapters.policy.policy;
+        assert!(p.dangerous_allow_simulated && p.dangerous_any_image);
+        assert_eq!(p.allowed_compose_hashes, vec!["ab".to_owned()]);
+        assert_eq!(s.adapters.max_package_bytes, 1 << 20);
+        let f = dir.path().join("p.toml");
+        std::fs::write(&f, "allowed_app_ids = [\"01\"]\n").unwrap();
+        let e = Settings::resolve(RunArgs {
+            config: Some(c),
+            adapters_policy: Some(f.clone()),
+            ..RunArgs::default()
+        })
+        .unwrap_err();
+        assert!(e.to_string().contains("not both"), "{e}");
+        let s = Settings::resolve(RunArgs {
+            adapters_policy: Some(f),
+            ..RunArgs::default()
+        })
+        .unwrap();
+        assert_eq!(s.adapters.policy.policy.allowed_app_ids, vec!["01".to_owned()]);
+        let e = Settings::resolve(RunArgs {
+            adapters_max_bytes: Some(0),
+            ..RunArgs::default()
+        })
+        .unwrap_err();
+        assert!(e.to_string().contains("max_package_bytes"), "{e}");
     }
 
     #[test]

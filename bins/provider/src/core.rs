@@ -724,7 +724,7 @@ impl Provider {
             UpBody::Stream(stream) => {
                 let (tx, rx) = mpsc::channel::<StreamItem>(16);
                 let p = self.clone();
-                tokio::spawn(p.relay(stream, tx, guard, route, key.clone(), request_hash, model));
+                tokio::spawn(p.relay(stream, tx, guard, route, (key.clone(), request_hash, model)));
                 Ok(Exchange {
                     status: up.status,
                     content_type: up.content_type,
@@ -746,9 +746,7 @@ impl Provider {
         tx: mpsc::Sender<StreamItem>,
         mut guard: Guard,
         route: Route,
-        key: String,
-        request_hash: B256,
-        model: String,
+        (key, request_hash, model): (String, B256, String),
     ) {
         let idle = self.0.config.upstream_timeout;
         let mut hasher = Sha256::new();
@@ -939,13 +937,22 @@ impl Provider {
                     .is_none_or(|id| !zg_adapters::is_adapter_name(id) || own.iter().any(|d| d.name == id))
             });
             for d in &own {
-                if !data.iter().any(|m| m.get("id").and_then(|i| i.as_str()) == Some(d.name.as_str())) {
-                    data.push(serde_json::json!({"id": d.name, "object": "model", "created": d.deployed_at,
-                        "owned_by": d.owner.to_checksum(None), "parent": d.base_model}));
+                if !data
+                    .iter()
+                    .any(|m| m.get("id").and_then(|i| i.as_str()) == Some(d.name.as_str()))
+                {
+                    data.push(
+                        serde_json::json!({"id": d.name, "object": "model", "created": d.deployed_at,
+                        "owned_by": d.owner.to_checksum(None), "parent": d.base_model}),
+                    );
                 }
             }
         }
-        Ok((up.status, "application/json".into(), Bytes::from(list.to_string())))
+        Ok((
+            up.status,
+            "application/json".into(),
+            Bytes::from(list.to_string()),
+        ))
     }
 
     /// Takes one fresh-quote token of `peer` (a token bucket of [`Limits::quote_burst`], refilled at

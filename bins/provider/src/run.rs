@@ -219,9 +219,21 @@ pub async fn start(s: Settings) -> Result<Running> {
              !!  ADAPTER DEPLOYMENT ACCEPTS {}{}{} brokers.   !!\n\
              !!  Devnet / demo only: an unattested broker can hand this provider adapters. !!\n\
              !!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!",
-            if policy.dangerous_allow_simulated { "SIMULATED-TEE" } else { "" },
-            if policy.dangerous_allow_simulated && policy.dangerous_any_image { " and " } else { "" },
-            if policy.dangerous_any_image { "ANY-IMAGE" } else { "" },
+            if policy.dangerous_allow_simulated {
+                "SIMULATED-TEE"
+            } else {
+                ""
+            },
+            if policy.dangerous_allow_simulated && policy.dangerous_any_image {
+                " and "
+            } else {
+                ""
+            },
+            if policy.dangerous_any_image {
+                "ANY-IMAGE"
+            } else {
+                ""
+            },
         );
     }
     let adapter_svc = crate::adapters::adapter_service(

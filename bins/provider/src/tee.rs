@@ -363,7 +363,10 @@ impl Tee {
 
     /// EIP-191 signature by the TEE signer (`teeSignerAddress`) over `digest` (a zg-adapters challenge): the
     /// broker recovers from it the public key it seals the adapter to.
-    pub fn sign_adapter_digest(&self, digest: &B256) -> std::result::Result<zg_adapters::Sig65, zg_adapters::Error> {
+    pub fn sign_adapter_digest(
+        &self,
+        digest: &B256,
+    ) -> std::result::Result<zg_adapters::Sig65, zg_adapters::Error> {
         zg_adapters::sign(&self.settlement_key()?, digest)
     }
 

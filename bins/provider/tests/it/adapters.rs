@@ -15,7 +15,9 @@ use zg_adapters::{
     AdapterPackage, DeployAuthorization, DeployStatement, OwnerAction, OwnerRequest, PeerPolicy,
     SignedDeployAuthorization, adapter_name, address_of, challenge_digest,
 };
-use zg_attestation::{AttestationPolicy, EvidenceProducer as _, KeyBinding, SimulatedTee, Timestamp, Verifier};
+use zg_attestation::{
+    AttestationPolicy, EvidenceProducer as _, KeyBinding, SimulatedTee, Timestamp, Verifier,
+};
 use zg_billing::{EthSigner, ReceiptSigner, SessionClaims, SessionToken};
 use zg_chain::{
     Amount, Devnet, DevnetConfig, FineTuningQuota, FineTuningServiceParams, PrivateKeySigner, ServiceKind,
@@ -29,7 +31,7 @@ use zg_proto::v1::{
 };
 use zg_provider::{ReceiptJson, RunArgs, Running, Settings, Upstream, now_ms};
 
-use crate::common::{fee, offline, Opts};
+use crate::common::{Opts, fee, offline};
 
 const BASE: &str = "smollm2-135m-instruct";
 
@@ -211,7 +213,13 @@ async fn challenge(g: &mut AdaptersClient<tonic::transport::Channel>, env: &Env,
         Timestamp(now_secs()),
     )
     .unwrap();
-    let digest = challenge_digest(env.chain_id, provider, env.broker.address(), &broker_nonce, &provider_nonce);
+    let digest = challenge_digest(
+        env.chain_id,
+        provider,
+        env.broker.address(),
+        &broker_nonce,
+        &provider_nonce,
+    );
     let key = zg_adapters::verify(
         "challenge",
         &digest,
@@ -288,7 +296,9 @@ fn prepare_with(
             base_model: BASE.into(),
             wrapped_key: sealed.wrapped_key.clone(),
             sealed_len: sealed.sealed.len() as u64,
-            broker_signature: zg_adapters::sign(statement_key, &statement.digest()).unwrap().to_vec(),
+            broker_signature: zg_adapters::sign(statement_key, &statement.digest())
+                .unwrap()
+                .to_vec(),
         },
         sealed: sealed.sealed,
     }
@@ -425,7 +435,11 @@ async fn anvil_adapters_deploy_only_attested_serve_only_the_owner_bill_exactly_a
     let task = "0d4c6a52-9f7e-4b1a-8c3d-2e5f6a7b8c9d";
     let unacked_task = "7e7e7e7e-0000-4b1a-8c3d-2e5f6a7b8c9d";
     let customer = env.devnet.client(Some(env.customer.clone())).await.unwrap();
-    customer.ledger().add_ledger(Amount::from_zg(10), "").await.unwrap();
+    customer
+        .ledger()
+        .add_ledger(Amount::from_zg(10), "")
+        .await
+        .unwrap();
     customer
         .ledger()
         .transfer_fund(broker, ServiceKind::FineTuning, Amount::from_zg(1))
@@ -463,7 +477,11 @@ async fn anvil_adapters_deploy_only_attested_serve_only_the_owner_bill_exactly_a
     let running = start(&env, true).await;
     // Customers pay for inference with the provider; the owner acknowledges its TEE signer.
     let owner = env.devnet.client(Some(keys[0].clone())).await.unwrap();
-    owner.inference().acknowledge_tee_signer_by_owner(provider).await.unwrap();
+    owner
+        .inference()
+        .acknowledge_tee_signer_by_owner(provider)
+        .await
+        .unwrap();
     for c in [&env.customer, &env.stranger] {
         let cl = env.devnet.client(Some(c.clone())).await.unwrap();
         if c.address() != env.customer.address() {
@@ -484,23 +502,41 @@ async fn anvil_adapters_deploy_only_attested_serve_only_the_owner_bill_exactly_a
     let ch = challenge(&mut g, &env, &running).await;
     let mut d = prepare(&env, &ch, &auth, &package);
     d.head.broker_evidence_json = env.broker.evidence_of(env.broker.signer(), [9; 32]);
-    refused(send(&mut g, &d).await, tonic::Code::PermissionDenied, "peer_attestation_refused");
+    refused(
+        send(&mut g, &d).await,
+        tonic::Code::PermissionDenied,
+        "peer_attestation_refused",
+    );
     // Evidence of a TEE whose signer is not the broker's FineTuningServing teeSignerAddress.
     let ch = challenge(&mut g, &env, &running).await;
     let mut d = prepare(&env, &ch, &auth, &package);
     let rogue = SigningKey::from_slice(&[0x66; 32]).unwrap();
-    d.head.broker_evidence_json = env.broker.evidence_of(address_of(rogue.verifying_key()), ch.provider_nonce);
-    refused(send(&mut g, &d).await, tonic::Code::PermissionDenied, "peer_attestation_refused");
+    d.head.broker_evidence_json = env
+        .broker
+        .evidence_of(address_of(rogue.verifying_key()), ch.provider_nonce);
+    refused(
+        send(&mut g, &d).await,
+        tonic::Code::PermissionDenied,
+        "peer_attestation_refused",
+    );
     // The statement signed by a key outside the TEE (the broker's wallet).
     let ch = challenge(&mut g, &env, &running).await;
     let d = prepare_with(&env, &ch, &auth, &package, &k256_of(&env.broker.wallet));
-    refused(send(&mut g, &d).await, tonic::Code::PermissionDenied, "bad_signature");
+    refused(
+        send(&mut g, &d).await,
+        tonic::Code::PermissionDenied,
+        "bad_signature",
+    );
     // Sealed bytes changed after the broker signed them.
     let ch = challenge(&mut g, &env, &running).await;
     let mut d = prepare(&env, &ch, &auth, &package);
     let mid = d.sealed.len() / 2;
     d.sealed[mid] ^= 1;
-    refused(send(&mut g, &d).await, tonic::Code::PermissionDenied, "bad_signature");
+    refused(
+        send(&mut g, &d).await,
+        tonic::Code::PermissionDenied,
+        "bad_signature",
+    );
     // A provider nonce it never issued.
     let ch = challenge(&mut g, &env, &running).await;
     let forged = Challenge {
@@ -523,7 +559,11 @@ async fn anvil_adapters_deploy_only_attested_serve_only_the_owner_bill_exactly_a
     // A deliverable the customer has not acknowledged.
     let ch = challenge(&mut g, &env, &running).await;
     refused(
-        send(&mut g, &prepare(&env, &ch, &authorize(&env, &env.customer, unacked_task), &package)).await,
+        send(
+            &mut g,
+            &prepare(&env, &ch, &authorize(&env, &env.customer, unacked_task), &package),
+        )
+        .await,
         tonic::Code::FailedPrecondition,
         "deliverable_not_acknowledged",
     );
@@ -543,15 +583,26 @@ async fn anvil_adapters_deploy_only_attested_serve_only_the_owner_bill_exactly_a
     let d = prepare(&env, &ch, &auth, &package);
     let started = std::time::Instant::now();
     let info = send(&mut g, &d).await.unwrap();
-    eprintln!("deploy of a {} byte adapter: {:?}", package.safetensors.len(), started.elapsed());
+    eprintln!(
+        "deploy of a {} byte adapter: {:?}",
+        package.safetensors.len(),
+        started.elapsed()
+    );
     assert_eq!(info.name, name);
     assert_eq!(info.owner.parse::<Address>().unwrap(), env.customer.address());
     assert_eq!((info.task_id.as_str(), info.state.as_str()), (task, "active"));
     assert_eq!(adapter_dirs(&env), vec![name.clone()]);
     let files = env.dir.path().join(zg_provider::ADAPTERS_DIR).join(&name);
-    assert_eq!(std::fs::read(files.join("adapter_model.safetensors")).unwrap(), package.safetensors);
+    assert_eq!(
+        std::fs::read(files.join("adapter_model.safetensors")).unwrap(),
+        package.safetensors
+    );
     // The same deployment again: its nonce was used.
-    refused(send(&mut g, &d).await, tonic::Code::FailedPrecondition, "provider_nonce_unknown");
+    refused(
+        send(&mut g, &d).await,
+        tonic::Code::FailedPrecondition,
+        "provider_nonce_unknown",
+    );
 
     // Served to its owner, billed at the provider's prices, and it changes the answer.
     let (status, v, receipt) = chat(&running, &session(&env.customer, provider), &name).await;
@@ -569,16 +620,35 @@ async fn anvil_adapters_deploy_only_attested_serve_only_the_owner_bill_exactly_a
     assert_ne!(adapted, plain, "the adapter must change the greedy answer");
     // The base is unchanged by the adapter next to it.
     let again = chat(&running, &session(&env.customer, provider), BASE).await;
-    assert_eq!(again.1["choices"][0]["message"]["content"].as_str().unwrap(), plain);
+    assert_eq!(
+        again.1["choices"][0]["message"]["content"].as_str().unwrap(),
+        plain
+    );
     assert_eq!(base.2.unwrap().model, BASE);
     // Another customer: 403 before anything is reserved or generated; an unknown adapter: 404.
     let owed = running.provider.ledger().unsettled_fee(env.stranger.address());
     let (status, v, receipt) = chat(&running, &session(&env.stranger, provider), &name).await;
-    assert_eq!((status, v["error"]["type"].as_str()), (403, Some("adapter_not_owned")), "{v}");
+    assert_eq!(
+        (status, v["error"]["type"].as_str()),
+        (403, Some("adapter_not_owned")),
+        "{v}"
+    );
     assert!(receipt.is_none());
-    let (status, v, _) = chat(&running, &session(&env.stranger, provider), "ft-smollm2-135m-instruct-ffffffff-fff").await;
-    assert_eq!((status, v["error"]["type"].as_str()), (404, Some("model_not_found")), "{v}");
-    assert_eq!(running.provider.ledger().unsettled_fee(env.stranger.address()), owed);
+    let (status, v, _) = chat(
+        &running,
+        &session(&env.stranger, provider),
+        "ft-smollm2-135m-instruct-ffffffff-fff",
+    )
+    .await;
+    assert_eq!(
+        (status, v["error"]["type"].as_str()),
+        (404, Some("model_not_found")),
+        "{v}"
+    );
+    assert_eq!(
+        running.provider.ledger().unsettled_fee(env.stranger.address()),
+        owed
+    );
 
     // The 0G SDK's LoRA routes: the caller's adapters only.
     let http = reqwest::Client::new();
@@ -588,14 +658,35 @@ async fn anvil_adapters_deploy_only_attested_serve_only_the_owner_bill_exactly_a
             .header("authorization", session(who, provider))
             .send()
     };
-    let mine: Value = get("/v1/lora/adapters".into(), &env.customer).await.unwrap().json().await.unwrap();
+    let mine: Value = get("/v1/lora/adapters".into(), &env.customer)
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
     assert_eq!(mine["adapters"][0]["adapterName"], name);
     assert_eq!(mine["adapters"][0]["taskId"], task);
     assert_eq!(mine["adapters"][0]["state"], "active");
-    let theirs: Value = get("/v1/lora/adapters".into(), &env.stranger).await.unwrap().json().await.unwrap();
+    let theirs: Value = get("/v1/lora/adapters".into(), &env.stranger)
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
     assert_eq!(theirs, json!({"adapters": []}));
-    assert_eq!(get(format!("/v1/lora/adapters/{name}"), &env.stranger).await.unwrap().status(), 404);
-    let st: Value = get(format!("/v1/lora/adapters/{name}"), &env.customer).await.unwrap().json().await.unwrap();
+    assert_eq!(
+        get(format!("/v1/lora/adapters/{name}"), &env.stranger)
+            .await
+            .unwrap()
+            .status(),
+        404
+    );
+    let st: Value = get(format!("/v1/lora/adapters/{name}"), &env.customer)
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
     assert_eq!(st["state"], "active");
     let deploy = |who: &PrivateKeySigner| {
         http.post(format!("{url}/v1/lora/adapters/deploy"))
@@ -609,12 +700,48 @@ async fn anvil_adapters_deploy_only_attested_serve_only_the_owner_bill_exactly_a
     assert_eq!(r.status(), 412);
     let r: Value = r.json().await.unwrap();
     assert_eq!(r["error"]["type"], "deploy_through_broker");
-    assert!(r["error"]["message"].as_str().unwrap().contains("zg fine-tuning deploy-adapter"), "{r}");
+    assert!(
+        r["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("zg fine-tuning deploy-adapter"),
+        "{r}"
+    );
 
-    // 3. A real restart keeps the adapter: same greedy answer, same owner rule.
+    // The model list names the caller's own adapters, no one else's.
+    let models = |who: &PrivateKeySigner| {
+        http.get(format!("{url}/v1/proxy/models"))
+            .header("authorization", session(who, provider))
+            .send()
+    };
+    let ids = |v: Value| -> Vec<String> {
+        v["data"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|m| m["id"].as_str().unwrap().to_owned())
+            .collect()
+    };
+    assert_eq!(
+        ids(models(&env.customer).await.unwrap().json().await.unwrap()),
+        vec![BASE.to_owned(), name.clone()]
+    );
+    assert_eq!(
+        ids(models(&env.stranger).await.unwrap().json().await.unwrap()),
+        vec![BASE.to_owned()]
+    );
+
+    // 3. A real restart keeps the adapter: same greedy answer, same owner rule. A broken adapter directory and
+    // the leftover of an interrupted deployment do not stop the start; the broken one is not served.
     running.shutdown().await;
+    let root = env.dir.path().join(zg_provider::ADAPTERS_DIR);
+    std::fs::create_dir_all(root.join("ft-broken-0000")).unwrap();
+    std::fs::write(root.join("ft-broken-0000").join("deployment.json"), b"{not json").unwrap();
+    std::fs::create_dir_all(root.join(".tmp-ft-x-1234")).unwrap();
     let running = start(&env, true).await;
     assert_eq!(running.provider.adapters().len(), 1);
+    assert!(!root.join(".tmp-ft-x-1234").exists());
+    std::fs::remove_dir_all(root.join("ft-broken-0000")).unwrap();
     let (status, v, receipt) = chat(&running, &session(&env.customer, provider), &name).await;
     assert_eq!(status, 200, "{v}");
     assert_eq!(v["choices"][0]["message"]["content"].as_str().unwrap(), adapted);
@@ -628,21 +755,53 @@ async fn anvil_adapters_deploy_only_attested_serve_only_the_owner_bill_exactly_a
         auth: owner_auth(&env, who, OwnerAction::List),
     };
     let l = g.list(list(&env.customer)).await.unwrap().into_inner().adapters;
-    assert_eq!(l.iter().map(|a| a.name.as_str()).collect::<Vec<_>>(), vec![name.as_str()]);
-    assert!(g.list(list(&env.stranger)).await.unwrap().into_inner().adapters.is_empty());
+    assert_eq!(
+        l.iter().map(|a| a.name.as_str()).collect::<Vec<_>>(),
+        vec![name.as_str()]
+    );
+    assert!(
+        g.list(list(&env.stranger))
+            .await
+            .unwrap()
+            .into_inner()
+            .adapters
+            .is_empty()
+    );
     // A list request signed by someone else than the user it names is refused.
     let mut forged = list(&env.stranger);
     forged.auth.as_mut().unwrap().user = env.customer.address().to_checksum(None);
-    assert_eq!(g.list(forged).await.unwrap_err().code(), tonic::Code::PermissionDenied);
+    assert_eq!(
+        g.list(forged).await.unwrap_err().code(),
+        tonic::Code::PermissionDenied
+    );
     let remove = |who: &PrivateKeySigner| RemoveAdapterRequest {
         auth: owner_auth(&env, who, OwnerAction::Remove(name.clone())),
         name: name.clone(),
     };
-    assert!(!g.remove(remove(&env.stranger)).await.unwrap().into_inner().removed);
-    assert_eq!(chat(&running, &session(&env.customer, provider), &name).await.0, 200);
-    assert!(g.remove(remove(&env.customer)).await.unwrap().into_inner().removed);
+    assert!(
+        !g.remove(remove(&env.stranger))
+            .await
+            .unwrap()
+            .into_inner()
+            .removed
+    );
+    assert_eq!(
+        chat(&running, &session(&env.customer, provider), &name).await.0,
+        200
+    );
+    assert!(
+        g.remove(remove(&env.customer))
+            .await
+            .unwrap()
+            .into_inner()
+            .removed
+    );
     let (status, v, _) = chat(&running, &session(&env.customer, provider), &name).await;
-    assert_eq!((status, v["error"]["type"].as_str()), (404, Some("model_not_found")), "{v}");
+    assert_eq!(
+        (status, v["error"]["type"].as_str()),
+        (404, Some("model_not_found")),
+        "{v}"
+    );
     assert!(adapter_dirs(&env).is_empty(), "{:?}", adapter_dirs(&env));
     running.shutdown().await;
 }
@@ -661,7 +820,9 @@ async fn unknown_adapter_model_is_404_before_the_upstream_and_unbilled() {
     let r = reqwest::Client::new()
         .post(format!("{}/v1/proxy/chat/completions", o.url))
         .header("authorization", &token)
-        .body(r#"{"model":"ft-fake-0d4c6a52-9f7","messages":[{"role":"user","content":"hi"}],"max_tokens":4}"#)
+        .body(
+            r#"{"model":"ft-fake-0d4c6a52-9f7","messages":[{"role":"user","content":"hi"}],"max_tokens":4}"#,
+        )
         .send()
         .await
         .unwrap();
@@ -692,24 +853,31 @@ async fn vllm_upstream_loads_and_unloads_adapters_through_its_lora_api() {
     let s2 = std::sync::Arc::clone(&seen);
     let app = axum::Router::new().route(
         "/v1/{op}",
-        post(move |axum::extract::Path(op): axum::extract::Path<String>, body: String| {
-            let seen = std::sync::Arc::clone(&s2);
-            async move {
-                let v: Value = serde_json::from_str(&body).unwrap_or(Value::Null);
-                let refuse = v["lora_name"] == "ft-refused";
-                seen.lock().unwrap().push((op, v));
-                if refuse {
-                    (axum::http::StatusCode::BAD_REQUEST, "adapter shapes do not match").into_response()
-                } else {
-                    (axum::http::StatusCode::OK, "ok").into_response()
+        post(
+            move |axum::extract::Path(op): axum::extract::Path<String>, body: String| {
+                let seen = std::sync::Arc::clone(&s2);
+                async move {
+                    let v: Value = serde_json::from_str(&body).unwrap_or(Value::Null);
+                    let refuse = v["lora_name"] == "ft-refused";
+                    seen.lock().unwrap().push((op, v));
+                    if refuse {
+                        (axum::http::StatusCode::BAD_REQUEST, "adapter shapes do not match").into_response()
+                    } else {
+                        (axum::http::StatusCode::OK, "ok").into_response()
+                    }
                 }
-            }
-        }),
+            },
+        ),
     );
     let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = l.local_addr().unwrap();
     tokio::spawn(async move { axum::serve(l, app).await.unwrap() });
-    let up = Upstream::http(&format!("http://{addr}/v1"), Some("k".into()), Duration::from_secs(5)).unwrap();
+    let up = Upstream::http(
+        &format!("http://{addr}/v1"),
+        Some("k".into()),
+        Duration::from_secs(5),
+    )
+    .unwrap();
     let Upstream::Http(h) = &up else { panic!() };
     let dir = std::path::Path::new("/data/adapters/ft-m-abc");
     h.load_lora("ft-m-abc", dir).await.unwrap();
@@ -720,9 +888,15 @@ async fn vllm_upstream_loads_and_unloads_adapters_through_its_lora_api() {
     assert_eq!(
         seen,
         vec![
-            ("load_lora_adapter".into(), json!({"lora_name": "ft-m-abc", "lora_path": "/data/adapters/ft-m-abc"})),
+            (
+                "load_lora_adapter".into(),
+                json!({"lora_name": "ft-m-abc", "lora_path": "/data/adapters/ft-m-abc"})
+            ),
             ("unload_lora_adapter".into(), json!({"lora_name": "ft-m-abc"})),
-            ("load_lora_adapter".into(), json!({"lora_name": "ft-refused", "lora_path": "/data/adapters/ft-m-abc"})),
+            (
+                "load_lora_adapter".into(),
+                json!({"lora_name": "ft-refused", "lora_path": "/data/adapters/ft-m-abc"})
+            ),
         ]
     );
 }
