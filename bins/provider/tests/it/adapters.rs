@@ -147,6 +147,11 @@ struct Env {
 }
 
 async fn start(env: &Env, allow_simulated: bool) -> Running {
+    start_with(env, allow_simulated, None).await
+}
+
+/// A provider of [`BASE`]: the built-in SmolLM2, or the OpenAI server at `upstream` (a vLLM stand-in).
+async fn start_with(env: &Env, allow_simulated: bool, upstream: Option<String>) -> Running {
     let gguf = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
         .join("../../")
         .join(zg_provider::DEFAULT_MODEL_PATH);
@@ -163,6 +168,7 @@ async fn start(env: &Env, allow_simulated: bool) -> Running {
         model: Some(BASE.into()),
         model_path: Some(gguf),
         max_streams: Some(1),
+        upstream,
         adapters_dangerous_allow_simulated: allow_simulated,
         adapters_dangerous_any_image: true,
         ..RunArgs::default()
@@ -390,8 +396,12 @@ async fn grpc(r: &Running) -> AdaptersClient<tonic::transport::Channel> {
         .unwrap()
 }
 
-#[tokio::test]
-async fn anvil_adapters_deploy_only_attested_serve_only_the_owner_bill_exactly_and_survive_restart() {
+const TASK: &str = "0d4c6a52-9f7e-4b1a-8c3d-2e5f6a7b8c9d";
+const UNACKED_TASK: &str = "7e7e7e7e-0000-4b1a-8c3d-2e5f6a7b8c9d";
+
+/// A devnet where the broker (keys[6]) registered its TEE signer in FineTuningServing and delivered two tasks to
+/// the customer (keys[4]), who acknowledged [`TASK`] only; the inference provider is `keys[provider]`.
+async fn setup(provider: usize) -> (Env, Vec<PrivateKeySigner>) {
     let devnet = Devnet::start_with(DevnetConfig {
         anvil: Some(zg_test_utils::tools::anvil()),
         ..Default::default()
@@ -402,13 +412,13 @@ async fn anvil_adapters_deploy_only_attested_serve_only_the_owner_bill_exactly_a
     let env = Env {
         chain_id: devnet.chain_id(),
         dir: tempfile::tempdir().unwrap(),
-        provider: keys[3].clone(),
+        provider: keys[provider].clone(),
         customer: keys[4].clone(),
         stranger: keys[5].clone(),
         broker: Broker::new(keys[6].clone()),
         devnet,
     };
-    let (provider, broker) = (env.provider.address(), env.broker.address());
+    let broker = env.broker.address();
     // The fine-tuning broker registers its TEE signer; the customer's task is delivered and acknowledged.
     let ft_broker = env.devnet.client(Some(env.broker.wallet.clone())).await.unwrap();
     ft_broker
@@ -432,8 +442,6 @@ async fn anvil_adapters_deploy_only_attested_serve_only_the_owner_bill_exactly_a
         )
         .await
         .unwrap();
-    let task = "0d4c6a52-9f7e-4b1a-8c3d-2e5f6a7b8c9d";
-    let unacked_task = "7e7e7e7e-0000-4b1a-8c3d-2e5f6a7b8c9d";
     let customer = env.devnet.client(Some(env.customer.clone())).await.unwrap();
     customer
         .ledger()
@@ -445,7 +453,7 @@ async fn anvil_adapters_deploy_only_attested_serve_only_the_owner_bill_exactly_a
         .transfer_fund(broker, ServiceKind::FineTuning, Amount::from_zg(1))
         .await
         .unwrap();
-    for t in [task, unacked_task] {
+    for t in [TASK, UNACKED_TASK] {
         ft_broker
             .fine_tuning()
             .add_deliverable(env.customer.address(), t, ChainBytes::from(vec![0xaa; 32]))
@@ -454,28 +462,16 @@ async fn anvil_adapters_deploy_only_attested_serve_only_the_owner_bill_exactly_a
     }
     customer
         .fine_tuning()
-        .acknowledge_deliverable(broker, task)
+        .acknowledge_deliverable(broker, TASK)
         .await
         .unwrap();
-    let name = adapter_name(BASE, task);
+    (env, keys)
+}
 
-    // 1. A provider whose policy does not allow simulated evidence refuses the (simulated) broker; nothing kept.
-    let running = start(&env, false).await;
-    let package = adapter_files(llm(&running), 1, false);
-    let mut g = grpc(&running).await;
-    let ch = challenge(&mut g, &env, &running).await;
-    let auth = authorize(&env, &env.customer, task);
-    refused(
-        send(&mut g, &prepare(&env, &ch, &auth, &package)).await,
-        tonic::Code::PermissionDenied,
-        "peer_simulated_refused",
-    );
-    assert!(adapter_dirs(&env).is_empty(), "{:?}", adapter_dirs(&env));
-    running.shutdown().await;
-
-    // 2. Simulated brokers allowed (the devnet setting): every other check still holds.
-    let running = start(&env, true).await;
-    // Customers pay for inference with the provider; the owner acknowledges its TEE signer.
+/// The owner acknowledges the provider's TEE signer; the customer and the stranger (keys[5]) fund sub-accounts
+/// with it and acknowledge it too.
+async fn fund_inference(env: &Env, keys: &[PrivateKeySigner]) {
+    let provider = env.provider.address();
     let owner = env.devnet.client(Some(keys[0].clone())).await.unwrap();
     owner
         .inference()
@@ -496,6 +492,31 @@ async fn anvil_adapters_deploy_only_attested_serve_only_the_owner_bill_exactly_a
             .await
             .unwrap();
     }
+}
+
+#[tokio::test]
+async fn anvil_adapters_deploy_only_attested_serve_only_the_owner_bill_exactly_and_survive_restart() {
+    let (env, keys) = setup(3).await;
+    let (provider, task) = (env.provider.address(), TASK);
+    let name = adapter_name(BASE, task);
+
+    // 1. A provider whose policy does not allow simulated evidence refuses the (simulated) broker; nothing kept.
+    let running = start(&env, false).await;
+    let package = adapter_files(llm(&running), 1, false);
+    let mut g = grpc(&running).await;
+    let ch = challenge(&mut g, &env, &running).await;
+    let auth = authorize(&env, &env.customer, task);
+    refused(
+        send(&mut g, &prepare(&env, &ch, &auth, &package)).await,
+        tonic::Code::PermissionDenied,
+        "peer_simulated_refused",
+    );
+    assert!(adapter_dirs(&env).is_empty(), "{:?}", adapter_dirs(&env));
+    running.shutdown().await;
+
+    // 2. Simulated brokers allowed (the devnet setting): every other check still holds.
+    let running = start(&env, true).await;
+    fund_inference(&env, &keys).await;
     let mut g = grpc(&running).await;
 
     // Evidence bound to another nonce than the provider's.
@@ -561,7 +582,7 @@ async fn anvil_adapters_deploy_only_attested_serve_only_the_owner_bill_exactly_a
     refused(
         send(
             &mut g,
-            &prepare(&env, &ch, &authorize(&env, &env.customer, unacked_task), &package),
+            &prepare(&env, &ch, &authorize(&env, &env.customer, UNACKED_TASK), &package),
         )
         .await,
         tonic::Code::FailedPrecondition,
@@ -618,6 +639,62 @@ async fn anvil_adapters_deploy_only_attested_serve_only_the_owner_bill_exactly_a
     let adapted = v["choices"][0]["message"]["content"].as_str().unwrap().to_owned();
     let plain = base.1["choices"][0]["message"]["content"].as_str().unwrap();
     assert_ne!(adapted, plain, "the adapter must change the greedy answer");
+    // The native path (signed request): the same answer, a receipt signed by the TEE over these bytes naming the
+    // adapter; another customer's signed request is refused the same way.
+    let domains = zg_billing::Domains::new(env.chain_id, env.devnet.addresses().inference);
+    let native = |who: &PrivateKeySigner, nonce: u64| {
+        let body = json!({"model": name, "messages": [{"role": "user", "content": "What is the capital of France?"}],
+                          "max_tokens": 12, "temperature": 0, "seed": 1})
+        .to_string();
+        let req = zg_billing::Request {
+            user: who.address(),
+            provider,
+            service: "chat".into(),
+            nonce: U256::from(nonce),
+            bodyHash: zg_billing::body_hash(body.as_bytes()),
+            feeCap: U256::from(10u64.pow(15)),
+        };
+        let header = domains.sign_request(&eth(who), req).unwrap().to_header();
+        let url = format!("http://{}/v1/proxy/chat/completions", running.http_addr);
+        async move {
+            let r = reqwest::Client::new()
+                .post(url)
+                .header("zg-request", header)
+                .body(body.clone())
+                .send()
+                .await
+                .unwrap();
+            let status = r.status().as_u16();
+            let receipt = r.headers().get("zg-receipt").map(|h| {
+                serde_json::from_slice::<ReceiptJson>(
+                    &base64::engine::general_purpose::URL_SAFE_NO_PAD
+                        .decode(h.as_bytes())
+                        .unwrap(),
+                )
+                .unwrap()
+            });
+            (status, body, r.bytes().await.unwrap(), receipt)
+        }
+    };
+    let (status, body, bytes, receipt) = native(&env.customer, 1).await;
+    assert_eq!(status, 200, "{}", String::from_utf8_lossy(&bytes));
+    let receipt = receipt.unwrap();
+    assert_eq!(receipt.model, name);
+    let signed = receipt.to_signed().unwrap();
+    assert_eq!(signed.receipt.model, name);
+    running
+        .provider
+        .tee()
+        .keys()
+        .response
+        .verifying_key()
+        .verify_exchange(&signed, body.as_bytes(), &bytes)
+        .unwrap();
+    let v: Value = serde_json::from_slice(&bytes).unwrap();
+    assert_eq!(v["choices"][0]["message"]["content"].as_str().unwrap(), adapted);
+    let (status, _, bytes, receipt) = native(&env.stranger, 1).await;
+    assert_eq!(status, 403, "{}", String::from_utf8_lossy(&bytes));
+    assert!(receipt.is_none());
     // The base is unchanged by the adapter next to it.
     let again = chat(&running, &session(&env.customer, provider), BASE).await;
     assert_eq!(
@@ -899,4 +976,184 @@ async fn vllm_upstream_loads_and_unloads_adapters_through_its_lora_api() {
             ),
         ]
     );
+}
+
+/// What the vLLM stand-in saw.
+#[derive(Default)]
+struct Seen {
+    /// `(op, body)` of each `load_lora_adapter` / `unload_lora_adapter`.
+    lora: Vec<(String, Value)>,
+    /// The `model` of each chat completion it served.
+    chats: Vec<String>,
+}
+
+/// An OpenAI server standing in for vLLM (a real one is not available here): chat completions with a fixed usage
+/// (5 prompt, 3 completion tokens), a model list naming the base, loaded LoRAs and another customer's, and the
+/// runtime LoRA API, recording what it is asked.
+async fn vllm_stand_in(seen: std::sync::Arc<std::sync::Mutex<Seen>>) -> String {
+    use axum::routing::{get, post};
+    let (s1, s2, s3) = (
+        std::sync::Arc::clone(&seen),
+        std::sync::Arc::clone(&seen),
+        std::sync::Arc::clone(&seen),
+    );
+    let app = axum::Router::new()
+        .route(
+            "/v1/chat/completions",
+            post(move |body: String| async move {
+                let v: Value = serde_json::from_str(&body).unwrap();
+                let model = v["model"].as_str().unwrap_or_default().to_owned();
+                s1.lock().unwrap().chats.push(model.clone());
+                axum::Json(
+                    json!({"id": "c", "object": "chat.completion", "created": 0, "model": model,
+                    "choices": [{"index": 0, "message": {"role": "assistant", "content": "from the lora"},
+                                 "finish_reason": "stop"}],
+                    "usage": {"prompt_tokens": 5, "completion_tokens": 3, "total_tokens": 8}}),
+                )
+            }),
+        )
+        .route(
+            "/v1/models",
+            get(move || async move {
+                let loaded: Vec<Value> = s3
+                    .lock()
+                    .unwrap()
+                    .lora
+                    .iter()
+                    .filter(|(op, _)| op == "load_lora_adapter")
+                    .map(|(_, b)| json!({"id": b["lora_name"], "object": "model"}))
+                    .collect();
+                let mut data = vec![
+                    json!({"id": BASE, "object": "model"}),
+                    json!({"id": "ft-smollm2-135m-instruct-someone-else", "object": "model"}),
+                ];
+                data.extend(loaded);
+                axum::Json(json!({"object": "list", "data": data}))
+            }),
+        )
+        .route(
+            "/v1/{op}",
+            post(
+                move |axum::extract::Path(op): axum::extract::Path<String>, body: String| async move {
+                    let v: Value = serde_json::from_str(&body).unwrap_or(Value::Null);
+                    if op == "load_lora_adapter" {
+                        // vLLM reads the adapter from lora_path when asked: it must be complete by then.
+                        let dir = std::path::Path::new(v["lora_path"].as_str().unwrap());
+                        assert!(dir.join("adapter_config.json").is_file(), "{}", dir.display());
+                        assert!(
+                            dir.join("adapter_model.safetensors").is_file(),
+                            "{}",
+                            dir.display()
+                        );
+                    }
+                    s2.lock().unwrap().lora.push((op, v));
+                    "ok"
+                },
+            ),
+        );
+    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = l.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(l, app).await.unwrap() });
+    format!("http://{addr}/v1")
+}
+
+/// With a vLLM upstream the adapter is loaded through vLLM's LoRA API (again after a restart, unloaded on removal),
+/// requests for it are forwarded with its name as the model for its owner only, billed at the provider's prices, and
+/// the model list hides other customers' LoRAs.
+#[tokio::test]
+async fn anvil_adapters_vllm_upstream_loads_through_its_lora_api_and_serves_the_owner_only() {
+    let (env, keys) = setup(7).await;
+    let provider = env.provider.address();
+    let seen = std::sync::Arc::new(std::sync::Mutex::new(Seen::default()));
+    let upstream = vllm_stand_in(std::sync::Arc::clone(&seen)).await;
+    let running = start_with(&env, true, Some(upstream.clone())).await;
+    fund_inference(&env, &keys).await;
+    let package = AdapterPackage {
+        config_json: serde_json::to_vec(&LoraConfig::new(
+            8,
+            16.0,
+            &[Target::Q, Target::V],
+            zg_model::SMOLLM2_135M_INSTRUCT,
+        ))
+        .unwrap(),
+        safetensors: vec![0x5a; 4096],
+    };
+    let mut g = grpc(&running).await;
+    let ch = challenge(&mut g, &env, &running).await;
+    let info = send(
+        &mut g,
+        &prepare(&env, &ch, &authorize(&env, &env.customer, TASK), &package),
+    )
+    .await
+    .unwrap();
+    let name = adapter_name(BASE, TASK);
+    assert_eq!(info.name, name);
+    let dir = env.dir.path().join(zg_provider::ADAPTERS_DIR).join(&name);
+    let load = (
+        "load_lora_adapter".to_owned(),
+        json!({"lora_name": name, "lora_path": dir.display().to_string()}),
+    );
+    assert_eq!(seen.lock().unwrap().lora, vec![load.clone()]);
+
+    let (status, v, receipt) = chat(&running, &session(&env.customer, provider), &name).await;
+    assert_eq!(status, 200, "{v}");
+    let receipt = receipt.unwrap();
+    assert_eq!(receipt.model, name);
+    assert_eq!(receipt.fee.parse::<U256>().unwrap(), fee(5, 3));
+    assert_eq!(seen.lock().unwrap().chats, vec![name.clone()]);
+    let (status, v, _) = chat(&running, &session(&env.stranger, provider), &name).await;
+    assert_eq!(
+        (status, v["error"]["type"].as_str()),
+        (403, Some("adapter_not_owned")),
+        "{v}"
+    );
+    assert_eq!(
+        seen.lock().unwrap().chats.len(),
+        1,
+        "the upstream is not called for a stranger"
+    );
+    let models = |who: &PrivateKeySigner| {
+        reqwest::Client::new()
+            .get(format!("http://{}/v1/proxy/models", running.http_addr))
+            .header("authorization", session(who, provider))
+            .send()
+    };
+    let ids = |v: Value| -> Vec<String> {
+        v["data"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|m| m["id"].as_str().unwrap().to_owned())
+            .collect()
+    };
+    assert_eq!(
+        ids(models(&env.customer).await.unwrap().json().await.unwrap()),
+        vec![BASE.to_owned(), name.clone()]
+    );
+    assert_eq!(
+        ids(models(&env.stranger).await.unwrap().json().await.unwrap()),
+        vec![BASE.to_owned()]
+    );
+
+    // A restart loads it into the upstream again; removal unloads it.
+    running.shutdown().await;
+    let running = start_with(&env, true, Some(upstream)).await;
+    assert_eq!(seen.lock().unwrap().lora, vec![load.clone(), load.clone()]);
+    let mut g = grpc(&running).await;
+    let removed = g
+        .remove(RemoveAdapterRequest {
+            auth: owner_auth(&env, &env.customer, OwnerAction::Remove(name.clone())),
+            name: name.clone(),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .removed;
+    assert!(removed);
+    assert_eq!(
+        seen.lock().unwrap().lora.last().unwrap(),
+        &("unload_lora_adapter".to_owned(), json!({"lora_name": name}))
+    );
+    assert!(!dir.exists());
+    running.shutdown().await;
 }
