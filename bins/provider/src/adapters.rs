@@ -23,8 +23,9 @@
 //!   [`MAX_OUTSTANDING_CHALLENGES`] nonces, each expiring after [`CHALLENGE_TTL`].
 //! - `Deploy`: anyone can open the stream; without a live nonce and attested evidence of a registered fine-tuning
 //!   TEE it is refused after reading the head only (≤ 1 MiB + the message limit). An attested broker can deploy
-//!   only adapters its customers authorized, for their acknowledged deliverables; at most [`MAX_DEPLOYS_AT_ONCE`]
-//!   run at once, each bounded by the package limit and the deploy timeout.
+//!   only adapters its customers authorized, for their acknowledged deliverables. The head must arrive within 30 s;
+//!   the sealed bytes are read only in one of [`MAX_DEPLOYS_AT_ONCE`] slots, taken after the attestation passed
+//!   (so unattested peers cannot hold them), each bounded by the package limit and the deploy timeout.
 //! - `List` / `Remove`: a customer's signed [`OwnerRequest`] (300 s window); it sees and removes its own adapters
 //!   only. A replayed `Remove` inside the window removes at most what its signer could remove anyway.
 
@@ -70,6 +71,8 @@ pub const STATE_ACTIVE: &str = "active";
 pub(crate) const MAX_MESSAGE_BYTES: usize = 4 << 20;
 
 const MAX_EVIDENCE_BYTES: usize = 1 << 20;
+/// Time a `Deploy` stream has to send its head.
+const HEAD_TIMEOUT: Duration = Duration::from_secs(30);
 const MAX_WRAPPED_KEY_BYTES: usize = 1024;
 /// Sealing adds a header and a tag per chunk on top of the framed package.
 const SEAL_OVERHEAD: u64 = 1 << 16;
@@ -406,9 +409,16 @@ impl AdapterService {
     }
 
     async fn deploy_inner(&self, mut stream: Streaming<DeployAdapterChunk>) -> Result<Deployment> {
-        let first = stream
-            .message()
+        // The head comes first and soon: a peer that opens a stream and sends nothing holds nothing for long.
+        let first = tokio::time::timeout(HEAD_TIMEOUT, stream.message())
             .await
+            .map_err(|_| {
+                refusal(
+                    "deploy_timeout",
+                    StatusCode::REQUEST_TIMEOUT,
+                    format!("no head within {} s", HEAD_TIMEOUT.as_secs()),
+                )
+            })?
             .map_err(|e| invalid("bad_request", format!("deploy stream: {}", e.message())))?;
         let Some(DeployAdapterChunk {
             part: Some(Part::Head(head)),
@@ -460,7 +470,13 @@ impl AdapterService {
         if verified.simulated {
             tracing::warn!(%broker, "accepting SIMULATED evidence of a fine-tuning broker (adapters policy allows it)");
         }
-        // 4. Only an attested broker gets its bytes read.
+        // 4. Only an attested broker gets its bytes read, in one of the few deployment slots.
+        let _slot = Arc::clone(&self.0.deploys)
+            .try_acquire_owned()
+            .map_err(|_| Error::Saturated {
+                limit: MAX_DEPLOYS_AT_ONCE,
+                retry_after_secs: 5,
+            })?;
         let sealed = read_sealed(&mut stream, checked.sealed_len).await?;
         let statement = DeployStatement {
             chain_id: self.0.chain_id,
@@ -911,12 +927,6 @@ impl AdaptersRpc for AdapterService {
         &self,
         req: Request<Streaming<DeployAdapterChunk>>,
     ) -> std::result::Result<Response<DeployAdapterResponse>, Status> {
-        let _slot = Arc::clone(&self.0.deploys)
-            .try_acquire_owned()
-            .map_err(|_| Error::Saturated {
-                limit: MAX_DEPLOYS_AT_ONCE,
-                retry_after_secs: 5,
-            })?;
         let timeout = self.0.settings.deploy_timeout;
         let r = tokio::time::timeout(timeout, self.deploy_inner(req.into_inner()))
             .await
