@@ -33,7 +33,7 @@ use zg_provider::{ReceiptJson, RunArgs, Running, Settings, Upstream, now_ms};
 
 use crate::common::{Opts, fee, offline};
 
-const BASE: &str = "smollm2-135m-instruct";
+pub(crate) const BASE: &str = "smollm2-135m-instruct";
 
 fn eth(k: &PrivateKeySigner) -> EthSigner {
     EthSigner::from_bytes(&B256::from(k.to_bytes())).unwrap()
@@ -95,10 +95,26 @@ impl Broker {
     }
 }
 
-/// A random rank-4 PEFT adapter for SmolLM2 on q/v of layers 0, 10 and 29 (`out_scale` = 1: its real shapes).
+/// A random rank-4 PEFT adapter for SmolLM2 on q/v of layers 0, 10 and 29 (one of a wrong shape if asked).
 fn adapter_files(model: &zg_model::Model, seed: u64, wrong_shape: bool) -> AdapterPackage {
+    random_adapter(model, seed, 4, &[0, 10, 29], wrong_shape)
+}
+
+/// The size of the demo's adapter (`examples/finetune/config.lora.json`: rank 8 on q_proj and v_proj of every
+/// layer), random weights.
+pub(crate) fn demo_sized_adapter(model: &zg_model::Model, seed: u64) -> AdapterPackage {
+    let layers: Vec<usize> = (0..model.config().n_layer).collect();
+    random_adapter(model, seed, 8, &layers, false)
+}
+
+fn random_adapter(
+    model: &zg_model::Model,
+    seed: u64,
+    r: usize,
+    layers: &[usize],
+    wrong_shape: bool,
+) -> AdapterPackage {
     let cfg = model.config().clone();
-    let r = 4;
     let mut s = seed;
     let mut rnd = |n: usize| -> Vec<f32> {
         (0..n)
@@ -111,7 +127,7 @@ fn adapter_files(model: &zg_model::Model, seed: u64, wrong_shape: bool) -> Adapt
             .collect()
     };
     let mut w = BTreeMap::new();
-    for layer in [0, 10, 29] {
+    for &layer in layers {
         for t in [Target::Q, Target::V] {
             let (out, inp) = cfg.target_shape(t);
             let inp = if wrong_shape { inp + 1 } else { inp };
@@ -129,24 +145,24 @@ fn adapter_files(model: &zg_model::Model, seed: u64, wrong_shape: bool) -> Adapt
     AdapterPackage::from_dir(dir.path()).unwrap()
 }
 
-fn llm(r: &Running) -> &zg_model::Model {
+pub(crate) fn llm(r: &Running) -> &zg_model::Model {
     match r.provider.upstream() {
         Upstream::Llm(m) => m.model(),
         other => panic!("not the built-in LLM: {other:?}"),
     }
 }
 
-struct Env {
+pub(crate) struct Env {
     devnet: Devnet,
     dir: tempfile::TempDir,
     provider: PrivateKeySigner,
-    customer: PrivateKeySigner,
+    pub(crate) customer: PrivateKeySigner,
     stranger: PrivateKeySigner,
     broker: Broker,
     chain_id: u64,
 }
 
-async fn start(env: &Env, allow_simulated: bool) -> Running {
+pub(crate) async fn start(env: &Env, allow_simulated: bool) -> Running {
     start_with(env, allow_simulated, None).await
 }
 
@@ -180,12 +196,16 @@ async fn start_with(env: &Env, allow_simulated: bool, upstream: Option<String>) 
 }
 
 /// A provider challenge as the broker sees it, checked the way zg-broker checks it.
-struct Challenge {
+pub(crate) struct Challenge {
     provider_nonce: [u8; 32],
     provider_key: k256::PublicKey,
 }
 
-async fn challenge(g: &mut AdaptersClient<tonic::transport::Channel>, env: &Env, r: &Running) -> Challenge {
+pub(crate) async fn challenge(
+    g: &mut AdaptersClient<tonic::transport::Channel>,
+    env: &Env,
+    r: &Running,
+) -> Challenge {
     let broker_nonce: [u8; 32] = rand::random();
     let c = g
         .challenge(AdapterChallengeRequest {
@@ -239,7 +259,7 @@ async fn challenge(g: &mut AdaptersClient<tonic::transport::Channel>, env: &Env,
     }
 }
 
-fn authorize(env: &Env, user: &PrivateKeySigner, task: &str) -> SignedDeployAuthorization {
+pub(crate) fn authorize(env: &Env, user: &PrivateKeySigner, task: &str) -> SignedDeployAuthorization {
     DeployAuthorization {
         chain_id: env.chain_id,
         user: user.address(),
@@ -253,12 +273,17 @@ fn authorize(env: &Env, user: &PrivateKeySigner, task: &str) -> SignedDeployAuth
 }
 
 /// What the broker sends: head and sealed bytes, each part open to tampering before [`send`].
-struct Deploy {
+pub(crate) struct Deploy {
     head: DeployAdapterHead,
     sealed: Vec<u8>,
 }
 
-fn prepare(env: &Env, ch: &Challenge, auth: &SignedDeployAuthorization, package: &AdapterPackage) -> Deploy {
+pub(crate) fn prepare(
+    env: &Env,
+    ch: &Challenge,
+    auth: &SignedDeployAuthorization,
+    package: &AdapterPackage,
+) -> Deploy {
     prepare_with(env, ch, auth, package, &env.broker.tee_key)
 }
 
@@ -310,7 +335,7 @@ fn prepare_with(
     }
 }
 
-async fn send(
+pub(crate) async fn send(
     g: &mut AdaptersClient<tonic::transport::Channel>,
     d: &Deploy,
 ) -> Result<zg_proto::v1::AdapterInfo, tonic::Status> {
@@ -390,18 +415,18 @@ fn owner_auth(env: &Env, who: &PrivateKeySigner, action: OwnerAction) -> Option<
     })
 }
 
-async fn grpc(r: &Running) -> AdaptersClient<tonic::transport::Channel> {
+pub(crate) async fn grpc(r: &Running) -> AdaptersClient<tonic::transport::Channel> {
     AdaptersClient::connect(format!("http://{}", r.grpc_addr))
         .await
         .unwrap()
 }
 
-const TASK: &str = "0d4c6a52-9f7e-4b1a-8c3d-2e5f6a7b8c9d";
+pub(crate) const TASK: &str = "0d4c6a52-9f7e-4b1a-8c3d-2e5f6a7b8c9d";
 const UNACKED_TASK: &str = "7e7e7e7e-0000-4b1a-8c3d-2e5f6a7b8c9d";
 
 /// A devnet where the broker (keys[6]) registered its TEE signer in FineTuningServing and delivered two tasks to
 /// the customer (keys[4]), who acknowledged [`TASK`] only; the inference provider is `keys[provider]`.
-async fn setup(provider: usize) -> (Env, Vec<PrivateKeySigner>) {
+pub(crate) async fn setup(provider: usize) -> (Env, Vec<PrivateKeySigner>) {
     let devnet = Devnet::start_with(DevnetConfig {
         anvil: Some(zg_test_utils::tools::anvil()),
         ..Default::default()
@@ -502,7 +527,8 @@ async fn anvil_adapters_deploy_only_attested_serve_only_the_owner_bill_exactly_a
 
     // 1. A provider whose policy does not allow simulated evidence refuses the (simulated) broker; nothing kept.
     let running = start(&env, false).await;
-    let package = adapter_files(llm(&running), 1, false);
+    // The demo's size (1.8 MB: rank 8, q/v of all 30 layers): two 1 MiB chunks, as the broker sends them.
+    let package = demo_sized_adapter(llm(&running), 1);
     let mut g = grpc(&running).await;
     let ch = challenge(&mut g, &env, &running).await;
     let auth = authorize(&env, &env.customer, task);
