@@ -83,17 +83,18 @@ pub fn authorization_from_pb(a: Option<pb::DeployAuthorization>) -> Result<Signe
         v.parse::<Address>()
             .map_err(|_| Error::BadRequest(format!("authorization.{field} {v:?} is not an address")))
     };
+    let authorization = DeployAuthorization {
+        chain_id: a.chain_id,
+        user: addr("user", &a.user)?,
+        broker: addr("broker", &a.broker)?,
+        provider: addr("provider", &a.provider)?,
+        task_id: a.task_id,
+        expires_at: a.expires_at,
+    };
     let signature = zg_adapters::sig65("deploy authorization", &a.signature)
         .map_err(|e| Error::DeployAuthorization(e.to_string()))?;
     Ok(SignedDeployAuthorization {
-        authorization: DeployAuthorization {
-            chain_id: a.chain_id,
-            user: addr("user", &a.user)?,
-            broker: addr("broker", &a.broker)?,
-            provider: addr("provider", &a.provider)?,
-            task_id: a.task_id,
-            expires_at: a.expires_at,
-        },
+        authorization,
         signature,
     })
 }
