@@ -8,6 +8,8 @@
 
 /// `zg attest verify`: GPU evidence, allow-list.
 mod attest;
+/// Adapter deployment: broker → provider, chat as the owner.
+mod adapters;
 mod decrypt_model;
 mod fine_tuning;
 mod inference;
