@@ -24,8 +24,8 @@ use std::time::Duration;
 
 use alloy_primitives::{Address, keccak256};
 use zg_adapters::{
-    AdapterPackage, DeployAuthorization, DeployStatement, PeerPolicy, SignedDeployAuthorization, adapter_name,
-    challenge_digest,
+    AdapterPackage, DeployAuthorization, DeployStatement, PeerPolicy, SignedDeployAuthorization,
+    adapter_name, challenge_digest,
 };
 use zg_attestation::{Collateral, Timestamp, Verifier};
 use zg_finetune::{TaskId, TaskState};
@@ -137,7 +137,11 @@ fn state_refusal(id: &TaskId, state: TaskState) -> Option<String> {
 }
 
 /// Serves one `DeployAdapter` call: checks the authorization and the task, then deploys to the provider.
-pub async fn deploy(app: &App, d: &Deployer, req: pb::DeployAdapterRequest) -> Result<pb::DeployAdapterResult> {
+pub async fn deploy(
+    app: &App,
+    d: &Deployer,
+    req: pb::DeployAdapterRequest,
+) -> Result<pb::DeployAdapterResult> {
     let auth = authorization_from_pb(req.authorization)?;
     let chain = app.pipeline.chain();
     let broker = zg_finetune::FineTuningChain::provider(chain);
@@ -209,15 +213,30 @@ pub async fn deploy(app: &App, d: &Deployer, req: pb::DeployAdapterRequest) -> R
     let name = adapter_name(&base_model, &a.task_id);
     let provider = a.provider;
     let (url, signer) = provider_endpoint(app, d, provider).await?;
-    let run = to_provider(app, d, &auth, broker, chain_id, &url, signer, package, &name, &base_model);
-    let (info, simulated) = tokio::time::timeout(d.timeout, run)
-        .await
-        .map_err(|_| Error::ProviderFailed {
-            provider,
-            url: url.clone(),
-            op: "deploy",
-            reason: format!("no answer within {} s ([adapters] timeout_secs)", d.timeout.as_secs()),
-        })??;
+    let run = to_provider(
+        app,
+        d,
+        &auth,
+        broker,
+        chain_id,
+        &url,
+        signer,
+        package,
+        &name,
+        &base_model,
+    );
+    let (info, simulated) =
+        tokio::time::timeout(d.timeout, run)
+            .await
+            .map_err(|_| Error::ProviderFailed {
+                provider,
+                url: url.clone(),
+                op: "deploy",
+                reason: format!(
+                    "no answer within {} s ([adapters] timeout_secs)",
+                    d.timeout.as_secs()
+                ),
+            })??;
     tracing::info!(task = %id, %provider, adapter = %info.name, "adapter deployed");
     Ok(pb::DeployAdapterResult {
         adapter: Some(info),
@@ -239,7 +258,8 @@ async fn provider_endpoint(app: &App, d: &Deployer, provider: Address) -> Result
         })?
         .ok_or_else(|| Error::ProviderUnknown {
             provider,
-            reason: "it has no InferenceServing service on chain; check --provider (the INFERENCE provider)".into(),
+            reason: "it has no InferenceServing service on chain; check --provider (the INFERENCE provider)"
+                .into(),
         })?;
     let url = match d.grpc_urls.get(&provider) {
         Some(u) => u.clone(),
@@ -311,11 +331,12 @@ async fn to_provider(
         .map_err(|s| failed("Challenge")(format!("{:?}: {}", s.code(), s.message())))?
         .into_inner();
     let untrusted = |reason: String| Error::ProviderUntrusted { provider, reason };
-    let provider_nonce: [u8; 32] = ch
-        .provider_nonce
-        .as_slice()
-        .try_into()
-        .map_err(|_| untrusted(format!("provider nonce of {} bytes, expected 32", ch.provider_nonce.len())))?;
+    let provider_nonce: [u8; 32] = ch.provider_nonce.as_slice().try_into().map_err(|_| {
+        untrusted(format!(
+            "provider nonce of {} bytes, expected 32",
+            ch.provider_nonce.len()
+        ))
+    })?;
     if ch.provider.parse::<Address>().ok() != Some(provider) {
         return Err(untrusted(format!(
             "its challenge names provider {:?}",

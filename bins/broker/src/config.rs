@@ -739,6 +739,61 @@ mod tests {
         assert_eq!(s.models[0].epoch_pause_ms, Some(5));
     }
 
+    /// `[adapters]`: the strict default refuses simulated providers; the dangerous switches come from the file
+    /// or the flags; a URL override that is not http(s) and an unreadable policy are refused by name.
+    #[test]
+    fn adapters_section_defaults_strict_and_opts_in_loudly() {
+        let s = Settings::resolve(RunArgs::default()).unwrap();
+        assert!(!s.adapters.policy.dangerous_allow_simulated);
+        assert!(!s.adapters.policy.dangerous_any_image);
+        assert_eq!(s.adapters.timeout, Duration::from_secs(120));
+        assert_eq!(
+            s.adapters.max_package_bytes,
+            zg_adapters::DEFAULT_MAX_PACKAGE_BYTES
+        );
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("c.toml");
+        std::fs::write(
+            &p,
+            "[adapters]\ndangerous_allow_simulated = true\ntimeout_secs = 7\n\
+             [adapters.grpc_urls]\n\"0x00000000000000000000000000000000000000c1\" = \"http://10.0.0.5:50051\"\n",
+        )
+        .unwrap();
+        let s = Settings::resolve(RunArgs {
+            config: Some(p.clone()),
+            adapters_dangerous_any_image: Some(true),
+            ..RunArgs::default()
+        })
+        .unwrap();
+        assert!(s.adapters.policy.dangerous_allow_simulated);
+        assert!(s.adapters.policy.dangerous_any_image);
+        assert_eq!(s.adapters.timeout, Duration::from_secs(7));
+        let mut c1 = [0u8; 20];
+        c1[19] = 0xc1;
+        assert_eq!(
+            s.adapters.grpc_urls.get(&Address::from(c1)).map(String::as_str),
+            Some("http://10.0.0.5:50051")
+        );
+        std::fs::write(
+            &p,
+            "[adapters.grpc_urls]\n\"0x00000000000000000000000000000000000000c1\" = \"file:///x\"\n",
+        )
+        .unwrap();
+        let e = Settings::resolve(RunArgs {
+            config: Some(p.clone()),
+            ..RunArgs::default()
+        })
+        .unwrap_err();
+        assert!(e.to_string().contains("adapters.grpc_urls"), "{e}");
+        std::fs::write(&p, "[adapters]\npolicy = \"/nonexistent/policy.toml\"\n").unwrap();
+        let e = Settings::resolve(RunArgs {
+            config: Some(p),
+            ..RunArgs::default()
+        })
+        .unwrap_err();
+        assert!(e.to_string().contains("adapters.policy"), "{e}");
+    }
+
     #[test]
     fn errors_name_the_fix() {
         let e = Settings::resolve(RunArgs {

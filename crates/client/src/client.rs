@@ -495,7 +495,8 @@ impl Client {
     /// [`zg_adapters::adapter_name`]) is answered by that adapter, to its owner only, and its receipt must name
     /// it; billing is the service's prices as for any request. `body` must be a JSON object.
     pub async fn chat_model(&self, provider: Address, model: &str, body: &[u8]) -> Result<ChatResponse> {
-        self.request(provider, Route::Chat, with_model(body, model)?).await
+        self.request(provider, Route::Chat, with_model(body, model)?)
+            .await
     }
 
     /// [`Client::chat_model`], streamed.

@@ -221,7 +221,12 @@ mod tests {
             b"not json",
             br#"{"model":"fthis"}"#,
         ] {
-            assert_eq!(expected_model(svc, other), svc, "{}", String::from_utf8_lossy(other));
+            assert_eq!(
+                expected_model(svc, other),
+                svc,
+                "{}",
+                String::from_utf8_lossy(other)
+            );
         }
         // A receipt naming the base model for an adapter request fails closed, and the other way round.
         let signer = ReceiptSigner::random();

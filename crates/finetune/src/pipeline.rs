@@ -226,7 +226,7 @@ fn keep_peft_adapter(output: &Path, keep: &Path) -> Result<()> {
     let _ = std::fs::remove_dir_all(keep);
     std::fs::create_dir_all(keep).map_err(|e| Error::io("create", keep, e))?;
     for f in FILES {
-        std::fs::copy(output.join(f), keep.join(f)).map_err(|e| Error::io("copy", &keep.join(f), e))?;
+        std::fs::copy(output.join(f), keep.join(f)).map_err(|e| Error::io("copy", keep.join(f), e))?;
     }
     Ok(())
 }

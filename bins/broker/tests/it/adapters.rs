@@ -12,8 +12,8 @@ use alloy_primitives::{Address, U256, keccak256};
 use serde_json::Value;
 use tonic::{Code, Request, Response, Status, Streaming};
 use zg_adapters::{
-    AdapterPackage, DeployAuthorization, DeployStatement, PeerPolicy, SealedAdapter, SignedDeployAuthorization,
-    adapter_name, challenge_digest,
+    AdapterPackage, DeployAuthorization, DeployStatement, PeerPolicy, SealedAdapter,
+    SignedDeployAuthorization, adapter_name, challenge_digest,
 };
 use zg_chain::{Amount, ServiceParams};
 use zg_finetune::SigningKey;
@@ -70,7 +70,11 @@ async fn deploy(b: &Broker, a: pb::DeployAuthorization) -> Result<pb::DeployAdap
 fn refused(r: Result<pb::DeployAdapterResult, Status>, code: Code, needle: &str) {
     let s = r.expect_err("must be refused");
     assert_eq!(s.code(), code, "{s:?}");
-    assert!(s.message().contains(needle), "{needle:?} not in {:?}", s.message());
+    assert!(
+        s.message().contains(needle),
+        "{needle:?} not in {:?}",
+        s.message()
+    );
 }
 
 async fn broker_config(net: &Net, extra: &str) -> std::path::PathBuf {
@@ -100,7 +104,11 @@ async fn deploy_adapter_refuses_forged_stale_or_foreign_authorizations_and_ngram
 
     // Delivered but not acknowledged: the customer has not accepted (or paid for) it yet.
     refused(
-        deploy(&b, authorize(&alice.sk, &alice.sk, chain_id, broker, provider, &id, exp)).await,
+        deploy(
+            &b,
+            authorize(&alice.sk, &alice.sk, chain_id, broker, provider, &id, exp),
+        )
+        .await,
         Code::FailedPrecondition,
         "acknowledge-model",
     );
@@ -110,19 +118,39 @@ async fn deploy_adapter_refuses_forged_stale_or_foreign_authorizations_and_ngram
 
     // Signed by bob in alice's name.
     refused(
-        deploy(&b, authorize(&alice.sk, &bob.sk, chain_id, broker, provider, &id, exp)).await,
+        deploy(
+            &b,
+            authorize(&alice.sk, &bob.sk, chain_id, broker, provider, &id, exp),
+        )
+        .await,
         Code::PermissionDenied,
         "signed by",
     );
     // Bob's own authorization for alice's task: not his task (answered as any read of it is).
     refused(
-        deploy(&b, authorize(&bob.sk, &bob.sk, chain_id, broker, provider, &id, exp)).await,
+        deploy(
+            &b,
+            authorize(&bob.sk, &bob.sk, chain_id, broker, provider, &id, exp),
+        )
+        .await,
         Code::NotFound,
         "",
     );
     // For another broker, another chain, expired, too long.
     refused(
-        deploy(&b, authorize(&alice.sk, &alice.sk, chain_id, Address::repeat_byte(0xb), provider, &id, exp)).await,
+        deploy(
+            &b,
+            authorize(
+                &alice.sk,
+                &alice.sk,
+                chain_id,
+                Address::repeat_byte(0xb),
+                provider,
+                &id,
+                exp,
+            ),
+        )
+        .await,
         Code::PermissionDenied,
         "names broker",
     );
@@ -132,18 +160,38 @@ async fn deploy_adapter_refuses_forged_stale_or_foreign_authorizations_and_ngram
         "chain id",
     );
     refused(
-        deploy(&b, authorize(&alice.sk, &alice.sk, chain_id, broker, provider, &id, now() - 5)).await,
+        deploy(
+            &b,
+            authorize(&alice.sk, &alice.sk, chain_id, broker, provider, &id, now() - 5),
+        )
+        .await,
         Code::PermissionDenied,
         "expired",
     );
     refused(
-        deploy(&b, authorize(&alice.sk, &alice.sk, chain_id, broker, provider, &id, now() + 86_400)).await,
+        deploy(
+            &b,
+            authorize(
+                &alice.sk,
+                &alice.sk,
+                chain_id,
+                broker,
+                provider,
+                &id,
+                now() + 86_400,
+            ),
+        )
+        .await,
         Code::PermissionDenied,
         "ahead",
     );
     // Alice's own, valid authorization for an n-gram task: nothing to deploy, by name.
     refused(
-        deploy(&b, authorize(&alice.sk, &alice.sk, chain_id, broker, provider, &id, exp)).await,
+        deploy(
+            &b,
+            authorize(&alice.sk, &alice.sk, chain_id, broker, provider, &id, exp),
+        )
+        .await,
         Code::FailedPrecondition,
         &format!("task {id} was trained by the n-gram executor; only LoRA adapters deploy"),
     );
@@ -241,7 +289,10 @@ impl Adapters for Svc {
             }
         }
         let pn: [u8; 32] = h.provider_nonce.as_slice().try_into().unwrap();
-        assert!(self.nonces.lock().unwrap().iter().any(|(_, p)| *p == pn), "unknown provider nonce");
+        assert!(
+            self.nonces.lock().unwrap().iter().any(|(_, p)| *p == pn),
+            "unknown provider nonce"
+        );
         let broker: Address = h.broker.parse().unwrap();
         // The broker's evidence: bound to our nonce, its signer the on-chain one.
         let peer = PeerPolicy {
@@ -317,7 +368,7 @@ impl Adapters for Svc {
 
 #[tokio::test]
 async fn deploy_adapter_sends_nothing_to_an_unattested_provider_and_the_delivered_adapter_to_an_attested_one_e2e()
-{
+ {
     let gguf = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR"))
         .join("../../models/SmolLM2-135M-Instruct.Q4_1.gguf");
     assert!(gguf.is_file(), "{} is missing: run `just setup`", gguf.display());
@@ -405,7 +456,9 @@ async fn deploy_adapter_sends_nothing_to_an_unattested_provider_and_the_delivere
         .await;
     assert_eq!(st, 200, "{t}");
     let id = t["id"].as_str().unwrap().to_owned();
-    let t = alice.wait(&b, &id, 240, |s| s == "Delivered" || terminal(s)).await;
+    let t = alice
+        .wait(&b, &id, 240, |s| s == "Delivered" || terminal(s))
+        .await;
     assert_eq!(t["progress"], "Delivered", "{t}\n{}", alice.log(&b, &id).await);
     let (st, sealed) = alice.download(&b, &id).await;
     assert_eq!(st, 200);
@@ -428,7 +481,15 @@ async fn deploy_adapter_sends_nothing_to_an_unattested_provider_and_the_delivere
     refused(
         deploy(
             &b,
-            authorize(&alice.sk, &alice.sk, chain_id, net.provider(), Address::repeat_byte(0xc1), &id, now() + 600),
+            authorize(
+                &alice.sk,
+                &alice.sk,
+                chain_id,
+                net.provider(),
+                Address::repeat_byte(0xc1),
+                &id,
+                now() + 600,
+            ),
         )
         .await,
         Code::NotFound,
@@ -444,7 +505,11 @@ async fn deploy_adapter_sends_nothing_to_an_unattested_provider_and_the_delivere
         let r = deploy(&b, auth()).await;
         refused(r, Code::PermissionDenied, needle);
     }
-    assert_eq!(*standin.deploys.lock().unwrap(), 0, "an unattested provider received a deploy");
+    assert_eq!(
+        *standin.deploys.lock().unwrap(),
+        0,
+        "an unattested provider received a deploy"
+    );
 
     // The honest one gets exactly the adapter the customer was delivered.
     *standin.mode.lock().unwrap() = Mode::Honest;

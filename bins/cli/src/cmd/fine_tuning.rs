@@ -1332,7 +1332,10 @@ impl DeployAdapterArgs {
     /// The broker holding the caller's deliverable for the task.
     async fn find_broker(&self, chain: &Client, user: Address) -> anyhow::Result<Address> {
         for s in chain.fine_tuning().list_services().await? {
-            if let Ok(d) = chain.fine_tuning().get_deliverable(user, s.provider, &self.task_id).await
+            if let Ok(d) = chain
+                .fine_tuning()
+                .get_deliverable(user, s.provider, &self.task_id)
+                .await
                 && d.id == self.task_id
             {
                 return Ok(s.provider);
@@ -1473,7 +1476,12 @@ pub(crate) struct AdapterChatArgs {
     #[arg(long, env = "ZG_PROVIDER", value_name = "ADDR")]
     provider: Address,
     /// The fine-tuning task whose adapter to ask (with --model, or the provider's service model as the base).
-    #[arg(long = "task-id", alias = "task", value_name = "ID", conflicts_with = "adapter_name")]
+    #[arg(
+        long = "task-id",
+        alias = "task",
+        value_name = "ID",
+        conflicts_with = "adapter_name"
+    )]
     task_id: Option<String>,
     /// The base model the task trained (default: the provider's service model).
     #[arg(long, value_name = "NAME", requires = "task_id")]
@@ -1520,15 +1528,15 @@ impl AdapterChatArgs {
                             .inference()
                             .get_service(self.provider)
                             .await?
-                            .with_context(|| {
-                                format!("{} has no inference service on chain", self.provider)
-                            })?
+                            .with_context(|| format!("{} has no inference service on chain", self.provider))?
                             .model
                     }
                 };
                 zg_adapters::adapter_name(&base, &task)
             }
-            (None, None) => anyhow::bail!("say which adapter: --task-id <id> (and --model <base>) or --adapter-name ft-…"),
+            (None, None) => {
+                anyhow::bail!("say which adapter: --task-id <id> (and --model <base>) or --adapter-name ft-…")
+            }
         };
         zg_adapters::check_name(&model).context("not an adapter name")?;
         super::inference::ChatArgs {

@@ -495,7 +495,7 @@ impl ChatArgs {
         let adapter = self.model.as_deref().filter(|m| zg_adapters::is_adapter_name(m));
         let hint = |e: zg_client::Error| -> anyhow::Error {
             match (adapter, &e) {
-                (Some(m), zg_client::Error::Provider { status, .. }) if matches!(status, 403 | 404) => {
+                (Some(m), zg_client::Error::Provider { status: 403 | 404, .. }) => {
                     anyhow::Error::new(e).context(format!(
                         "the provider does not serve {m} to you: is it deployed (zg fine-tuning deploy-adapter) and are \
                          you its owner? See `zg inference list-adapters --provider {}`",
@@ -671,12 +671,16 @@ async fn owner_request(
     let url = match &a.provider_grpc_url {
         Some(u) => u.clone(),
         None => {
-            let service = chain.inference().get_service(a.provider).await?.with_context(|| {
-                format!(
-                    "{} has no inference service on chain (zg inference list-providers)",
-                    a.provider
-                )
-            })?;
+            let service = chain
+                .inference()
+                .get_service(a.provider)
+                .await?
+                .with_context(|| {
+                    format!(
+                        "{} has no inference service on chain (zg inference list-providers)",
+                        a.provider
+                    )
+                })?;
             advertised_grpc(&service.additional_info).with_context(|| {
                 format!(
                     "{} advertises no gRPC API (`grpc` in its additionalInfo), so it takes no adapters; pass \
@@ -756,8 +760,7 @@ async fn list_adapters(a: AdapterOwnerArgs, g: &GlobalOpts) -> anyhow::Result<Ex
 
 async fn remove_adapter(a: RemoveAdapterArgs, g: &GlobalOpts) -> anyhow::Result<ExitCode> {
     zg_adapters::check_name(&a.model).context("--model must be an adapter name (ft-…)")?;
-    let (mut c, auth) =
-        owner_request(&a.owner, zg_adapters::OwnerAction::Remove(a.model.clone())).await?;
+    let (mut c, auth) = owner_request(&a.owner, zg_adapters::OwnerAction::Remove(a.model.clone())).await?;
     let removed = c
         .remove(zg_proto::v1::RemoveAdapterRequest {
             auth: Some(auth),
@@ -768,7 +771,9 @@ async fn remove_adapter(a: RemoveAdapterArgs, g: &GlobalOpts) -> anyhow::Result<
         .into_inner()
         .removed;
     if g.json {
-        output::json(&serde_json::json!({"action": "remove-adapter", "provider": a.owner.provider, "model": a.model, "removed": removed}))?;
+        output::json(
+            &serde_json::json!({"action": "remove-adapter", "provider": a.owner.provider, "model": a.model, "removed": removed}),
+        )?;
     } else if removed {
         output::text(format!("removed {} from {}", a.model, a.owner.provider))?;
     } else {

@@ -306,7 +306,11 @@ async fn lora_adapter_deployed_by_the_broker_is_served_to_its_owner_only_e2e() {
 
     // Another customer asking for it is refused (and told why), and charged nothing.
     let bob_chain = devnet.client(Some(bob_key.clone())).await.unwrap();
-    bob_chain.ledger().add_ledger(Amount::from_zg(5), "").await.unwrap();
+    bob_chain
+        .ledger()
+        .add_ledger(Amount::from_zg(5), "")
+        .await
+        .unwrap();
     let o = chat(bob.clone(), &["--adapter-name", &adapter]).await;
     assert!(!o.status.success(), "{}", stdout(&o));
     assert!(stderr(&o).contains("does not serve"), "{}", stderr(&o));

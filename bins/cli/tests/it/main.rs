@@ -6,10 +6,10 @@
     reason = "test helpers: a failure is a test failure"
 )]
 
-/// `zg attest verify`: GPU evidence, allow-list.
-mod attest;
 /// Adapter deployment: broker → provider, chat as the owner.
 mod adapters;
+/// `zg attest verify`: GPU evidence, allow-list.
+mod attest;
 mod decrypt_model;
 mod fine_tuning;
 mod inference;
