@@ -770,19 +770,20 @@ async fn remove_adapter(a: RemoveAdapterArgs, g: &GlobalOpts) -> anyhow::Result<
         .map_err(|s| provider_status(a.owner.provider, s))?
         .into_inner()
         .removed;
-    if g.json {
-        output::json(
-            &serde_json::json!({"action": "remove-adapter", "provider": a.owner.provider, "model": a.model, "removed": removed}),
-        )?;
-    } else if removed {
-        output::text(format!("removed {} from {}", a.model, a.owner.provider))?;
-    } else {
+    if !removed {
         anyhow::bail!(
             "you have no adapter {} on {} (zg inference list-adapters --provider {})",
             a.model,
             a.owner.provider,
             a.owner.provider
         );
+    }
+    if g.json {
+        output::json(&serde_json::json!({
+            "action": "remove-adapter", "provider": a.owner.provider, "model": a.model, "removed": true,
+        }))?;
+    } else {
+        output::text(format!("removed {} from {}", a.model, a.owner.provider))?;
     }
     Ok(ExitCode::SUCCESS)
 }
