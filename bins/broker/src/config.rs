@@ -130,7 +130,7 @@ rpc_url = "http://127.0.0.1:8545"
 # serves zg.v1.Adapters). The provider's fresh evidence must pass this attestation policy (TOML or JSON,
 # zg_attestation::AttestationPolicy: measurement allow-list, TCB, GPU) with its bound signer equal to its
 # on-chain InferenceServing teeSignerAddress.
-# policy = "./provider-policy.toml"
+# policy = "./provider-policy.toml"   (--adapters-policy)
 # DCAP collateral for real TDX quotes (JSON).
 # collateral = "./collateral.json"
 # DANGEROUS (development and the devnet demo only): accept simulated evidence (no TEE at all), and any image
@@ -359,13 +359,16 @@ pub struct RunArgs {
     /// FineTuningServing address (default: the devnet address).
     #[arg(long, env = "ZG_BROKER_FINE_TUNING_CA")]
     pub fine_tuning_ca: Option<Address>,
+    /// Attestation policy (TOML or JSON) inference providers must pass to receive adapters (`[adapters] policy`).
+    #[arg(long, env = "ZG_BROKER_ADAPTERS_POLICY")]
+    pub adapters_policy: Option<PathBuf>,
     /// DANGEROUS, development only: accept an inference provider's SIMULATED evidence (no TEE at all) when
     /// deploying adapters to it.
     #[arg(long, env = "ZG_BROKER_ADAPTERS_DANGEROUS_ALLOW_SIMULATED")]
-    pub adapters_dangerous_allow_simulated: Option<bool>,
+    pub adapters_dangerous_allow_simulated: bool,
     /// DANGEROUS, development only: accept any provider image when the adapters policy's allow-list is empty.
     #[arg(long, env = "ZG_BROKER_ADAPTERS_DANGEROUS_ANY_IMAGE")]
-    pub adapters_dangerous_any_image: Option<bool>,
+    pub adapters_dangerous_any_image: bool,
 }
 
 /// `[adapters]`: how the broker judges the inference providers it deploys adapters to.
@@ -527,8 +530,12 @@ impl Settings {
                 fix: "use at least 1 (--max-parallel, ZG_BROKER_MAX_PARALLEL)".into(),
             });
         }
+        let mut adapters_file = file.adapters;
+        if let Some(p) = args.adapters_policy {
+            adapters_file.policy = Some(p);
+        }
         let adapters = adapter_settings(
-            file.adapters,
+            adapters_file,
             args.adapters_dangerous_allow_simulated,
             args.adapters_dangerous_any_image,
         )?;
@@ -648,11 +655,7 @@ impl Settings {
     }
 }
 
-fn adapter_settings(
-    f: AdaptersFile,
-    allow_simulated: Option<bool>,
-    any_image: Option<bool>,
-) -> Result<AdapterSettings> {
+fn adapter_settings(f: AdaptersFile, allow_simulated: bool, any_image: bool) -> Result<AdapterSettings> {
     let mut policy = match &f.policy {
         Some(p) => zg_attestation::AttestationPolicy::from_file(p).map_err(|e| Error::Config {
             field: "adapters.policy",
@@ -661,14 +664,14 @@ fn adapter_settings(
         })?,
         None => zg_attestation::AttestationPolicy::default(),
     };
-    if allow_simulated.or(f.dangerous_allow_simulated).unwrap_or(false) {
+    if allow_simulated || f.dangerous_allow_simulated == Some(true) {
         tracing::warn!(
             "\n!!  ADAPTERS: DANGEROUS — inference providers with SIMULATED evidence (no TEE at all) receive  !!\n\
              !!  customers' adapters (adapters.dangerous_allow_simulated). Development and devnet only.     !!"
         );
         policy.dangerous_allow_simulated = true;
     }
-    if any_image.or(f.dangerous_any_image).unwrap_or(false) {
+    if any_image || f.dangerous_any_image == Some(true) {
         tracing::warn!(
             "ADAPTERS: DANGEROUS — any provider image passes when the policy's allow-list is empty (adapters.dangerous_any_image)"
         );
@@ -761,7 +764,7 @@ mod tests {
         .unwrap();
         let s = Settings::resolve(RunArgs {
             config: Some(p.clone()),
-            adapters_dangerous_any_image: Some(true),
+            adapters_dangerous_any_image: true,
             ..RunArgs::default()
         })
         .unwrap();
