@@ -159,10 +159,20 @@ pub async fn deploy(
     let id = TaskId::parse(&a.task_id)?;
     let task = app.pipeline.store().get_for(a.user, &id).await?;
     if let Some(reason) = state_refusal(&id, task.state) {
-        return Err(Error::NotDeployable {
-            task: id.to_string(),
-            reason,
-        });
+        // The customer may have acknowledged on chain a moment ago, before this broker's poll saw it: the
+        // chain decides (acknowledged, and not settled at the penalty).
+        let acknowledged = task.state == TaskState::Delivered
+            && zg_finetune::FineTuningChain::deliverable(chain, a.user, id.as_str())
+                .await
+                .ok()
+                .flatten()
+                .is_some_and(|d| d.acknowledged && (!d.settled || d.secret_revealed));
+        if !acknowledged {
+            return Err(Error::NotDeployable {
+                task: id.to_string(),
+                reason,
+            });
+        }
     }
     let kind = app
         .pipeline
