@@ -331,3 +331,37 @@ async fn lora_adapter_deployed_by_the_broker_is_served_to_its_owner_only_e2e() {
     broker_running.shutdown().await;
     provider_running.shutdown().await;
 }
+
+/// `zg fine-tuning get-adapter-name` prints what the official 0G CLI (0.9.0) prints for the same base model and
+/// task id, so names agree across clients and with providers that follow 0G's rule.
+#[test]
+fn get_adapter_name_matches_the_official_cli() {
+    let home = tempfile::tempdir().unwrap();
+    let official = zg_test_utils::node::OfficialCli::new(home.path(), "http://127.0.0.1:9", &"11".repeat(32));
+    for (model, task) in [
+        (MODEL, "0d4c6a52-9f7e-4b1a-8c3d-2e5f6a7b8c9d"),
+        (
+            "Qwen/Qwen2.5-0.5B-Instruct",
+            "5f1e2d3c-aaaa-bbbb-cccc-1234567890ab",
+        ),
+        ("/odd name.v2/", "short"),
+    ] {
+        let args = [
+            "fine-tuning",
+            "get-adapter-name",
+            "--model",
+            model,
+            "--task-id",
+            task,
+        ];
+        let theirs = zg_test_utils::node::run_with_timeout(
+            official.command(&args),
+            std::time::Duration::from_secs(60),
+        );
+        let theirs = theirs.expect_ok("official get-adapter-name").trim().to_owned();
+        let ours = zg(&args, &[]);
+        assert!(ours.status.success(), "{}", stderr(&ours));
+        assert_eq!(stdout(&ours).trim(), theirs, "{model} {task}");
+        assert_eq!(theirs, zg_adapters::adapter_name(model, task));
+    }
+}
