@@ -324,7 +324,7 @@ async fn to_provider(
     let channel = tonic::transport::Endpoint::from_shared(url.to_owned())
         .map_err(|e| failed("connect")(e.to_string()))?
         .connect_timeout(Duration::from_secs(10))
-        .timeout(d.timeout)
+        // No per-request timeout here: the caller bounds the whole deployment by `[adapters] timeout_secs`.
         .connect()
         .await
         .map_err(|e| failed("connect")(format!("{e}; is its gRPC API reachable?")))?;

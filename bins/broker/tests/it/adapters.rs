@@ -24,7 +24,7 @@ use zg_proto::v1::fine_tuning_client::FineTuningClient;
 use crate::common::*;
 
 const ADAPTERS_CFG: &str =
-    "[adapters]\ndangerous_allow_simulated = true\ndangerous_any_image = true\ntimeout_secs = 30\n";
+    "[adapters]\ndangerous_allow_simulated = true\ndangerous_any_image = true\ntimeout_secs = 8\n";
 
 fn now() -> u64 {
     std::time::SystemTime::now()
@@ -212,6 +212,10 @@ enum Mode {
     OffChainSigner,
     /// Right evidence, challenge signed by another key.
     ForeignSignature,
+    /// Answers the challenge with 2 MiB of evidence.
+    Huge,
+    /// Never answers the challenge.
+    Silent,
     /// Checks the broker as zg-provider does and accepts.
     Honest,
 }
@@ -256,13 +260,21 @@ impl Adapters for Svc {
         let pn: [u8; 32] = rand::random();
         self.nonces.lock().unwrap().push((bn, pn));
         let mode = *self.mode.lock().unwrap();
+        if mode == Mode::Silent {
+            tokio::time::sleep(std::time::Duration::from_secs(3600)).await;
+        }
         let (evidence_tee, signing_key) = match mode {
-            Mode::StaleEvidence | Mode::Honest => (&self.tee, self.tee.key().clone()),
+            Mode::StaleEvidence | Mode::Honest | Mode::Huge | Mode::Silent => {
+                (&self.tee, self.tee.key().clone())
+            }
             Mode::OffChainSigner => (&self.other, self.other.key().clone()),
             Mode::ForeignSignature => (&self.tee, self.other.key().clone()),
         };
         let nonce = if mode == Mode::StaleEvidence { [7; 32] } else { bn };
-        let evidence = evidence_tee.fresh(&nonce).unwrap().to_string();
+        let mut evidence = evidence_tee.fresh(&nonce).unwrap().to_string();
+        if mode == Mode::Huge {
+            evidence.push_str(&" ".repeat(2 << 20));
+        }
         let d = challenge_digest(self.chain_id, self.provider, broker, &bn, &pn);
         Ok(Response::new(pb::AdapterChallengeResponse {
             provider_nonce: pn.to_vec(),
@@ -510,6 +522,18 @@ async fn deploy_adapter_sends_nothing_to_an_unattested_provider_and_the_delivere
         0,
         "an unattested provider received a deploy"
     );
+    // Reads from the provider are bounded in size and time.
+    *standin.mode.lock().unwrap() = Mode::Huge;
+    refused(deploy(&b, auth()).await, Code::Unavailable, "Challenge");
+    *standin.mode.lock().unwrap() = Mode::Silent;
+    let started = std::time::Instant::now();
+    refused(deploy(&b, auth()).await, Code::Unavailable, "timeout_secs");
+    assert!(
+        started.elapsed() < std::time::Duration::from_secs(30),
+        "{:?}",
+        started.elapsed()
+    );
+    assert_eq!(*standin.deploys.lock().unwrap(), 0);
 
     // The honest one gets exactly the adapter the customer was delivered.
     *standin.mode.lock().unwrap() = Mode::Honest;
