@@ -73,7 +73,14 @@ mod tests {
 
     #[test]
     fn names_that_could_escape_a_directory_are_refused() {
-        for bad in ["ft-../x", "ft-a/b", "model", "ft-a b", "ft-\u{0}", &format!("ft-{}", "a".repeat(200))] {
+        for bad in [
+            "ft-../x",
+            "ft-a/b",
+            "model",
+            "ft-a b",
+            "ft-\u{0}",
+            &format!("ft-{}", "a".repeat(200)),
+        ] {
             assert!(check_name(bad).is_err(), "{bad:?} accepted");
         }
     }

@@ -66,7 +66,10 @@ impl AdapterPackage {
     pub fn write_dir(&self, dir: &Path) -> Result<()> {
         use std::io::Write as _;
         std::fs::create_dir_all(dir).map_err(io("create", dir))?;
-        for (name, bytes) in [(CONFIG_FILE, &self.config_json), (WEIGHTS_FILE, &self.safetensors)] {
+        for (name, bytes) in [
+            (CONFIG_FILE, &self.config_json),
+            (WEIGHTS_FILE, &self.safetensors),
+        ] {
             let path = dir.join(name);
             let mut f = std::fs::File::create(&path).map_err(io("create", &path))?;
             f.write_all(bytes).map_err(io("write", &path))?;
@@ -88,7 +91,9 @@ impl AdapterPackage {
             .ok_or_else(|| Error::Package(format!("{CONFIG_FILE} is not a JSON object")))?;
         let total = (self.config_json.len() as u64).saturating_add(self.safetensors.len() as u64);
         if total > max {
-            return Err(Error::Package(format!("{total} bytes, more than the limit of {max}")));
+            return Err(Error::Package(format!(
+                "{total} bytes, more than the limit of {max}"
+            )));
         }
         Ok(())
     }
@@ -108,7 +113,10 @@ impl AdapterPackage {
     pub fn decode(bytes: &[u8], max: u64) -> Result<Self> {
         let bad = |why: &str| Error::Package(why.to_owned());
         if bytes.len() as u64 > max.saturating_add(24) {
-            return Err(Error::Package(format!("{} bytes, more than the limit of {max}", bytes.len())));
+            return Err(Error::Package(format!(
+                "{} bytes, more than the limit of {max}",
+                bytes.len()
+            )));
         }
         let rest = bytes
             .strip_prefix(MAGIC.as_slice())
@@ -128,11 +136,7 @@ impl AdapterPackage {
 
     /// Seals the package for `provider_key` (the provider TEE signer's public key, recovered from its
     /// challenge signature) with a fresh key, the tags signed by `broker_key` (the broker's TEE signer).
-    pub fn seal_for(
-        &self,
-        broker_key: &SigningKey,
-        provider_key: &k256::PublicKey,
-    ) -> Result<SealedAdapter> {
+    pub fn seal_for(&self, broker_key: &SigningKey, provider_key: &k256::PublicKey) -> Result<SealedAdapter> {
         let key = SealingKey::generate()?;
         let sealed = Sealer::new(&key).seal_bytes(broker_key, &self.encode())?;
         let wrapped_key = key.wrap_for(provider_key)?.as_bytes().to_vec();
@@ -168,7 +172,12 @@ impl std::fmt::Debug for SealedAdapter {
 impl SealedAdapter {
     /// Opens (in the provider's TEE): unwraps the key with `provider_secret`, checks the tag signature is
     /// `broker_signer`'s, decrypts and parses, refusing more than `max` bytes.
-    pub fn open(&self, provider_secret: &k256::SecretKey, broker_signer: Address, max: u64) -> Result<AdapterPackage> {
+    pub fn open(
+        &self,
+        provider_secret: &k256::SecretKey,
+        broker_signer: Address,
+        max: u64,
+    ) -> Result<AdapterPackage> {
         if self.sealed.len() as u64 > max.saturating_add(1 << 16) {
             return Err(Error::Package(format!(
                 "sealed adapter is {} bytes, more than the limit of {max}",
@@ -209,7 +218,10 @@ mod tests {
         let last = tampered.sealed.len() - 1;
         tampered.sealed[last] ^= 1;
         assert!(tampered.open(&provider, broker_addr, 1 << 20).is_err());
-        assert!(matches!(sealed.open(&provider, broker_addr, 100), Err(Error::Package(_))));
+        assert!(matches!(
+            sealed.open(&provider, broker_addr, 100),
+            Err(Error::Package(_))
+        ));
     }
 
     #[test]

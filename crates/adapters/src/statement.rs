@@ -310,7 +310,9 @@ mod tests {
         let e = signed.verify(31337, Address::repeat_byte(0xd), now).unwrap_err();
         assert!(e.to_string().contains("authorization provider"), "{e}");
         assert!(signed.verify(1, Address::repeat_byte(0xc), now).is_err());
-        let e = signed.verify(31337, Address::repeat_byte(0xc), now + 601).unwrap_err();
+        let e = signed
+            .verify(31337, Address::repeat_byte(0xc), now + 601)
+            .unwrap_err();
         assert!(matches!(e, Error::Stale { .. }), "{e}");
         let mut long = auth(&user, now);
         long.expires_at = now + MAX_AUTHORIZATION_SECS + 1;

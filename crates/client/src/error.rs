@@ -260,6 +260,9 @@ pub enum Refusal {
     /// The API key sent is not the gateway's.
     #[error("wrong API key (use the key `zg serve` printed at start, or the one in ZG_SERVE_API_KEY)")]
     InvalidApiKey,
+    /// A CORS preflight (`OPTIONS`) to an endpoint that grants none ([`crate::LocalGuard::refuse_preflights`]).
+    #[error("CORS preflight refused: this endpoint lets no other origin call it")]
+    Preflight,
 }
 
 impl Refusal {
@@ -272,6 +275,7 @@ impl Refusal {
             Refusal::UnsupportedMediaType { .. } => "unsupported_media_type",
             Refusal::MissingApiKey => "missing_api_key",
             Refusal::InvalidApiKey => "invalid_api_key",
+            Refusal::Preflight => "forbidden_preflight",
         }
     }
 

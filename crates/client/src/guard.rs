@@ -19,8 +19,12 @@
 //!   (`Authorization: Bearer <key>`), compared in constant time.
 //!
 //! Checks run in this order, and the first failure answers (with a [`Refusal`] named in the error `type`):
-//! Host → Origin → Sec-Fetch-Site → Content-Type (methods other than GET/HEAD/OPTIONS) → API key (except
-//! the paths made public with [`LocalGuard::public_path`]).
+//! Host → Origin → Sec-Fetch-Site → preflight (when [`LocalGuard::refuse_preflights`]) → Content-Type (methods
+//! other than GET/HEAD/OPTIONS: `application/json`, plus what [`LocalGuard::allow_content_type`] adds) → API key
+//! (except the paths made public with [`LocalGuard::public_path`], or only under the prefix of
+//! [`LocalGuard::with_api_key_under`]).
+//!
+//! `zg serve` and the `zg web` dashboard both decide with this one guard.
 
 use std::net::SocketAddr;
 
@@ -101,7 +105,11 @@ pub struct LocalGuard {
     hosts: Vec<String>,
     origins: Vec<String>,
     api_key: Option<ApiKey>,
+    /// When set, the key is required only for paths under this prefix.
+    key_prefix: Option<String>,
     public: Vec<String>,
+    content_types: Vec<String>,
+    refuse_preflights: bool,
 }
 
 impl LocalGuard {
@@ -127,7 +135,10 @@ impl LocalGuard {
             hosts: Vec::new(),
             origins: Vec::new(),
             api_key: None,
+            key_prefix: None,
             public: Vec::new(),
+            content_types: vec!["application/json".into()],
+            refuse_preflights: false,
         };
         for h in hosts {
             g = g.allow_host(h);
@@ -146,6 +157,29 @@ impl LocalGuard {
     /// Require `Authorization: Bearer <key>` on every path that is not public.
     pub fn with_api_key(mut self, key: ApiKey) -> Self {
         self.api_key = Some(key);
+        self
+    }
+
+    /// Require `Authorization: Bearer <key>` only on paths under `prefix` (e.g. a dashboard's `/api/`, whose
+    /// static pages carry no data); the other rules still apply everywhere.
+    pub fn with_api_key_under(mut self, key: ApiKey, prefix: impl Into<String>) -> Self {
+        self.api_key = Some(key);
+        self.key_prefix = Some(prefix.into());
+        self
+    }
+
+    /// Also accept this `Content-Type` essence on state-changing requests (e.g. `application/octet-stream` for
+    /// uploads). Never add what an HTML form can send (`text/plain`, `application/x-www-form-urlencoded`,
+    /// `multipart/form-data`): it needs no CORS preflight, so any page could send it.
+    pub fn allow_content_type(mut self, essence: impl Into<String>) -> Self {
+        self.content_types.push(essence.into().to_ascii_lowercase());
+        self
+    }
+
+    /// Answer every CORS preflight (`OPTIONS`) with [`Refusal::Preflight`], so no browser ever lets another origin
+    /// send headers or bodies that need one.
+    pub fn refuse_preflights(mut self) -> Self {
+        self.refuse_preflights = true;
         self
     }
 
@@ -202,18 +236,28 @@ impl LocalGuard {
         {
             return Err(Refusal::CrossSite { site });
         }
-        // 4. Content-Type: anything that may change state must be JSON, which needs a CORS preflight.
+        // 4. Preflights, when refused: no other origin may ever send what needs one.
         let method = req.method();
+        if self.refuse_preflights && method == Method::OPTIONS {
+            return Err(Refusal::Preflight);
+        }
+        // 5. Content-Type: anything that may change state must be JSON (or an allowed non-form type), which
+        // needs a CORS preflight.
         if method != Method::GET && method != Method::HEAD && method != Method::OPTIONS {
             let ct = headers.get(header::CONTENT_TYPE).map(lossy).unwrap_or_default();
             let essence = ct.split(';').next().unwrap_or_default().trim();
-            if !essence.eq_ignore_ascii_case("application/json") {
+            if !self.content_types.iter().any(|t| essence.eq_ignore_ascii_case(t)) {
                 return Err(Refusal::UnsupportedMediaType { content_type: ct });
             }
         }
-        // 5. The API key, except on public paths.
+        // 6. The API key, except on public paths (and, when scoped, outside its prefix).
+        let path = req.uri().path();
+        let keyed = match &self.key_prefix {
+            Some(prefix) => path.starts_with(prefix.as_str()),
+            None => !self.public.iter().any(|p| p == path),
+        };
         if let Some(key) = &self.api_key
-            && !self.public.iter().any(|p| p == req.uri().path())
+            && keyed
         {
             let presented = headers
                 .get(header::AUTHORIZATION)
@@ -333,6 +377,44 @@ mod tests {
             ],
         );
         assert_eq!(g.check(&prefix), Err(Refusal::InvalidApiKey));
+    }
+
+    #[test]
+    fn a_scoped_key_an_upload_type_and_refused_preflights() {
+        let key = ApiKey::new("sk-zg-0123456789abcdef").unwrap();
+        let g = LocalGuard::new("127.0.0.1:4000".parse().unwrap())
+            .with_api_key_under(key, "/api/")
+            .allow_content_type("application/octet-stream")
+            .refuse_preflights();
+        let host = ("host", "127.0.0.1:4000");
+        assert!(g.check(&get("/", &[host])).is_ok(), "pages need no key");
+        assert_eq!(
+            g.check(&get("/api/account", &[host])),
+            Err(Refusal::MissingApiKey)
+        );
+        let post = |ct: &str| {
+            axum::http::Request::post("/api/upload")
+                .header("host", "127.0.0.1:4000")
+                .header("authorization", "Bearer sk-zg-0123456789abcdef")
+                .header("content-type", ct)
+                .body(())
+                .unwrap()
+        };
+        assert!(g.check(&post("application/octet-stream")).is_ok());
+        assert!(g.check(&post("application/json; charset=utf-8")).is_ok());
+        assert_eq!(
+            g.check(&post("text/plain")).unwrap_err().kind(),
+            "unsupported_media_type"
+        );
+        let pre = axum::http::Request::options("/api/upload")
+            .header("host", "127.0.0.1:4000")
+            .header("origin", "http://127.0.0.1:4000")
+            .body(())
+            .unwrap();
+        assert_eq!(g.check(&pre), Err(Refusal::Preflight));
+        // Without the option, a preflight passes the guard (and the router answers it).
+        let plain = LocalGuard::new("127.0.0.1:4000".parse().unwrap());
+        assert!(plain.check(&pre).is_ok());
     }
 
     #[test]

@@ -17,34 +17,26 @@
 //! CORS preflights (`OPTIONS`) are never answered with `Access-Control-Allow-*`, so a browser never lets another
 //! origin send the token header at all. The comparison of tokens is constant-time.
 //!
-//! This is the same rule set as `zg serve`'s guard in zg-client; [`GuardRules`] keeps it in one value so the two
-//! can share one implementation once it is on main.
+//! The decision is zg-client's [`LocalGuard`], the one guard `zg serve` uses too (session token = its API key,
+//! required under `/api/`; `application/octet-stream` allowed for dataset uploads; preflights refused); this module
+//! only renders its refusals the dashboard's way and adds the security headers.
 
 use axum::extract::{Request, State};
 use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
+use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::sync::Arc;
+use zg_client::{ApiKey, LocalGuard};
 
 /// The header the page sends the session token in, as `Bearer <token>` (the same as `zg serve`'s API key).
 pub const TOKEN_HEADER: &str = "authorization";
 
 /// What the guard accepts. Built once at start from the bound port and the session token.
-#[derive(Clone)]
+#[derive(Clone, Debug)]
 pub struct GuardRules {
-    hosts: Arc<[String]>,
-    origins: Arc<[String]>,
-    token: Arc<str>,
-}
-
-impl std::fmt::Debug for GuardRules {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        // The token is a secret: never printed.
-        f.debug_struct("GuardRules")
-            .field("hosts", &self.hosts)
-            .field("origins", &self.origins)
-            .finish_non_exhaustive()
-    }
+    // `LocalGuard`'s `Debug` never prints the key.
+    guard: Arc<LocalGuard>,
 }
 
 /// Why the guard refused a request (the text tells a developer what to fix; it never echoes the token).
@@ -111,80 +103,58 @@ impl IntoResponse for Refusal {
     }
 }
 
-/// Constant-time equality of two byte strings (the length is not secret: tokens have a fixed length).
-fn ct_eq(a: &[u8], b: &[u8]) -> bool {
-    if a.len() != b.len() {
-        return false;
+impl From<zg_client::Refusal> for Refusal {
+    fn from(r: zg_client::Refusal) -> Self {
+        use zg_client::Refusal as R;
+        match r {
+            R::MissingHost | R::ForeignHost { .. } => Refusal::Host,
+            R::ForeignOrigin { .. } => Refusal::Origin,
+            R::CrossSite { .. } => Refusal::CrossSite,
+            R::UnsupportedMediaType { .. } => Refusal::ContentType,
+            R::MissingApiKey | R::InvalidApiKey => Refusal::Token,
+            R::Preflight => Refusal::Preflight,
+            // A refusal this dashboard does not know yet is still a refusal (fail closed).
+            _ => Refusal::Origin,
+        }
     }
-    a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
 impl GuardRules {
-    /// Rules for a server on loopback `port`, with `token` as the session token.
-    pub fn new(port: u16, token: &str) -> Self {
-        let mut hosts: Vec<String> = ["127.0.0.1", "localhost", "[::1]"]
-            .iter()
-            .map(|h| format!("{h}:{port}"))
-            .collect();
-        if port == 80 {
-            // Browsers leave the default port out of Host and Origin.
-            hosts.extend(["127.0.0.1", "localhost", "[::1]"].map(str::to_owned));
+    /// Rules for a server on loopback `port`, with `token` as the session token (at least
+    /// [`ApiKey::MIN_LEN`] printable characters; the dashboard draws 64 hex digits).
+    pub fn new(port: u16, token: &str) -> Result<Self, String> {
+        let mut guard = LocalGuard::new(SocketAddr::from((Ipv4Addr::LOCALHOST, port)));
+        // The dashboard is reachable over IPv6 loopback too.
+        let v6 = LocalGuard::new(SocketAddr::from((Ipv6Addr::LOCALHOST, port)));
+        for h in v6.allowed_hosts().iter().filter(|h| h.starts_with('[')) {
+            guard = guard.allow_host(h.clone());
         }
-        let origins = hosts.iter().map(|h| format!("http://{h}")).collect::<Vec<_>>();
-        Self {
-            hosts: hosts.into(),
-            origins: origins.into(),
-            token: token.into(),
-        }
+        let guard = guard
+            .with_api_key_under(ApiKey::new(token)?, "/api/")
+            .allow_content_type("application/octet-stream")
+            .refuse_preflights();
+        Ok(Self {
+            guard: Arc::new(guard),
+        })
     }
 
-    /// Checks one request's method, path and headers.
+    /// Checks one request's method, path and headers (never its body).
     pub fn check(&self, method: &Method, path: &str, h: &HeaderMap) -> Result<(), Refusal> {
-        let get = |n: header::HeaderName| h.get(n).and_then(|v| v.to_str().ok());
-        let host = get(header::HOST).unwrap_or_default().to_ascii_lowercase();
-        if !self.hosts.contains(&host) {
-            return Err(Refusal::Host);
-        }
-        if let Some(origin) = get(header::ORIGIN)
-            && !self.origins.iter().any(|ok| ok == origin)
-        {
-            return Err(Refusal::Origin);
-        }
-        if h.get("sec-fetch-site")
-            .and_then(|v| v.to_str().ok())
-            .is_some_and(|s| s == "cross-site")
-        {
-            return Err(Refusal::CrossSite);
-        }
-        if *method == Method::OPTIONS {
-            return Err(Refusal::Preflight);
-        }
-        if !path.starts_with("/api/") {
-            return Ok(());
-        }
-        let token = h
-            .get(header::AUTHORIZATION)
-            .map(HeaderValue::as_bytes)
-            .and_then(|v| v.strip_prefix(b"Bearer "))
-            .unwrap_or_default();
-        if !ct_eq(token, self.token.as_bytes()) {
-            return Err(Refusal::Token);
-        }
-        let safe = matches!(*method, Method::GET | Method::HEAD);
-        if !safe {
-            let ct = get(header::CONTENT_TYPE).unwrap_or_default().to_ascii_lowercase();
-            let mime = ct.split(';').next().unwrap_or_default().trim();
-            if mime != "application/json" && mime != "application/octet-stream" {
-                return Err(Refusal::ContentType);
-            }
-        }
-        Ok(())
+        let mut req = axum::http::Request::new(());
+        *req.method_mut() = method.clone();
+        *req.uri_mut() = path.parse().map_err(|_| Refusal::Host)?;
+        *req.headers_mut() = h.clone();
+        self.check_request(&req)
+    }
+
+    fn check_request<B>(&self, req: &axum::http::Request<B>) -> Result<(), Refusal> {
+        self.guard.check(req).map_err(Refusal::from)
     }
 }
 
 /// The axum middleware applying [`GuardRules`], plus the security headers every answer carries.
 pub(crate) async fn guard(State(rules): State<GuardRules>, req: Request, next: Next) -> Response {
-    if let Err(r) = rules.check(req.method(), req.uri().path(), req.headers()) {
+    if let Err(r) = rules.check_request(&req) {
         tracing::warn!(
             refusal = r.code(),
             method = %req.method(),
@@ -238,9 +208,12 @@ mod tests {
         h
     }
 
+    const TOKEN: &str = "t0ken-0123456789abcdef";
+    const BEARER: &str = "Bearer t0ken-0123456789abcdef";
+
     #[track_caller]
     fn check(method: Method, path: &str, pairs: &[(&'static str, &str)], want: Result<(), Refusal>) {
-        let rules = GuardRules::new(4000, "t0ken");
+        let rules = GuardRules::new(4000, TOKEN).unwrap();
         assert_eq!(
             rules.check(&method, path, &headers(pairs)),
             want,
@@ -253,7 +226,7 @@ mod tests {
         let ok_post = [
             ("host", "127.0.0.1:4000"),
             ("origin", "http://127.0.0.1:4000"),
-            (TOKEN_HEADER, "Bearer t0ken"),
+            (TOKEN_HEADER, BEARER),
             ("content-type", "application/json"),
         ];
         check(Method::POST, "/api/tx/send", &ok_post, Ok(()));
@@ -277,7 +250,7 @@ mod tests {
             &[
                 ("host", "127.0.0.1:4000"),
                 ("origin", "http://evil.example"),
-                (TOKEN_HEADER, "Bearer t0ken"),
+                (TOKEN_HEADER, BEARER),
                 ("content-type", "application/json"),
             ],
             Err(Refusal::Origin),
@@ -288,7 +261,7 @@ mod tests {
             &[
                 ("host", "127.0.0.1:4000"),
                 ("origin", "null"),
-                (TOKEN_HEADER, "Bearer t0ken"),
+                (TOKEN_HEADER, BEARER),
                 ("content-type", "application/json"),
             ],
             Err(Refusal::Origin),
@@ -304,7 +277,7 @@ mod tests {
             "/api/tx/send",
             &[
                 ("host", "127.0.0.1:4000"),
-                (TOKEN_HEADER, "Bearer t0kex"),
+                (TOKEN_HEADER, "Bearer t0ken-0123456789abcdeX"),
                 ("content-type", "application/json"),
             ],
             Err(Refusal::Token),
@@ -314,7 +287,7 @@ mod tests {
             "/api/tx/send",
             &[
                 ("host", "127.0.0.1:4000"),
-                (TOKEN_HEADER, "Bearer t0ken"),
+                (TOKEN_HEADER, BEARER),
                 ("content-type", "text/plain"),
             ],
             Err(Refusal::ContentType),
@@ -325,7 +298,7 @@ mod tests {
             &[
                 ("host", "127.0.0.1:4000"),
                 ("sec-fetch-site", "cross-site"),
-                (TOKEN_HEADER, "Bearer t0ken"),
+                (TOKEN_HEADER, BEARER),
             ],
             Err(Refusal::CrossSite),
         );
@@ -347,22 +320,29 @@ mod tests {
     fn port_80_accepts_a_portless_host_and_no_other_port_does() {
         let h = |v: &str| headers(&[("host", v)]);
         assert_eq!(
-            GuardRules::new(80, "t").check(&Method::GET, "/", &h("127.0.0.1")),
+            GuardRules::new(80, TOKEN)
+                .unwrap()
+                .check(&Method::GET, "/", &h("127.0.0.1")),
             Ok(())
         );
         assert_eq!(
-            GuardRules::new(80, "t").check(&Method::GET, "/", &h("localhost:80")),
+            GuardRules::new(80, TOKEN)
+                .unwrap()
+                .check(&Method::GET, "/", &h("localhost:80")),
             Ok(())
         );
         assert_eq!(
-            GuardRules::new(4000, "t").check(&Method::GET, "/", &h("127.0.0.1")),
+            GuardRules::new(4000, TOKEN)
+                .unwrap()
+                .check(&Method::GET, "/", &h("127.0.0.1")),
             Err(Refusal::Host)
         );
     }
 
     #[test]
     fn debug_never_prints_the_token() {
-        let rules = GuardRules::new(1, "s3cret-token");
+        let rules = GuardRules::new(1, "s3cret-token-0123456789").unwrap();
         assert!(!format!("{rules:?}").contains("s3cret"));
+        assert!(GuardRules::new(1, "short").is_err(), "a short token is refused");
     }
 }

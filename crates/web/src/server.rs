@@ -138,7 +138,10 @@ impl Dashboard {
             key,
         }));
         metrics::spawn_sampler(state.clone());
-        let router = router(state, GuardRules::new(addr.port(), &token));
+        // Cannot fail: the token is 64 hex digits, above ApiKey::MIN_LEN and printable.
+        let rules = GuardRules::new(addr.port(), &token)
+            .map_err(|e| Error::Serve(std::io::Error::other(format!("session token: {e}"))))?;
+        let router = router(state, rules);
         Ok(Self {
             listener,
             addr,
