@@ -314,6 +314,21 @@ async fn lora_adapter_deployed_by_the_broker_is_served_to_its_owner_only_e2e() {
     let o = chat(bob.clone(), &["--adapter-name", &adapter]).await;
     assert!(!o.status.success(), "{}", stdout(&o));
     assert!(stderr(&o).contains("does not serve"), "{}", stderr(&o));
+    let v = json(
+        &run(
+            strings(&[
+                "inference",
+                "balance",
+                "--provider",
+                &provider,
+                "--allow-simulated",
+                "--json",
+            ]),
+            bob.clone(),
+        )
+        .await,
+    );
+    assert_eq!(dec(&v["balance"]["owed"]), 0, "{v}");
 
     // list-adapters: alice sees hers, bob none; bob cannot remove it; alice can.
     let owner_args = |verb: &str| strings(&["inference", verb, "--provider", &provider, "--json"]);
