@@ -125,6 +125,27 @@ rpc_url = "http://127.0.0.1:8545"
 # key_file = "/run/secrets/broker-key"
 # keystore = "/run/secrets/broker.keystore.json"
 
+[adapters]
+# Deploying a customer's LoRA adapter to an inference provider (gRPC FineTuning.DeployAdapter; the provider
+# serves zg.v1.Adapters). The provider's fresh evidence must pass this attestation policy (TOML or JSON,
+# zg_attestation::AttestationPolicy: measurement allow-list, TCB, GPU) with its bound signer equal to its
+# on-chain InferenceServing teeSignerAddress.
+# policy = "./provider-policy.toml"   (--adapters-policy)
+# DCAP collateral for real TDX quotes (JSON).
+# collateral = "./collateral.json"
+# DANGEROUS (development and the devnet demo only): accept simulated evidence (no TEE at all), and any image
+# when the policy's allow-list is empty (--adapters-dangerous-allow-simulated, --adapters-dangerous-any-image).
+# dangerous_allow_simulated = false
+# dangerous_any_image = false
+# Wall time of one deployment (connect, challenge, upload, answer).
+# timeout_secs = 120
+# Largest adapter (config + weights) this broker deploys.
+# max_package_bytes = 268435456
+# Where to reach a provider's zg.v1.Adapters instead of the `grpc` URL its service advertises in
+# additionalInfo (tests, private networks): address = URL.
+# [adapters.grpc_urls]
+# "0x…" = "http://10.0.0.5:50051"
+
 [tee]
 # auto | simulated | tdx | dstack (--tee). auto = dstack if its socket exists, else TDX, else SIMULATED.
 backend = "auto"
@@ -145,6 +166,19 @@ struct FileConfig {
     storage: StorageFile,
     chain: ChainFile,
     tee: TeeFile,
+    adapters: AdaptersFile,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+struct AdaptersFile {
+    policy: Option<PathBuf>,
+    collateral: Option<PathBuf>,
+    dangerous_allow_simulated: Option<bool>,
+    dangerous_any_image: Option<bool>,
+    timeout_secs: Option<u64>,
+    max_package_bytes: Option<u64>,
+    grpc_urls: BTreeMap<Address, String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -325,6 +359,31 @@ pub struct RunArgs {
     /// FineTuningServing address (default: the devnet address).
     #[arg(long, env = "ZG_BROKER_FINE_TUNING_CA")]
     pub fine_tuning_ca: Option<Address>,
+    /// Attestation policy (TOML or JSON) inference providers must pass to receive adapters (`[adapters] policy`).
+    #[arg(long, env = "ZG_BROKER_ADAPTERS_POLICY")]
+    pub adapters_policy: Option<PathBuf>,
+    /// DANGEROUS, development only: accept an inference provider's SIMULATED evidence (no TEE at all) when
+    /// deploying adapters to it.
+    #[arg(long, env = "ZG_BROKER_ADAPTERS_DANGEROUS_ALLOW_SIMULATED")]
+    pub adapters_dangerous_allow_simulated: bool,
+    /// DANGEROUS, development only: accept any provider image when the adapters policy's allow-list is empty.
+    #[arg(long, env = "ZG_BROKER_ADAPTERS_DANGEROUS_ANY_IMAGE")]
+    pub adapters_dangerous_any_image: bool,
+}
+
+/// `[adapters]`: how the broker judges the inference providers it deploys adapters to.
+#[derive(Debug, Clone)]
+pub struct AdapterSettings {
+    /// The attestation policy (nonce and signer are set per deployment).
+    pub policy: zg_attestation::AttestationPolicy,
+    /// DCAP collateral file for real TDX quotes.
+    pub collateral: Option<PathBuf>,
+    /// Wall time of one deployment.
+    pub timeout: Duration,
+    /// Largest adapter deployed.
+    pub max_package_bytes: u64,
+    /// Per-provider gRPC URL overrides.
+    pub grpc_urls: BTreeMap<Address, String>,
 }
 
 /// Where the wallet key comes from (the key itself is read at start, never logged).
@@ -397,6 +456,8 @@ pub struct Settings {
     pub dstack_socket: Option<PathBuf>,
     /// App compose file.
     pub app_compose: Option<PathBuf>,
+    /// Adapter deployment.
+    pub adapters: AdapterSettings,
 }
 
 fn neuron(field: &'static str, v: &str) -> Result<U256> {
@@ -469,6 +530,15 @@ impl Settings {
                 fix: "use at least 1 (--max-parallel, ZG_BROKER_MAX_PARALLEL)".into(),
             });
         }
+        let mut adapters_file = file.adapters;
+        if let Some(p) = args.adapters_policy {
+            adapters_file.policy = Some(p);
+        }
+        let adapters = adapter_settings(
+            adapters_file,
+            args.adapters_dangerous_allow_simulated,
+            args.adapters_dangerous_any_image,
+        )?;
         let storage_dir = args
             .storage_dir
             .or(file.storage.dir)
@@ -544,6 +614,7 @@ impl Settings {
             tee: args.tee.or(file.tee.backend).unwrap_or(BackendChoice::Auto),
             dstack_socket: file.tee.dstack_socket,
             app_compose: file.tee.app_compose,
+            adapters,
             data_dir,
         })
     }
@@ -582,6 +653,48 @@ impl Settings {
             }
         }
     }
+}
+
+fn adapter_settings(f: AdaptersFile, allow_simulated: bool, any_image: bool) -> Result<AdapterSettings> {
+    let mut policy = match &f.policy {
+        Some(p) => zg_attestation::AttestationPolicy::from_file(p).map_err(|e| Error::Config {
+            field: "adapters.policy",
+            value: p.display().to_string(),
+            fix: format!("give a valid attestation policy file, TOML or JSON ({e})"),
+        })?,
+        None => zg_attestation::AttestationPolicy::default(),
+    };
+    if allow_simulated || f.dangerous_allow_simulated == Some(true) {
+        tracing::warn!(
+            "\n!!  ADAPTERS: DANGEROUS — inference providers with SIMULATED evidence (no TEE at all) receive  !!\n\
+             !!  customers' adapters (adapters.dangerous_allow_simulated). Development and devnet only.     !!"
+        );
+        policy.dangerous_allow_simulated = true;
+    }
+    if any_image || f.dangerous_any_image == Some(true) {
+        tracing::warn!(
+            "ADAPTERS: DANGEROUS — any provider image passes when the policy's allow-list is empty (adapters.dangerous_any_image)"
+        );
+        policy.dangerous_any_image = true;
+    }
+    for (provider, url) in &f.grpc_urls {
+        if !(url.starts_with("http://") || url.starts_with("https://")) {
+            return Err(Error::Config {
+                field: "adapters.grpc_urls",
+                value: format!("{provider} = {url}"),
+                fix: "give an http:// or https:// URL".into(),
+            });
+        }
+    }
+    Ok(AdapterSettings {
+        policy,
+        collateral: f.collateral,
+        timeout: Duration::from_secs(f.timeout_secs.unwrap_or(120).max(1)),
+        max_package_bytes: f
+            .max_package_bytes
+            .unwrap_or(zg_adapters::DEFAULT_MAX_PACKAGE_BYTES),
+        grpc_urls: f.grpc_urls,
+    })
 }
 
 fn load(path: &Path) -> Result<FileConfig> {
@@ -627,6 +740,61 @@ mod tests {
         assert_eq!(s.http_addr.port(), 9999);
         assert_eq!(s.price_per_token, U256::from(7));
         assert_eq!(s.models[0].epoch_pause_ms, Some(5));
+    }
+
+    /// `[adapters]`: the strict default refuses simulated providers; the dangerous switches come from the file
+    /// or the flags; a URL override that is not http(s) and an unreadable policy are refused by name.
+    #[test]
+    fn adapters_section_defaults_strict_and_opts_in_loudly() {
+        let s = Settings::resolve(RunArgs::default()).unwrap();
+        assert!(!s.adapters.policy.dangerous_allow_simulated);
+        assert!(!s.adapters.policy.dangerous_any_image);
+        assert_eq!(s.adapters.timeout, Duration::from_secs(120));
+        assert_eq!(
+            s.adapters.max_package_bytes,
+            zg_adapters::DEFAULT_MAX_PACKAGE_BYTES
+        );
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("c.toml");
+        std::fs::write(
+            &p,
+            "[adapters]\ndangerous_allow_simulated = true\ntimeout_secs = 7\n\
+             [adapters.grpc_urls]\n\"0x00000000000000000000000000000000000000c1\" = \"http://10.0.0.5:50051\"\n",
+        )
+        .unwrap();
+        let s = Settings::resolve(RunArgs {
+            config: Some(p.clone()),
+            adapters_dangerous_any_image: true,
+            ..RunArgs::default()
+        })
+        .unwrap();
+        assert!(s.adapters.policy.dangerous_allow_simulated);
+        assert!(s.adapters.policy.dangerous_any_image);
+        assert_eq!(s.adapters.timeout, Duration::from_secs(7));
+        let mut c1 = [0u8; 20];
+        c1[19] = 0xc1;
+        assert_eq!(
+            s.adapters.grpc_urls.get(&Address::from(c1)).map(String::as_str),
+            Some("http://10.0.0.5:50051")
+        );
+        std::fs::write(
+            &p,
+            "[adapters.grpc_urls]\n\"0x00000000000000000000000000000000000000c1\" = \"file:///x\"\n",
+        )
+        .unwrap();
+        let e = Settings::resolve(RunArgs {
+            config: Some(p.clone()),
+            ..RunArgs::default()
+        })
+        .unwrap_err();
+        assert!(e.to_string().contains("adapters.grpc_urls"), "{e}");
+        std::fs::write(&p, "[adapters]\npolicy = \"/nonexistent/policy.toml\"\n").unwrap();
+        let e = Settings::resolve(RunArgs {
+            config: Some(p),
+            ..RunArgs::default()
+        })
+        .unwrap_err();
+        assert!(e.to_string().contains("adapters.policy"), "{e}");
     }
 
     #[test]

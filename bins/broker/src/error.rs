@@ -54,6 +54,48 @@ pub enum Error {
     /// Storage failed.
     #[error("storage: {0}")]
     Storage(#[from] zg_storage::Error),
+    /// A deploy authorization is not the customer's permission for this broker, now.
+    #[error("deploy authorization refused: {0}")]
+    DeployAuthorization(String),
+    /// The task cannot be deployed (not acknowledged, not a LoRA adapter, nothing kept); `reason` says why and
+    /// what to do.
+    #[error("{reason}")]
+    NotDeployable {
+        /// The task id.
+        task: String,
+        /// Why, and what to do.
+        reason: String,
+    },
+    /// The inference provider is not one this broker can deploy to (no service on chain, no gRPC endpoint).
+    #[error("inference provider {provider}: {reason}")]
+    ProviderUnknown {
+        /// Its address.
+        provider: alloy_primitives::Address,
+        /// Why.
+        reason: String,
+    },
+    /// The inference provider failed the mutual attestation check: its evidence, its signer or its challenge
+    /// signature. Nothing was sent to it.
+    #[error("inference provider {provider} is not trusted: {reason}")]
+    ProviderUntrusted {
+        /// Its address.
+        provider: alloy_primitives::Address,
+        /// The failing check.
+        reason: String,
+    },
+    /// The inference provider could not be reached, answered out of bounds (size, time) or refused the
+    /// deployment.
+    #[error("inference provider {provider} ({url}): {op}: {reason}")]
+    ProviderFailed {
+        /// Its address.
+        provider: alloy_primitives::Address,
+        /// The gRPC URL used.
+        url: String,
+        /// The step (`connect`, `Challenge`, `Deploy`).
+        op: &'static str,
+        /// Why.
+        reason: String,
+    },
 }
 
 impl Error {
@@ -62,6 +104,11 @@ impl Error {
         match self {
             Self::Task(e) => e.status(),
             Self::BadRequest(_) => 400,
+            Self::DeployAuthorization(_) | Self::ProviderUntrusted { .. } => 403,
+            Self::ProviderUnknown { .. } => 404,
+            Self::NotDeployable { .. } => 412,
+            // A remote party's failure: said to the caller (it names no secret of ours).
+            Self::ProviderFailed { .. } => 502,
             _ => 500,
         }
     }
@@ -76,12 +123,17 @@ impl Error {
             Self::Chain { .. } => "chain",
             Self::Tee(_) => "tee",
             Self::Storage(_) => "storage",
+            Self::DeployAuthorization(_) => "deploy_authorization",
+            Self::NotDeployable { .. } => "not_deployable",
+            Self::ProviderUnknown { .. } => "provider_unknown",
+            Self::ProviderUntrusted { .. } => "provider_untrusted",
+            Self::ProviderFailed { .. } => "provider_failed",
         }
     }
 
     /// The message a client sees: the error for client faults, a generic line otherwise.
     pub fn public_message(&self) -> String {
-        if self.status() < 500 {
+        if self.status() < 500 || matches!(self, Self::ProviderFailed { .. }) {
             self.to_string()
         } else {
             tracing::error!(error = %self, "internal error");
@@ -107,6 +159,8 @@ impl From<Error> for tonic::Status {
         let code = match e.status() {
             400 | 413 => Code::InvalidArgument,
             401 => Code::Unauthenticated,
+            403 => Code::PermissionDenied,
+            502 => Code::Unavailable,
             402 | 409 | 412 => Code::FailedPrecondition,
             404 => Code::NotFound,
             429 => Code::ResourceExhausted,

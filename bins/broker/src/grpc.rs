@@ -286,6 +286,17 @@ impl FineTuning for Grpc {
         Ok(Response::new(task_pb(&t, self.app.pipeline.config().ack_timeout)))
     }
 
+    /// See [`crate::adapters`] for who can call it and the worst they can do.
+    async fn deploy_adapter(
+        &self,
+        r: Request<pb::DeployAdapterRequest>,
+    ) -> Result<Response<pb::DeployAdapterResult>, Status> {
+        crate::adapters::deploy(&self.app, &self.app.deployer, r.into_inner())
+            .await
+            .map(Response::new)
+            .map_err(status)
+    }
+
     type GetDeliverableStream = Boxed<pb::DeliverableChunk>;
 
     async fn get_deliverable(

@@ -5,6 +5,7 @@
     allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)
 )]
 
+mod adapters;
 mod chain;
 mod config;
 mod error;
@@ -15,8 +16,11 @@ mod run;
 mod storage;
 mod tee;
 
+pub use crate::adapters::{
+    Deployer, MAX_PROVIDER_MESSAGE, advertised_grpc_url, authorization_from_pb, authorization_pb, deploy,
+};
 pub use crate::chain::{ChainAdapter, CrashPoints};
-pub use crate::config::{CONFIG_TEMPLATE, KeySource, ModelConfig, RunArgs, Settings};
+pub use crate::config::{AdapterSettings, CONFIG_TEMPLATE, KeySource, ModelConfig, RunArgs, Settings};
 pub use crate::error::{Error, Result};
 pub use crate::grpc::{Grpc, GrpcService, grpc_service, read_auth, task_pb};
 pub use crate::http::{MAX_JSON_BODY, READ_AUTH_HEADER, render_log, router, serve, task_json};

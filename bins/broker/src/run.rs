@@ -60,6 +60,8 @@ pub struct App {
     pub max_upload_bytes: u64,
     /// The gRPC endpoint clients are told to use (`GET /v1/info`).
     pub public_grpc_url: String,
+    /// Adapter deployment to inference providers (`FineTuning.DeployAdapter`).
+    pub deployer: crate::adapters::Deployer,
 }
 
 impl App {
@@ -348,6 +350,7 @@ pub async fn start(s: Settings) -> Result<Running> {
         s.dstack_socket.clone(),
         app_compose,
     )?);
+    let deployer = crate::adapters::Deployer::new(&s.adapters)?;
     let wallet = s.load_key()?;
     let client = Client::connect(&s.rpc_url, s.contracts, Some(wallet))
         .await
@@ -445,6 +448,7 @@ pub async fn start(s: Settings) -> Result<Running> {
         upload_dir,
         max_upload_bytes: s.dataset_max_bytes,
         public_grpc_url: String::new(),
+        deployer,
     };
     let bind = |addr: SocketAddr, op: &'static str| async move {
         tokio::net::TcpListener::bind(addr)

@@ -352,7 +352,7 @@ impl Client {
         let exp = Expectation {
             response_key: t.response_key,
             nonce,
-            model: t.model.clone(),
+            model: receipt::expected_model(&t.model, body),
             prices: t.prices,
             fee_cap,
         };
@@ -491,6 +491,20 @@ impl Client {
         self.request(provider, Route::Chat, body).await
     }
 
+    /// A chat completion with `model` set in the body: a deployed adapter's name (`ft-…`, see
+    /// [`zg_adapters::adapter_name`]) is answered by that adapter, to its owner only, and its receipt must name
+    /// it; billing is the service's prices as for any request. `body` must be a JSON object.
+    pub async fn chat_model(&self, provider: Address, model: &str, body: &[u8]) -> Result<ChatResponse> {
+        self.request(provider, Route::Chat, with_model(body, model)?)
+            .await
+    }
+
+    /// [`Client::chat_model`], streamed.
+    pub async fn chat_stream_model(&self, provider: Address, model: &str, body: &[u8]) -> Result<ChatStream> {
+        self.request_stream(provider, Route::Chat, with_model(body, model)?)
+            .await
+    }
+
     /// A streamed request: the body should set `"stream": true`. Yields the provider's SSE events as they
     /// arrive; the last item is the verified receipt (an error if it does not verify, or if the stream
     /// exceeds [`ClientConfig::max_response_bytes`] or [`ClientConfig::stream_timeout`]).
@@ -601,4 +615,23 @@ impl Client {
             .await
             .map_err(Error::chain("revokeToken"))
     }
+}
+
+/// `body` (a JSON object) with its `model` set to `model`, for [`Client::chat_model`] and callers who build
+/// bodies themselves. Refuses a body that is not a JSON object, or an empty model.
+pub fn with_model(body: &[u8], model: &str) -> Result<Bytes> {
+    if model.is_empty() || model.len() > 256 {
+        return Err(Error::InvalidInput(format!(
+            "model {model:?}: give 1 to 256 characters"
+        )));
+    }
+    let mut v: serde_json::Value = serde_json::from_slice(body)
+        .map_err(|e| Error::InvalidInput(format!("the request body is not JSON: {e}")))?;
+    let obj = v
+        .as_object_mut()
+        .ok_or_else(|| Error::InvalidInput("the request body is not a JSON object".into()))?;
+    obj.insert("model".into(), serde_json::Value::String(model.to_owned()));
+    serde_json::to_vec(&v)
+        .map(Bytes::from)
+        .map_err(|e| Error::InvalidInput(format!("the request body: {e}")))
 }

@@ -18,7 +18,7 @@ mod store;
 mod stream;
 mod verify;
 
-pub use crate::client::{ChatResponse, Client, Route};
+pub use crate::client::{ChatResponse, Client, Route, with_model};
 pub use crate::config::{ClientConfig, TopUpPolicy, Transport};
 pub use crate::error::{Error, Refusal, Result};
 pub use crate::funding::Balance;
@@ -28,7 +28,7 @@ pub use crate::gateway::gateway_router;
 pub use crate::guard::{ApiKey, LocalGuard};
 pub use crate::receipt::{
     RECEIPT_EVENT, RECEIPT_HEADER, REQUEST_HEADER, RES_KEY_HEADER, ReceiptJson, UsageJson, VerifiedReceipt,
-    parse_receipt_header, verify_receipt,
+    expected_model, parse_receipt_header, verify_receipt,
 };
 pub use crate::store::{ProviderState, VerifiedKeys};
 pub use crate::stream::{ChatStream, StreamEvent};

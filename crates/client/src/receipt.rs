@@ -58,6 +58,22 @@ pub(crate) struct Expectation {
     pub(crate) fee_cap: U256,
 }
 
+/// The model a receipt must name for a request `body` to a service registering `service_model`: the
+/// provider's rule. A request whose `model` is an adapter name (`ft-…`, a customer's deployed LoRA adapter) is
+/// answered by that adapter, and its receipt names it; any other request is answered (and receipted) as the
+/// service's model, whatever `model` it sends. The fee rule does not change: the service's prices.
+pub fn expected_model(service_model: &str, body: &[u8]) -> String {
+    #[derive(serde::Deserialize)]
+    struct Model<'a> {
+        #[serde(borrow, default)]
+        model: Option<std::borrow::Cow<'a, str>>,
+    }
+    match serde_json::from_slice::<Model<'_>>(body) {
+        Ok(Model { model: Some(m) }) if zg_adapters::is_adapter_name(&m) => m.into_owned(),
+        _ => service_model.to_owned(),
+    }
+}
+
 /// Checks `r` against the bytes exchanged; returns the fee to count (fail closed on any mismatch).
 pub(crate) fn check(r: &ReceiptJson, exp: &Expectation, request: &[u8], response_hash: B256) -> Result<U256> {
     let key_hex = format!("0x{}", hex::encode(exp.response_key));
@@ -115,7 +131,7 @@ pub(crate) fn check(r: &ReceiptJson, exp: &Expectation, request: &[u8], response
     }
     if r.model != exp.model {
         return Err(Error::ReceiptInvalid(format!(
-            "receipt names model {:?}, the service registers {:?}",
+            "receipt names model {:?}, the request was for {:?}",
             r.model, exp.model
         )));
     }
@@ -189,6 +205,50 @@ mod tests {
             signature: format!("0x{}", hex::encode(signed.signature)),
             response_key: format!("0x{}", hex::encode(signer.verifying_key().to_bytes())),
         }
+    }
+
+    /// A request for an adapter (`"model": "ft-…"`) expects a receipt naming that adapter; a request naming any
+    /// other model (or none, or not JSON) expects the service's model, as before.
+    #[test]
+    fn an_adapter_request_expects_the_adapter_in_its_receipt() {
+        let svc = "smollm2-135m-instruct";
+        let ft = br#"{"model":"ft-smollm2-135m-instruct-0d4c6a52-9f7","messages":[]}"#;
+        assert_eq!(expected_model(svc, ft), "ft-smollm2-135m-instruct-0d4c6a52-9f7");
+        for other in [
+            &br#"{"model":"gpt-4","messages":[]}"#[..],
+            br#"{"messages":[]}"#,
+            br#"{"model":7}"#,
+            b"not json",
+            br#"{"model":"fthis"}"#,
+        ] {
+            assert_eq!(
+                expected_model(svc, other),
+                svc,
+                "{}",
+                String::from_utf8_lossy(other)
+            );
+        }
+        // A receipt naming the base model for an adapter request fails closed, and the other way round.
+        let signer = ReceiptSigner::random();
+        let usage = Usage {
+            prompt_tokens: 1,
+            completion_tokens: 1,
+        };
+        let r = receipt(&signer, usage, U256::from(3));
+        let exp = |model: &str| Expectation {
+            response_key: signer.verifying_key().to_bytes(),
+            nonce: U256::from(1),
+            model: model.into(),
+            prices: Prices {
+                input: U256::from(1),
+                output: U256::from(2),
+            },
+            fee_cap: U256::from(1000),
+        };
+        let resp = zg_billing::body_hash(b"answer");
+        assert_eq!(check(&r, &exp("m"), b"{}", resp).unwrap(), U256::from(3));
+        let e = check(&r, &exp("ft-m-0123"), b"{}", resp).unwrap_err();
+        assert!(e.to_string().contains("\"ft-m-0123\""), "{e}");
     }
 
     /// The provider and the client apply one rule: fee = min(usage × prices, signed cap). An honest `n: 2`

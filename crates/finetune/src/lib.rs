@@ -32,7 +32,7 @@ pub use executor::{
 pub use memchain::{Fault, MemChain};
 pub use package::{TarStream, list_entries, unpack};
 pub use params::{MAX_PARAMS_BYTES, TrainingParams};
-pub use pipeline::{CreateTask, ModelSpec, Pipeline, PipelineConfig, TaskEvent};
+pub use pipeline::{ADAPTER_DIR, CreateTask, ModelSpec, Pipeline, PipelineConfig, TaskEvent};
 pub use state::{TaskId, TaskState};
 pub use store::{LogLine, MAX_LOG_LINES, NewTask, TaskRecord, TaskStore, Update, now_ms};
 

@@ -211,6 +211,26 @@ fn task_dir(cfg: &PipelineConfig, id: &TaskId) -> PathBuf {
     cfg.data_dir.join("tasks").join(id.as_str())
 }
 
+/// The folder of a task's directory where a PEFT adapter output is kept after delivery (inside the TEE, as
+/// the dataset upload is), for the broker's adapter deployment to an inference provider.
+pub const ADAPTER_DIR: &str = "adapter";
+
+/// Copies a PEFT adapter (`adapter_config.json` + `adapter_model.safetensors` at the top of `output`) to
+/// `keep`, replacing what was there; any other output (an n-gram model, a command trainer's files) is not
+/// kept. Blocking.
+fn keep_peft_adapter(output: &Path, keep: &Path) -> Result<()> {
+    const FILES: [&str; 2] = ["adapter_config.json", "adapter_model.safetensors"];
+    if !FILES.iter().all(|f| output.join(f).is_file()) {
+        return Ok(());
+    }
+    let _ = std::fs::remove_dir_all(keep);
+    std::fs::create_dir_all(keep).map_err(|e| Error::io("create", keep, e))?;
+    for f in FILES {
+        std::fs::copy(output.join(f), keep.join(f)).map_err(|e| Error::io("copy", keep.join(f), e))?;
+    }
+    Ok(())
+}
+
 fn fail_note(e: &Error) -> String {
     format!("{}: {e}", e.code())
 }
@@ -570,6 +590,13 @@ impl<C: FineTuningChain, S: ArtifactStore> Pipeline<C, S> {
         sig::verify_personal("lora", &sig::lora_digest(id, timestamp), &sig_bytes, user)?;
         let t = self.inner.store.get_for(user, id).await?;
         self.sealed_of(&t)
+    }
+
+    /// The PEFT adapter a delivered LoRA task's output is kept as (`<data_dir>/tasks/<id>/adapter`, holding
+    /// `adapter_config.json` and `adapter_model.safetensors`); absent for other executors' outputs. For callers
+    /// that authenticated the owner and checked the task's state themselves.
+    pub fn adapter_dir(&self, id: &TaskId) -> PathBuf {
+        task_dir(&self.inner.cfg, id).join(ADAPTER_DIR)
     }
 
     /// The sealed model of a delivered task (for callers that authenticated the owner themselves).
@@ -954,9 +981,13 @@ impl<C: FineTuningChain, S: ArtifactStore> Pipeline<C, S> {
             let _ = tokio::fs::remove_dir_all(dir.join("input")).await;
             let (out, sealed) = (dir.join("output"), dir.join("model.sealed"));
             let (tee, pubkey) = (inner.tee.clone(), t.user_pubkey.clone());
-            let a = tokio::task::spawn_blocking(move || seal_output(&out, &tee, &pubkey, &sealed))
-                .await
-                .map_err(|e| Error::store("seal", e))??;
+            let adapter = dir.join(ADAPTER_DIR);
+            let a = tokio::task::spawn_blocking(move || {
+                keep_peft_adapter(&out, &adapter)?;
+                seal_output(&out, &tee, &pubkey, &sealed)
+            })
+            .await
+            .map_err(|e| Error::store("seal", e))??;
             inner.storage.put_sealed(&a.sealed_path, a.storage_root).await?;
             let note = format!(
                 "sealed {} bytes (archive {} bytes): modelRootHash {:#x}, storage root {:#x}",

@@ -7,6 +7,7 @@
     unreachable_pub
 )]
 
+mod adapters;
 mod common;
 mod crash;
 mod e2e;

@@ -61,6 +61,25 @@ pub(crate) enum FineTuningCommand {
     Verify(VerifyArgs),
     /// Try a decrypted zg-demo-ngram model: the base model's answer and the fine-tuned one, same prompt.
     Generate(GenerateArgs),
+    /// Deploy your fine-tuned LoRA adapter to an inference provider, which then serves it to you only.
+    ///
+    /// You sign a deploy authorization (this task, this broker, that provider, valid 10 minutes); the broker
+    /// checks the task is yours and acknowledged, verifies the provider's TEE (fresh attestation, on-chain
+    /// signer) and hands the adapter over sealed to that TEE. Prints the adapter's model name.
+    ///
+    /// Example: `zg fine-tuning deploy-adapter --provider <INFERENCE provider> --broker <fine-tuning provider>
+    /// --task-id <id>`
+    DeployAdapter(DeployAdapterArgs),
+    /// The model name a task's adapter is served as: `ft-<base model>-<first 12 characters of the task id>`
+    /// (0G's rule; computed locally).
+    ///
+    /// Example: `zg fine-tuning get-adapter-name --model smollm2-135m-instruct --task-id <id>`
+    GetAdapterName(GetAdapterNameArgs),
+    /// Chat with your deployed adapter on an inference provider: a verified, billed request whose receipt
+    /// must name the adapter.
+    ///
+    /// Example: `zg fine-tuning chat --provider <INFERENCE provider> --task-id <id> "How long do I bake it?"`
+    Chat(AdapterChatArgs),
 }
 
 impl FineTuningCommand {
@@ -80,6 +99,9 @@ impl FineTuningCommand {
             Self::DecryptModel(a) => a.run(g).await,
             Self::Verify(a) => a.run(g).await,
             Self::Generate(a) => a.run(g).await,
+            Self::DeployAdapter(a) => a.run(g).await,
+            Self::GetAdapterName(a) => a.run(g),
+            Self::Chat(a) => a.run(g).await,
         }
     }
 }
@@ -1252,6 +1274,284 @@ fn tempfile_dir() -> anyhow::Result<PathBuf> {
     let d = std::env::temp_dir().join(format!("zg-generate-{}", TaskId::random()));
     std::fs::create_dir_all(&d)?;
     Ok(d)
+}
+
+// ------------------------------------------------------------------------------------------------ adapters
+
+/// `deploy-adapter`.
+#[derive(Debug, Args)]
+pub(crate) struct DeployAdapterArgs {
+    /// The INFERENCE provider to deploy to (it must serve the task's base model).
+    #[arg(long, value_name = "ADDR")]
+    provider: Address,
+    /// The fine-tuning task whose adapter to deploy (yours, delivered and acknowledged).
+    #[arg(long = "task-id", alias = "task", value_name = "ID")]
+    task_id: String,
+    /// The fine-tuning provider (broker) that trained it. Default: the one holding your deliverable for this
+    /// task on chain.
+    #[arg(long, value_name = "ADDR")]
+    broker: Option<Address>,
+    /// The base model the task trained (checked against the broker's answer; optional).
+    #[arg(long, value_name = "NAME")]
+    model: Option<String>,
+    /// Seconds the authorization you sign stays valid (at most 3600).
+    #[arg(long, default_value_t = 600, value_name = "SECONDS")]
+    expires_in: u64,
+    /// Accepted for the official CLI's flag: the deployment is always finished when this returns.
+    #[arg(long, hide = true)]
+    wait: bool,
+    /// Accepted for the official CLI's flag (the broker bounds the deployment itself).
+    #[arg(long, hide = true, value_name = "SECONDS")]
+    timeout: Option<u64>,
+    /// Reach the broker's HTTP API here instead of the URL registered on chain (tunnels, tests).
+    #[arg(long, env = "ZG_BROKER_URL", value_name = "URL", help_heading = "Broker")]
+    broker_url: Option<String>,
+    /// Reach the broker's gRPC API here instead of the one it advertises on `GET /v1/info`.
+    #[arg(long, env = "ZG_BROKER_GRPC", value_name = "URL", help_heading = "Broker")]
+    grpc: Option<String>,
+    #[command(flatten)]
+    rpc: RpcOpts,
+    #[command(flatten)]
+    wallet: WalletOpts,
+}
+
+#[derive(Debug, Serialize)]
+struct DeployedView {
+    adapter: String,
+    state: String,
+    base_model: String,
+    owner: String,
+    task_id: String,
+    provider: Address,
+    broker: Address,
+    provider_grpc_url: String,
+    provider_simulated: bool,
+}
+
+impl DeployAdapterArgs {
+    /// The broker holding the caller's deliverable for the task.
+    async fn find_broker(&self, chain: &Client, user: Address) -> anyhow::Result<Address> {
+        for s in chain.fine_tuning().list_services().await? {
+            if let Ok(d) = chain
+                .fine_tuning()
+                .get_deliverable(user, s.provider, &self.task_id)
+                .await
+                && d.id == self.task_id
+            {
+                return Ok(s.provider);
+            }
+        }
+        anyhow::bail!(
+            "no fine-tuning provider holds a deliverable of task {} for {user}: pass --broker <fine-tuning provider>",
+            self.task_id
+        )
+    }
+
+    async fn run(self, g: &GlobalOpts) -> anyhow::Result<ExitCode> {
+        if self.expires_in == 0 || self.expires_in > zg_adapters::MAX_AUTHORIZATION_SECS {
+            anyhow::bail!(
+                "--expires-in {}: give 1 to {} seconds",
+                self.expires_in,
+                zg_adapters::MAX_AUTHORIZATION_SECS
+            );
+        }
+        let broker = match self.broker {
+            Some(b) => b,
+            None => {
+                let signer = self.wallet.signer()?;
+                let chain = self.rpc.connect(None).await?;
+                self.find_broker(&chain, signer.address()).await?
+            }
+        };
+        let mut b = BrokerArgs {
+            provider: broker,
+            broker_url: self.broker_url.clone(),
+            grpc: self.grpc.clone(),
+            rpc: self.rpc.clone(),
+            wallet: self.wallet.clone(),
+        }
+        .connect()
+        .await?;
+        let now = u64::try_from(zg_finetune::now_ms() / 1000).unwrap_or(0);
+        let auth = zg_adapters::DeployAuthorization {
+            chain_id: b.chain.chain_id(),
+            user: b.user,
+            broker,
+            provider: self.provider,
+            task_id: self.task_id.clone(),
+            expires_at: now + self.expires_in,
+        }
+        .sign(&b.sk)?;
+        let a = &auth.authorization;
+        let r = b
+            .grpc
+            .deploy_adapter(pb::DeployAdapterRequest {
+                authorization: Some(pb::DeployAuthorization {
+                    chain_id: a.chain_id,
+                    user: a.user.to_checksum(None),
+                    broker: a.broker.to_checksum(None),
+                    provider: a.provider.to_checksum(None),
+                    task_id: a.task_id.clone(),
+                    expires_at: a.expires_at,
+                    signature: auth.signature.to_vec(),
+                }),
+            })
+            .await
+            .map_err(grpc_err)?
+            .into_inner();
+        let info = r.adapter.context("the broker's answer holds no adapter")?;
+        if let Some(m) = &self.model {
+            let expected = zg_adapters::adapter_name(m, &self.task_id);
+            if info.name != expected {
+                anyhow::bail!(
+                    "deployed as {}, but --model {m} names {expected}: the task trained {}",
+                    info.name,
+                    info.base_model
+                );
+            }
+        }
+        let v = DeployedView {
+            adapter: info.name,
+            state: info.state,
+            base_model: info.base_model,
+            owner: info.owner,
+            task_id: info.task_id,
+            provider: self.provider,
+            broker,
+            provider_grpc_url: r.provider_grpc_url,
+            provider_simulated: r.provider_simulated,
+        };
+        if g.json {
+            return output::json(&v).map(|()| ExitCode::SUCCESS);
+        }
+        if v.provider_simulated {
+            tracing::warn!(
+                provider = %v.provider,
+                "the inference provider runs a SIMULATED TEE (accepted by the broker's dangerous policy)"
+            );
+        }
+        output::text(format!(
+            "{}  {}\n  base {}  task {}  owner {}\n  served by {} ({}); chat with it: zg fine-tuning chat --provider {} --adapter-name {} MESSAGE",
+            v.adapter,
+            v.state,
+            v.base_model,
+            v.task_id,
+            v.owner,
+            v.provider,
+            v.provider_grpc_url,
+            v.provider,
+            v.adapter
+        ))?;
+        Ok(ExitCode::SUCCESS)
+    }
+}
+
+/// `get-adapter-name`.
+#[derive(Debug, Args)]
+pub(crate) struct GetAdapterNameArgs {
+    /// The base model the task trained (e.g. smollm2-135m-instruct).
+    #[arg(long, value_name = "NAME")]
+    model: String,
+    /// The fine-tuning task id.
+    #[arg(long = "task-id", alias = "task", value_name = "ID")]
+    task_id: String,
+}
+
+impl GetAdapterNameArgs {
+    fn run(self, g: &GlobalOpts) -> anyhow::Result<ExitCode> {
+        let name = zg_adapters::adapter_name(&self.model, &self.task_id);
+        if g.json {
+            output::json(&json!({"model": self.model, "task_id": self.task_id, "adapter_name": name}))?;
+        } else {
+            output::text(name)?;
+        }
+        Ok(ExitCode::SUCCESS)
+    }
+}
+
+/// `chat` (fine-tuning): chat with a deployed adapter.
+#[derive(Debug, Args)]
+pub(crate) struct AdapterChatArgs {
+    /// The INFERENCE provider serving your adapter.
+    #[arg(long, env = "ZG_PROVIDER", value_name = "ADDR")]
+    provider: Address,
+    /// The fine-tuning task whose adapter to ask (with --model, or the provider's service model as the base).
+    #[arg(
+        long = "task-id",
+        alias = "task",
+        value_name = "ID",
+        conflicts_with = "adapter_name"
+    )]
+    task_id: Option<String>,
+    /// The base model the task trained (default: the provider's service model).
+    #[arg(long, value_name = "NAME", requires = "task_id")]
+    model: Option<String>,
+    /// The adapter's model name (`ft-…`), instead of --task-id.
+    #[arg(long, value_name = "NAME")]
+    adapter_name: Option<String>,
+    /// A system message sent before yours.
+    #[arg(long, value_name = "TEXT")]
+    system: Option<String>,
+    /// Most completion tokens to generate (bounds the fee cap you sign).
+    #[arg(long, default_value_t = 256, value_name = "N")]
+    max_tokens: u64,
+    /// Sampling temperature (0 = deterministic).
+    #[arg(long, value_name = "T")]
+    temperature: Option<f64>,
+    /// Stream the answer (live on stderr; the verified answer on stdout at the end).
+    #[arg(long)]
+    stream: bool,
+    /// Your message (or the positional MESSAGE).
+    #[arg(long = "message", value_name = "TEXT", conflicts_with = "text")]
+    message: Option<String>,
+    /// Your message.
+    #[arg(value_name = "MESSAGE")]
+    text: Option<String>,
+    #[command(flatten)]
+    client: super::inference::ClientOpts,
+}
+
+impl AdapterChatArgs {
+    async fn run(self, g: &GlobalOpts) -> anyhow::Result<ExitCode> {
+        let message = self
+            .message
+            .or(self.text)
+            .context("give your message: zg fine-tuning chat --provider … --task-id … \"MESSAGE\"")?;
+        let model = match (self.adapter_name, self.task_id) {
+            (Some(n), _) => n,
+            (None, Some(task)) => {
+                let base = match self.model {
+                    Some(m) => m,
+                    None => {
+                        let chain = self.client.rpc.connect(None).await?;
+                        chain
+                            .inference()
+                            .get_service(self.provider)
+                            .await?
+                            .with_context(|| format!("{} has no inference service on chain", self.provider))?
+                            .model
+                    }
+                };
+                zg_adapters::adapter_name(&base, &task)
+            }
+            (None, None) => {
+                anyhow::bail!("say which adapter: --task-id <id> (and --model <base>) or --adapter-name ft-…")
+            }
+        };
+        zg_adapters::check_name(&model).context("not an adapter name")?;
+        super::inference::ChatArgs {
+            provider: self.provider,
+            model: Some(model),
+            stream: self.stream,
+            max_tokens: self.max_tokens,
+            temperature: self.temperature,
+            system: self.system,
+            message,
+            client: self.client,
+        }
+        .run(g)
+        .await
+    }
 }
 
 #[cfg(test)]

@@ -49,6 +49,41 @@ pub(crate) enum InferenceCommand {
     /// Vouchers ride on requests: the fee of your latest answer is vouched by your next request. This sends
     /// one unbilled request (an empty chat, which the model refuses) that carries the newest voucher.
     FlushVoucher(ProviderArgs),
+    /// Your LoRA adapters deployed on a provider (`zg fine-tuning deploy-adapter`): name, base model, task.
+    ///
+    /// Signed with your wallet (a list request bound to this provider, valid 5 minutes); the provider answers
+    /// with yours only. Example: `zg inference list-adapters --provider 0x…`
+    ListAdapters(AdapterOwnerArgs),
+    /// Remove one of your adapters from a provider: it is no longer served and its files are deleted.
+    ///
+    /// Example: `zg inference remove-adapter --provider 0x… --model ft-smollm2-135m-instruct-0d4c6a52-9f7`
+    RemoveAdapter(RemoveAdapterArgs),
+}
+
+/// A provider's adapter service, as the adapters' owner.
+#[derive(Debug, Args)]
+pub(crate) struct AdapterOwnerArgs {
+    /// The inference provider's address.
+    #[arg(long, env = "ZG_PROVIDER", value_name = "ADDRESS")]
+    provider: Address,
+    /// Reach the provider's gRPC API at this URL instead of the one its service advertises (`grpc` in
+    /// additionalInfo).
+    #[arg(long, env = "ZG_PROVIDER_GRPC_URL", value_name = "URL")]
+    provider_grpc_url: Option<String>,
+    #[command(flatten)]
+    rpc: RpcOpts,
+    #[command(flatten)]
+    wallet: WalletOpts,
+}
+
+/// `zg inference remove-adapter`
+#[derive(Debug, Args)]
+pub(crate) struct RemoveAdapterArgs {
+    /// The adapter's model name (`ft-…`, see `zg inference list-adapters`).
+    #[arg(long, alias = "adapter-name", value_name = "NAME")]
+    model: String,
+    #[command(flatten)]
+    owner: AdapterOwnerArgs,
 }
 
 /// Flags every client verb shares: chain, wallet, data dir and trust settings.
@@ -178,23 +213,28 @@ pub(crate) struct ProviderArgs {
 pub(crate) struct ChatArgs {
     /// The provider's address.
     #[arg(long, env = "ZG_PROVIDER", value_name = "ADDRESS")]
-    provider: Address,
+    pub(crate) provider: Address,
+    /// The model to ask: one of your LoRA adapters deployed on this provider (`ft-…`, see `zg inference
+    /// list-adapters`), served to you only and billed at the service's prices; the receipt must name it.
+    /// Default: the service's model.
+    #[arg(long, value_name = "NAME")]
+    pub(crate) model: Option<String>,
     /// Stream the answer (shown live on stderr; the verified answer is printed on stdout at the end).
     #[arg(long)]
-    stream: bool,
+    pub(crate) stream: bool,
     /// Most completion tokens to generate (bounds the fee cap you sign).
     #[arg(long, default_value_t = 256, value_name = "N")]
-    max_tokens: u64,
+    pub(crate) max_tokens: u64,
     /// Sampling temperature (0 = deterministic).
     #[arg(long, value_name = "T")]
-    temperature: Option<f64>,
+    pub(crate) temperature: Option<f64>,
     /// A system message sent before yours.
     #[arg(long, value_name = "TEXT")]
-    system: Option<String>,
+    pub(crate) system: Option<String>,
     /// Your message.
-    message: String,
+    pub(crate) message: String,
     #[command(flatten)]
-    client: ClientOpts,
+    pub(crate) client: ClientOpts,
 }
 
 /// `zg inference get-secret`
@@ -259,6 +299,8 @@ impl InferenceCommand {
             Self::RevokeToken(a) => a.run(g).await,
             Self::Balance(a) => balance(a, g).await,
             Self::FlushVoucher(a) => flush(a, g).await,
+            Self::ListAdapters(a) => list_adapters(a, g).await,
+            Self::RemoveAdapter(a) => remove_adapter(a, g).await,
         }
     }
 }
@@ -420,6 +462,8 @@ async fn flush(a: ProviderArgs, g: &GlobalOpts) -> anyhow::Result<ExitCode> {
 #[derive(Debug, Serialize)]
 struct ChatOut<'a> {
     provider: Address,
+    /// The model that answered, as its receipt names it.
+    model: String,
     answer: String,
     verified: bool,
     /// `grpc` or `http`: the API the paid request went over.
@@ -439,14 +483,30 @@ impl ChatArgs {
         if let Some(t) = self.temperature {
             body["temperature"] = serde_json::json!(t);
         }
+        if let Some(m) = &self.model {
+            body["model"] = serde_json::json!(m);
+        }
         body.to_string()
     }
 
-    async fn run(self, g: &GlobalOpts) -> anyhow::Result<ExitCode> {
+    pub(crate) async fn run(self, g: &GlobalOpts) -> anyhow::Result<ExitCode> {
         let client = self.client.client().await?;
         let body = self.body();
+        let adapter = self.model.as_deref().filter(|m| zg_adapters::is_adapter_name(m));
+        let hint = |e: zg_client::Error| -> anyhow::Error {
+            match (adapter, &e) {
+                (Some(m), zg_client::Error::Provider { status: 403 | 404, .. }) => {
+                    anyhow::Error::new(e).context(format!(
+                        "the provider does not serve {m} to you: is it deployed (zg fine-tuning deploy-adapter) and are \
+                         you its owner? See `zg inference list-adapters --provider {}`",
+                        self.provider
+                    ))
+                }
+                _ => e.into(),
+            }
+        };
         let (answer, receipt, transport) = if self.stream {
-            let mut s = client.chat_stream(self.provider, body).await?;
+            let mut s = client.chat_stream(self.provider, body).await.map_err(hint)?;
             let transport = s.transport();
             let live = !g.json && std::io::stderr().is_terminal();
             let mut text = String::new();
@@ -476,12 +536,13 @@ impl ChatArgs {
                 transport,
             )
         } else {
-            let r = client.chat(self.provider, body).await?;
+            let r = client.chat(self.provider, body).await.map_err(hint)?;
             (r.text().unwrap_or_default(), r.receipt, r.transport)
         };
         if g.json {
             output::json(&ChatOut {
                 provider: self.provider,
+                model: receipt.receipt.model.clone(),
                 answer,
                 verified: true,
                 transport: transport.to_string(),
@@ -491,12 +552,13 @@ impl ChatArgs {
             output::text(&answer)?;
             let u = receipt.receipt.usage;
             output::text(format!(
-                "-- receipt verified (over {}): key {}  tokens {}+{}  fee {}  owed to provider {}",
+                "-- receipt verified (over {}): model {}  key {}  tokens {}+{}  fee {}  owed to provider {}",
                 if transport == zg_client::Transport::Grpc {
                     "gRPC"
                 } else {
                     "HTTP"
                 },
+                receipt.receipt.model,
                 receipt.receipt.key,
                 u.prompt_tokens,
                 u.completion_tokens,
@@ -566,4 +628,162 @@ impl RevokeTokenArgs {
         }
         Ok(ExitCode::SUCCESS)
     }
+}
+
+// ------------------------------------------------------------------------------------------------ adapters
+
+#[derive(Debug, Serialize)]
+struct AdapterRow {
+    name: String,
+    base_model: String,
+    owner: String,
+    task_id: String,
+    broker: String,
+    deployed_at: u64,
+    state: String,
+}
+
+fn adapter_row(a: zg_proto::v1::AdapterInfo) -> AdapterRow {
+    AdapterRow {
+        name: a.name,
+        base_model: a.base_model,
+        owner: a.owner,
+        task_id: a.task_id,
+        broker: a.broker,
+        deployed_at: a.deployed_at,
+        state: a.state,
+    }
+}
+
+/// The provider's `zg.v1.Adapters` client and a signed owner request for `action`. No attestation is needed:
+/// the request is bound to this provider, chain and action, valid 5 minutes, and carries no secret.
+async fn owner_request(
+    a: &AdapterOwnerArgs,
+    action: zg_adapters::OwnerAction,
+) -> anyhow::Result<(
+    zg_proto::v1::adapters_client::AdaptersClient<tonic::transport::Channel>,
+    zg_proto::v1::OwnerAuth,
+)> {
+    let signer = a.wallet.signer()?;
+    let sk = zg_finetune::SigningKey::from_slice(signer.to_bytes().as_slice())
+        .context("the wallet key is not secp256k1")?;
+    let chain = a.rpc.connect(None).await?;
+    let url = match &a.provider_grpc_url {
+        Some(u) => u.clone(),
+        None => {
+            let service = chain
+                .inference()
+                .get_service(a.provider)
+                .await?
+                .with_context(|| {
+                    format!(
+                        "{} has no inference service on chain (zg inference list-providers)",
+                        a.provider
+                    )
+                })?;
+            advertised_grpc(&service.additional_info).with_context(|| {
+                format!(
+                    "{} advertises no gRPC API (`grpc` in its additionalInfo), so it takes no adapters; pass \
+                     --provider-grpc-url if you know it",
+                    a.provider
+                )
+            })?
+        }
+    };
+    let timestamp = u64::try_from(zg_finetune::now_ms() / 1000).unwrap_or(0);
+    let req = zg_adapters::OwnerRequest {
+        chain_id: chain.chain_id(),
+        provider: a.provider,
+        user: signer.address(),
+        action,
+        timestamp,
+    };
+    let signature = req.sign(&sk)?;
+    let channel = tonic::transport::Endpoint::from_shared(url.clone())
+        .with_context(|| format!("{url:?} is not a gRPC URL"))?
+        .connect_timeout(Duration::from_secs(10))
+        .timeout(Duration::from_secs(60))
+        .connect()
+        .await
+        .with_context(|| format!("connecting to the provider's gRPC API at {url} (--provider-grpc-url)"))?;
+    let client =
+        zg_proto::v1::adapters_client::AdaptersClient::new(channel).max_decoding_message_size(4 << 20);
+    Ok((
+        client,
+        zg_proto::v1::OwnerAuth {
+            user: signer.address().to_checksum(None),
+            timestamp,
+            signature: signature.to_vec(),
+        },
+    ))
+}
+
+/// The `grpc` URL a service advertises in its additionalInfo (a hint where to connect; bounded).
+pub(crate) fn advertised_grpc(additional_info: &str) -> Option<String> {
+    if additional_info.len() > 64 * 1024 {
+        return None;
+    }
+    let v: serde_json::Value = serde_json::from_str(additional_info).ok()?;
+    let url = v.get("grpc")?.as_str()?;
+    (url.len() <= 2048 && (url.starts_with("http://") || url.starts_with("https://"))).then(|| url.to_owned())
+}
+
+fn provider_status(provider: Address, s: tonic::Status) -> anyhow::Error {
+    anyhow::anyhow!("provider {provider}: {:?}: {}", s.code(), s.message())
+}
+
+async fn list_adapters(a: AdapterOwnerArgs, g: &GlobalOpts) -> anyhow::Result<ExitCode> {
+    let (mut c, auth) = owner_request(&a, zg_adapters::OwnerAction::List).await?;
+    let rows: Vec<AdapterRow> = c
+        .list(zg_proto::v1::ListAdaptersRequest { auth: Some(auth) })
+        .await
+        .map_err(|s| provider_status(a.provider, s))?
+        .into_inner()
+        .adapters
+        .into_iter()
+        .map(adapter_row)
+        .collect();
+    if g.json {
+        output::json(&rows)?;
+    } else if rows.is_empty() {
+        output::text(format!("you have no adapters on {}", a.provider))?;
+    } else {
+        for r in &rows {
+            output::text(format!(
+                "{}  {}  base {}  task {}  trained by {}",
+                r.name, r.state, r.base_model, r.task_id, r.broker
+            ))?;
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn remove_adapter(a: RemoveAdapterArgs, g: &GlobalOpts) -> anyhow::Result<ExitCode> {
+    zg_adapters::check_name(&a.model).context("--model must be an adapter name (ft-…)")?;
+    let (mut c, auth) = owner_request(&a.owner, zg_adapters::OwnerAction::Remove(a.model.clone())).await?;
+    let removed = c
+        .remove(zg_proto::v1::RemoveAdapterRequest {
+            auth: Some(auth),
+            name: a.model.clone(),
+        })
+        .await
+        .map_err(|s| provider_status(a.owner.provider, s))?
+        .into_inner()
+        .removed;
+    if !removed {
+        anyhow::bail!(
+            "you have no adapter {} on {} (zg inference list-adapters --provider {})",
+            a.model,
+            a.owner.provider,
+            a.owner.provider
+        );
+    }
+    if g.json {
+        output::json(&serde_json::json!({
+            "action": "remove-adapter", "provider": a.owner.provider, "model": a.model, "removed": true,
+        }))?;
+    } else {
+        output::text(format!("removed {} from {}", a.model, a.owner.provider))?;
+    }
+    Ok(ExitCode::SUCCESS)
 }

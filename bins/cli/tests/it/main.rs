@@ -6,6 +6,8 @@
     reason = "test helpers: a failure is a test failure"
 )]
 
+/// Adapter deployment: broker → provider, chat as the owner.
+mod adapters;
 /// `zg attest verify`: GPU evidence, allow-list.
 mod attest;
 mod decrypt_model;
