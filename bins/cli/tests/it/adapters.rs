@@ -97,6 +97,9 @@ async fn lora_adapter_deployed_by_the_broker_is_served_to_its_owner_only_e2e() {
         tee: Some(zg_provider::BackendChoice::Simulated),
         settle_interval: Some(0),
         account_ttl_ms: Some(0),
+        // The broker's simulated TD, named by the simulated policy, and accepted loudly.
+        adapters_policy: Some(POLICY.into()),
+        adapters_dangerous_allow_simulated: true,
         ..Default::default()
     })
     .unwrap();
