@@ -39,7 +39,8 @@ lint:
 demo: setup
     scripts/demo.sh
 
-# The fine-tuning act alone: broker, dataset, live log, checked model, settlement with the key, decrypt, try it.
+# The fine-tuning act alone: LoRA on SmolLM2 with a live log, checked adapter, settlement with the key, decrypt,
+# deploy to a provider over gRPC (mutual attestation), base vs fine-tuned answers, a stranger refused.
 demo-ft: setup
     scripts/demo-ft.sh
 

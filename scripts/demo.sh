@@ -51,7 +51,7 @@ owner_key=$(json "$work/devnet.json" 'd["accounts"][0]["private_key"]')
 owner=$(json "$work/devnet.json" 'd["accounts"][0]["address"]')
 echo "rpc $ZG_RPC_URL  owner $owner  customer $customer  provider $provider" >&2
 
-step "starting zg-provider $provider (SIMULATED TEE, built-in SmolLM2-135M-Instruct on the CPU, settlement every 2 s)"
+step "starting zg-provider $provider (SIMULATED TEE, built-in SmolLM2-135M-Instruct on the CPU, settlement every 2 s, adapters from attested brokers)"
 port=$(free_port)
 gport=$(free_port)
 "$PROVIDER_BIN" init "$work/provider.toml" 2>/dev/null
@@ -60,7 +60,8 @@ sed -i -e 's/^threshold = .*/threshold = "1"/' -e 's/^interval_secs = .*/interva
 ZG_PROVIDER_KEY="$provider_key" ZG_LOG=warn "$PROVIDER_BIN" run -c "$work/provider.toml" --tee simulated \
   --data-dir "$work/provider-data" --http-addr "127.0.0.1:$port" --grpc-addr "127.0.0.1:$gport" \
   --public-url "http://127.0.0.1:$port" --grpc-public-url "http://127.0.0.1:$gport" --rpc-url "$ZG_RPC_URL" \
-  --upstream builtin --model smollm2-135m-instruct > "$work/provider.log" 2>&1 &
+  --upstream builtin --model smollm2-135m-instruct \
+  --adapters-policy "$PWD/deploy/policy.simulated.toml" --adapters-dangerous-allow-simulated > "$work/provider.log" 2>&1 &
 pids+=($!)
 for _ in $(seq 1 150); do
   curl -fsS "http://127.0.0.1:$port/healthz" >/dev/null 2>&1 && break
@@ -191,7 +192,7 @@ step "withdraw 2.5 0G of the ledger's available balance back to the wallet; fina
 "$ZG" get-account
 
 step "the fine-tuning act (scripts/demo-ft.sh, also \`just demo-ft\`) on the same devnet"
-ZG_DEMO_DEVNET="$work/devnet.json" scripts/demo-ft.sh
+ZG_DEMO_DEVNET="$work/devnet.json" ZG_DEMO_PROVIDER="$provider" scripts/demo-ft.sh
 
 echo >&2
 echo "demo: every step verified ($(( $(date +%s) - started )) s)" >&2
