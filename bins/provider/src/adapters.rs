@@ -65,6 +65,10 @@ pub const CHALLENGE_TTL: Duration = Duration::from_secs(120);
 pub const MAX_OUTSTANDING_CHALLENGES: usize = 1024;
 /// Deployments processed at once (each may hold a package in memory).
 pub const MAX_DEPLOYS_AT_ONCE: usize = 2;
+/// Default most adapters served to one customer (`[adapters] max_per_owner`).
+pub const DEFAULT_MAX_PER_OWNER: usize = 8;
+/// Default most adapters served in all (`[adapters] max_adapters`).
+pub const DEFAULT_MAX_ADAPTERS: usize = 64;
 /// The `state` of a served adapter (0G's word).
 pub const STATE_ACTIVE: &str = "active";
 /// Largest gRPC message the Adapters service decodes (a head with its evidence, or one sealed chunk).
@@ -123,25 +127,57 @@ impl Deployment {
 }
 
 /// The adapters served, by name. The core consults it for every request whose body names an `ft-…` model.
+///
+/// A deployment [`reserve`](AdapterRegistry::reserve)s its name before it installs anything: one deployment per
+/// name at a time, a name served to one customer only, and at most so many adapters per customer and in all.
 #[derive(Debug, Default)]
-pub struct AdapterRegistry(RwLock<HashMap<String, Deployment>>);
+pub struct AdapterRegistry {
+    served: RwLock<HashMap<String, Deployment>>,
+    /// Names being deployed, and for whom.
+    pending: Mutex<HashMap<String, Address>>,
+}
+
+/// Why a name cannot be reserved.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ReserveRefusal {
+    /// Another deployment of this name is under way.
+    InProgress,
+    /// The name is served to another customer.
+    Taken,
+    /// The customer already has `limit` adapters here.
+    OwnerLimit {
+        /// The per-customer cap.
+        limit: usize,
+    },
+    /// The provider serves `limit` adapters already.
+    TotalLimit {
+        /// The cap in all.
+        limit: usize,
+    },
+}
 
 impl AdapterRegistry {
-    /// The adapter named `name`.
-    pub fn get(&self, name: &str) -> Option<Deployment> {
-        self.0
+    fn served(&self) -> std::sync::RwLockReadGuard<'_, HashMap<String, Deployment>> {
+        self.served
             .read()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .get(name)
-            .cloned()
+    }
+
+    fn pending(&self) -> std::sync::MutexGuard<'_, HashMap<String, Address>> {
+        self.pending
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// The adapter named `name`.
+    pub fn get(&self, name: &str) -> Option<Deployment> {
+        self.served().get(name).cloned()
     }
 
     /// `owner`'s adapters, by name.
     pub fn owned_by(&self, owner: Address) -> Vec<Deployment> {
         let mut v: Vec<Deployment> = self
-            .0
-            .read()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .served()
             .values()
             .filter(|d| d.owner == owner)
             .cloned()
@@ -152,10 +188,7 @@ impl AdapterRegistry {
 
     /// Number of adapters served.
     pub fn len(&self) -> usize {
-        self.0
-            .read()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .len()
+        self.served().len()
     }
 
     /// Whether none is served.
@@ -163,18 +196,76 @@ impl AdapterRegistry {
         self.len() == 0
     }
 
+    /// Reserves `name` for a deployment to `owner` until [`AdapterRegistry::release`]: refused while another
+    /// deployment of it is under way, when it is served to another customer, or when `owner` would have more
+    /// than `max_per_owner` adapters (served or being deployed) or the provider more than `max_total`. A
+    /// redeployment of `owner`'s served adapter replaces it and counts against neither cap.
+    pub fn reserve(
+        &self,
+        name: &str,
+        owner: Address,
+        max_per_owner: usize,
+        max_total: usize,
+    ) -> std::result::Result<(), ReserveRefusal> {
+        // Lock order: pending, then served (insert/remove take served alone).
+        let mut pending = self.pending();
+        if pending.contains_key(name) {
+            return Err(ReserveRefusal::InProgress);
+        }
+        let served = self.served();
+        match served.get(name) {
+            Some(d) if d.owner != owner => return Err(ReserveRefusal::Taken),
+            Some(_) => {}
+            None => {
+                let owned = served.values().filter(|d| d.owner == owner).count()
+                    + pending.values().filter(|o| **o == owner).count();
+                if owned >= max_per_owner {
+                    return Err(ReserveRefusal::OwnerLimit { limit: max_per_owner });
+                }
+                let total = served.len()
+                    + pending
+                        .keys()
+                        .filter(|n| !served.contains_key(n.as_str()))
+                        .count();
+                if total >= max_total {
+                    return Err(ReserveRefusal::TotalLimit { limit: max_total });
+                }
+            }
+        }
+        drop(served);
+        pending.insert(name.to_owned(), owner);
+        Ok(())
+    }
+
+    /// Ends the reservation of `name`.
+    pub fn release(&self, name: &str) {
+        self.pending().remove(name);
+    }
+
     fn insert(&self, d: Deployment) {
-        self.0
+        self.served
             .write()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
             .insert(d.name.clone(), d);
     }
 
     fn remove(&self, name: &str) -> Option<Deployment> {
-        self.0
+        self.served
             .write()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
             .remove(name)
+    }
+}
+
+/// A reserved name, released when dropped (whatever way the deployment ends).
+struct Reservation {
+    p: Provider,
+    name: String,
+}
+
+impl Drop for Reservation {
+    fn drop(&mut self) {
+        self.p.adapters().release(&self.name);
     }
 }
 
@@ -188,6 +279,10 @@ pub struct AdapterSettings {
     pub max_package_bytes: u64,
     /// Longest a deployment may take, head to answer.
     pub deploy_timeout: Duration,
+    /// Most adapters served to one customer (a redeployment of one of them does not count).
+    pub max_per_owner: usize,
+    /// Most adapters served in all (each is held in memory by the built-in model, and on disk).
+    pub max_adapters: usize,
 }
 
 impl Default for AdapterSettings {
@@ -196,6 +291,8 @@ impl Default for AdapterSettings {
             policy: PeerPolicy::default(),
             max_package_bytes: zg_adapters::DEFAULT_MAX_PACKAGE_BYTES,
             deploy_timeout: Duration::from_secs(300),
+            max_per_owner: DEFAULT_MAX_PER_OWNER,
+            max_adapters: DEFAULT_MAX_ADAPTERS,
         }
     }
 }
@@ -561,14 +658,49 @@ impl AdapterService {
                 ),
             ));
         }
-        if let Some(existing) = self.0.p.adapters().get(&checked.name)
-            && existing.owner != a.user
-        {
-            return Err(precondition(
-                "adapter_name_taken",
-                format!("{} is already served to another customer", checked.name),
-            ));
-        }
+        // One deployment per name at a time, one customer per name, bounded per customer and in all: checked
+        // and reserved at once, held until the adapter is served (or refused), so two deployments of one name
+        // cannot both pass.
+        let settings = &self.0.settings;
+        self.0
+            .p
+            .adapters()
+            .reserve(
+                &checked.name,
+                a.user,
+                settings.max_per_owner,
+                settings.max_adapters,
+            )
+            .map_err(|r| match r {
+                ReserveRefusal::InProgress => refusal(
+                    "adapter_deploy_in_progress",
+                    StatusCode::CONFLICT,
+                    format!(
+                        "another deployment of {} is under way; retry when it ends",
+                        checked.name
+                    ),
+                ),
+                ReserveRefusal::Taken => precondition(
+                    "adapter_name_taken",
+                    format!("{} is already served to another customer", checked.name),
+                ),
+                ReserveRefusal::OwnerLimit { limit } => precondition(
+                    "adapter_limit",
+                    format!(
+                        "{} already has {limit} adapters here (adapters.max_per_owner): remove one first \
+                         (zg inference remove-adapter)",
+                        a.user
+                    ),
+                ),
+                ReserveRefusal::TotalLimit { limit } => precondition(
+                    "adapter_limit",
+                    format!("this provider serves {limit} adapters already (adapters.max_adapters)"),
+                ),
+            })?;
+        let _reservation = Reservation {
+            p: self.0.p.clone(),
+            name: checked.name.clone(),
+        };
         // 6. Open in the TEE, persist, load, serve.
         let sealed = SealedAdapter {
             sealed,
@@ -715,7 +847,7 @@ fn write_tmp(tmp: &Path, d: &Deployment, package: &AdapterPackage) -> Result<()>
     package.write_dir(tmp).map_err(refused)?;
     let path = tmp.join(DEPLOYMENT_FILE);
     let json = serde_json::to_vec_pretty(d).map_err(|e| invalid("internal", e.to_string()))?;
-    let mut f = std::fs::File::create(&path).map_err(io("create", &path))?;
+    let mut f = zg_adapters::private_file(&path).map_err(refused)?;
     f.write_all(&json).map_err(io("write", &path))?;
     f.sync_all().map_err(io("fsync", &path))?;
     sync_dir(tmp)
@@ -790,7 +922,8 @@ async fn install(p: &Provider, data_dir: &Path, d: &Deployment, package: Adapter
     let dir = root.join(&d.name);
     let (t, dd, r) = (tmp.clone(), d.clone(), root.clone());
     tokio::task::spawn_blocking(move || {
-        std::fs::create_dir_all(&r).map_err(io("create", &r))?;
+        // The adapters are customers' plaintext weights: 0700 root, 0700 directories, 0600 files.
+        zg_adapters::private_dir(&r).map_err(refused)?;
         write_tmp(&t, &dd, &package)
     })
     .await

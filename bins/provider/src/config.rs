@@ -126,6 +126,10 @@ max_unexpiring_token_age_days = 90
 max_package_bytes = 268435456
 # Longest one deployment may take (head to answer).
 deploy_timeout_secs = 300
+# Most adapters served to one customer, and in all (each is held in memory by the built-in model and on disk;
+# a redeployment of a served adapter does not count). Beyond them a deployment is refused with `adapter_limit`.
+max_per_owner = 8
+max_adapters = 64
 # DEVNET / DEMO ONLY: accept brokers running the SIMULATED TEE (no hardware attests them) and any image.
 # (--adapters-dangerous-allow-simulated, --adapters-dangerous-any-image; logged loudly at start.)
 # dangerous_allow_simulated = false
@@ -156,6 +160,8 @@ struct AdaptersFile {
     collateral_file: Option<PathBuf>,
     max_package_bytes: Option<u64>,
     deploy_timeout_secs: Option<u64>,
+    max_per_owner: Option<usize>,
+    max_adapters: Option<usize>,
     dangerous_allow_simulated: Option<bool>,
     dangerous_any_image: Option<bool>,
 }
@@ -215,6 +221,8 @@ fn adapter_settings(args: &RunArgs, file: AdaptersFile) -> Result<crate::adapter
             .deploy_timeout_secs
             .map(Duration::from_secs)
             .unwrap_or(d.deploy_timeout),
+        max_per_owner: file.max_per_owner.unwrap_or(d.max_per_owner),
+        max_adapters: file.max_adapters.unwrap_or(d.max_adapters),
     })
 }
 

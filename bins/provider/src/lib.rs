@@ -20,8 +20,9 @@ mod tee;
 mod upstream;
 
 pub use crate::adapters::{
-    ADAPTERS_DIR, AdapterRegistry, AdapterService, AdapterSettings, CHALLENGE_TTL, DEPLOYMENT_FILE,
-    Deployment, MAX_DEPLOYS_AT_ONCE, MAX_OUTSTANDING_CHALLENGES, STATE_ACTIVE, adapter_service, serves_base,
+    ADAPTERS_DIR, AdapterRegistry, AdapterService, AdapterSettings, CHALLENGE_TTL, DEFAULT_MAX_ADAPTERS,
+    DEFAULT_MAX_PER_OWNER, DEPLOYMENT_FILE, Deployment, MAX_DEPLOYS_AT_ONCE, MAX_OUTSTANDING_CHALLENGES,
+    ReserveRefusal, STATE_ACTIVE, adapter_service, serves_base,
 };
 pub use crate::chain::{register, warn_unless_owner_acknowledged};
 pub use crate::config::{CONFIG_TEMPLATE, RunArgs, Settings};

@@ -61,7 +61,10 @@ mod statement;
 
 pub use error::{Error, Result};
 pub use name::{ADAPTER_PREFIX, MAX_NAME_LEN, adapter_name, check_name, is_adapter_name};
-pub use package::{AdapterPackage, CONFIG_FILE, DEFAULT_MAX_PACKAGE_BYTES, SealedAdapter, WEIGHTS_FILE};
+pub use package::{
+    AdapterPackage, CONFIG_FILE, DEFAULT_MAX_PACKAGE_BYTES, SealedAdapter, WEIGHTS_FILE, private_dir,
+    private_file,
+};
 pub use peer::{PeerPolicy, VerifiedPeer, verify_peer};
 pub use sig::{Sig65, address_of, personal_hash, recover, sig65, sign, verify};
 pub use statement::{

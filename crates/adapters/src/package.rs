@@ -62,16 +62,17 @@ impl AdapterPackage {
         Ok(p)
     }
 
-    /// Writes the two files into `dir` (created; blocking), each fsynced.
+    /// Writes the two files into `dir` (created; blocking), each fsynced. The weights are a customer's
+    /// plaintext: on Unix the directories created are `0700` and `dir` and the files `0600` (the owner only).
     pub fn write_dir(&self, dir: &Path) -> Result<()> {
         use std::io::Write as _;
-        std::fs::create_dir_all(dir).map_err(io("create", dir))?;
+        private_dir(dir)?;
         for (name, bytes) in [
             (CONFIG_FILE, &self.config_json),
             (WEIGHTS_FILE, &self.safetensors),
         ] {
             let path = dir.join(name);
-            let mut f = std::fs::File::create(&path).map_err(io("create", &path))?;
+            let mut f = private_file(&path)?;
             f.write_all(bytes).map_err(io("write", &path))?;
             f.sync_all().map_err(io("fsync", &path))?;
         }
@@ -142,6 +143,38 @@ impl AdapterPackage {
         let wrapped_key = key.wrap_for(provider_key)?.as_bytes().to_vec();
         Ok(SealedAdapter { sealed, wrapped_key })
     }
+}
+
+/// Creates `dir` and its missing parents (`0700` on Unix) and makes `dir` itself `0700` if it existed.
+pub fn private_dir(dir: &Path) -> Result<()> {
+    let mut b = std::fs::DirBuilder::new();
+    b.recursive(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::{DirBuilderExt as _, PermissionsExt as _};
+        b.mode(0o700);
+        b.create(dir).map_err(io("create", dir))?;
+        std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700)).map_err(io("chmod", dir))
+    }
+    #[cfg(not(unix))]
+    b.create(dir).map_err(io("create", dir))
+}
+
+/// Creates (or truncates) `path` for writing, `0600` on Unix.
+pub fn private_file(path: &Path) -> Result<std::fs::File> {
+    let mut o = std::fs::OpenOptions::new();
+    o.write(true).create(true).truncate(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::{OpenOptionsExt as _, PermissionsExt as _};
+        o.mode(0o600);
+        let f = o.open(path).map_err(io("create", path))?;
+        f.set_permissions(std::fs::Permissions::from_mode(0o600))
+            .map_err(io("chmod", path))?;
+        Ok(f)
+    }
+    #[cfg(not(unix))]
+    o.open(path).map_err(io("create", path))
 }
 
 fn take_framed(b: &[u8]) -> Option<(&[u8], &[u8])> {
@@ -247,5 +280,26 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         pkg().write_dir(&dir.path().join("a")).unwrap();
         assert_eq!(AdapterPackage::from_dir(&dir.path().join("a")).unwrap(), pkg());
+    }
+
+    /// Red team: the plaintext weights on disk are readable by their owner only, even under a permissive umask.
+    #[cfg(unix)]
+    #[test]
+    fn written_adapters_are_private() {
+        use std::os::unix::fs::PermissionsExt as _;
+        let dir = tempfile::tempdir().unwrap();
+        let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+        let a = dir.path().join("x").join("a");
+        pkg().write_dir(&a).unwrap();
+        assert_eq!(mode(&dir.path().join("x")), 0o700);
+        assert_eq!(mode(&a), 0o700);
+        assert_eq!(mode(&a.join(CONFIG_FILE)), 0o600);
+        assert_eq!(mode(&a.join(WEIGHTS_FILE)), 0o600);
+        // An existing, world-readable directory and file are tightened on rewrite.
+        std::fs::set_permissions(&a, std::fs::Permissions::from_mode(0o755)).unwrap();
+        std::fs::set_permissions(a.join(WEIGHTS_FILE), std::fs::Permissions::from_mode(0o644)).unwrap();
+        pkg().write_dir(&a).unwrap();
+        assert_eq!(mode(&a), 0o700);
+        assert_eq!(mode(&a.join(WEIGHTS_FILE)), 0o600);
     }
 }

@@ -168,6 +168,16 @@ pub(crate) async fn start(env: &Env, allow_simulated: bool) -> Running {
 
 /// A provider of [`BASE`]: the built-in SmolLM2, or the OpenAI server at `upstream` (a vLLM stand-in).
 async fn start_with(env: &Env, allow_simulated: bool, upstream: Option<String>) -> Running {
+    start_tuned(env, allow_simulated, upstream, |_| {}).await
+}
+
+/// [`start_with`], its settings changed by `tune` before the provider starts.
+async fn start_tuned(
+    env: &Env,
+    allow_simulated: bool,
+    upstream: Option<String>,
+    tune: impl FnOnce(&mut Settings),
+) -> Running {
     let gguf = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
         .join("../../")
         .join(zg_provider::DEFAULT_MODEL_PATH);
@@ -192,6 +202,7 @@ async fn start_with(env: &Env, allow_simulated: bool, upstream: Option<String>) 
     .unwrap();
     // Every deploy attempt below asks for a challenge (a fresh quote) from 127.0.0.1.
     s.limits.quote_burst = 64;
+    tune(&mut s);
     zg_provider::start(s).await.unwrap()
 }
 
@@ -1181,5 +1192,145 @@ async fn anvil_adapters_vllm_upstream_loads_through_its_lora_api_and_serves_the_
         &("unload_lora_adapter".to_owned(), json!({"lora_name": name}))
     );
     assert!(!dir.exists());
+    running.shutdown().await;
+}
+
+/// Red team (attacks on the registry, not the handshake): an attested broker with customers cannot make the
+/// provider hold unbounded adapters (a cap per customer, a replacement does not count); two deployments of one
+/// name for two customers (task ids sharing their first 12 characters, e.g. from two brokers) cannot both pass the
+/// "name taken" check and leave the model serving one customer's weights under the other's ownership; and the
+/// plaintext adapter files on disk are the provider's alone (0700 directories, 0600 files).
+#[tokio::test]
+async fn anvil_adapters_capped_per_owner_one_name_one_owner_under_races_and_private_files() {
+    use std::os::unix::fs::PermissionsExt as _;
+    let (env, _keys) = setup(3).await;
+    let broker = env.broker.address();
+    // The customer has three more acknowledged tasks; the stranger one whose id shares TASK's first 12 characters.
+    let more = [
+        "1a1a1a1a-0000-4b1a-8c3d-2e5f6a7b8c9d",
+        "2b2b2b2b-0000-4b1a-8c3d-2e5f6a7b8c9d",
+        "3c3c3c3c-0000-4b1a-8c3d-2e5f6a7b8c9d",
+    ];
+    let collide = "0d4c6a52-9f7f-4000-8000-000000000000";
+    assert_eq!(adapter_name(BASE, collide), adapter_name(BASE, TASK));
+    let ft_broker = env.devnet.client(Some(env.broker.wallet.clone())).await.unwrap();
+    let stranger = env.devnet.client(Some(env.stranger.clone())).await.unwrap();
+    stranger
+        .ledger()
+        .add_ledger(Amount::from_zg(5), "")
+        .await
+        .unwrap();
+    stranger
+        .ledger()
+        .transfer_fund(broker, ServiceKind::FineTuning, Amount::from_zg(1))
+        .await
+        .unwrap();
+    let customer = env.devnet.client(Some(env.customer.clone())).await.unwrap();
+    for t in more {
+        ft_broker
+            .fine_tuning()
+            .add_deliverable(env.customer.address(), t, ChainBytes::from(vec![0xaa; 32]))
+            .await
+            .unwrap();
+        customer
+            .fine_tuning()
+            .acknowledge_deliverable(broker, t)
+            .await
+            .unwrap();
+    }
+    ft_broker
+        .fine_tuning()
+        .add_deliverable(env.stranger.address(), collide, ChainBytes::from(vec![0xbb; 32]))
+        .await
+        .unwrap();
+    stranger
+        .fine_tuning()
+        .acknowledge_deliverable(broker, collide)
+        .await
+        .unwrap();
+
+    let running = start_tuned(&env, true, None, |s| s.adapters.max_per_owner = 2).await;
+    let package = adapter_files(llm(&running), 3, false);
+
+    // 1. The race: both deployments are in flight at once; exactly one customer gets the name.
+    let (mut g1, mut g2) = (grpc(&running).await, grpc(&running).await);
+    let (c1, c2) = (
+        challenge(&mut g1, &env, &running).await,
+        challenge(&mut g2, &env, &running).await,
+    );
+    let d1 = prepare(&env, &c1, &authorize(&env, &env.customer, TASK), &package);
+    let d2 = prepare(&env, &c2, &authorize(&env, &env.stranger, collide), &package);
+    let (r1, r2) = tokio::join!(send(&mut g1, &d1), send(&mut g2, &d2));
+    let name = adapter_name(BASE, TASK);
+    let winner = match (&r1, &r2) {
+        (Ok(_), Err(e)) | (Err(e), Ok(_)) => {
+            assert!(matches!(e.code(), tonic::Code::FailedPrecondition), "{e:?}");
+            let kind = e
+                .metadata()
+                .get("zg-error-type")
+                .map(|v| v.to_str().unwrap().to_owned());
+            assert!(
+                matches!(
+                    kind.as_deref(),
+                    Some("adapter_name_taken" | "adapter_deploy_in_progress")
+                ),
+                "{e:?}"
+            );
+            if r1.is_ok() {
+                env.customer.address()
+            } else {
+                env.stranger.address()
+            }
+        }
+        other => panic!("exactly one of two owners may get {name}: {other:?}"),
+    };
+    assert_eq!(running.provider.adapters().get(&name).unwrap().owner, winner);
+    assert_eq!(running.provider.adapters().len(), 1);
+
+    // 2. The cap: two adapters per customer here; a third is refused by name, a replacement is not.
+    let mut g = grpc(&running).await;
+    let already = usize::from(winner == env.customer.address());
+    for (i, t) in more.iter().enumerate() {
+        let ch = challenge(&mut g, &env, &running).await;
+        let r = send(
+            &mut g,
+            &prepare(&env, &ch, &authorize(&env, &env.customer, t), &package),
+        )
+        .await;
+        if already + i < 2 {
+            r.unwrap();
+        } else {
+            refused(r, tonic::Code::FailedPrecondition, "adapter_limit");
+            assert!(running.provider.adapters().get(&adapter_name(BASE, t)).is_none());
+        }
+    }
+    assert_eq!(
+        running.provider.adapters().owned_by(env.customer.address()).len(),
+        2
+    );
+    let again = if already == 1 { TASK } else { more[0] };
+    let ch = challenge(&mut g, &env, &running).await;
+    send(
+        &mut g,
+        &prepare(&env, &ch, &authorize(&env, &env.customer, again), &package),
+    )
+    .await
+    .unwrap();
+
+    // 3. The plaintext adapters on disk: the provider's user only.
+    let root = env.dir.path().join(zg_provider::ADAPTERS_DIR);
+    let mode = |p: &std::path::Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode(&root), 0o700, "{}", root.display());
+    let dirs = adapter_dirs(&env);
+    // The race's adapter and the customer's two (one of which may be the race's).
+    assert_eq!(dirs.len(), 3 - already, "{dirs:?}");
+    assert_eq!(dirs.len(), running.provider.adapters().len());
+    for d in dirs {
+        let dir = root.join(&d);
+        assert_eq!(mode(&dir), 0o700, "{}", dir.display());
+        for f in std::fs::read_dir(&dir).unwrap().flatten() {
+            assert_eq!(mode(&f.path()), 0o600, "{}", f.path().display());
+        }
+    }
     running.shutdown().await;
 }
