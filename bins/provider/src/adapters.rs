@@ -20,7 +20,9 @@
 //!
 //! Who can call what, and the worst they can do:
 //! - `Challenge`: anyone. Costs a fresh quote (per-IP token bucket shared with `GetAttestation`) and one of at most
-//!   [`MAX_OUTSTANDING_CHALLENGES`] nonces, each expiring after [`CHALLENGE_TTL`].
+//!   [`MAX_OUTSTANDING_CHALLENGES`] nonces, each expiring after [`CHALLENGE_TTL`]. When they are all taken the
+//!   oldest gives way (a flood of challenges cannot lock brokers out; it can at worst void a nonce older than
+//!   the last 1024 challenges, and that broker asks again).
 //! - `Deploy`: anyone can open the stream; without a live nonce and attested evidence of a registered fine-tuning
 //!   TEE it is refused after reading the head only (≤ 1 MiB + the message limit). An attested broker can deploy
 //!   only adapters its customers authorized, for their acknowledged deliverables. The head must arrive within 30 s;
@@ -61,7 +63,7 @@ pub const ADAPTERS_DIR: &str = "adapters";
 pub const DEPLOYMENT_FILE: &str = "deployment.json";
 /// How long a provider nonce from `Challenge` stays valid.
 pub const CHALLENGE_TTL: Duration = Duration::from_secs(120);
-/// Most provider nonces outstanding at once (expired ones are dropped first; beyond it `Challenge` answers 429).
+/// Most provider nonces outstanding at once (expired ones are dropped first; beyond it the oldest is dropped).
 pub const MAX_OUTSTANDING_CHALLENGES: usize = 1024;
 /// Deployments processed at once (each may hold a package in memory).
 pub const MAX_DEPLOYS_AT_ONCE: usize = 2;
@@ -283,6 +285,9 @@ pub struct AdapterSettings {
     pub max_per_owner: usize,
     /// Most adapters served in all (each is held in memory by the built-in model, and on disk).
     pub max_adapters: usize,
+    /// Most provider nonces outstanding at once ([`MAX_OUTSTANDING_CHALLENGES`]); beyond it the oldest is
+    /// dropped.
+    pub max_outstanding_challenges: usize,
 }
 
 impl Default for AdapterSettings {
@@ -293,6 +298,7 @@ impl Default for AdapterSettings {
             deploy_timeout: Duration::from_secs(300),
             max_per_owner: DEFAULT_MAX_PER_OWNER,
             max_adapters: DEFAULT_MAX_ADAPTERS,
+            max_outstanding_challenges: MAX_OUTSTANDING_CHALLENGES,
         }
     }
 }
@@ -424,15 +430,19 @@ impl AdapterService {
             .challenges
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
-        if c.len() >= MAX_OUTSTANDING_CHALLENGES {
+        let max = self.0.settings.max_outstanding_challenges.max(1);
+        if c.len() >= max {
             let now = Instant::now();
             c.retain(|_, (expires, _)| *expires > now);
         }
-        if c.len() >= MAX_OUTSTANDING_CHALLENGES {
-            return Err(Error::RateLimited {
-                what: "outstanding adapter challenges",
-                retry_after_secs: CHALLENGE_TTL.as_secs(),
-            });
+        // Still full: the oldest nonce gives way. Anyone may ask for challenges, so refusing new ones when full
+        // would let a flood (≈ 9 a second, from a few addresses) lock every broker out; evicting the oldest means
+        // a flood must outpace a broker's own challenge-to-deploy round trip (seconds) instead.
+        while c.len() >= max {
+            let Some(oldest) = c.iter().min_by_key(|(_, (expires, _))| *expires).map(|(n, _)| *n) else {
+                break;
+            };
+            c.remove(&oldest);
         }
         let nonce: [u8; 32] = rand::random();
         c.insert(nonce, (Instant::now() + CHALLENGE_TTL, broker));

@@ -223,6 +223,7 @@ fn adapter_settings(args: &RunArgs, file: AdaptersFile) -> Result<crate::adapter
             .unwrap_or(d.deploy_timeout),
         max_per_owner: file.max_per_owner.unwrap_or(d.max_per_owner),
         max_adapters: file.max_adapters.unwrap_or(d.max_adapters),
+        max_outstanding_challenges: d.max_outstanding_challenges,
     })
 }
 

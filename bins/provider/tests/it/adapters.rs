@@ -1249,8 +1249,29 @@ async fn anvil_adapters_capped_per_owner_one_name_one_owner_under_races_and_priv
         .await
         .unwrap();
 
-    let running = start_tuned(&env, true, None, |s| s.adapters.max_per_owner = 2).await;
+    let running = start_tuned(&env, true, None, |s| {
+        s.adapters.max_per_owner = 2;
+        // 1024 in production; a small set keeps the flood below quick.
+        s.adapters.max_outstanding_challenges = 16;
+    })
+    .await;
     let package = adapter_files(llm(&running), 3, false);
+
+    // 0. Anyone may ask for challenges: a flood of them (never answered with a deployment) must not lock the
+    // brokers out. The oldest outstanding nonce gives way, so a broker that deploys right after its challenge
+    // (as zg-broker does) still gets through.
+    let mut flood = grpc(&running).await;
+    let started = std::time::Instant::now();
+    for _ in 0..24 {
+        flood
+            .challenge(AdapterChallengeRequest {
+                broker_nonce: vec![7; 32],
+                broker: Address::repeat_byte(0xee).to_checksum(None),
+            })
+            .await
+            .expect("a challenge flood must not refuse challenges");
+    }
+    eprintln!("24 challenges: {:?}", started.elapsed());
 
     // 1. The race: both deployments are in flight at once; exactly one customer gets the name.
     let (mut g1, mut g2) = (grpc(&running).await, grpc(&running).await);
