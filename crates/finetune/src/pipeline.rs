@@ -217,18 +217,68 @@ pub const ADAPTER_DIR: &str = "adapter";
 
 /// Copies a PEFT adapter (`adapter_config.json` + `adapter_model.safetensors` at the top of `output`) to
 /// `keep`, replacing what was there; any other output (an n-gram model, a command trainer's files) is not
-/// kept. Blocking.
+/// kept. The copy is the customer's plaintext weights: on Unix `keep` is `0700` and the files `0600`, whatever
+/// the trainer's files were. Blocking.
 fn keep_peft_adapter(output: &Path, keep: &Path) -> Result<()> {
     const FILES: [&str; 2] = ["adapter_config.json", "adapter_model.safetensors"];
     if !FILES.iter().all(|f| output.join(f).is_file()) {
         return Ok(());
     }
     let _ = std::fs::remove_dir_all(keep);
-    std::fs::create_dir_all(keep).map_err(|e| Error::io("create", keep, e))?;
+    let mut b = std::fs::DirBuilder::new();
+    b.recursive(true);
+    #[cfg(unix)]
+    std::os::unix::fs::DirBuilderExt::mode(&mut b, 0o700);
+    b.create(keep).map_err(|e| Error::io("create", keep, e))?;
     for f in FILES {
-        std::fs::copy(output.join(f), keep.join(f)).map_err(|e| Error::io("copy", keep.join(f), e))?;
+        let to = keep.join(f);
+        // `copy` carries the source's mode over: tighten it before any byte lands.
+        let mut o = std::fs::OpenOptions::new();
+        o.write(true).create_new(true);
+        #[cfg(unix)]
+        std::os::unix::fs::OpenOptionsExt::mode(&mut o, 0o600);
+        let mut dst = o.open(&to).map_err(|e| Error::io("create", &to, e))?;
+        let mut src =
+            std::fs::File::open(output.join(f)).map_err(|e| Error::io("read", output.join(f), e))?;
+        std::io::copy(&mut src, &mut dst).map_err(|e| Error::io("copy", &to, e))?;
     }
     Ok(())
+}
+
+#[cfg(all(test, unix))]
+mod keep_tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+    use std::os::unix::fs::PermissionsExt as _;
+
+    /// Red team: the adapter kept for deployment is the customer's plaintext; another local user must not read it,
+    /// even when the trainer wrote world-readable files.
+    #[test]
+    fn the_kept_adapter_is_private() {
+        let d = tempfile::tempdir().unwrap();
+        let out = d.path().join("output");
+        std::fs::create_dir_all(&out).unwrap();
+        for (f, bytes) in [
+            ("adapter_config.json", &b"{}"[..]),
+            ("adapter_model.safetensors", b"weights"),
+        ] {
+            std::fs::write(out.join(f), bytes).unwrap();
+            std::fs::set_permissions(out.join(f), std::fs::Permissions::from_mode(0o644)).unwrap();
+        }
+        let keep = d.path().join("adapter");
+        keep_peft_adapter(&out, &keep).unwrap();
+        let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode(&keep), 0o700);
+        assert_eq!(mode(&keep.join("adapter_config.json")), 0o600);
+        assert_eq!(mode(&keep.join("adapter_model.safetensors")), 0o600);
+        assert_eq!(
+            std::fs::read(keep.join("adapter_model.safetensors")).unwrap(),
+            b"weights"
+        );
+        // Kept again (a retried delivery): replaced, still private.
+        keep_peft_adapter(&out, &keep).unwrap();
+        assert_eq!(mode(&keep.join("adapter_model.safetensors")), 0o600);
+    }
 }
 
 fn fail_note(e: &Error) -> String {
