@@ -10,7 +10,9 @@
 //!   another customer answers "not found", as every other read does);
 //! - with it: make the broker deploy the owner's own adapter, once the owner acknowledged it on chain, to the
 //!   provider the owner named, which then serves it to the owner only; each call costs the broker one chain
-//!   read, one gRPC round trip and one sealing, bounded by `[adapters] timeout_secs`.
+//!   read, one gRPC round trip and one sealing, bounded by `[adapters] timeout_secs`. The authorization is not
+//!   single use (the provider named in it sees it too), so at most [`MAX_DEPLOYS_AT_ONCE`] deployments run at
+//!   once: replaying it in parallel costs the broker at most that many adapters in memory, not one per call.
 //!
 //! The provider is trusted only after [`zg_adapters::verify_peer`]: fresh evidence bound to the broker's own
 //! random nonce, passing the operator's `[adapters]` policy, whose bound signer is the provider's on-chain
@@ -42,6 +44,10 @@ pub const MAX_PROVIDER_MESSAGE: usize = 1 << 20;
 /// Size of the sealed chunks streamed to the provider.
 const CHUNK: usize = 1 << 20;
 
+/// Deployments run at once. Each holds its adapter twice in memory (plain and sealed, up to
+/// `[adapters] max_package_bytes` each) for up to `[adapters] timeout_secs`; beyond it a call is answered 429 `busy`.
+pub const MAX_DEPLOYS_AT_ONCE: usize = 2;
+
 /// The broker's side of adapter deployment: its peer policy, verifier and bounds.
 #[derive(Debug, Clone)]
 pub struct Deployer {
@@ -50,6 +56,7 @@ pub struct Deployer {
     timeout: Duration,
     max_package_bytes: u64,
     grpc_urls: BTreeMap<Address, String>,
+    slots: Arc<tokio::sync::Semaphore>,
 }
 
 impl Deployer {
@@ -72,6 +79,7 @@ impl Deployer {
             timeout: s.timeout,
             max_package_bytes: s.max_package_bytes,
             grpc_urls: s.grpc_urls.clone(),
+            slots: Arc::new(tokio::sync::Semaphore::new(MAX_DEPLOYS_AT_ONCE)),
         })
     }
 }
@@ -192,6 +200,15 @@ pub async fn deploy(
             reason: format!("task {id} was trained by the {by} executor; only LoRA adapters deploy"),
         });
     }
+    // Only now, for the owner of a deployable LoRA task, a slot: a valid authorization can be replayed by whoever
+    // holds it (the customer, the provider it names) for an hour, and each call reads and seals the adapter.
+    let _slot = Arc::clone(&d.slots).try_acquire_owned().map_err(|_| {
+        Error::Task(zg_finetune::Error::Busy {
+            what: "adapter deployments",
+            count: MAX_DEPLOYS_AT_ONCE as u64,
+            max: MAX_DEPLOYS_AT_ONCE as u64,
+        })
+    })?;
     let dir = app.pipeline.adapter_dir(&id);
     let max = d.max_package_bytes;
     let package = tokio::task::spawn_blocking(move || {

@@ -58,7 +58,11 @@ fn authorize(
 }
 
 async fn deploy(b: &Broker, a: pb::DeployAuthorization) -> Result<pb::DeployAdapterResult, Status> {
-    let mut c = FineTuningClient::connect(b.grpc.clone()).await.unwrap();
+    deploy_at(b.grpc.clone(), a).await
+}
+
+async fn deploy_at(grpc: String, a: pb::DeployAuthorization) -> Result<pb::DeployAdapterResult, Status> {
+    let mut c = FineTuningClient::connect(grpc).await.unwrap();
     c.deploy_adapter(pb::DeployAdapterRequest {
         authorization: Some(a),
     })
@@ -527,7 +531,25 @@ async fn deploy_adapter_sends_nothing_to_an_unattested_provider_and_the_delivere
     refused(deploy(&b, auth()).await, Code::Unavailable, "Challenge");
     *standin.mode.lock().unwrap() = Mode::Silent;
     let started = std::time::Instant::now();
-    refused(deploy(&b, auth()).await, Code::Unavailable, "timeout_secs");
+    // Red team: the authorization is not single use, and whoever holds it (the customer, the provider it names)
+    // may replay it in parallel. Each call would read and seal the adapter; at most two run, the rest are refused
+    // at once, before the adapter is read.
+    let slow = tokio::spawn(deploy_at(b.grpc.clone(), auth()));
+    let slow2 = tokio::spawn(deploy_at(b.grpc.clone(), auth()));
+    tokio::time::sleep(std::time::Duration::from_secs(2)).await;
+    let third = std::time::Instant::now();
+    refused(
+        deploy(&b, auth()).await,
+        Code::ResourceExhausted,
+        "adapter deployments",
+    );
+    assert!(
+        third.elapsed() < std::time::Duration::from_secs(2),
+        "{:?}",
+        third.elapsed()
+    );
+    refused(slow.await.unwrap(), Code::Unavailable, "timeout_secs");
+    refused(slow2.await.unwrap(), Code::Unavailable, "timeout_secs");
     assert!(
         started.elapsed() < std::time::Duration::from_secs(30),
         "{:?}",
