@@ -170,9 +170,7 @@ sys.exit(0 if ok else 1)
 PYEOF
 
 step "deploy the adapter to inference provider $provider: the broker and the provider verify each other's TEE over gRPC"
-"$ZG" fine-tuning deploy-adapter --provider "$provider" --broker "$broker" --task-id "$task" --json > "$work/deploy.json" \
-  || fail "the deployment failed"
-cat "$work/deploy.json" >&2; echo >&2
+"$ZG" fine-tuning deploy-adapter --provider "$provider" --broker "$broker" --task-id "$task" || fail "the deployment failed"
 adapter=$("$ZG" fine-tuning get-adapter-name --model smollm2-135m-instruct --task-id "$task")
 "$ZG" inference list-adapters --provider "$provider"
 
