@@ -774,6 +774,8 @@ async fn follow(
                     break;
                 }
             }
+            // A live human view shows log lines; metrics repeat them as JSON (`get-log` and `--json` keep them).
+            Some(pb::task_update::Update::Log(l)) if !json_lines && l.kind == "metric" => {}
             Some(pb::task_update::Update::Log(l)) => {
                 let line = if json_lines {
                     serde_json::to_string(
@@ -1262,7 +1264,8 @@ impl GenerateArgs {
                     .take(1 << 30)
                     .read_to_end(&mut archive)?;
                 let files = zg_finetune::unpack(&mut archive.as_slice(), &dir, 1 << 30)?;
-                let answers = if dir.join(zg_adapters::CONFIG_FILE).is_file() {
+                // PEFT weights decide: the n-gram delta writes an adapter_config.json too.
+                let answers = if dir.join(zg_adapters::WEIGHTS_FILE).is_file() {
                     args.lora(&dir)?
                 } else {
                     args.ngram(&dir)?
