@@ -149,10 +149,12 @@ done
 "$ZG" fine-tuning get-task --provider "$broker" --task "$task"
 [ "$(json "$work/task.json" 'd["state"]')" = "Finished" ] || fail "task $task was not settled"
 
-step "decrypt the adapter with the revealed key (tag signature checked first): a PEFT adapter, yours to keep"
+step "decrypt the adapter with the revealed key (tag signature checked first): a PEFT adapter, yours to keep; try it locally"
 "$ZG" fine-tuning decrypt-model --provider "$broker" --task-id "$task" \
   --encrypted-model "$work/model.sealed" --output "$work/model.tar"
 tar -tvf "$work/model.tar" >&2
+"$ZG" fine-tuning generate --model "$work/model.tar" --model-path "$MODEL_PATH" --max-tokens 32 \
+  --system "You are a patient sourdough baking teacher." --prompt "How do I feed my sourdough starter?"
 
 step "the fee paid on chain is exactly tokens × epochs × price"
 sub_after=$("$ZG" get-sub-account --provider "$broker" --service fine-tuning --json | python3 -c 'import json,sys; print(json.load(sys.stdin)["balance"]["neuron"])')
@@ -170,9 +172,7 @@ sys.exit(0 if ok else 1)
 PYEOF
 
 step "deploy the adapter to inference provider $provider: the broker and the provider verify each other's TEE over gRPC"
-"$ZG" fine-tuning deploy-adapter --provider "$provider" --broker "$broker" --task-id "$task" --json > "$work/deploy.json" \
-  || fail "the deployment failed"
-cat "$work/deploy.json" >&2; echo >&2
+"$ZG" fine-tuning deploy-adapter --provider "$provider" --broker "$broker" --task-id "$task" || fail "the deployment failed"
 adapter=$("$ZG" fine-tuning get-adapter-name --model smollm2-135m-instruct --task-id "$task")
 "$ZG" inference list-adapters --provider "$provider"
 

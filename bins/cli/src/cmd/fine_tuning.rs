@@ -59,7 +59,8 @@ pub(crate) enum FineTuningCommand {
     DecryptModel(sealing::DecryptModelArgs),
     /// Verify a fine-tuning provider's TEE: fresh attestation bound to your nonce, signer = on-chain signer.
     Verify(VerifyArgs),
-    /// Try a decrypted zg-demo-ngram model: the base model's answer and the fine-tuned one, same prompt.
+    /// Try a decrypted model locally: the base model's answer and the fine-tuned one to the same prompt (a LoRA
+    /// adapter on its SmolLM2 base, greedy by default; or a zg-demo-ngram delta).
     Generate(GenerateArgs),
     /// Deploy your fine-tuned LoRA adapter to an inference provider, which then serves it to you only.
     ///
@@ -773,6 +774,8 @@ async fn follow(
                     break;
                 }
             }
+            // A live human view shows log lines; metrics repeat them as JSON (`get-log` and `--json` keep them).
+            Some(pb::task_update::Update::Log(l)) if !json_lines && l.kind == "metric" => {}
             Some(pb::task_update::Update::Log(l)) => {
                 let line = if json_lines {
                     serde_json::to_string(
@@ -1219,10 +1222,10 @@ fn base64_decode(s: &str) -> Vec<u8> {
 /// `generate`.
 #[derive(Debug, Args)]
 pub(crate) struct GenerateArgs {
-    /// The decrypted model (the archive `decrypt-model` wrote).
+    /// The decrypted model (the archive `decrypt-model` wrote): an n-gram delta or a PEFT LoRA adapter.
     #[arg(long, value_name = "FILE")]
     model: PathBuf,
-    /// The prompt.
+    /// The prompt (for a LoRA adapter: the user message, answered with the base's chat template).
     #[arg(long)]
     prompt: String,
     /// Tokens to generate.
@@ -1231,42 +1234,117 @@ pub(crate) struct GenerateArgs {
     /// Sampling seed: the same seed gives the same text.
     #[arg(long, default_value_t = 7)]
     seed: u64,
-    /// 0 = greedy (an n-gram model then tends to loop); 1 = the trained distribution.
-    #[arg(long, default_value_t = 0.7)]
-    temperature: f64,
+    /// Sampling temperature (default: 0.7 for an n-gram model, which loops when greedy; 0, greedy, for LoRA).
+    #[arg(long)]
+    temperature: Option<f64>,
+    /// LoRA adapters: a system message sent before the prompt.
+    #[arg(long, value_name = "TEXT")]
+    system: Option<String>,
+    /// LoRA adapters: the base model's GGUF the adapter was trained on (what `just setup` fetched).
+    #[arg(long, value_name = "FILE", default_value = DEFAULT_MODEL_PATH)]
+    model_path: PathBuf,
+}
+
+/// The base's and the fine-tuned model's answers to one prompt.
+struct Answers {
+    kind: &'static str,
+    base: String,
+    tuned: String,
 }
 
 impl GenerateArgs {
     async fn run(self, g: &GlobalOpts) -> anyhow::Result<ExitCode> {
         let dir = tempfile_dir()?;
-        let mut archive = Vec::new();
-        std::fs::File::open(&self.model)
-            .with_context(|| format!("opening {}", self.model.display()))?
-            .take(1 << 30)
-            .read_to_end(&mut archive)?;
-        let files = zg_finetune::unpack(&mut archive.as_slice(), &dir, 1 << 30)?;
-        let base = zg_ngram::NgramModel::train(zg_ngram::SHIPPED_CORPUS);
-        let tuned = zg_finetune::apply_adapter(&base, &dir, 1 << 28)?;
-        let _ = std::fs::remove_dir_all(&dir);
-        let s = zg_ngram::Sampling {
-            max_tokens: self.max_tokens,
-            temperature: self.temperature,
-            seed: Some(self.seed),
-            stop: Vec::new(),
-        };
-        let (b, t) = (
-            base.generate(&self.prompt, &s).text,
-            tuned.generate(&self.prompt, &s).text,
-        );
+        let args = self;
+        let (args, answers, files) = tokio::task::spawn_blocking(move || {
+            let r = (|| -> anyhow::Result<(Answers, Vec<String>)> {
+                let mut archive = Vec::new();
+                std::fs::File::open(&args.model)
+                    .with_context(|| format!("opening {}", args.model.display()))?
+                    .take(1 << 30)
+                    .read_to_end(&mut archive)?;
+                let files = zg_finetune::unpack(&mut archive.as_slice(), &dir, 1 << 30)?;
+                // PEFT weights decide: the n-gram delta writes an adapter_config.json too.
+                let answers = if dir.join(zg_adapters::WEIGHTS_FILE).is_file() {
+                    args.lora(&dir)?
+                } else {
+                    args.ngram(&dir)?
+                };
+                Ok((answers, files))
+            })();
+            let _ = std::fs::remove_dir_all(&dir);
+            r.map(|(a, f)| (args, a, f))
+        })
+        .await??;
         if g.json {
-            output::json(&json!({"prompt": self.prompt, "base": b, "fineTuned": t, "files": files}))?;
+            output::json(
+                &json!({"prompt": args.prompt, "kind": answers.kind, "base": answers.base,
+                "fineTuned": answers.tuned, "files": files}),
+            )?;
         } else {
             output::text(format!(
-                "prompt:      {}\nbase model:  {b}\nfine-tuned:  {t}",
-                self.prompt
+                "prompt:      {}\nbase model:  {}\nfine-tuned:  {}",
+                args.prompt, answers.base, answers.tuned
             ))?;
         }
         Ok(ExitCode::SUCCESS)
+    }
+
+    /// An n-gram delta applied to the shipped base.
+    fn ngram(&self, dir: &Path) -> anyhow::Result<Answers> {
+        let base = zg_ngram::NgramModel::train(zg_ngram::SHIPPED_CORPUS);
+        let tuned = zg_finetune::apply_adapter(&base, dir, 1 << 28)?;
+        let s = zg_ngram::Sampling {
+            max_tokens: self.max_tokens,
+            temperature: self.temperature.unwrap_or(0.7),
+            seed: Some(self.seed),
+            stop: Vec::new(),
+        };
+        Ok(Answers {
+            kind: "ngram",
+            base: base.generate(&self.prompt, &s).text,
+            tuned: tuned.generate(&self.prompt, &s).text,
+        })
+    }
+
+    /// A PEFT LoRA adapter on its GGUF base (zg-model refuses an adapter of another base or shape by name).
+    fn lora(&self, dir: &Path) -> anyhow::Result<Answers> {
+        let model =
+            zg_model::Model::load(&self.model_path, zg_model::LoadOptions::default()).with_context(|| {
+                format!(
+                    "loading the base model {} (pass --model-path, or run `just setup` to fetch SmolLM2)",
+                    self.model_path.display()
+                )
+            })?;
+        let adapter = zg_model::LoraAdapter::load(dir).context("the archive's LoRA adapter")?;
+        model
+            .add_adapter("fine-tuned", &adapter)
+            .context("the adapter does not fit this base model")?;
+        let mut messages = Vec::new();
+        if let Some(sys) = &self.system {
+            messages.push(zg_model::ChatMessage::new("system", sys));
+        }
+        messages.push(zg_model::ChatMessage::new("user", &self.prompt));
+        let answer = |name: Option<&str>| -> anyhow::Result<String> {
+            let req = zg_model::GenerateRequest {
+                model: name.map(str::to_owned),
+                prompt: zg_model::Prompt::Chat(messages.clone()),
+                params: zg_model::SamplingParams {
+                    max_tokens: usize::try_from(self.max_tokens).unwrap_or(usize::MAX),
+                    temperature: self.temperature.unwrap_or(0.0) as f32,
+                    seed: self.seed,
+                    ..zg_model::SamplingParams::default()
+                },
+            };
+            Ok(model
+                .generate(&req, &mut |_| std::ops::ControlFlow::Continue(()))?
+                .text)
+        };
+        Ok(Answers {
+            kind: "lora",
+            base: answer(None)?,
+            tuned: answer(Some("fine-tuned"))?,
+        })
     }
 }
 

@@ -12,6 +12,8 @@ mod adapters;
 mod attest;
 mod decrypt_model;
 mod fine_tuning;
+/// `fine-tuning generate` on a decrypted LoRA adapter.
+mod generate;
 mod inference;
 mod ledger;
 mod official_cli;
