@@ -409,8 +409,10 @@ impl Provider {
     }
 
     /// The adapter a request body names (`"model": "ft-…"`), for `user`: `None` for any other model (the base
-    /// serves it); an unknown adapter is refused with 404 `model_not_found`, another customer's with 403
-    /// `adapter_not_owned`. Both before admission and the upstream: nothing is reserved, billed or generated.
+    /// serves it); an unknown adapter and another customer's are refused alike, 404 `model_not_found` (adapter
+    /// names derive from task ids that are public on chain: a distinct answer would tell anyone with an account
+    /// which provider serves whose adapter). Before admission and the upstream: nothing is reserved, billed or
+    /// generated.
     pub fn adapter_for(&self, body: &[u8], user: Address) -> Result<Option<String>> {
         #[derive(serde::Deserialize)]
         struct ModelField {
@@ -425,20 +427,15 @@ impl Provider {
             return Ok(None);
         };
         match self.0.adapters.get(&model) {
-            None => Err(Error::Adapter {
+            Some(d) if d.owner == user => Ok(Some(model)),
+            _ => Err(Error::Adapter {
                 code: "model_not_found",
                 status: axum::http::StatusCode::NOT_FOUND,
                 message: format!(
-                    "model {:?} is not served here (no adapter of that name)",
+                    "model {:?} is not served here to {user} (no adapter of that name is yours)",
                     model.chars().take(zg_adapters::MAX_NAME_LEN).collect::<String>()
                 ),
             }),
-            Some(d) if d.owner != user => Err(Error::Adapter {
-                code: "adapter_not_owned",
-                status: axum::http::StatusCode::FORBIDDEN,
-                message: format!("adapter {model} is served to its owner only, and {user} is not its owner"),
-            }),
-            Some(_) => Ok(Some(model)),
         }
     }
 

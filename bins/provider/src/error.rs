@@ -101,7 +101,7 @@ pub enum Error {
         source: std::io::Error,
     },
     /// An adapter operation was refused, or a request named an adapter it may not use: `code` names the
-    /// problem (`adapter_not_owned`, `model_not_found`, `peer_attestation_refused`, `provider_nonce_unknown`,
+    /// problem (`model_not_found`, `adapter_name_taken`, `adapter_limit`, `peer_attestation_refused`, `provider_nonce_unknown`,
     /// ...; see bins/provider/README.md "Adapters"), `status` is the HTTP status it maps to (403, 404, 400, 412,
     /// 413, 408, 503).
     #[error("{message}")]

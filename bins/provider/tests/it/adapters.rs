@@ -730,7 +730,7 @@ async fn anvil_adapters_deploy_only_attested_serve_only_the_owner_bill_exactly_a
     let v: Value = serde_json::from_slice(&bytes).unwrap();
     assert_eq!(v["choices"][0]["message"]["content"].as_str().unwrap(), adapted);
     let (status, _, bytes, receipt) = native(&env.stranger, 1).await;
-    assert_eq!(status, 403, "{}", String::from_utf8_lossy(&bytes));
+    assert_eq!(status, 404, "{}", String::from_utf8_lossy(&bytes));
     assert!(receipt.is_none());
     // The base is unchanged by the adapter next to it.
     let again = chat(&running, &session(&env.customer, provider), BASE).await;
@@ -739,14 +739,18 @@ async fn anvil_adapters_deploy_only_attested_serve_only_the_owner_bill_exactly_a
         plain
     );
     assert_eq!(base.2.unwrap().model, BASE);
-    // Another customer: 403 before anything is reserved or generated; an unknown adapter: 404.
+    // Another customer: refused before anything is reserved or generated, exactly as an unknown adapter is (404
+    // `model_not_found`): adapter names are public (0G's rule over task ids that are on chain), so a 403 would
+    // tell anyone with an account which provider serves whose adapter.
     let owed = running.provider.ledger().unsettled_fee(env.stranger.address());
     let (status, v, receipt) = chat(&running, &session(&env.stranger, provider), &name).await;
     assert_eq!(
         (status, v["error"]["type"].as_str()),
-        (403, Some("adapter_not_owned")),
+        (404, Some("model_not_found")),
         "{v}"
     );
+    let msg = v["error"]["message"].as_str().unwrap();
+    assert!(!msg.contains("owner"), "{msg}");
     assert!(receipt.is_none());
     let (status, v, _) = chat(
         &running,
@@ -1141,7 +1145,7 @@ async fn anvil_adapters_vllm_upstream_loads_through_its_lora_api_and_serves_the_
     let (status, v, _) = chat(&running, &session(&env.stranger, provider), &name).await;
     assert_eq!(
         (status, v["error"]["type"].as_str()),
-        (403, Some("adapter_not_owned")),
+        (404, Some("model_not_found")),
         "{v}"
     );
     assert_eq!(
