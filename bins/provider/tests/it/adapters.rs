@@ -865,7 +865,7 @@ async fn anvil_adapters_deploy_only_attested_serve_only_the_owner_bill_exactly_a
     assert_eq!(v["choices"][0]["message"]["content"].as_str().unwrap(), adapted);
     assert_eq!(receipt.unwrap().model, name);
     let (status, ..) = chat(&running, &session(&env.stranger, provider), &name).await;
-    assert_eq!(status, 403);
+    assert_eq!(status, 404);
 
     // List and Remove: the caller's own only; removing stops serving it.
     let mut g = grpc(&running).await;
