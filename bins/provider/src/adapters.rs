@@ -897,12 +897,20 @@ async fn activate(p: &Provider, name: &str, dir: &Path) -> Result<()> {
             .map_err(blocking_failed)?
             .map_err(|e| invalid("adapter_refused", format!("the model refuses the adapter: {e}")))
         }
-        Upstream::Http(h) => h.load_lora(name, dir).await.map_err(|e| {
-            precondition(
-                "adapter_refused",
-                format!("the upstream refuses the adapter: {e}"),
-            )
-        }),
+        Upstream::Http(h) => {
+            // vLLM refuses to load a name it holds (400 "already loaded"): after a provider restart (vLLM kept
+            // running) or on a redeployment, the copy it holds is unloaded first, so the files on disk are what is
+            // served. Unloading a name it does not hold is a 404, ignored.
+            if let Err(e) = h.unload_lora(name).await {
+                tracing::debug!(%name, error = %e, "no older copy of the adapter to unload upstream");
+            }
+            h.load_lora(name, dir).await.map_err(|e| {
+                precondition(
+                    "adapter_refused",
+                    format!("the upstream refuses the adapter: {e}"),
+                )
+            })
+        }
         Upstream::Builtin(_) => Err(precondition(
             "adapters_unsupported",
             "this provider's upstream (the demo n-gram model) cannot serve LoRA adapters",

@@ -1026,6 +1026,8 @@ struct Seen {
     lora: Vec<(String, Value)>,
     /// The `model` of each chat completion it served.
     chats: Vec<String>,
+    /// LoRA calls it refused as vLLM would (a load of a loaded name, an unload of an unknown one).
+    refused: Vec<(String, Value)>,
 }
 
 /// An OpenAI server standing in for vLLM (a real one is not available here): chat completions with a fixed usage
@@ -1077,6 +1079,32 @@ async fn vllm_stand_in(seen: std::sync::Arc<std::sync::Mutex<Seen>>) -> String {
             post(
                 move |axum::extract::Path(op): axum::extract::Path<String>, body: String| async move {
                     let v: Value = serde_json::from_str(&body).unwrap_or(Value::Null);
+                    // As vLLM (serving_models.py): a name already loaded is refused (400), unloading one that is
+                    // not loaded is 404. A restarted provider meets the LoRAs its previous run loaded.
+                    let name = v["lora_name"].as_str().unwrap_or_default().to_owned();
+                    let loaded = s2
+                        .lock()
+                        .unwrap()
+                        .lora
+                        .iter()
+                        .rev()
+                        .find(|(_, b)| b["lora_name"] == name.as_str())
+                        .is_some_and(|(o, _)| o == "load_lora_adapter");
+                    let refusal = match op.as_str() {
+                        "load_lora_adapter" if loaded => Some((
+                            axum::http::StatusCode::BAD_REQUEST,
+                            format!("The lora adapter '{name}' has already been loaded."),
+                        )),
+                        "unload_lora_adapter" if !loaded => Some((
+                            axum::http::StatusCode::NOT_FOUND,
+                            format!("The lora adapter '{name}' cannot be found."),
+                        )),
+                        _ => None,
+                    };
+                    if let Some((status, message)) = refusal {
+                        s2.lock().unwrap().refused.push((op, v));
+                        return (status, message);
+                    }
                     if op == "load_lora_adapter" {
                         // vLLM reads the adapter from lora_path when asked: it must be complete by then.
                         let dir = std::path::Path::new(v["lora_path"].as_str().unwrap());
@@ -1088,7 +1116,7 @@ async fn vllm_stand_in(seen: std::sync::Arc<std::sync::Mutex<Seen>>) -> String {
                         );
                     }
                     s2.lock().unwrap().lora.push((op, v));
-                    "ok"
+                    (axum::http::StatusCode::OK, "ok".to_owned())
                 },
             ),
         );
@@ -1176,10 +1204,27 @@ async fn anvil_adapters_vllm_upstream_loads_through_its_lora_api_and_serves_the_
         vec![BASE.to_owned()]
     );
 
-    // A restart loads it into the upstream again; removal unloads it.
+    // A restart (vLLM keeps running, the LoRA loaded) loads it into the upstream again, fresh from the files: the
+    // old copy is unloaded first (vLLM refuses to load a name twice), and the owner is still served.
     running.shutdown().await;
     let running = start_with(&env, true, Some(upstream)).await;
-    assert_eq!(seen.lock().unwrap().lora, vec![load.clone(), load.clone()]);
+    let unload = ("unload_lora_adapter".to_owned(), json!({"lora_name": name}));
+    assert_eq!(
+        seen.lock().unwrap().lora,
+        vec![load.clone(), unload.clone(), load.clone()]
+    );
+    let (status, v, _) = chat(&running, &session(&env.customer, provider), &name).await;
+    assert_eq!(status, 200, "{v}");
+    // A redeployment of the same adapter replaces the loaded copy the same way.
+    let mut g = grpc(&running).await;
+    let ch = challenge(&mut g, &env, &running).await;
+    send(
+        &mut g,
+        &prepare(&env, &ch, &authorize(&env, &env.customer, TASK), &package),
+    )
+    .await
+    .unwrap();
+    assert_eq!(seen.lock().unwrap().lora[3..], [unload.clone(), load.clone()]);
     let mut g = grpc(&running).await;
     let removed = g
         .remove(RemoveAdapterRequest {
