@@ -964,6 +964,7 @@ mod tests {
         std::fs::write(
             &c,
             "[adapters]\nmax_package_bytes = 1048576\ndangerous_allow_simulated = true\n\
+             max_per_owner = 3\nmax_adapters = 5\n\
              [adapters.policy]\nallowed_compose_hashes = [\"ab\"]\n",
         )
         .unwrap();
@@ -977,6 +978,7 @@ mod tests {
         assert!(p.dangerous_allow_simulated && p.dangerous_any_image);
         assert_eq!(p.allowed_compose_hashes, vec!["ab".to_owned()]);
         assert_eq!(s.adapters.max_package_bytes, 1 << 20);
+        assert_eq!((s.adapters.max_per_owner, s.adapters.max_adapters), (3, 5));
         let f = dir.path().join("p.toml");
         std::fs::write(&f, "allowed_app_ids = [\"01\"]\n").unwrap();
         let e = Settings::resolve(RunArgs {
