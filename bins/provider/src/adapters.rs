@@ -73,8 +73,13 @@ pub const DEFAULT_MAX_PER_OWNER: usize = 8;
 pub const DEFAULT_MAX_ADAPTERS: usize = 64;
 /// The `state` of a served adapter (0G's word).
 pub const STATE_ACTIVE: &str = "active";
-/// Largest gRPC message the Adapters service decodes (a head with its evidence, or one sealed chunk).
-pub(crate) const MAX_MESSAGE_BYTES: usize = 4 << 20;
+/// Largest gRPC message the Adapters service decodes: a head (evidence ≤ 1 MiB, the rest small) or one sealed
+/// chunk (the broker sends 1 MiB).
+pub(crate) const MAX_MESSAGE_BYTES: usize = (1 << 20) + (64 << 10);
+/// `Deploy` streams open at once before their head is judged: each may buffer one message
+/// ([`MAX_MESSAGE_BYTES`]) unauthenticated for up to the head timeout, so this bounds what anyone can make the
+/// provider hold (16 × ~1 MiB); beyond it a new stream is refused at once with `saturated`.
+pub const MAX_DEPLOY_STREAMS: usize = 16;
 
 const MAX_EVIDENCE_BYTES: usize = 1 << 20;
 /// Time a `Deploy` stream has to send its head.
@@ -390,6 +395,8 @@ struct ServiceInner {
     verifier: Verifier,
     challenges: Mutex<HashMap<[u8; 32], (Instant, Address)>>,
     deploys: Arc<Semaphore>,
+    /// Open `Deploy` streams, authenticated or not ([`MAX_DEPLOY_STREAMS`]).
+    streams: Arc<Semaphore>,
 }
 
 impl std::fmt::Debug for AdapterService {
@@ -419,6 +426,7 @@ pub fn adapter_service(
         verifier: Verifier::new_prod(),
         challenges: Mutex::new(HashMap::new()),
         deploys: Arc::new(Semaphore::new(MAX_DEPLOYS_AT_ONCE)),
+        streams: Arc::new(Semaphore::new(MAX_DEPLOY_STREAMS)),
     })))
     .max_decoding_message_size(MAX_MESSAGE_BYTES)
 }
@@ -1078,6 +1086,16 @@ impl AdaptersRpc for AdapterService {
         &self,
         req: Request<Streaming<DeployAdapterChunk>>,
     ) -> std::result::Result<Response<DeployAdapterResponse>, Status> {
+        // Taken before a byte of the stream is read, held until it ends: unauthenticated streams cannot pile up.
+        let Ok(_stream) = Arc::clone(&self.0.streams).try_acquire_owned() else {
+            let e = refusal(
+                "saturated",
+                StatusCode::TOO_MANY_REQUESTS,
+                format!("{MAX_DEPLOY_STREAMS} deployments are already open here; retry shortly"),
+            );
+            self.0.p.metrics().rejected(e.code());
+            return Err(e.into());
+        };
         let timeout = self.0.settings.deploy_timeout;
         let r = tokio::time::timeout(timeout, self.deploy_inner(req.into_inner()))
             .await

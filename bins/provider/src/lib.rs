@@ -21,8 +21,8 @@ mod upstream;
 
 pub use crate::adapters::{
     ADAPTERS_DIR, AdapterRegistry, AdapterService, AdapterSettings, CHALLENGE_TTL, DEFAULT_MAX_ADAPTERS,
-    DEFAULT_MAX_PER_OWNER, DEPLOYMENT_FILE, Deployment, MAX_DEPLOYS_AT_ONCE, MAX_OUTSTANDING_CHALLENGES,
-    ReserveRefusal, STATE_ACTIVE, adapter_service, serves_base,
+    DEFAULT_MAX_PER_OWNER, DEPLOYMENT_FILE, Deployment, MAX_DEPLOY_STREAMS, MAX_DEPLOYS_AT_ONCE,
+    MAX_OUTSTANDING_CHALLENGES, ReserveRefusal, STATE_ACTIVE, adapter_service, serves_base,
 };
 pub use crate::chain::{register, warn_unless_owner_acknowledged};
 pub use crate::config::{CONFIG_TEMPLATE, RunArgs, Settings};

@@ -1404,3 +1404,45 @@ async fn anvil_adapters_capped_per_owner_one_name_one_owner_under_races_and_priv
     }
     running.shutdown().await;
 }
+
+/// Silent `Deploy` streams (no head, no attestation) hold at most [`zg_provider::MAX_DEPLOY_STREAMS`] places: the
+/// next is refused at once with `saturated` (before, each was buffered unauthenticated for the head timeout, with
+/// no limit on how many), and a place comes back when one of them goes away.
+#[tokio::test]
+async fn anvil_adapters_silent_deploy_streams_are_capped_before_authentication() {
+    let (env, _keys) = setup(3).await;
+    let running = start(&env, true).await;
+    let mut held = Vec::new();
+    for _ in 0..zg_provider::MAX_DEPLOY_STREAMS {
+        let mut c = grpc(&running).await;
+        held.push(tokio::spawn(async move {
+            c.deploy(futures::stream::pending::<DeployAdapterChunk>()).await
+        }));
+    }
+    // Let the server take every place.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let mut c = grpc(&running).await;
+    let started = std::time::Instant::now();
+    let e = c
+        .deploy(futures::stream::pending::<DeployAdapterChunk>())
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), tonic::Code::ResourceExhausted, "{e:?}");
+    assert!(e.message().contains("already open"), "{e:?}");
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "refused at once, not after the head timeout"
+    );
+    // One silent stream leaves: its place is free again (the next stream is judged on its content).
+    held.pop().unwrap().abort();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let e = c
+        .deploy(futures::stream::empty::<DeployAdapterChunk>())
+        .await
+        .unwrap_err();
+    assert_ne!(e.code(), tonic::Code::ResourceExhausted, "{e:?}");
+    for h in held {
+        h.abort();
+    }
+    running.shutdown().await;
+}
