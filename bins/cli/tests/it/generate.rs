@@ -45,47 +45,34 @@ fn generate_tries_a_decrypted_lora_adapter_next_to_its_base() {
     let tar = lora_archive(dir.path());
     let tar = tar.to_str().unwrap();
     let prompt = "How long do I bake a sourdough loaf?";
-    let o = zg(
-        &[
-            "fine-tuning",
-            "generate",
-            "--model",
-            tar,
-            "--prompt",
-            prompt,
-            "--model-path",
-            GGUF,
-            "--max-tokens",
-            "16",
-            "--json",
-        ],
-        &[],
-    );
-    assert!(o.status.success(), "{}\n{}", stdout(&o), stderr(&o));
-    let v: Value = serde_json::from_str(&stdout(&o)).unwrap();
+    let generate = || {
+        let o = zg(
+            &[
+                "fine-tuning",
+                "generate",
+                "--model",
+                tar,
+                "--prompt",
+                prompt,
+                "--model-path",
+                GGUF,
+                "--max-tokens",
+                "16",
+                "--json",
+            ],
+            &[],
+        );
+        assert!(o.status.success(), "{}\n{}", stdout(&o), stderr(&o));
+        serde_json::from_str::<Value>(&stdout(&o)).unwrap()
+    };
+    let v = generate();
     assert_eq!(v["kind"], "lora", "{v}");
     assert_eq!(v["files"].as_array().unwrap().len(), 2, "{v}");
     let (base, tuned) = (v["base"].as_str().unwrap(), v["fineTuned"].as_str().unwrap());
     assert!(!base.is_empty() && !tuned.is_empty(), "{v}");
     assert_ne!(base, tuned, "the adapter changes the greedy answer");
     // Greedy by default: the same command gives the same answers.
-    let again = zg(
-        &[
-            "fine-tuning",
-            "generate",
-            "--model",
-            tar,
-            "--prompt",
-            prompt,
-            "--model-path",
-            GGUF,
-            "--max-tokens",
-            "16",
-            "--json",
-        ],
-        &[],
-    );
-    assert_eq!(serde_json::from_str::<Value>(&stdout(&again)).unwrap(), v);
+    assert_eq!(generate(), v);
 
     // A missing base GGUF: refused, naming the fix.
     let o = zg(

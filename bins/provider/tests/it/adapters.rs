@@ -426,6 +426,39 @@ fn owner_auth(env: &Env, who: &PrivateKeySigner, action: OwnerAction) -> Option<
     })
 }
 
+/// `GET /v1/proxy/models` names the base and the customer's adapter `name` to the customer, only the base to the
+/// stranger.
+async fn assert_models_listed_to_their_owner_only(
+    running: &Running,
+    env: &Env,
+    provider: Address,
+    name: &str,
+) {
+    let ids = |who: &PrivateKeySigner| {
+        let url = format!("http://{}/v1/proxy/models", running.http_addr);
+        let auth = session(who, provider);
+        async move {
+            let v: Value = reqwest::Client::new()
+                .get(url)
+                .header("authorization", auth)
+                .send()
+                .await
+                .unwrap()
+                .json()
+                .await
+                .unwrap();
+            v["data"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|m| m["id"].as_str().unwrap().to_owned())
+                .collect::<Vec<String>>()
+        }
+    };
+    assert_eq!(ids(&env.customer).await, vec![BASE.to_owned(), name.to_owned()]);
+    assert_eq!(ids(&env.stranger).await, vec![BASE.to_owned()]);
+}
+
 pub(crate) async fn grpc(r: &Running) -> AdaptersClient<tonic::transport::Channel> {
     AdaptersClient::connect(format!("http://{}", r.grpc_addr))
         .await
@@ -827,27 +860,7 @@ async fn anvil_adapters_deploy_only_attested_serve_only_the_owner_bill_exactly_a
     );
 
     // The model list names the caller's own adapters, no one else's.
-    let models = |who: &PrivateKeySigner| {
-        http.get(format!("{url}/v1/proxy/models"))
-            .header("authorization", session(who, provider))
-            .send()
-    };
-    let ids = |v: Value| -> Vec<String> {
-        v["data"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|m| m["id"].as_str().unwrap().to_owned())
-            .collect()
-    };
-    assert_eq!(
-        ids(models(&env.customer).await.unwrap().json().await.unwrap()),
-        vec![BASE.to_owned(), name.clone()]
-    );
-    assert_eq!(
-        ids(models(&env.stranger).await.unwrap().json().await.unwrap()),
-        vec![BASE.to_owned()]
-    );
+    assert_models_listed_to_their_owner_only(&running, &env, provider, &name).await;
 
     // 3. A real restart keeps the adapter: same greedy answer, same owner rule. A broken adapter directory and
     // the leftover of an interrupted deployment do not stop the start; the broken one is not served.
@@ -1181,28 +1194,7 @@ async fn anvil_adapters_vllm_upstream_loads_through_its_lora_api_and_serves_the_
         1,
         "the upstream is not called for a stranger"
     );
-    let models = |who: &PrivateKeySigner| {
-        reqwest::Client::new()
-            .get(format!("http://{}/v1/proxy/models", running.http_addr))
-            .header("authorization", session(who, provider))
-            .send()
-    };
-    let ids = |v: Value| -> Vec<String> {
-        v["data"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|m| m["id"].as_str().unwrap().to_owned())
-            .collect()
-    };
-    assert_eq!(
-        ids(models(&env.customer).await.unwrap().json().await.unwrap()),
-        vec![BASE.to_owned(), name.clone()]
-    );
-    assert_eq!(
-        ids(models(&env.stranger).await.unwrap().json().await.unwrap()),
-        vec![BASE.to_owned()]
-    );
+    assert_models_listed_to_their_owner_only(&running, &env, provider, &name).await;
 
     // A restart (vLLM keeps running, the LoRA loaded) loads it into the upstream again, fresh from the files: the
     // old copy is unloaded first (vLLM refuses to load a name twice), and the owner is still served.
