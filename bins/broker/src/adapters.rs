@@ -290,7 +290,7 @@ async fn provider_endpoint(app: &App, d: &Deployer, provider: Address) -> Result
         })?;
     let url = match d.grpc_urls.get(&provider) {
         Some(u) => u.clone(),
-        None => advertised_grpc_url(&service.additional_info).ok_or_else(|| Error::ProviderUnknown {
+        None => service.advertised_grpc_url().ok_or_else(|| Error::ProviderUnknown {
             provider,
             reason: "its service advertises no gRPC endpoint (`grpc` in additionalInfo), so it cannot take adapters"
                 .into(),
@@ -303,16 +303,6 @@ async fn provider_endpoint(app: &App, d: &Deployer, provider: Address) -> Result
         });
     }
     Ok((url, service.tee_signer))
-}
-
-/// The `grpc` URL in a service's `additionalInfo` JSON (bounded; a hint where to connect, not trust).
-pub fn advertised_grpc_url(additional_info: &str) -> Option<String> {
-    if additional_info.len() > 64 * 1024 {
-        return None;
-    }
-    let v: serde_json::Value = serde_json::from_str(additional_info).ok()?;
-    let url = v.get("grpc")?.as_str()?;
-    (url.len() <= 2048 && (url.starts_with("http://") || url.starts_with("https://"))).then(|| url.to_owned())
 }
 
 #[allow(clippy::too_many_arguments)] // one call site; the values are the deployment's facts
@@ -479,17 +469,5 @@ mod tests {
         for s in [TaskState::Training, TaskState::PenaltySettled, TaskState::Failed] {
             assert!(state_refusal(&id, s).is_some(), "{s}");
         }
-    }
-
-    #[test]
-    fn advertised_url_is_bounded_and_http() {
-        assert_eq!(
-            advertised_grpc_url(r#"{"grpc":"http://127.0.0.1:50051"}"#).as_deref(),
-            Some("http://127.0.0.1:50051")
-        );
-        assert_eq!(advertised_grpc_url(r#"{"grpc":"file:///etc/passwd"}"#), None);
-        assert_eq!(advertised_grpc_url("not json"), None);
-        let long = format!(r#"{{"grpc":"http://{}"}}"#, "a".repeat(70_000));
-        assert_eq!(advertised_grpc_url(&long), None);
     }
 }

@@ -17,8 +17,7 @@ mod storage;
 mod tee;
 
 pub use crate::adapters::{
-    Deployer, MAX_DEPLOYS_AT_ONCE, MAX_PROVIDER_MESSAGE, advertised_grpc_url, authorization_from_pb,
-    authorization_pb, deploy,
+    Deployer, MAX_DEPLOYS_AT_ONCE, MAX_PROVIDER_MESSAGE, authorization_from_pb, authorization_pb, deploy,
 };
 pub use crate::chain::{ChainAdapter, CrashPoints};
 pub use crate::config::{AdapterSettings, CONFIG_TEMPLATE, KeySource, ModelConfig, RunArgs, Settings};

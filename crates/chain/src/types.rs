@@ -133,6 +133,21 @@ pub struct InferenceService {
     pub tee_signer_acknowledged: bool,
 }
 
+impl InferenceService {
+    /// The `grpc` URL the service advertises in its `additionalInfo` JSON: `http://` or `https://`, at most 2 KiB,
+    /// from a document of at most 64 KiB; `None` otherwise. A provider writes what it likes there: it is only a
+    /// hint where to connect, as the registered URL is; trust comes from the attestation.
+    pub fn advertised_grpc_url(&self) -> Option<String> {
+        if self.additional_info.len() > 64 * 1024 {
+            return None;
+        }
+        let v: serde_json::Value = serde_json::from_str(&self.additional_info).ok()?;
+        let url = v.get("grpc")?.as_str()?;
+        (url.len() <= 2048 && (url.starts_with("http://") || url.starts_with("https://")))
+            .then(|| url.to_owned())
+    }
+}
+
 /// What a provider registers with `addOrUpdateService`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct ServiceParams {
@@ -396,4 +411,41 @@ pub struct TxOutcome {
     pub block: u64,
     /// Gas used.
     pub gas_used: u64,
+}
+
+#[cfg(test)]
+mod advertised_grpc_tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    fn with_info(additional_info: &str) -> InferenceService {
+        InferenceService {
+            provider: Address::ZERO,
+            service_type: "chatbot".into(),
+            url: "http://127.0.0.1:1".into(),
+            input_price: U256::ZERO,
+            output_price: U256::ZERO,
+            updated_at: 0,
+            model: "m".into(),
+            verifiability: "TeeML".into(),
+            additional_info: additional_info.into(),
+            tee_signer: Address::ZERO,
+            tee_signer_acknowledged: false,
+        }
+    }
+
+    #[test]
+    fn the_advertised_grpc_url_is_bounded_and_http() {
+        let url = |info: &str| with_info(info).advertised_grpc_url();
+        assert_eq!(
+            url(r#"{"grpc":"http://127.0.0.1:50051"}"#).as_deref(),
+            Some("http://127.0.0.1:50051")
+        );
+        assert_eq!(url(r#"{"grpc":"file:///etc/passwd"}"#), None);
+        assert_eq!(url("not json"), None);
+        assert_eq!(
+            url(&format!(r#"{{"grpc":"http://{}"}}"#, "a".repeat(70_000))),
+            None
+        );
+    }
 }

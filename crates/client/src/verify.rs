@@ -62,17 +62,6 @@ fn hex32(s: &str) -> Option<[u8; 32]> {
         .and_then(|v| <[u8; 32]>::try_from(v).ok())
 }
 
-/// The `grpc` URL in a service's `additionalInfo` JSON, if any (a provider writes what it likes there:
-/// it is only a hint where to connect, as the registered URL is; trust comes from the attestation).
-pub(crate) fn advertised_grpc_url(additional_info: &str) -> Option<String> {
-    if additional_info.len() > 64 * 1024 {
-        return None;
-    }
-    let v: serde_json::Value = serde_json::from_str(additional_info).ok()?;
-    let url = v.get("grpc")?.as_str()?;
-    (url.len() <= 2048).then(|| url.to_owned())
-}
-
 /// The verified providers of one client.
 pub(crate) struct Providers {
     chain: zg_chain::Client,
@@ -128,7 +117,7 @@ impl Providers {
         }
         let url = match &self.cfg.grpc_url_override {
             Some(u) => u.clone(),
-            None => advertised_grpc_url(&service.additional_info)?,
+            None => service.advertised_grpc_url()?,
         };
         let url = url.trim().trim_end_matches('/').to_owned();
         url.starts_with("http://").then_some(url)

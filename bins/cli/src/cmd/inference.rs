@@ -681,7 +681,7 @@ async fn owner_request(
                         a.provider
                     )
                 })?;
-            advertised_grpc(&service.additional_info).with_context(|| {
+            service.advertised_grpc_url().with_context(|| {
                 format!(
                     "{} advertises no gRPC API (`grpc` in its additionalInfo), so it takes no adapters; pass \
                      --provider-grpc-url if you know it",
@@ -716,16 +716,6 @@ async fn owner_request(
             signature: signature.to_vec(),
         },
     ))
-}
-
-/// The `grpc` URL a service advertises in its additionalInfo (a hint where to connect; bounded).
-pub(crate) fn advertised_grpc(additional_info: &str) -> Option<String> {
-    if additional_info.len() > 64 * 1024 {
-        return None;
-    }
-    let v: serde_json::Value = serde_json::from_str(additional_info).ok()?;
-    let url = v.get("grpc")?.as_str()?;
-    (url.len() <= 2048 && (url.starts_with("http://") || url.starts_with("https://"))).then(|| url.to_owned())
 }
 
 fn provider_status(provider: Address, s: tonic::Status) -> anyhow::Error {
