@@ -370,16 +370,10 @@ fn now_secs() -> u64 {
     now_ms() / 1000
 }
 
-/// Whether `base` (as a broker names it: an id or a Hugging Face path) is the model this provider serves.
+/// Whether `base` (as a broker names it: an id or a Hugging Face path) is the model this provider serves: zg-model's
+/// rule, the last path segment compared case-insensitively.
 pub fn serves_base(served: &str, base: &str) -> bool {
-    let last = |s: &str| {
-        s.trim_end_matches('/')
-            .rsplit('/')
-            .next()
-            .unwrap_or("")
-            .to_ascii_lowercase()
-    };
-    !base.is_empty() && last(served) == last(base)
+    !base.is_empty() && zg_model::same_model_name(served, base)
 }
 
 /// The tonic service `zg.v1.Adapters`.

@@ -19,7 +19,7 @@ pub use crate::lora::{
 };
 pub use crate::model::{
     Completion, DeviceKind, FinishReason, GenerateRequest, LoadOptions, MAX_STOP, MAX_STOP_BYTES, Model,
-    Prompt, SMOLLM2_135M_INSTRUCT, SMOLLM2_GGUF_FILE, SamplingParams, Threads,
+    Prompt, SMOLLM2_135M_INSTRUCT, SMOLLM2_GGUF_FILE, SamplingParams, Threads, same_model_name,
 };
 pub use crate::template::{ChatMessage, ChatTemplate};
 pub use crate::tokenizer::Tokenizer;

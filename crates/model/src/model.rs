@@ -235,7 +235,7 @@ fn default_name(path: &Path) -> String {
 
 /// Compares model names on their last path segment, case-insensitively
 /// (`HuggingFaceTB/SmolLM2-135M-Instruct` = `smollm2-135m-instruct`).
-pub(crate) fn same_model_name(a: &str, b: &str) -> bool {
+pub fn same_model_name(a: &str, b: &str) -> bool {
     let last = |s: &str| {
         s.trim_end_matches('/')
             .rsplit('/')
