@@ -19,7 +19,6 @@ use sha2::{Digest as _, Sha256};
 use zg_ngram::NgramModel;
 
 use super::{Executor, Job, Metric, TrainContext, TrainOutcome};
-use crate::dataset::{Dataset, DatasetLimits};
 use crate::error::{Error, Result};
 
 /// Format tag of `adapter_config.json`.
@@ -81,13 +80,7 @@ impl Executor for BuiltinExecutor {
 
     fn train(&self, job: &Job, ctx: &TrainContext) -> Result<TrainOutcome> {
         let p = &job.params;
-        let raw = std::fs::read(job.dataset_path()).map_err(|e| Error::io("read", job.dataset_path(), e))?;
-        let limits = DatasetLimits {
-            max_bytes: u64::MAX,
-            max_unpacked_bytes: u64::MAX,
-            ..DatasetLimits::default()
-        };
-        let ds = Dataset::from_jsonl(&raw, &limits)?;
+        let ds = job.read_dataset()?;
         let mut order: Vec<usize> = (0..ds.records.len()).collect();
         order.shuffle(&mut StdRng::seed_from_u64(p.seed));
         let n = order.len();

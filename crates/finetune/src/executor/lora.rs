@@ -25,7 +25,7 @@
 use zg_model::{Model, Target, Targets, TrainExample, TrainParams, TrainProgress};
 
 use super::{Executor, Job, Metric, TrainContext, TrainOutcome};
-use crate::dataset::{Dataset, DatasetLimits, Tokenizer};
+use crate::dataset::Tokenizer;
 use crate::error::{Error, Result};
 use crate::params::TrainingParams;
 
@@ -218,15 +218,7 @@ impl Executor for LoraExecutor {
 
     fn train(&self, job: &Job, ctx: &TrainContext) -> Result<TrainOutcome> {
         let (params, ignored) = Self::train_params(&job.params)?;
-        let raw = std::fs::read(job.dataset_path()).map_err(|e| Error::io("read", job.dataset_path(), e))?;
-        // The pipeline validated the dataset under the broker's limits when the task was created; read it again
-        // under the same record checks (the file is the pipeline's own copy).
-        let limits = DatasetLimits {
-            max_bytes: u64::MAX,
-            max_unpacked_bytes: u64::MAX,
-            ..DatasetLimits::default()
-        };
-        let ds = Dataset::from_jsonl(&raw, &limits)?;
+        let ds = job.read_dataset()?;
         let jsonl = String::from_utf8(ds.to_jsonl()).map_err(|e| Error::DatasetFormat {
             line: 0,
             reason: e.to_string(),

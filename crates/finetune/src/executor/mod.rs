@@ -187,6 +187,20 @@ impl Job {
     pub fn params_path(&self) -> PathBuf {
         self.input_dir.join("params.json")
     }
+
+    /// The task's dataset (blocking read). The pipeline validated it under the broker's limits when the task was
+    /// created; the in-process trainers read it again under the same record checks, without the size limits (the
+    /// file is the pipeline's own copy).
+    pub fn read_dataset(&self) -> Result<crate::dataset::Dataset> {
+        let path = self.dataset_path();
+        let raw = std::fs::read(&path).map_err(|e| Error::io("read", &path, e))?;
+        let limits = crate::dataset::DatasetLimits {
+            max_bytes: u64::MAX,
+            max_unpacked_bytes: u64::MAX,
+            ..crate::dataset::DatasetLimits::default()
+        };
+        crate::dataset::Dataset::from_jsonl(&raw, &limits)
+    }
 }
 
 /// What a finished run reports.
