@@ -408,26 +408,18 @@ impl Provider {
         &self.0.adapters
     }
 
-    /// The adapter a request body names (`"model": "ft-…"`), for `user`: `None` for any other model (the base
+    /// The adapter a request's `model` names (`"model": "ft-…"`, from `zg_billing::UpstreamBody::model`, the parse
+    /// that decides what is forwarded), for `user`: `None` for any other model (the base
     /// serves it); an unknown adapter and another customer's are refused alike, 404 `model_not_found` (adapter
     /// names derive from task ids that are public on chain: a distinct answer would tell anyone with an account
     /// which provider serves whose adapter). Before admission and the upstream: nothing is reserved, billed or
     /// generated.
-    pub fn adapter_for(&self, body: &[u8], user: Address) -> Result<Option<String>> {
-        #[derive(serde::Deserialize)]
-        struct ModelField {
-            #[serde(default)]
-            model: Option<String>,
-        }
-        let Some(model) = serde_json::from_slice::<ModelField>(body)
-            .ok()
-            .and_then(|m| m.model)
-            .filter(|m| zg_adapters::is_adapter_name(m))
-        else {
+    pub fn adapter_for(&self, model: Option<&str>, user: Address) -> Result<Option<String>> {
+        let Some(model) = model.filter(|m| zg_adapters::is_adapter_name(m)) else {
             return Ok(None);
         };
-        match self.0.adapters.get(&model) {
-            Some(d) if d.owner == user => Ok(Some(model)),
+        match self.0.adapters.get(model) {
+            Some(d) if d.owner == user => Ok(Some(model.to_owned())),
             _ => Err(Error::Adapter {
                 code: "model_not_found",
                 status: axum::http::StatusCode::NOT_FOUND,
@@ -650,7 +642,7 @@ impl Provider {
         };
         // An adapter is served to its owner only; the receipt names the model that served.
         let model = self
-            .adapter_for(&body, user)?
+            .adapter_for(up_body.model.as_deref(), user)?
             .unwrap_or_else(|| self.0.config.model.clone());
         let admission = match admit().await {
             // The official SDK funds (or acknowledges) right before it sends: read the chain once more.

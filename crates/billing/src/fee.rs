@@ -92,6 +92,9 @@ pub struct UpstreamBody {
     /// The body rewritten for the upstream (`stream_options.include_usage` forced on streams, the default
     /// `max_tokens` written when the request set none); `None` when the body goes as received.
     pub rewritten: Option<Vec<u8>>,
+    /// The top-level `model` when it is a string (what the upstream is asked for; read by the same parse, so a
+    /// caller deciding on it sees what is forwarded).
+    pub model: Option<String>,
 }
 
 /// The worst-case bound of a request ([`RequestBound`]); `default_max_tokens` applies when the body sets no
@@ -186,7 +189,12 @@ pub fn upstream_body(endpoint: Endpoint, body: &[u8], default_max_tokens: u64) -
     } else {
         None
     };
-    Ok(UpstreamBody { bound, rewritten })
+    let model = get("model").and_then(|raw| serde_json::from_str::<String>(raw.get()).ok());
+    Ok(UpstreamBody {
+        bound,
+        rewritten,
+        model,
+    })
 }
 
 /// A short, printable start of a raw JSON value for error messages.
