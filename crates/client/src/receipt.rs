@@ -62,14 +62,11 @@ pub(crate) struct Expectation {
 /// provider's rule. A request whose `model` is an adapter name (`ft-…`, a customer's deployed LoRA adapter) is
 /// answered by that adapter, and its receipt names it; any other request is answered (and receipted) as the
 /// service's model, whatever `model` it sends. The fee rule does not change: the service's prices.
+///
+/// The body is read with zg-billing's parse, the one the provider decides with.
 pub fn expected_model(service_model: &str, body: &[u8]) -> String {
-    #[derive(serde::Deserialize)]
-    struct Model<'a> {
-        #[serde(borrow, default)]
-        model: Option<std::borrow::Cow<'a, str>>,
-    }
-    match serde_json::from_slice::<Model<'_>>(body) {
-        Ok(Model { model: Some(m) }) if zg_adapters::is_adapter_name(&m) => m.into_owned(),
+    match zg_billing::upstream_body(zg_billing::Endpoint::Chat, body, 0).map(|u| u.model) {
+        Ok(Some(m)) if zg_adapters::is_adapter_name(&m) => m,
         _ => service_model.to_owned(),
     }
 }
