@@ -387,6 +387,18 @@ fn adapter_dirs(env: &Env) -> Vec<String> {
     v
 }
 
+/// The native receipt a provider answer carries in `zg-receipt` (base64url JSON), if any.
+fn receipt_of(headers: &reqwest::header::HeaderMap) -> Option<ReceiptJson> {
+    headers.get("zg-receipt").map(|h| {
+        serde_json::from_slice::<ReceiptJson>(
+            &base64::engine::general_purpose::URL_SAFE_NO_PAD
+                .decode(h.as_bytes())
+                .unwrap(),
+        )
+        .unwrap()
+    })
+}
+
 /// A chat with `model` over HTTP with a session token: status, answer text, receipt (if any), usage.
 async fn chat(r: &Running, token: &str, model: &str) -> (u16, Value, Option<ReceiptJson>) {
     let body = json!({"model": model, "messages": [{"role": "user", "content": "What is the capital of France?"}],
@@ -399,14 +411,7 @@ async fn chat(r: &Running, token: &str, model: &str) -> (u16, Value, Option<Rece
         .await
         .unwrap();
     let status = resp.status().as_u16();
-    let receipt = resp.headers().get("zg-receipt").map(|h| {
-        serde_json::from_slice::<ReceiptJson>(
-            &base64::engine::general_purpose::URL_SAFE_NO_PAD
-                .decode(h.as_bytes())
-                .unwrap(),
-        )
-        .unwrap()
-    });
+    let receipt = receipt_of(resp.headers());
     let v: Value = serde_json::from_slice(&resp.bytes().await.unwrap()).unwrap();
     (status, v, receipt)
 }
@@ -735,14 +740,7 @@ async fn anvil_adapters_deploy_only_attested_serve_only_the_owner_bill_exactly_a
                 .await
                 .unwrap();
             let status = r.status().as_u16();
-            let receipt = r.headers().get("zg-receipt").map(|h| {
-                serde_json::from_slice::<ReceiptJson>(
-                    &base64::engine::general_purpose::URL_SAFE_NO_PAD
-                        .decode(h.as_bytes())
-                        .unwrap(),
-                )
-                .unwrap()
-            });
+            let receipt = receipt_of(r.headers());
             (status, body, r.bytes().await.unwrap(), receipt)
         }
     };
